@@ -1,0 +1,127 @@
+"""Sets of changed paths, and how a set becomes the list one rsync run sends.
+
+Paths are relative to ``wpath``, '/'-separated, with no leading slash; ``""``
+is ``wpath`` itself. Names are ``str`` decoded with ``os.fsdecode`` so any
+byte but NUL and '/' survives the round trip through ``os.fsencode``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterable
+
+ROOT = ""
+
+
+class PathSet:
+    """Changed paths waiting to be sent, or "the whole tree" (``full``).
+
+    It never holds more than ``limit`` paths: past that it collapses to
+    ``full``, so an event storm costs bounded memory and one whole-tree rsync.
+    """
+
+    __slots__ = ("paths", "full", "limit")
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.paths: set[str] = set()
+        self.full = False
+        self.limit = limit
+
+    def __bool__(self) -> bool:
+        return self.full or bool(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def add(self, path: str) -> None:
+        if self.full:
+            return
+        if path == ROOT:
+            self.set_full()
+            return
+        self.paths.add(path)
+        if len(self.paths) > self.limit:
+            self.set_full()
+
+    def set_full(self) -> None:
+        self.full = True
+        self.paths = set()
+
+    def update(self, other: PathSet) -> None:
+        if other.full:
+            self.set_full()
+        elif not self.full:
+            self.paths |= other.paths
+            if len(self.paths) > self.limit:
+                self.set_full()
+
+    def take(self) -> PathSet:
+        """Return the contents as a new set and leave this one empty."""
+        taken = PathSet(self.limit)
+        taken.paths, taken.full = self.paths, self.full
+        self.paths, self.full = set(), False
+        return taken
+
+    def describe(self) -> str:
+        return "full sync" if self.full else f"{len(self.paths)} paths"
+
+
+def _components(path: str) -> list[str]:
+    return path.split("/")
+
+
+def collapse(paths: Iterable[str]) -> list[str]:
+    """Drop every path that lies below another one in the set.
+
+    rsync sends a listed directory recursively, so its descendants are
+    redundant. Sorting by components puts each descendant right after its
+    ancestor (plain string order would put "a-b" between "a" and "a/b").
+    """
+    kept: list[str] = []
+    for path in sorted(set(paths), key=_components):
+        if kept and path.startswith(kept[-1] + "/"):
+            continue
+        kept.append(path)
+    return kept
+
+
+def is_real_dir(path: str) -> bool:
+    """True for a directory that is not a symlink (rsync must not follow it)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def sendable(path: str, parent_is_dir: Callable[[str], bool]) -> str:
+    """The path rsync can be given for a change at ``path``.
+
+    If every ancestor is still a real directory, the path itself (missing
+    paths are deleted by ``--delete-missing-args``). Otherwise the first
+    ancestor that is not: listing a path below a non-directory makes rsync
+    fail with an I/O error and skip *every* deletion of the run (exit 23).
+    """
+    parts = _components(path)
+    for depth in range(1, len(parts)):
+        prefix = "/".join(parts[:depth])
+        if not parent_is_dir(prefix):
+            return prefix
+    return path
+
+
+def files_list(paths: Iterable[str], root: str) -> list[str]:
+    """The collapsed list of paths to send for a batch of changes under root."""
+    cache: dict[str, bool] = {}
+
+    def parent_is_dir(rel: str) -> bool:
+        if rel not in cache:
+            cache[rel] = is_real_dir(os.path.join(root, rel))
+        return cache[rel]
+
+    return collapse(sendable(p, parent_is_dir) for p in collapse(paths))
+
+
+def encode_list(paths: Iterable[str]) -> bytes:
+    """NUL-separated names for ``--from0 --files-from``: any byte but NUL works."""
+    return b"".join(os.fsencode(p) + b"\0" for p in paths)

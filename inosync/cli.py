@@ -1,0 +1,176 @@
+"""Command line: inosync [-c FILE] [-d] [-p] [-v] [--version] [-h].
+
+Exit status: 0 clean stop, 1 runtime failure, 2 usage or configuration error.
+Everything that can be checked is checked before forking, so mistakes are
+reported on the terminal, not only in a log nobody is looking at yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import os
+import sys
+
+from . import __version__
+from .config import DEFAULT_PATH, Config, ConfigError, load
+from .pidfile import Pidfile, PidfileError
+
+log = logging.getLogger("inosync")
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="inosync",
+        description="Watch a directory tree with inotify and keep remote copies in sync with rsync.",
+    )
+    p.add_argument("-c", metavar="FILE", dest="config", default=DEFAULT_PATH,
+                   help=f"load configuration from FILE (default {DEFAULT_PATH})")
+    p.add_argument("-d", dest="daemonize", action="store_true", help="daemonize (fork to background)")
+    p.add_argument("-p", dest="pretend", action="store_true",
+                   help="do not actually call rsync; log what would run")
+    p.add_argument("-v", dest="verbose", action="store_true", help="print debugging information")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p.parse_args(argv)
+
+
+class Logs:
+    """Where log lines go: stderr in the foreground, syslog or a file behind -d."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.handler: logging.Handler | None = None
+        log.setLevel(logging.DEBUG if verbose else logging.INFO)
+        log.propagate = False
+        logging.getLogger("pyinotify").addHandler(logging.NullHandler())
+
+    def use(self, handler: logging.Handler) -> None:
+        if self.handler is not None:
+            log.removeHandler(self.handler)
+            self.handler.close()
+        self.handler = handler
+        log.addHandler(handler)
+
+    def foreground(self) -> None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.use(handler)
+
+    def background(self, config: Config) -> None:
+        handler: logging.Handler
+        if config.logfile:
+            # Watched: reopens by itself after logrotate moves the file.
+            handler = logging.handlers.WatchedFileHandler(config.logfile)
+            handler.setFormatter(logging.Formatter(
+                "%(asctime)s inosync[%(process)d] %(levelname)s %(message)s"))
+        else:
+            handler = logging.handlers.SysLogHandler(
+                "/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+            handler.ident = "inosync[%d]: " % os.getpid()
+            handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        self.use(handler)
+
+    def fds(self) -> list[int]:
+        """File descriptors the handler needs kept open across the fork."""
+        h = self.handler
+        fds = []
+        if isinstance(h, logging.handlers.SysLogHandler):
+            fds = [h.socket.fileno()]
+        elif isinstance(h, logging.StreamHandler) and h.stream:
+            fds = [h.stream.fileno()]
+        return [fd for fd in fds if fd >= 0]  # -1: syslog not running yet
+
+
+def fail(message: str, code: int) -> int:
+    log.error("%s", message)
+    if not log.handlers or not isinstance(log.handlers[0], logging.StreamHandler) or \
+            getattr(log.handlers[0], "stream", None) is not sys.stderr:
+        print(f"inosync: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs = Logs(args.verbose)
+    logs.foreground()
+    try:
+        config = load(args.config)
+    except ConfigError as e:
+        return fail(str(e), EXIT_USAGE)
+    try:
+        return run(args, config, logs)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def run(args: argparse.Namespace, config: Config, logs: Logs) -> int:
+    from .daemon import Daemon
+    from .watch import Watcher, WatchLimitError
+
+    pidfile = Pidfile(config.pidfile) if config.pidfile else None
+    try:
+        if pidfile:
+            pidfile.acquire()
+    except PidfileError as e:
+        return fail(str(e), EXIT_RUNTIME)
+    try:
+        watcher = Watcher(config.wpath, config.emask, config.excludes)
+        try:
+            watcher.start()
+        except WatchLimitError:
+            return fail(watch_limit_message(config.wpath), EXIT_RUNTIME)
+        except OSError as e:
+            return fail(f"cannot watch {config.wpath}: {e.strerror}", EXIT_RUNTIME)
+        if args.daemonize:
+            try:
+                logs.background(config)
+            except OSError as e:
+                return fail(f"cannot open log ({config.logfile or '/dev/log'}): {e.strerror}",
+                            EXIT_RUNTIME)
+            keep = [watcher.fileno(), *logs.fds()] + ([pidfile.fd] if pidfile and pidfile.fd else [])
+            detach(keep)
+        if pidfile:
+            pidfile.write()
+
+        def on_reload(new: Config) -> None:
+            if args.daemonize:
+                logs.background(new)
+
+        daemon = Daemon(config, watcher, pretend=args.pretend, on_reload=on_reload)
+        return daemon.run()
+    finally:
+        if pidfile:
+            pidfile.release()
+
+
+def detach(keep: list[int]) -> None:
+    """Fork into the background with python-daemon, keeping our fds open."""
+    import daemon as python_daemon
+
+    context = python_daemon.DaemonContext(
+        files_preserve=keep,
+        working_directory="/",
+        umask=0o022,
+        signal_map={},  # our own handlers are installed by the loop
+        detach_process=True,
+    )
+    context.open()
+
+
+def watch_limit_message(wpath: str) -> str:
+    limit_file = "/proc/sys/fs/inotify/max_user_watches"
+    try:
+        with open(limit_file) as f:
+            limit = f.read().strip()
+    except OSError:
+        limit = "unknown"
+    needed = sum(1 for _ in os.walk(wpath))
+    return (f"inotify watch limit reached: fs.inotify.max_user_watches is {limit}, "
+            f"{wpath} has about {needed} directories (other programs use watches too); "
+            f"raise it, e.g. sysctl fs.inotify.max_user_watches={max(needed * 2, 524288)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,409 @@
+"""The daemon's whole life: one process, one thread, one poll loop.
+
+Signals are queued by tiny handlers and woken up through a pipe
+(``signal.set_wakeup_fd``), then handled in the loop by one short
+``handle_<name>`` method each. rsync children run without blocking; their
+exit arrives as SIGCHLD on the same pipe. With nothing to do the loop sleeps
+in poll() without a timeout: idle CPU is zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import shlex
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO
+
+from . import config as configmod
+from .batch import PathSet, encode_list, files_list, is_real_dir
+from .config import Config, ConfigError
+from .nodes import Node, State
+from .rsync import Outcome, batch_argv, classify, describe, full_argv
+from .watch import Watcher, WatchLimitError
+
+log = logging.getLogger("inosync")
+
+SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGCHLD")
+GRACE = 10.0  # seconds running rsyncs get to finish on SIGTERM
+KILL_AFTER = 3.0  # seconds between SIGTERM and SIGKILL to a child
+UNWATCHED_RESCAN = 60.0  # seconds between syncs of directories we could not watch
+STDERR_LINES = 5
+
+
+@dataclass
+class Child:
+    node: Node
+    proc: subprocess.Popen[bytes]
+    stderr: IO[bytes]
+    list_file: str | None
+    started: float
+    what: str
+    stopped_by_us: bool = False
+
+
+def stderr_tail(stream: IO[bytes], lines: int = STDERR_LINES) -> str:
+    stream.seek(0)
+    text = stream.read()[-8192:].decode(errors="replace")
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        watcher: Watcher,
+        pretend: bool = False,
+        on_reload: Callable[[Config], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.watcher = watcher
+        self.pretend = pretend
+        self.on_reload = on_reload
+        self.nodes = {dest: self._new_node(dest) for dest in config.rnodes}
+        self.collected = PathSet(config.max_pending)
+        self.flush_at: float | None = None
+        self.children: dict[int, Child] = {}
+        self.signals: list[int] = []
+        self.stopping = False
+        self.exit_code = 0
+        self.term_at: float | None = None  # when to SIGTERM children on shutdown
+        self.kill_at: float | None = None
+        self.rescan_at: float | None = None
+        self.listdir = tempfile.mkdtemp(prefix="inosync-")
+        self.poller = select.poll()
+
+    def _new_node(self, dest: str) -> Node:
+        c = self.config
+        return Node(dest, retry_min=c.retry_min, retry_max=c.retry_max, limit=c.max_pending)
+
+    # ---- the loop
+
+    def run(self) -> int:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_r = wake_r
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for name in SIGNALS:
+            signal.signal(getattr(signal, name), self._queue_signal)
+        self.poller.register(wake_r, select.POLLIN)
+        self.poller.register(self.watcher.fileno(), select.POLLIN)
+        log.info("watching %s (%d directories); initial sync to %d node(s)",
+                 self.config.wpath, len(self.watcher), len(self.nodes))
+        for node in self.nodes.values():
+            node.pending.set_full()
+        try:
+            while not (self.stopping and not self.children):
+                self.tick(time.monotonic())
+                if self.stopping and not self.children:
+                    break
+                self.wait()
+        finally:
+            signal.set_wakeup_fd(-1)
+            os.close(wake_r)
+            os.close(wake_w)
+            self._cleanup_lists()
+        return self.exit_code
+
+    def wait(self) -> None:
+        timeout = self.next_timeout(time.monotonic())
+        for fd, _ in self.poller.poll(timeout):
+            if fd == self.wake_r:
+                try:
+                    while os.read(self.wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+        self.handle_signals()
+        self.reap()
+        self.read_changes()
+
+    def next_timeout(self, now: float) -> int | None:
+        """Milliseconds until something is due, or None to sleep until woken."""
+        due = [t for t in (self.flush_at, self.term_at, self.kill_at, self.rescan_at) if t]
+        due += [n.retry_at for n in self.nodes.values()
+                if n.state is State.WAITING and n.pending and n.retry_at]
+        if not due:
+            return None
+        return max(0, int((min(due) - now) * 1000) + 1)
+
+    def tick(self, now: float) -> None:
+        self.check_watcher(now)
+        if self.flush_at is not None and now >= self.flush_at:
+            self.flush()
+        if self.stopping:
+            self.stop_children(now)
+            return
+        for node in self.nodes.values():
+            if node.ready(now):
+                self.start(node, now)
+
+    # ---- changes in
+
+    def read_changes(self) -> None:
+        changes = self.watcher.read()
+        if not changes:
+            return
+        for path in changes:
+            self.collected.add(path)
+        if self.flush_at is None:
+            self.flush_at = time.monotonic() + self.config.edelay
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%d change(s), e.g. %r; %s collected",
+                      len(changes), changes[0], self.collected.describe())
+
+    def flush(self) -> None:
+        """The debounce delay is over: hand what was collected to every node."""
+        batch = self.collected.take()
+        self.flush_at = None
+        for node in self.nodes.values():
+            node.pending.update(batch)
+
+    def check_watcher(self, now: float) -> None:
+        w = self.watcher
+        if w.root_gone and not self.stopping:
+            log.error("wpath %s disappeared; stopping without syncing (nothing is "
+                      "deleted on the nodes)", self.config.wpath)
+            self.exit_code = 1
+            self.begin_stop(now, grace=0.0)
+        if w.overflowed:
+            log.warning("inotify queue overflowed: events were lost; rewatching "
+                        "and syncing everything to every node")
+            w.rescan()
+            self.collected.set_full()
+            self.flush_at = self.flush_at or now
+        if w.unwatched and (self.rescan_at is None or now >= self.rescan_at):
+            for rel in list(w.unwatched):
+                self.collected.add(rel)  # no events there: sync it whole
+                w.unwatched.discard(rel)
+                w.add_tree(rel)  # the limit may have been raised meanwhile
+            self.flush_at = self.flush_at or now
+            self.rescan_at = now + UNWATCHED_RESCAN if w.unwatched else None
+
+    # ---- rsync children
+
+    def start(self, node: Node, now: float) -> None:
+        batch = node.begin()
+        wpath = self.config.wpath
+        if not is_real_dir(wpath):
+            node.abandon()  # never sync a vanished wpath: that would delete
+            return
+        paths = [] if batch.full else files_list(batch.paths, wpath)
+        full = batch.full or len(paths) > self.config.full_threshold
+        opts = self.config.rsync_options()
+        list_file = None
+        if full:
+            argv, what = full_argv(opts, wpath, node.dest), "full sync"
+        else:
+            list_file = self._write_list(paths)
+            argv, what = batch_argv(opts, wpath, node.dest, list_file), f"{len(paths)} path(s)"
+        if self.pretend:
+            log.info("%s: would run (%s): %s", node.dest, what, shlex.join(argv))
+            self._remove(list_file)
+            node.finish(Outcome.OK, now, time.time())
+            return
+        log.debug("%s: running (%s): %s", node.dest, what, shlex.join(argv))
+        stderr = tempfile.TemporaryFile(dir=self.listdir)
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=stderr, start_new_session=True)
+        except OSError as e:
+            stderr.close()
+            self._remove(list_file)
+            self._report(node, node.finish(Outcome.BROKEN, now, time.time(),
+                                           f"cannot run {opts.rsync}: {e.strerror}"), "")
+            return
+        self.children[proc.pid] = Child(node, proc, stderr, list_file, now, what)
+
+    def _write_list(self, paths: list[str]) -> str:
+        fd, name = tempfile.mkstemp(dir=self.listdir, suffix=".list")
+        with os.fdopen(fd, "wb") as f:
+            f.write(encode_list(paths))
+        return name
+
+    def reap(self) -> None:
+        for pid, child in list(self.children.items()):
+            rc = child.proc.poll()
+            if rc is None:
+                continue
+            del self.children[pid]
+            self.finished(child, rc)
+
+    def finished(self, child: Child, rc: int) -> None:
+        now, node = time.monotonic(), child.node
+        tail = stderr_tail(child.stderr)
+        child.stderr.close()
+        self._remove(child.list_file)
+        if child.stopped_by_us:
+            node.abandon()
+        else:
+            outcome = classify(rc)
+            changed = node.finish(outcome, now, time.time(), "" if rc in (0, 24) else describe(rc))
+            if outcome in (Outcome.OK, Outcome.VANISHED):
+                log.info("%s: synced %s in %.1f s", node.dest, child.what, now - child.started)
+            self._report(node, changed, tail)
+        self.write_status()
+
+    def _report(self, node: Node, changed: bool, tail: str) -> None:
+        """Log a node's failures once per change of health, not once per retry."""
+        if node.state is State.WAITING:
+            wait = (node.retry_at or 0) - time.monotonic()
+            level = logging.ERROR if changed else logging.DEBUG
+            log.log(level, "%s: rsync failed: %s%s; %s pending, retry %d in %.0f s",
+                    node.dest, node.last_error, f": {tail}" if tail else "",
+                    node.pending.describe(), node.failures, max(0.0, wait))
+        elif changed:
+            log.info("%s: recovered", node.dest)
+
+    def stop_children(self, now: float) -> None:
+        for child in self.children.values():
+            if self.term_at is not None and now >= self.term_at and not child.stopped_by_us:
+                self._signal(child, signal.SIGTERM)
+            if self.kill_at is not None and now >= self.kill_at:
+                self._signal(child, signal.SIGKILL)
+        if self.term_at is not None and now >= self.term_at:
+            self.term_at = None
+
+    def _signal(self, child: Child, sig: int) -> None:
+        child.stopped_by_us = True
+        try:
+            os.killpg(child.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def begin_stop(self, now: float, grace: float = GRACE) -> None:
+        self.stopping = True
+        self.flush()
+        self.term_at = now + grace
+        self.kill_at = now + grace + KILL_AFTER
+        for node in self.nodes.values():
+            if node.pending or node.inflight is not None:
+                log.info("%s: %s pending at shutdown; the next start's full sync "
+                         "covers them", node.dest, node.pending_count())
+
+    # ---- signals
+
+    def _queue_signal(self, signum: int, frame: object) -> None:
+        if signum != signal.SIGCHLD and len(self.signals) < 10:
+            self.signals.append(signum)
+
+    def handle_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.pop(0)
+            name = signal.Signals(signum).name
+            getattr(self, f"handle_{name[3:].lower()}")()
+
+    def handle_term(self) -> None:
+        now = time.monotonic()
+        if self.stopping:  # asked twice: do not wait for the grace period
+            self.term_at, self.kill_at = now, now + KILL_AFTER
+            return
+        log.info("stopping (SIGTERM); waiting up to %.0f s for running rsyncs", GRACE)
+        self.begin_stop(now)
+
+    handle_int = handle_term
+
+    def handle_usr1(self) -> None:
+        for line in self.status_lines():
+            log.info("status: %s", line)
+        self.write_status()
+
+    def handle_hup(self) -> None:
+        log.info("SIGHUP: reloading %s", self.config.path)
+        try:
+            new = configmod.load(self.config.path)
+            self.apply(new)
+        except (ConfigError, WatchLimitError) as e:
+            log.error("reload failed, keeping the old configuration: %s", e)
+            return
+        log.info("reloaded; full sync to %d node(s)", len(self.nodes))
+
+    def apply(self, new: Config) -> None:
+        """Switch to a new configuration; raises before changing anything."""
+        old = self.config
+        watch_changed = (new.wpath, new.emask, new.excludes.patterns) != (
+            old.wpath, old.emask, old.excludes.patterns)
+        if watch_changed:
+            watcher = Watcher(new.wpath, new.emask, new.excludes)
+            try:
+                watcher.start()
+            except WatchLimitError:
+                watcher.close()
+                raise
+            self.poller.unregister(self.watcher.fileno())
+            self.watcher.close()
+            self.watcher = watcher
+            self.poller.register(watcher.fileno(), select.POLLIN)
+            self.collected = PathSet(new.max_pending)
+        self.config = new
+        for child in self.children.values():
+            if child.node.dest not in new.rnodes:
+                self._signal(child, signal.SIGTERM)
+        self.nodes = {d: self.nodes.get(d) or self._new_node(d) for d in new.rnodes}
+        for node in self.nodes.values():
+            node.retry_min, node.retry_max = new.retry_min, new.retry_max
+            node.pending.limit = new.max_pending
+            node.pending.set_full()
+        if self.on_reload:
+            self.on_reload(new)
+
+    # ---- status
+
+    def status(self) -> list[dict[str, object]]:
+        now, wall = time.monotonic(), time.time()
+        rows = []
+        for node in self.nodes.values():
+            retry = None
+            if node.state is State.WAITING and node.retry_at is not None:
+                retry = wall + max(0.0, node.retry_at - now)
+            rows.append({
+                "node": node.dest, "state": node.state.value,
+                "pending": node.pending_count(), "failures": node.failures,
+                "last_ok": node.last_ok, "last_error": node.last_error,
+                "next_retry": retry, "runs": node.runs,
+            })
+        return rows
+
+    def status_lines(self) -> list[str]:
+        def when(t: object) -> str:
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "never"
+
+        return [
+            f"{r['node']}: {r['state']}, pending {r['pending']}, last ok {when(r['last_ok'])}, "
+            f"last error {r['last_error'] or 'none'}, next retry "
+            f"{when(r['next_retry']) if r['next_retry'] else '-'}"
+            for r in self.status()
+        ]
+
+    def write_status(self) -> None:
+        path = self.config.statusfile
+        if not path:
+            return
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump({"pid": os.getpid(), "wpath": self.config.wpath,
+                           "time": time.time(), "nodes": self.status()}, f, indent=1)
+            os.replace(tmp, path)  # readers never see half a file
+        except OSError as e:
+            log.warning("cannot write statusfile %s: %s", path, e.strerror)
+
+    # ---- housekeeping
+
+    def _remove(self, name: str | None) -> None:
+        if name:
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
+
+    def _cleanup_lists(self) -> None:
+        for name in os.listdir(self.listdir):
+            self._remove(os.path.join(self.listdir, name))
+        os.rmdir(self.listdir)

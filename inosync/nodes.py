@@ -1,0 +1,95 @@
+"""Per-node replication state: what is pending, what is in flight, retries.
+
+A Node holds no process; the daemon starts and reaps rsync children and tells
+the node what happened. That keeps every decision here testable with plain
+values (times are passed in, never read from a clock).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .batch import PathSet
+from .rsync import Outcome
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    RUNNING = "running"
+    WAITING = "waiting"  # failed; retries at retry_at
+
+
+def backoff(failures: int, lo: float, hi: float) -> float:
+    """Seconds to wait after the n-th failure in a row: lo, 2*lo, 4*lo ... hi."""
+    if failures <= 0:
+        return 0.0
+    return min(hi, lo * 2 ** min(failures - 1, 30))
+
+
+@dataclass
+class Node:
+    dest: str
+    retry_min: float = 1.0
+    retry_max: float = 60.0
+    limit: int = 100_000
+    state: State = State.IDLE
+    pending: PathSet = field(init=False)
+    inflight: PathSet | None = None
+    failures: int = 0
+    retry_at: float | None = None
+    last_ok: float | None = None  # wall-clock time of the last success
+    last_error: str | None = None
+    runs: int = 0
+
+    def __post_init__(self) -> None:
+        self.pending = PathSet(self.limit)
+
+    def ready(self, now: float) -> bool:
+        """Should an rsync start for this node now?"""
+        if not self.pending or self.state is State.RUNNING:
+            return False
+        return self.state is State.IDLE or (self.retry_at is not None and now >= self.retry_at)
+
+    def begin(self) -> PathSet:
+        """Move everything pending into flight and mark the node running."""
+        self.inflight = self.pending.take()
+        self.state = State.RUNNING
+        self.runs += 1
+        return self.inflight
+
+    def finish(self, outcome: Outcome, now: float, wall: float, error: str = "") -> bool:
+        """Record how the run ended; return True if the node's health changed.
+
+        A failed batch goes back into pending, merged with whatever arrived
+        meanwhile, so nothing is lost however often a node fails.
+        """
+        was_failing = self.failures > 0
+        batch, self.inflight = self.inflight, None
+        if outcome in (Outcome.OK, Outcome.VANISHED):
+            self.state, self.failures, self.retry_at = State.IDLE, 0, None
+            self.last_ok = wall
+            return was_failing
+        if batch is not None:
+            self.pending.update(batch)
+        self.failures += 1
+        lo = self.retry_max if outcome is Outcome.BROKEN else self.retry_min
+        self.retry_at = now + backoff(self.failures, lo, self.retry_max)
+        self.state = State.WAITING
+        changed = not was_failing or error != self.last_error
+        self.last_error = error
+        return changed
+
+    def abandon(self) -> None:
+        """The run was stopped by us (shutdown, reload): keep its batch pending."""
+        if self.inflight is not None:
+            self.pending.update(self.inflight)
+        self.inflight = None
+        self.state = State.IDLE if not self.failures else State.WAITING
+
+    def pending_count(self) -> str:
+        both = PathSet(self.limit)
+        both.update(self.pending)
+        if self.inflight is not None:
+            both.update(self.inflight)
+        return both.describe()

@@ -1,0 +1,57 @@
+"""A pidfile guarded by flock(2), so a stale one (crash, kill -9) never blocks.
+
+python-daemon's pidfile classes trust the file's existence; the kernel drops
+an flock when its holder dies, which is the only reliable liveness test.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+
+
+class PidfileError(Exception):
+    """One-line reason we cannot take the pidfile."""
+
+
+class Pidfile:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        """Open and lock the file; raise PidfileError if a live process holds it."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise PidfileError(f"pidfile {self.path} is a symlink; refusing to follow it") from None
+            raise PidfileError(f"cannot open pidfile {self.path}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise PidfileError(
+                f"pidfile {self.path} is held by running process {other}; "
+                "stop it first (kill -TERM " + other + ")"
+            ) from None
+        self.fd = fd
+
+    def write(self) -> None:
+        """Record our pid; call after forking (the lock travels with the fd)."""
+        assert self.fd is not None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = None

@@ -1,0 +1,141 @@
+"""rsync command lines and what rsync's exit codes mean for us.
+
+Everything here is a pure function of values: no processes are started.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class Kind(enum.Enum):
+    LOCAL = "local"  # a directory on this machine
+    SSH = "ssh"  # [user@]host:path, rsync over the ssh command
+    DAEMON = "daemon"  # rsync://host/module/path or host::module/path
+
+
+# host:path means ssh only when the colon comes before any slash (rsync's rule),
+# so "./a:b" and "/srv/a:b" stay local paths.
+_SSH = re.compile(r"^[^/:]+:(?!:)")
+_DAEMON = re.compile(r"^(rsync://|[^/:]+::)")
+
+
+def node_kind(dest: str) -> Kind:
+    if _DAEMON.match(dest):
+        return Kind.DAEMON
+    if _SSH.match(dest):
+        return Kind.SSH
+    return Kind.LOCAL
+
+
+def with_slash(path: str) -> str:
+    """rsync copies a directory's contents (not the directory) when it ends in '/'."""
+    return path if path.endswith("/") else path + "/"
+
+
+@dataclass(frozen=True)
+class Options:
+    """The settings that shape an rsync command line."""
+
+    rsync: str = "/usr/bin/rsync"
+    excludes: Sequence[str] = ()
+    bwlimit: int = 0  # KB/s, 0 = no limit
+    timeout: int = 60  # seconds of I/O silence before rsync gives up
+    contimeout: int = 10  # seconds to connect to an rsync daemon
+    ssh: Sequence[str] = ("ssh",)
+    extra: Sequence[str] = ()
+
+
+def _common(opts: Options, dest: str) -> list[str]:
+    # -a does not imply -r together with --files-from, hence the explicit -r.
+    argv = [opts.rsync, "-a", "-r", "--delete", f"--timeout={opts.timeout}"]
+    kind = node_kind(dest)
+    if kind is Kind.DAEMON:
+        argv.append(f"--contimeout={opts.contimeout}")
+    elif kind is Kind.SSH:
+        argv += ["-e", shlex.join(opts.ssh)]
+    if opts.bwlimit:
+        argv.append(f"--bwlimit={opts.bwlimit}")
+    argv += [f"--exclude={pattern}" for pattern in opts.excludes]
+    argv += list(opts.extra)
+    return argv
+
+
+def full_argv(opts: Options, wpath: str, dest: str) -> list[str]:
+    """One whole-tree run: the node ends up equal to wpath."""
+    return [*_common(opts, dest), with_slash(wpath), with_slash(dest)]
+
+
+def batch_argv(opts: Options, wpath: str, dest: str, list_file: str) -> list[str]:
+    """A run that sends only the paths listed (NUL-separated) in list_file.
+
+    Listed directories go recursively (with deletions inside them); listed
+    paths that no longer exist are deleted on the node.
+    """
+    return [
+        *_common(opts, dest),
+        "--delete-missing-args",
+        "--from0",
+        f"--files-from={list_file}",
+        with_slash(wpath),
+        with_slash(dest),
+    ]
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    VANISHED = "vanished"  # 24: files went away mid-run; their own events follow
+    RETRY = "retry"  # network, timeout, partial transfer: try again soon
+    BROKEN = "broken"  # retrying cannot fix it by itself: retry slowly, log loudly
+
+
+# From rsync(1) "EXIT VALUES", plus ssh's 255 and the shell's 126/127.
+_BROKEN = {
+    1: "syntax or usage error",
+    2: "protocol incompatibility",
+    3: "errors selecting input/output files, dirs",
+    4: "requested action not supported",
+    6: "daemon unable to append to log-file",
+    25: "--max-delete limit stopped deletions",
+    126: "remote rsync not executable",
+    127: "remote rsync not found",
+}
+_TRANSIENT = {
+    5: "error starting client-server protocol",
+    10: "error in socket I/O",
+    11: "error in file I/O",
+    12: "error in rsync protocol data stream",
+    13: "errors with program diagnostics",
+    14: "error in IPC code",
+    20: "received SIGUSR1 or SIGINT",
+    21: "some error returned by waitpid()",
+    22: "error allocating core memory buffers",
+    23: "partial transfer due to error",
+    30: "timeout in data send/receive",
+    35: "timeout waiting for daemon connection",
+    255: "ssh connection failed",
+}
+
+
+def classify(returncode: int) -> Outcome:
+    """What an rsync exit status means; unknown codes are retried, never fatal."""
+    if returncode == 0:
+        return Outcome.OK
+    if returncode == 24:
+        return Outcome.VANISHED
+    if returncode in _BROKEN:
+        return Outcome.BROKEN
+    return Outcome.RETRY
+
+
+def describe(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    if returncode == 24:
+        return "exit 24 (some files vanished before they could be transferred)"
+    reason = _BROKEN.get(returncode) or _TRANSIENT.get(returncode) or "unknown error"
+    return f"exit {returncode} ({reason})"

@@ -1,0 +1,301 @@
+"""Watching wpath with inotify, through pyinotify 0.9.6, with its traps contained.
+
+pyinotify is frozen (last release 2015). We use its WatchManager for the
+inotify instance and its ctypes binding, and its flag table; we do not use
+its Notifier or its watch bookkeeping, because that is where the traps are:
+
+* ``Notifier.read_events`` decodes names strictly: one non-UTF-8 file name
+  raises and the whole read batch is lost.  -> ``parse_events`` uses
+  ``os.fsdecode`` (surrogateescape), so every byte string round-trips.
+* the binding encodes paths strictly in ``add_watch``: a non-UTF-8 directory
+  name crashes the caller.  -> ``_WatchManager`` encodes with ``os.fsencode``.
+* ``WatchManager.get_wd()`` scans every watch, and ``auto_add`` calls it for
+  every entry of every new directory (quadratic on big trees).  -> we keep
+  path->wd and wd->path dicts.
+* ``auto_add`` follows symlinks to directories outside the tree.  -> we add
+  watches ourselves, never following symlinks (scandir + IN_DONT_FOLLOW).
+* a directory moved out of the tree keeps its sub-watches, which then
+  report paths that no longer exist.  -> on IN_MOVED_FROM of a directory we
+  drop every watch below it; IN_MOVED_TO adds them back where it landed.
+* it attaches its own stderr handler to the "pyinotify" logger, which would
+  write into a daemon's closed stderr.  -> removed at import.
+* on Python 3.12+ it imports ``asyncore``, which only the ``pyasyncore``
+  package provides any more (a dependency in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import struct
+import warnings
+from collections.abc import Iterable
+
+try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # asyncore on 3.11
+        import pyinotify
+except ImportError as e:  # pragma: no cover - depends on the interpreter
+    raise ImportError(
+        f"cannot import pyinotify ({e}); on Python 3.12+ it also needs the "
+        "pyasyncore package: pip install pyinotify==0.9.6 pyasyncore"
+    ) from e
+
+from .excludes import Excludes
+
+# pyinotify's own stderr handler would print into a daemon's /dev/null (or a
+# closed fd) and duplicate our log lines in the foreground.
+_pyinotify_log = logging.getLogger("pyinotify")
+_pyinotify_log.handlers.clear()
+_pyinotify_log.propagate = True
+_pyinotify_log.setLevel(logging.WARNING)
+
+log = logging.getLogger("inosync")
+
+_F = pyinotify.EventsCodes.ALL_FLAGS
+IN_ACCESS = _F["IN_ACCESS"]
+IN_ATTRIB = _F["IN_ATTRIB"]
+IN_CREATE = _F["IN_CREATE"]
+IN_DELETE = _F["IN_DELETE"]
+IN_DELETE_SELF = _F["IN_DELETE_SELF"]
+IN_MOVE_SELF = _F["IN_MOVE_SELF"]
+IN_MOVED_FROM = _F["IN_MOVED_FROM"]
+IN_MOVED_TO = _F["IN_MOVED_TO"]
+IN_UNMOUNT = _F["IN_UNMOUNT"]
+IN_Q_OVERFLOW = _F["IN_Q_OVERFLOW"]
+IN_IGNORED = _F["IN_IGNORED"]
+IN_ISDIR = _F["IN_ISDIR"]
+IN_ONLYDIR = _F["IN_ONLYDIR"]
+IN_DONT_FOLLOW = _F["IN_DONT_FOLLOW"]
+IN_EXCL_UNLINK = _F["IN_EXCL_UNLINK"]
+
+# Names a user may put in emask: the change events (not watch options).
+EVENT_FLAGS = {
+    name: value
+    for name, value in _F.items()
+    if name not in ("IN_DONT_FOLLOW", "IN_MASK_ADD", "IN_ONESHOT", "IN_ONLYDIR",
+                    "IN_EXCL_UNLINK", "IN_ISDIR", "IN_IGNORED", "IN_Q_OVERFLOW")
+}  # fmt: skip
+
+# What we always watch for, whatever emask says: new and vanished directories
+# (to keep watches right) and the fate of wpath itself.
+_BOOKKEEPING = IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF
+# Never follow a symlink, only ever watch directories, and stop reporting
+# events for unlinked files still open somewhere.
+_WATCH_OPTIONS = IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK
+
+_HEADER = struct.Struct("iIII")  # wd, mask, cookie, length of the name
+
+
+class WatchLimitError(OSError):
+    """inotify ran out of watches (ENOSPC): fs.inotify.max_user_watches."""
+
+
+class _WatchManager(pyinotify.WatchManager):
+    """pyinotify's WatchManager, used for its inotify fd and binding only."""
+
+    def watch(self, path: str, mask: int) -> int:
+        # The binding's own add_watch encodes strictly; fsencode takes back
+        # the surrogate escapes that fsdecode made of non-UTF-8 bytes.
+        libc = self._inotify_wrapper._libc
+        wd = libc.inotify_add_watch(self._fd, os.fsencode(path), mask)
+        if wd < 0:
+            code = self._inotify_wrapper.get_errno()
+            raise OSError(code, os.strerror(code), path)
+        return wd
+
+    def unwatch(self, wd: int) -> None:
+        self._inotify_wrapper._libc.inotify_rm_watch(self._fd, wd)  # EINVAL if already gone
+
+    def renew(self) -> None:
+        """Replace the inotify instance by a fresh one under the same fd number.
+
+        Drops every watch and the kernel queue at once; pollers registered
+        on the fd keep working.
+        """
+        fresh = self._inotify_wrapper.inotify_init()
+        if fresh < 0:
+            code = self._inotify_wrapper.get_errno()
+            raise OSError(code, os.strerror(code))
+        os.dup2(fresh, self._fd, inheritable=False)
+        os.close(fresh)
+
+
+def parse_events(buf: bytes) -> list[tuple[int, int, int, str]]:
+    """Split what read(2) returned on an inotify fd into (wd, mask, cookie, name)."""
+    events = []
+    pos, end = 0, len(buf)
+    while pos + _HEADER.size <= end:
+        wd, mask, cookie, length = _HEADER.unpack_from(buf, pos)
+        pos += _HEADER.size
+        name = buf[pos : pos + length].rstrip(b"\0")
+        pos += length
+        events.append((wd, mask, cookie, os.fsdecode(name)))
+    return events
+
+
+def event_mask(names: Iterable[str]) -> int:
+    mask = 0
+    for name in names:
+        mask |= EVENT_FLAGS[name]
+    return mask
+
+
+def join(base: str, name: str) -> str:
+    return f"{base}/{name}" if base else name
+
+
+class Watcher:
+    """All directories under root, watched; ``read()`` returns changed paths.
+
+    Paths are relative to root ("" is root). The object is a file: poll its
+    fileno() for readability, then call read().
+    """
+
+    def __init__(self, root: str, emask: Iterable[str], excludes: Excludes) -> None:
+        self.root = root
+        self.sync_mask = event_mask(emask)
+        self.watch_mask = self.sync_mask | _BOOKKEEPING | _WATCH_OPTIONS
+        self.excludes = excludes
+        self._wm = _WatchManager()
+        self.fd = self._wm.get_fd()
+        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        os.set_inheritable(self.fd, False)  # rsync children must not hold it
+        self.path_of: dict[int, str] = {}
+        self.wd_of: dict[str, int] = {}
+        self.unwatched: set[str] = set()  # directories we had no watch left for
+        self.overflowed = False
+        self.root_gone = False
+        self._strict = True  # ENOSPC raises while starting, is logged later
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        self._wm.close()
+
+    def __len__(self) -> int:
+        return len(self.wd_of)
+
+    def start(self) -> int:
+        """Watch the whole tree; raises WatchLimitError if inotify runs out."""
+        self._strict = True
+        try:
+            self.add_tree("")
+        finally:
+            self._strict = False
+        return len(self.wd_of)
+
+    def rescan(self) -> None:
+        """Start over with a fresh inotify instance (after a queue overflow)."""
+        self._wm.renew()
+        self.path_of.clear()
+        self.wd_of.clear()
+        self.unwatched.clear()
+        self.overflowed = False
+        self.add_tree("")
+
+    def add_tree(self, top: str) -> None:
+        """Watch top and every directory below it that is not excluded."""
+        stack = [top]
+        while stack:
+            rel = stack.pop()
+            if not self._add(rel):
+                continue
+            try:
+                with os.scandir(os.path.join(self.root, rel)) as entries:
+                    for entry in entries:
+                        name = os.fsdecode(entry.name)
+                        if entry.is_dir(follow_symlinks=False):
+                            child = join(rel, name)
+                            if not (self.excludes and self.excludes.excluded(child, True)):
+                                stack.append(child)
+            except OSError:
+                continue  # vanished meanwhile: its own events tell the rest
+
+    def _add(self, rel: str) -> bool:
+        try:
+            wd = self._wm.watch(os.path.join(self.root, rel), self.watch_mask)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                if self._strict:
+                    raise WatchLimitError(e.errno, e.strerror, rel) from None
+                if not self.unwatched:
+                    log.error("inotify watch limit reached at %r: raise "
+                              "fs.inotify.max_user_watches; until then such "
+                              "directories are synced whole, periodically", rel)
+                self.unwatched.add(rel)
+            elif e.errno not in (errno.ENOENT, errno.ENOTDIR):
+                log.warning("cannot watch %s: %s", os.path.join(self.root, rel), e.strerror)
+            return False
+        old = self.path_of.get(wd)
+        if old is not None and old != rel:
+            self.wd_of.pop(old, None)  # same inode seen under a new name
+        self.path_of[wd] = rel
+        self.wd_of[rel] = wd
+        return True
+
+    def drop_tree(self, top: str) -> None:
+        """Forget the watches on top and below (it left this place)."""
+        prefix = top + "/"
+        for rel in [p for p in self.wd_of if p == top or p.startswith(prefix)]:
+            wd = self.wd_of.pop(rel)
+            del self.path_of[wd]
+            self._wm.unwatch(wd)
+        self.unwatched = {p for p in self.unwatched if not (p == top or p.startswith(prefix))}
+
+    def read(self) -> list[str]:
+        """Read every pending event; return the paths whose change must be synced."""
+        changed: list[str] = []
+        while True:
+            try:
+                buf = os.read(self.fd, 1 << 20)
+            except BlockingIOError:
+                break
+            if not buf:
+                break
+            for event in parse_events(buf):
+                self._handle(*event, changed)
+        return changed
+
+    def _handle(self, wd: int, mask: int, cookie: int, name: str, changed: list[str]) -> None:
+        if mask & IN_Q_OVERFLOW:
+            self.overflowed = True
+            return
+        base = self.path_of.get(wd)
+        if base is None:
+            return  # a watch we already dropped; its events are stale
+        if mask & IN_IGNORED:
+            del self.path_of[wd]
+            if self.wd_of.get(base) == wd:
+                del self.wd_of[base]
+            if base == "":
+                self.root_gone = True
+            return
+        if not name:
+            self._handle_self(base, mask, changed)
+            return
+        path = join(base, name)
+        is_dir = bool(mask & IN_ISDIR)
+        if self.excludes and self.excludes.excluded(path, is_dir):
+            return
+        if is_dir and mask & IN_MOVED_FROM:
+            self.drop_tree(path)
+        if is_dir and mask & (IN_CREATE | IN_MOVED_TO):
+            # Files made before the new watches existed produce no events;
+            # syncing the directory itself (recursively) covers them.
+            self.add_tree(path)
+        if mask & self.sync_mask:
+            changed.append(path)
+
+    def _handle_self(self, base: str, mask: int, changed: list[str]) -> None:
+        """An event about a watched directory itself (no name)."""
+        if base != "":
+            return  # its parent's watch reports the same change with a name
+        if mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT):
+            self.root_gone = True
+        elif mask & self.sync_mask & IN_ATTRIB:
+            changed.append("")  # wpath's own mode or times: sync everything
