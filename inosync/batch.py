@@ -122,6 +122,17 @@ def files_list(paths: Iterable[str], root: str) -> list[str]:
     return collapse(sendable(p, parent_is_dir) for p in collapse(paths))
 
 
+def top_level(paths: Iterable[str]) -> list[str]:
+    """The listed names directly in wpath.
+
+    Changing them changes wpath's own mtime on the node, but rsync only sets
+    times on directories in its list and "." is never implied. So a batch
+    with top-level names also lists "." and restricts its recursion to those
+    names (see rsync.batch_argv).
+    """
+    return [p for p in paths if "/" not in p]
+
+
 def encode_list(paths: Iterable[str]) -> bytes:
     """NUL-separated names for ``--from0 --files-from``: any byte but NUL works."""
     return b"".join(os.fsencode(p) + b"\0" for p in paths)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from . import config as configmod
-from .batch import PathSet, encode_list, files_list, is_real_dir
+from .batch import PathSet, encode_list, files_list, is_real_dir, top_level
 from .config import Config, ConfigError
 from .nodes import Node, State
 from .rsync import Outcome, batch_argv, classify, describe, full_argv
@@ -201,8 +201,10 @@ class Daemon:
         if full:
             argv, what = full_argv(opts, wpath, node.dest), "full sync"
         else:
-            list_file = self._write_list(paths)
-            argv, what = batch_argv(opts, wpath, node.dest, list_file), f"{len(paths)} path(s)"
+            top = top_level(paths)
+            list_file = self._write_list(["."] + paths if top else paths)
+            argv = batch_argv(opts, wpath, node.dest, list_file, top)
+            what = f"{len(paths)} path(s)"
         if self.pretend:
             log.info("%s: would run (%s): %s", node.dest, what, shlex.join(argv))
             self._remove(list_file)

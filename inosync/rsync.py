@@ -70,14 +70,36 @@ def full_argv(opts: Options, wpath: str, dest: str) -> list[str]:
     return [*_common(opts, dest), with_slash(wpath), with_slash(dest)]
 
 
-def batch_argv(opts: Options, wpath: str, dest: str, list_file: str) -> list[str]:
+def literal_pattern(name: str) -> str:
+    """An rsync pattern matching exactly this name.
+
+    rsync treats backslash as an escape only in patterns that hold a wildcard
+    character, so a name without any is already literal.
+    """
+    if not any(c in name for c in "*?["):
+        return name
+    return re.sub(r"([*?\[\\])", r"\\\1", name)
+
+
+def batch_argv(opts: Options, wpath: str, dest: str, list_file: str,
+               top_level: Sequence[str] = ()) -> list[str]:
     """A run that sends only the paths listed (NUL-separated) in list_file.
 
     Listed directories go recursively (with deletions inside them); listed
-    paths that no longer exist are deleted on the node.
+    paths that no longer exist are deleted on the node. If names directly
+    in wpath are listed, the list also holds "." so that wpath's own times
+    are set; these rules keep that "." from recursing into anything else.
     """
+    root_rules = [f"--include=/{literal_pattern(n)}" for n in top_level]
+    if top_level:
+        root_rules.append("--exclude=/*")
+    common = _common(opts, dest)
+    # Our rules go before the user's excludes: rsync uses the first match.
+    split = common.index(f"--timeout={opts.timeout}") + 1
     return [
-        *_common(opts, dest),
+        *common[:split],
+        *root_rules,
+        *common[split:],
         "--delete-missing-args",
         "--from0",
         f"--files-from={list_file}",
