@@ -25,11 +25,12 @@ EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="inosync",
-        description="Watch a directory tree with inotify and keep remote copies in sync with rsync.",
+        description="Watch a directory tree with inotify; keep remote copies in sync with rsync.",
     )
     p.add_argument("-c", metavar="FILE", dest="config", default=DEFAULT_PATH,
                    help=f"load configuration from FILE (default {DEFAULT_PATH})")
-    p.add_argument("-d", dest="daemonize", action="store_true", help="daemonize (fork to background)")
+    p.add_argument("-d", dest="daemonize", action="store_true",
+                   help="daemonize (fork to background)")
     p.add_argument("-p", dest="pretend", action="store_true",
                    help="do not actually call rsync; log what would run")
     p.add_argument("-v", dest="verbose", action="store_true", help="print debugging information")
@@ -68,7 +69,7 @@ class Logs:
         else:
             handler = logging.handlers.SysLogHandler(
                 "/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
-            handler.ident = "inosync[%d]: " % os.getpid()
+            handler.ident = f"inosync[{os.getpid()}]: "
             handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         self.use(handler)
 
@@ -129,7 +130,9 @@ def run(args: argparse.Namespace, config: Config, logs: Logs) -> int:
             except OSError as e:
                 return fail(f"cannot open log ({config.logfile or '/dev/log'}): {e.strerror}",
                             EXIT_RUNTIME)
-            keep = [watcher.fileno(), *logs.fds()] + ([pidfile.fd] if pidfile and pidfile.fd else [])
+            keep = [watcher.fileno(), *logs.fds()]
+            if pidfile and pidfile.fd is not None:
+                keep.append(pidfile.fd)
             detach(keep)
         if pidfile:
             pidfile.write()

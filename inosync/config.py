@@ -11,7 +11,7 @@ import difflib
 import os
 import stat
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,7 +112,7 @@ def _assignment_lines(path: str, source: str) -> dict[str, int]:
     except SyntaxError as e:
         raise ConfigError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
     lines: dict[str, int] = {}
-    for node in tree.body:
+    for node in _module_statements(tree.body):
         targets: list[ast.expr] = []
         if isinstance(node, ast.Assign):
             targets = node.targets
@@ -125,16 +125,27 @@ def _assignment_lines(path: str, source: str) -> dict[str, int]:
     return lines
 
 
+def _module_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Statements that run at module level, also inside if/try/with/for blocks."""
+    for node in body:
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for name in ("body", "orelse", "finalbody"):
+            yield from _module_statements(getattr(node, name, []))
+        for handler in getattr(node, "handlers", []):
+            yield from _module_statements(handler.body)
+
+
 def _execute(path: str, source: str) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__file__": path, "__name__": "inosync_config"}
     try:
         exec(compile(source, path, "exec"), namespace)
-    except Exception as e:
-        line = next(
-            (f.lineno for f in reversed(traceback.extract_tb(e.__traceback__)) if f.filename == path),
-            "?",
-        )
-        raise ConfigError(f"{path}:{line}: {type(e).__name__}: {e}") from None
+    except (Exception, SystemExit) as e:
+        frames = traceback.extract_tb(e.__traceback__)
+        line = next((f.lineno for f in reversed(frames) if f.filename == path), "?")
+        message = " ".join(str(e).split())  # one line, whatever the exception says
+        raise ConfigError(f"{path}:{line}: {type(e).__name__}: {message}") from None
     return namespace
 
 
@@ -172,7 +183,9 @@ def _check_unknown(ns: dict[str, Any], lines: dict[str, int], where: Callable[[s
             continue
         close = difflib.get_close_matches(name.lower(), sorted(KNOWN), n=1, cutoff=0.75)
         if close:
-            raise ConfigError(f"{where(name)}: unknown setting {name!r}; did you mean {close[0]!r}?")
+            raise ConfigError(f"{where(name)}: unknown setting {name!r}; did you mean "
+                              f"{close[0]!r}? (a helper variable must not look like a "
+                              "setting: rename it or start it with _)")
 
 
 def _exclude_file(value: Any, where: str, config_path: str) -> list[str]:
@@ -187,7 +200,9 @@ def _exclude_file(value: Any, where: str, config_path: str) -> list[str]:
 
 def _check_together(config: Config, where: Callable[[str], str]) -> None:
     if config.retry_min > config.retry_max:
-        raise ConfigError(f"{where('retry_min')}: retry_min must not exceed retry_max")
+        name = "retry_max" if where("retry_min").endswith(":?") else "retry_min"
+        raise ConfigError(f"{where(name)}: retry_min ({config.retry_min}) must not exceed "
+                          f"retry_max ({config.retry_max})")
     if not config.allow_empty_wpath and not os.listdir(config.wpath):
         raise ConfigError(
             f"{where('wpath')}: wpath {config.wpath} is empty; syncing it would delete "

@@ -27,7 +27,8 @@ class Pidfile:
             fd = os.open(self.path, flags, 0o644)
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise PidfileError(f"pidfile {self.path} is a symlink; refusing to follow it") from None
+                raise PidfileError(
+                    f"pidfile {self.path} is a symlink; refusing to follow it") from None
             raise PidfileError(f"cannot open pidfile {self.path}: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -20,8 +20,9 @@ class Kind(enum.Enum):
 
 # host:path means ssh only when the colon comes before any slash (rsync's rule),
 # so "./a:b" and "/srv/a:b" stay local paths.
-_SSH = re.compile(r"^[^/:]+:(?!:)")
-_DAEMON = re.compile(r"^(rsync://|[^/:]+::)")
+# An IPv6 literal is bracketed ("user@[::1]:path"); its colons are not ours.
+_SSH = re.compile(r"^(?:[^/:\[]*\[[^\]/]*\]|[^/:\[]+):(?!:)")
+_DAEMON = re.compile(r"^(rsync://|[^/:\[]+::)")
 
 
 def node_kind(dest: str) -> Kind:
@@ -133,7 +134,10 @@ _TRANSIENT = {
     12: "error in rsync protocol data stream",
     13: "errors with program diagnostics",
     14: "error in IPC code",
-    20: "received SIGUSR1 or SIGINT",
+    15: "sibling process crashed",
+    16: "sibling process terminated abnormally",
+    19: "received SIGUSR1",
+    20: "received SIGINT, SIGTERM, or SIGHUP",
     21: "some error returned by waitpid()",
     22: "error allocating core memory buffers",
     23: "partial transfer due to error",

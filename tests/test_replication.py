@@ -222,7 +222,7 @@ def test_pretend_touches_no_node(tree, run_inosync):
     d.wait_log("would run", count=len(nodes))
     (src / "new.txt").write_text("x")
     d.wait_log(r"would run \(1 path\(s\)\)", count=len(nodes))
-    assert f"--files-from=" in d.log() and f"{src}/ {nodes[0]}/" in d.log()
+    assert "--files-from=" in d.log() and f"{src}/ {nodes[0]}/" in d.log()
     assert all(not os.listdir(n) for n in nodes)
     assert d.stop() == 0
 

@@ -1,0 +1,482 @@
+"""Tests for inosync.excludes; the real rsync binary is the oracle where present."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inosync.excludes import Excludes, ExcludeSyntaxError, read_exclude_file
+
+RSYNC = shutil.which("rsync")
+needs_rsync = pytest.mark.skipif(RSYNC is None, reason="rsync is not installed")
+
+# A tree maps a name to None (a file) or to a subtree (a directory).
+Tree = dict[str, "Tree | None"]
+
+
+def fs(raw: bytes) -> str:
+    """A file name as inosync sees it: bytes decoded with os.fsdecode."""
+    return os.fsdecode(raw)
+
+
+# ---------------------------------------------------------------------------
+# helpers shared by the rsync oracle tests
+
+
+def make_tree(root: Path, tree: Tree) -> None:
+    root.mkdir()
+    for name, sub in tree.items():
+        if sub is None:
+            (root / name).touch()
+        else:
+            make_tree(root / name, sub)
+
+
+def walk(tree: Tree, prefix: str = "") -> Iterator[tuple[str, bool]]:
+    for name, sub in tree.items():
+        path = prefix + name
+        yield path, sub is not None
+        if sub is not None:
+            yield from walk(sub, path + "/")
+
+
+def _unescape(line: bytes) -> bytes:
+    # rsync prints unprintable bytes (and a backslash before '#') as \#ooo.
+    return re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m[1], 8)]), line)
+
+
+def run_rsync(src: Path, filter_args: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """Dry-run `rsync -a` from src into an empty dir, listing what it would send."""
+    dst = src.parent / "dst"
+    dst.mkdir(exist_ok=True)
+    assert RSYNC is not None
+    argv = [RSYNC, "-an", "--out-format=%n", *filter_args, f"{src}/", f"{dst}/"]
+    env = {**os.environ, "LC_ALL": "C"}  # ASCII output, escapes for the rest
+    return subprocess.run(argv, capture_output=True, env=env, check=False)
+
+
+def rsync_kept(src: Path, filter_args: list[str]) -> set[str]:
+    """Paths (relative to src) that `rsync -a` would transfer."""
+    proc = run_rsync(src, filter_args)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    lines = (_unescape(line) for line in proc.stdout.splitlines())
+    return {fs(line).removesuffix("/") for line in lines if line and line != b"./"}
+
+
+def our_kept(tree: Tree, excludes: Excludes) -> set[str]:
+    return {path for path, is_dir in walk(tree) if not excludes.excluded(path, is_dir)}
+
+
+def assert_agrees_with_rsync(tmp: Path, tree: Tree, patterns: list[str]) -> None:
+    make_tree(tmp / "src", tree)
+    args = [f"--exclude={p}" for p in patterns]
+    try:
+        excludes = Excludes(patterns)
+    except ExcludeSyntaxError:
+        # Then rsync must refuse them too (exit code 1: syntax or usage error).
+        assert run_rsync(tmp / "src", args).returncode == 1, patterns
+        return
+    assert our_kept(tree, excludes) == rsync_kept(tmp / "src", args), patterns
+
+
+# ---------------------------------------------------------------------------
+# 1. hand-written examples of each rule
+
+# (patterns, relpath, is_dir, expected result of excluded())
+CASES: list[tuple[list[str], str, bool, bool]] = [
+    # a slash-free pattern matches the final component at any depth
+    (["*.o"], "a.o", False, True),
+    (["*.o"], "src/deep/a.o", False, True),
+    (["*.o"], "a.o.c", False, False),
+    (["core"], "x/core", True, True),
+    (["core"], "x/core2", False, False),
+    # "*" and "?" stay within a component; "?" is one byte
+    (["a*"], "abc", False, True),
+    (["/a*"], "a/b", False, True),  # via the excluded ancestor "a"
+    (["/a*c"], "ab/c", False, False),
+    (["?"], "x", False, True),
+    (["?"], "xy", False, False),
+    (["?"], fs("é".encode()), False, False),  # two bytes in UTF-8
+    (["??"], fs("é".encode()), False, True),
+    (["a?b"], "a\nb", False, True),
+    # character classes
+    (["[ab]x"], "bx", False, True),
+    (["[ab]x"], "cx", False, False),
+    (["[!a]x"], "bx", False, True),
+    (["[!a]x"], "ax", False, False),
+    (["[^a]x"], "bx", False, True),
+    (["[a-c]"], "b", False, True),
+    (["[c-a]"], "b", False, False),  # reversed range matches nothing
+    (["[]a]"], "]", False, True),  # a leading "]" is a member
+    (["[!]]"], "x", False, True),
+    (["[a-]"], "-", False, True),
+    (["[[:digit:]]*"], "7up", False, True),
+    (["[[:alpha:]]*"], "7up", False, False),
+    (["[[:punct:]]"], "*", False, True),
+    (["[[:space:]]"], "\n", False, True),
+    (["[[:upper:][:digit:]]"], "Q", False, True),
+    (["[[:x]"], ":", False, True),  # no ":]", so "[" and ":" and "x" are members
+    (["[\\]]"], "]", False, True),
+    (["a[!x]b"], "a/b", False, False),  # no class matches "/"
+    # malformed: rsync silently matches nothing
+    (["[ab"], "[ab", False, False),
+    (["[ab"], "a", False, False),
+    (["[[:bogus:]]"], "b", False, False),
+    (["*\\"], "x\\", False, False),  # trailing backslash in a wildcard pattern
+    # backslash escapes only when the pattern has a wildcard
+    (["a\\b"], "a\\b", False, True),  # literal: the backslash is a character
+    (["a\\b"], "ab", False, False),
+    (["x\\"], "x\\", False, True),
+    (["a\\b*"], "abc", False, True),  # wildcard: "\b" is just "b"
+    (["a\\b*"], "a\\bc", False, False),
+    (["a\\*"], "a*", False, True),
+    (["a\\*"], "ab", False, False),
+    (["\\[ab]"], "[ab]", False, True),
+    (["\\[ab]"], "a", False, False),
+    (["[ab]"], "[ab]", False, False),
+    # leading "/" anchors at the transfer root
+    (["/top"], "top", False, True),
+    (["/top"], "d/top", False, False),
+    (["/d/top"], "d/top", False, True),
+    (["/"], "x", False, False),
+    # trailing "/" matches directories only
+    (["build/"], "build", True, True),
+    (["build/"], "build", False, False),
+    (["build/"], "x/build/y.c", False, True),
+    (["*/"], "f", False, False),
+    (["*/"], "d", True, True),
+    # an inner "/" matches the last N+1 elements of the path
+    (["a/b"], "a/b", False, True),
+    (["a/b"], "x/a/b", False, True),
+    (["a/b"], "xa/b", False, False),
+    (["a/b"], "b", False, False),
+    (["a/*/c"], "x/a/q/c", False, True),
+    (["a/*/c"], "a/q/r/c", False, False),
+    (["a/b/"], "x/a/b", True, True),
+    (["a[/x]b"], "axb", False, False),  # the "/" in the class still counts
+    (["a[/x]b"], "d/axb", False, False),
+    # "**" crosses "/"; it may start at the root or after any "/"
+    (["a/**"], "a/x/y", False, True),
+    (["a/**"], "a", True, False),
+    (["a/**/b"], "a/b", False, False),  # "**" does not collapse "/**/"
+    (["a/**/b"], "q/a/x/y/b", False, True),
+    (["a**"], "ab/c", False, True),
+    (["a**"], "x/ab", False, True),
+    (["a**"], "xa/c", False, False),
+    (["**/x"], "x", False, True),  # a leading "**" may match nothing
+    (["**/x"], "d/e/x", False, True),
+    (["**x"], "d/ex", False, True),
+    (["/**/x"], "x", False, False),
+    (["/**/x"], "d/x", False, True),
+    # "dir/***" is the dir itself plus everything below
+    (["dir/***"], "dir", True, True),
+    (["dir/***"], "dir", False, False),
+    (["dir/***"], "q/dir/f", False, True),
+    (["/dir/***"], "q/dir", True, False),
+    (["a\\***"], "a*x", True, True),  # "\*" then "**"; dirs get a "/" appended
+    (["d***"], "d", True, True),
+    # rule prefixes, first match wins
+    (["- x"], "x", False, True),
+    (["- - x"], "- x", False, True),
+    (["+ keep.o", "*.o"], "keep.o", False, False),
+    (["+ keep.o", "*.o"], "other.o", False, True),
+    (["*.o", "+ keep.o"], "keep.o", False, True),
+    (["+ d/", "d/keep"], "d/keep", False, True),
+    (["+ d/keep", "d/"], "d/keep", False, True),  # the dir is excluded first
+    (["*.o", "!", "*.c"], "a.o", False, False),  # "!" clears earlier rules
+    (["*.o", "!", "*.c"], "a.c", False, True),
+    (["!x"], "!x", False, True),  # only a lone "!" is special
+    (["+x"], "+x", False, True),
+    # whitespace is part of the pattern
+    (["foo "], "foo", False, False),
+    (["foo "], "foo ", False, True),
+    ([" foo"], "foo", False, False),
+    # odd names
+    (["-rf"], "-rf", False, True),
+    (["*"], "a\nb", False, True),
+    (["*.o"], fs(b"\xff\xfe.o"), False, True),
+    ([fs(b"\xff*")], fs(b"\xffz"), False, True),
+    ([fs(b"\xff*")], fs(b"\xfez"), False, False),
+    ([fs(b"[\x80-\xff]")], fs(b"\xe9"), False, True),
+]
+
+
+@pytest.mark.parametrize(("patterns", "relpath", "is_dir", "expected"), CASES)
+def test_examples(patterns: list[str], relpath: str, is_dir: bool, expected: bool) -> None:
+    assert Excludes(patterns).excluded(relpath, is_dir) is expected
+
+
+def test_matches_ignores_ancestors() -> None:
+    ex = Excludes(["build/", "*.tmp"])
+    assert ex.matches("build", True)
+    assert not ex.matches("build/x.c", False)
+    assert ex.excluded("build/x.c", False)
+    assert ex.matches("a/b.tmp", False)
+    assert not ex.matches("a.tmp/b", False)
+    assert ex.excluded("a.tmp/b", False)
+
+
+def test_matches_reports_the_first_matching_rule() -> None:
+    ex = Excludes(["+ keep.o", "*.o"])
+    assert not ex.matches("keep.o", False)
+    assert ex.matches("x.o", False)
+
+
+def test_nothing_excluded_without_rules() -> None:
+    for patterns in ([], ["+ *"], ["*", "!"]):
+        ex = Excludes(patterns)
+        assert not ex.excluded("a/b/c", False)
+        assert not ex.matches("a", True)
+
+
+def test_attributes() -> None:
+    assert Excludes(["a", "+ b"]).patterns == ("a", "+ b")
+    assert Excludes(("a",)).patterns == ("a",)
+    assert Excludes(["a"])
+    assert not Excludes([])
+    assert "'a'" in repr(Excludes(["a"]))
+
+
+def test_repeated_calls_use_the_dir_cache_consistently() -> None:
+    ex = Excludes(["/a/b/"])
+    for _ in range(3):
+        assert ex.excluded("a/b/c/d", False)
+        assert not ex.excluded("a/c/b/d", False)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("", "empty"),
+        ("- ", "no pattern"),
+        ("+ ", "no pattern"),
+        ("a\0b", "NUL"),
+        ("x" * 4096, "4096"),
+        ("\ud800", "encoded"),  # a lone surrogate that fsencode cannot map
+    ],
+)
+def test_rejected_patterns(pattern: str, message: str) -> None:
+    with pytest.raises(ExcludeSyntaxError, match=message) as info:
+        Excludes(["ok", pattern])
+    assert isinstance(info.value, ValueError)
+    assert repr(pattern[:10])[:-1] in str(info.value)
+
+
+def test_longest_accepted_pattern() -> None:
+    assert Excludes(["- " + "x" * 4095]).excluded("x" * 4095, False)
+
+
+@pytest.mark.parametrize("bad", ["*.o", b"*.o", [b"*.o"], [None]])
+def test_type_errors(bad: object) -> None:
+    with pytest.raises(TypeError):
+        Excludes(bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------
+# 1b. the quirks above, confirmed against the real rsync
+
+QUIRK_TREE: Tree = {
+    "a": {"b": None, "ab": None, "x": {"b": None}},
+    "axb": None,
+    "x": {"a": {"b": None}, "axb": None, "dir": None},
+    "a\\b": None,
+    "ab": None,
+    "a*": None,
+    "a*x": {"y": None},
+    "x\\": None,
+    "dir": {"f": None, "sub": {"g": None}},
+    "foo": None,
+    "foo ": None,
+    "!x": None,
+    "- x": None,
+    "[ab]": None,
+    "é": None,
+    "ee": {fs(b"\xff"): None, "-rf": None},
+}
+
+QUIRK_PATTERNS: list[list[str]] = [
+    ["a[/x]b"],
+    ["a\\b"],
+    ["a\\b*"],
+    ["x\\"],
+    ["*\\"],
+    ["a\\***"],
+    ["\\[ab]"],
+    ["[ab]"],
+    ["[ab"],
+    ["[[:bogus:]]"],
+    ["[]ab]"],
+    ["[!]]*"],
+    ["[[:x]*"],
+    ["dir/***"],
+    ["dir/**"],
+    ["dir/*"],
+    ["**/b"],
+    ["a**"],
+    ["/a/**"],
+    ["**b"],
+    ["a/**/b"],
+    ["x/"],
+    ["/"],
+    ["//"],
+    ["?"],
+    ["??"],
+    ["foo "],
+    ["!x"],
+    ["- x"],
+    ["- - x"],
+    ["+ ab", "a*"],
+    ["a*", "+ ab"],
+    ["+ a/ab", "a/"],
+    ["*", "!", "*b"],
+    [fs(b"[\x80-\xff]")],
+    ["-rf"],
+]
+
+
+@needs_rsync
+@pytest.mark.parametrize("patterns", QUIRK_PATTERNS, ids=repr)
+def test_quirks_agree_with_rsync(tmp_path: Path, patterns: list[str]) -> None:
+    assert_agrees_with_rsync(tmp_path, QUIRK_TREE, patterns)
+
+
+# ---------------------------------------------------------------------------
+# 2. property test: random trees and patterns, rsync decides
+
+NAME_CHARS = "ab*?[]\\ .-"
+names = st.text(NAME_CHARS, min_size=1, max_size=3).filter(lambda n: n not in (".", ".."))
+
+
+def trees(depth: int, min_size: int = 0) -> st.SearchStrategy[Tree]:
+    """Dicts of up to 4 entries; dirs nest so paths have at most depth+1 levels."""
+    if depth == 0:
+        return st.dictionaries(names, st.none(), min_size=min_size, max_size=4)
+    child = st.one_of(st.none(), st.deferred(lambda: trees(depth - 1)))
+    return st.dictionaries(names, child, min_size=min_size, max_size=4)
+
+
+# Free-form patterns built from every construct, matching or not.
+LITERALS = ["a", "b", "ab", ".", "-", " ", "!"]
+WILDCARDS = ["*", "**", "***", "?", "\\*", "\\?", "\\[", "\\]", "\\\\", "\\a", "\\"]
+CLASSES = ["[ab]", "[!a]", "[^a]", "[a-c]", "[]a]", "[!]]", "[*?]", "[\\]]", "[a-]"]
+CLASSES += ["[[:alpha:]]", "[[:punct:]]", "[[:bogus:]]", "[", "]", "[/a]"]
+atoms = st.one_of(st.sampled_from(LITERALS), st.sampled_from(WILDCARDS), st.sampled_from(CLASSES))
+components = st.lists(atoms, min_size=1, max_size=3).map("".join)
+HEADS = st.sampled_from(["", "", "", "/", "**/", "- ", "+ "])
+TAILS = st.sampled_from(["", "", "", "/", "/***", "/**", "*"])
+free_patterns = st.builds(
+    lambda head, parts, tail: head + "/".join(parts) + tail,
+    HEADS,
+    st.lists(components, min_size=1, max_size=3),
+    TAILS,
+)
+
+
+def char_variants(ch: str) -> list[str]:
+    """Ways a pattern may spell (or fail to spell) one character of a name."""
+    return [ch] * 6 + ["\\" + ch, "?", "*", f"[{ch}]", f"[!{ch}]", "[[:punct:]]", ""]
+
+
+@st.composite
+def path_patterns(draw: st.DrawFn, paths: list[str]) -> str:
+    """A pattern derived from a path in the tree, so that it often matches."""
+    parts = draw(st.sampled_from(paths)).split("/")
+    keep = draw(st.integers(1, len(parts)))
+    spelled = ("".join(draw(st.sampled_from(char_variants(c))) for c in p) for p in parts[-keep:])
+    body = "/".join(draw(st.sampled_from([p] * 6 + ["*", "**"])) for p in spelled)
+    return draw(HEADS) + (body or "*") + draw(TAILS)
+
+
+RULE_KINDS = ["derived"] * 7 + ["free"] * 2 + ["clear"]
+
+
+@st.composite
+def trees_and_rules(draw: st.DrawFn) -> tuple[Tree, list[str]]:
+    tree = draw(trees(2, min_size=2))
+    kinds = {
+        "derived": path_patterns([path for path, _ in walk(tree)]),
+        "free": free_patterns,
+        "clear": st.just("!"),
+    }
+    count = draw(st.integers(1, 3))
+    return tree, [draw(kinds[draw(st.sampled_from(RULE_KINDS))]) for _ in range(count)]
+
+
+@needs_rsync
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(case=trees_and_rules())
+def test_agrees_with_rsync(case: tuple[Tree, list[str]]) -> None:
+    tree, pattern_list = case
+    with tempfile.TemporaryDirectory() as tmp:
+        assert_agrees_with_rsync(Path(tmp), tree, pattern_list)
+
+
+# ---------------------------------------------------------------------------
+# 3. read_exclude_file
+
+
+def write(tmp_path: Path, data: bytes | str) -> str:
+    path = tmp_path / "excludes"
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return str(path)
+
+
+def test_read_skips_comments_and_blank_lines(tmp_path: Path) -> None:
+    text = "# comment\n*.o\n\n; also a comment\n  #not a comment\nfoo#bar\n"
+    assert read_exclude_file(write(tmp_path, text)) == ["*.o", "  #not a comment", "foo#bar"]
+
+
+def test_read_line_endings(tmp_path: Path) -> None:
+    data = b"a\r\nb\rc\n\r\nd"  # CR ends a line just like LF; no final newline
+    assert read_exclude_file(write(tmp_path, data)) == ["a", "b", "c", "d"]
+
+
+def test_read_keeps_whitespace_and_prefixes(tmp_path: Path) -> None:
+    text = "foo \n\tbar\n- x\n+ y\n!\n"
+    assert read_exclude_file(write(tmp_path, text)) == ["foo ", "\tbar", "- x", "+ y", "!"]
+
+
+def test_read_undecodable_bytes(tmp_path: Path) -> None:
+    assert read_exclude_file(write(tmp_path, b"\xff*\n")) == [fs(b"\xff*")]
+
+
+def test_read_stops_a_line_at_nul(tmp_path: Path) -> None:
+    assert read_exclude_file(write(tmp_path, b"ab\0cd\n\0x\n")) == ["ab"]
+
+
+def test_read_empty_file(tmp_path: Path) -> None:
+    assert read_exclude_file(write(tmp_path, b"")) == []
+
+
+def test_read_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        read_exclude_file(str(tmp_path / "nope"))
+
+
+def test_read_directory(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        read_exclude_file(str(tmp_path))
+
+
+@needs_rsync
+def test_exclude_from_agrees_with_rsync(tmp_path: Path) -> None:
+    data = b"# c\r\n; c\r\n\r\n+ ab\r*b\n- a*\n!x\nfoo \n dir\n\\[ab]"
+    path = write(tmp_path, data)
+    make_tree(tmp_path / "src", QUIRK_TREE)
+    expected = rsync_kept(tmp_path / "src", [f"--exclude-from={path}"])
+    assert our_kept(QUIRK_TREE, Excludes(read_exclude_file(path))) == expected

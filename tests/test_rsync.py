@@ -1,0 +1,422 @@
+"""Unit tests for inosync.rsync: command lines and exit codes, plus real rsync runs."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from inosync.batch import encode_list, files_list
+from inosync.rsync import (
+    Kind,
+    Options,
+    Outcome,
+    batch_argv,
+    classify,
+    describe,
+    full_argv,
+    node_kind,
+    with_slash,
+)
+
+RSYNC = "/usr/bin/rsync"
+
+# ---------------------------------------------------------------- node_kind
+
+
+@pytest.mark.parametrize(
+    "dest",
+    [
+        "/srv/x",
+        "/srv/x/",
+        "/srv/a:b",
+        "/srv/a::b",
+        "./a:b",
+        "./a::b",
+        "rel/dir",
+        "rel/dir:with:colons",
+        "dir",
+        ".",
+    ],
+)
+def test_node_kind_local(dest):
+    assert node_kind(dest) is Kind.LOCAL
+
+
+@pytest.mark.parametrize(
+    "dest",
+    [
+        "host:/p",
+        "user@host:p",
+        "host:",
+        "host.example.com:/var/www/",
+        "user@host:/p:q",
+        "a:b",
+    ],
+)
+def test_node_kind_ssh(dest):
+    assert node_kind(dest) is Kind.SSH
+
+
+@pytest.mark.parametrize(
+    "dest",
+    [
+        "rsync://h/m/p",
+        "rsync://user@h:873/m/",
+        "h::m/p",
+        "user@h::m",
+        "h::",
+    ],
+)
+def test_node_kind_daemon(dest):
+    assert node_kind(dest) is Kind.DAEMON
+
+
+@pytest.mark.parametrize("dest", ["[::1]:/p", "user@[fe80::1]:/var/www/"])
+def test_node_kind_ipv6_literal_is_ssh(dest):
+    assert node_kind(dest) is Kind.SSH
+
+
+def test_with_slash():
+    assert with_slash("/a") == "/a/"
+    assert with_slash("/a/") == "/a/"
+    assert with_slash("h:") == "h:/"
+
+
+# ---------------------------------------------------------------- command lines
+
+
+def _opts(**kw) -> Options:
+    return Options(**kw)
+
+
+def _common_checks(argv: list[str], rsync: str = "/usr/bin/rsync") -> None:
+    assert argv[0] == rsync
+    assert "-a" in argv
+    assert "-r" in argv  # -a does not imply -r with --files-from
+    assert "--delete" in argv
+    assert all(isinstance(a, str) for a in argv)
+
+
+def _options_part(argv: list[str]) -> list[str]:
+    return argv[1:-2]
+
+
+@pytest.mark.parametrize("make", ["full", "batch"])
+def test_local_argv(make):
+    opts = _opts()
+    if make == "full":
+        argv = full_argv(opts, "/w", "/srv/copy")
+    else:
+        argv = batch_argv(opts, "/w", "/srv/copy", "/tmp/list")
+    _common_checks(argv)
+    assert argv[-2:] == ["/w/", "/srv/copy/"]
+    assert "-e" not in argv
+    assert not any(a.startswith("--contimeout") for a in argv)
+    assert not any(a.startswith("--bwlimit") for a in argv)
+    assert "--timeout=60" in argv
+
+
+def test_full_argv_has_no_file_list_options():
+    argv = full_argv(_opts(), "/w/", "host:/d/")
+    assert "--delete-missing-args" not in argv
+    assert "--from0" not in argv
+    assert not any(a.startswith("--files-from") for a in argv)
+    assert argv[-2:] == ["/w/", "host:/d/"]
+
+
+def test_batch_argv_file_list_options():
+    argv = batch_argv(_opts(), "/w", "host:/d", "/run/x y.list")
+    _common_checks(argv)
+    assert "--delete-missing-args" in argv
+    assert "--from0" in argv
+    assert "--files-from=/run/x y.list" in argv
+    assert argv[-2:] == ["/w/", "host:/d/"]
+    # options come before the two operands
+    assert argv.index("--files-from=/run/x y.list") < len(argv) - 2
+
+
+def test_ssh_node_gets_e_joined_with_shlex():
+    ssh = ("ssh", "-o", "BatchMode=yes", "-i", "/root/my key", "-o", "ProxyCommand=nc %h 22")
+    for argv in (
+        full_argv(_opts(ssh=ssh), "/w", "user@host:/d"),
+        batch_argv(_opts(ssh=ssh), "/w", "user@host:/d", "/l"),
+    ):
+        i = argv.index("-e")
+        assert argv[i + 1] == shlex.join(ssh)
+        assert shlex.split(argv[i + 1]) == list(ssh)
+        assert argv.count("-e") == 1
+        assert not any(a.startswith("--contimeout") for a in argv)
+
+
+def test_ssh_default_is_plain_ssh():
+    argv = full_argv(_opts(), "/w", "host:")
+    assert argv[argv.index("-e") + 1] == "ssh"
+    assert argv[-1] == "host:/"
+
+
+@pytest.mark.parametrize("dest", ["rsync://h/m/p", "h::m/p"])
+def test_daemon_node_gets_contimeout_not_e(dest):
+    for argv in (
+        full_argv(_opts(contimeout=7), "/w", dest),
+        batch_argv(_opts(contimeout=7), "/w", dest, "/l"),
+    ):
+        assert "--contimeout=7" in argv
+        assert "-e" not in argv
+        assert argv[-1] == dest + "/"
+
+
+def test_timeout_option():
+    assert "--timeout=5" in full_argv(_opts(timeout=5), "/w", "/d")
+
+
+def test_bwlimit_only_when_positive():
+    assert "--bwlimit=250" in full_argv(_opts(bwlimit=250), "/w", "/d")
+    assert "--bwlimit=250" in batch_argv(_opts(bwlimit=250), "/w", "/d", "/l")
+    assert not any(a.startswith("--bwlimit") for a in full_argv(_opts(bwlimit=0), "/w", "/d"))
+
+
+def test_excludes_one_argument_each():
+    pats = ["/localhost", "*.tmp", "dir with space/", "-x", "--delete"]
+    argv = batch_argv(_opts(excludes=pats), "/w", "/d", "/l")
+    opts_part = _options_part(argv)
+    for p in pats:
+        assert f"--exclude={p}" in opts_part
+    # the dangerous-looking patterns never appear as options of their own
+    assert opts_part.count("--delete") == 1
+    assert "-x" not in opts_part
+    ex = [a for a in argv if a.startswith("--exclude")]
+    assert ex == [f"--exclude={p}" for p in pats]  # order kept
+
+
+def test_extra_args_passed_verbatim_before_operands():
+    extra = ["--hard-links", "--acls", "--chmod=D755"]
+    argv = full_argv(_opts(extra=extra), "/w", "/d")
+    opts_part = _options_part(argv)
+    assert opts_part[-3:] == extra
+    argv = batch_argv(_opts(extra=extra), "/w", "/d", "/l")
+    for e in extra:
+        assert e in _options_part(argv)
+
+
+def test_custom_rsync_binary():
+    argv = full_argv(_opts(rsync="/opt/bin/rsync"), "/w", "/d")
+    assert argv[0] == "/opt/bin/rsync"
+
+
+def test_source_and_dest_end_with_slash_once():
+    argv = batch_argv(_opts(), "/w/", "h:/d/", "/l")
+    assert argv[-2:] == ["/w/", "h:/d/"]
+    argv = full_argv(_opts(), "/w", "h::m")
+    assert argv[-2:] == ["/w/", "h::m/"]
+
+
+# ---------------------------------------------------------------- exit codes
+
+# rsync(1) EXIT VALUES (3.x man pages, union over versions)
+MAN_PAGE_CODES = [1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 19, 20, 21, 22, 23, 24, 25, 30, 35]
+BROKEN_CODES = {1, 2, 3, 4, 6, 25, 126, 127}
+
+
+def test_classify_ok():
+    assert classify(0) is Outcome.OK
+
+
+def test_classify_vanished():
+    assert classify(24) is Outcome.VANISHED
+
+
+@pytest.mark.parametrize("code", MAN_PAGE_CODES)
+def test_classify_each_man_page_code(code):
+    if code == 24:
+        want = Outcome.VANISHED
+    elif code in BROKEN_CODES:
+        want = Outcome.BROKEN
+    else:
+        want = Outcome.RETRY
+    assert classify(code) is want
+
+
+@pytest.mark.parametrize("code", [126, 127])
+def test_classify_remote_rsync_missing_is_broken(code):
+    assert classify(code) is Outcome.BROKEN
+
+
+def test_classify_ssh_failure_is_retry():
+    assert classify(255) is Outcome.RETRY
+
+
+@pytest.mark.parametrize("code", [-1, -2, -9, -15])
+def test_classify_signals_are_retry(code):
+    assert classify(code) is Outcome.RETRY
+
+
+@pytest.mark.parametrize("code", [7, 17, 99, 128, 200, 254, 1000])
+def test_classify_unknown_codes_are_retry(code):
+    assert classify(code) is Outcome.RETRY
+
+
+def test_classify_is_total():
+    for code in range(-64, 300):
+        assert isinstance(classify(code), Outcome)
+
+
+def test_describe_known_codes():
+    assert describe(23) == "exit 23 (partial transfer due to error)"
+    assert describe(255) == "exit 255 (ssh connection failed)"
+    assert describe(1) == "exit 1 (syntax or usage error)"
+    assert describe(127) == "exit 127 (remote rsync not found)"
+    assert "vanished" in describe(24)
+    assert describe(24).startswith("exit 24 ")
+
+
+def test_describe_signals():
+    assert describe(-9) == "killed by signal 9"
+    assert describe(-15) == "killed by signal 15"
+
+
+def test_describe_unknown():
+    assert describe(99) == "exit 99 (unknown error)"
+
+
+@pytest.mark.parametrize("code", [c for c in MAN_PAGE_CODES if c not in (15, 16, 19)])
+def test_describe_man_page_codes_have_a_reason(code):
+    text = describe(code)
+    assert text.startswith(f"exit {code} (")
+    assert "unknown" not in text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize("code", [15, 16, 19])
+def test_describe_newer_man_page_codes(code):
+    assert "unknown" not in describe(code)
+
+
+# ---------------------------------------------------------------- real rsync
+
+
+needs_rsync = pytest.mark.skipif(not os.access(RSYNC, os.X_OK), reason="needs /usr/bin/rsync")
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _run_batch(tmp_path: Path, src: Path, dst: Path, changed: list[str]) -> list[str]:
+    paths = files_list(changed, str(src))
+    list_file = tmp_path / "list"
+    list_file.write_bytes(encode_list(paths))
+    argv = batch_argv(Options(rsync=RSYNC), str(src), str(dst), str(list_file))
+    proc = subprocess.run(argv, capture_output=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return paths
+
+
+def _differences(src: Path, dst: Path) -> bytes:
+    proc = subprocess.run(
+        [RSYNC, "-anc", "--delete", "--itemize-changes", f"{src}/", f"{dst}/"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@needs_rsync
+def test_real_rsync_batch_replicates_changes(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _write(src / "f1", "one")
+    _write(src / "keep" / "k", "keep me")
+    _write(src / "keep" / "stays", "unchanged")
+    _write(src / "d1" / "sub" / "x", "x")
+    _write(src / "d1" / "y", "y")
+    _write(src / "d2" / "z", "z")
+    _write(src / "repl" / "r", "r")
+    _write(src / "tofile" / "t", "t")
+    _write(src / "todir", "was a file")
+    (src / "mode").write_text("m")
+    os.chmod(src / "mode", 0o644)
+    subprocess.run([RSYNC, "-a", f"{src}/", f"{dst}/"], check=True, timeout=30)
+    assert _differences(src, dst) == b""
+
+    # the changes, as the watcher would report them
+    (src / "f1").unlink()  # delete a file
+    (src / "keep" / "k").unlink()  # delete a file in a dir that stays
+    shutil.rmtree(src / "d1")  # delete a dir with contents
+    shutil.rmtree(src / "repl")  # replace a dir by a file
+    (src / "repl").write_text("now a file")
+    shutil.rmtree(src / "tofile")  # replace a dir by a file; only the child is reported
+    (src / "tofile").write_text("file too")
+    (src / "todir").unlink()  # replace a file by a dir
+    _write(src / "todir" / "inside", "in")
+    _write(src / "new" / "deep" / "n", "n")  # add a new dir with files
+    _write(src / "new" / "m", "m")
+    os.chmod(src / "mode", 0o600)  # chmod only
+    os.chmod(src / "d2", 0o700)
+    (src / "d2" / "z").write_text("zz")  # modify
+    changed = [
+        "f1",
+        "keep/k",
+        "d1",
+        "d1/sub/x",
+        "d1/y",
+        "repl",
+        "repl/r",
+        "tofile/t",
+        "todir",
+        "todir/inside",
+        "new",
+        "new/deep/n",
+        "new/m",
+        "mode",
+        "d2",
+        "d2/z",
+        "ghost",  # created and deleted again before the batch: gone on both sides
+        "ghost-dir/a/b",
+    ]
+    assert _differences(src, dst) != b""  # the check below can see a difference
+
+    paths = _run_batch(tmp_path, src, dst, changed)
+
+    assert "tofile" in paths and "tofile/t" not in paths
+    assert "ghost-dir" in paths
+    assert _differences(src, dst) == b""
+    assert (dst / "keep" / "stays").read_text() == "unchanged"
+    assert (dst / "mode").stat().st_mode & 0o777 == 0o600
+
+
+@needs_rsync
+def test_real_rsync_batch_weird_names(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    bsrc = os.fsencode(src)
+    src.mkdir()
+    (src / "plain").write_text("p")
+    with open(os.path.join(bsrc, b"old\xfe"), "w") as f:
+        f.write("to delete")
+    subprocess.run([RSYNC, "-a", f"{src}/", f"{dst}/"], check=True, timeout=30)
+
+    names = [
+        os.fsdecode(b"bad\xff"),
+        "new\nline",
+        "back\\slash",
+        "-leading-dash",
+        "--delete",
+        "sp ace",
+    ]
+    for name in names:
+        with open(os.path.join(bsrc, os.fsencode(name)), "wb") as f:
+            f.write(os.fsencode(name))
+    os.unlink(os.path.join(bsrc, b"old\xfe"))
+    changed = [*names, os.fsdecode(b"old\xfe")]
+
+    _run_batch(tmp_path, src, dst, changed)
+
+    assert _differences(src, dst) == b""
+    got = sorted(os.listdir(os.fsencode(dst)))
+    want = sorted([b"plain", *(os.fsencode(n) for n in names)])
+    assert got == want

@@ -1,0 +1,199 @@
+"""pyinotify 0.9.6's traps, each shown contained, with real inotify."""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pyinotify
+import pytest
+from conftest import ROOT, wait_until
+
+from inosync.excludes import Excludes
+from inosync.watch import (
+    IN_CREATE,
+    IN_ISDIR,
+    Watcher,
+    WatchLimitError,
+    parse_events,
+)
+
+EMASK = ("IN_CLOSE_WRITE", "IN_CREATE", "IN_DELETE", "IN_MOVED_FROM", "IN_MOVED_TO",
+         "IN_MODIFY", "IN_ATTRIB")
+
+
+@pytest.fixture
+def watched(tmp_path: Path):
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    w = Watcher(str(root), EMASK, Excludes(()))
+    w.start()
+    yield w, root
+    w.close()
+
+
+def changes(w: Watcher, until: str | None = None) -> list[str]:
+    """Read events until `until` was reported (tests write a marker last)."""
+    seen: list[str] = []
+
+    def done() -> bool:
+        seen.extend(w.read())
+        return until is None or until in seen
+
+    wait_until(done, 10, f"event for {until!r}")
+    return seen
+
+
+def raw_event(wd: int, mask: int, name: bytes) -> bytes:
+    padded = name + b"\0" * (16 - len(name) % 16)
+    return struct.pack("iIII", wd, mask, 0, len(padded)) + padded
+
+
+def test_parse_events_keeps_non_utf8_names():
+    buf = raw_event(1, IN_CREATE, b"ok") + raw_event(2, IN_CREATE | IN_ISDIR, b"bad\xff")
+    events = parse_events(buf)
+    assert [e[3] for e in events] == ["ok", os.fsdecode(b"bad\xff")]
+    assert os.fsencode(events[1][3]) == b"bad\xff"
+
+
+def test_pyinotify_itself_loses_non_utf8_batches(tmp_path):
+    """The trap we contain: pyinotify's own reader raises on such a name."""
+    wm = pyinotify.WatchManager()
+    notifier = pyinotify.Notifier(wm)
+    wm.add_watch(str(tmp_path), pyinotify.IN_CREATE)
+    open(os.fsencode(tmp_path) + b"/x\xff", "w").close()
+    with pytest.raises(UnicodeDecodeError):
+        notifier.read_events()
+    notifier.stop()
+
+
+def test_non_utf8_file_event_is_reported(watched):
+    w, root = watched
+    open(os.fsencode(root) + b"/a/name-\xff", "w").close()
+    (root / "marker").write_text("m")
+    assert "a/" + os.fsdecode(b"name-\xff") in changes(w, "marker")
+
+
+def test_non_utf8_directory_gets_a_watch(watched):
+    w, root = watched
+    os.mkdir(os.fsencode(root) + b"/dir-\xfe")
+    changes(w, os.fsdecode(b"dir-\xfe"))
+    assert os.fsdecode(b"dir-\xfe") in w.wd_of
+    open(os.fsencode(root) + b"/dir-\xfe/f", "w").close()
+    assert os.fsdecode(b"dir-\xfe") + "/f" in changes(w, os.fsdecode(b"dir-\xfe") + "/f")
+
+
+def test_pyinotify_add_watch_chokes_on_non_utf8(tmp_path):
+    """The trap we contain: pyinotify's binding encodes paths strictly."""
+    os.mkdir(os.fsencode(tmp_path) + b"/d\xff")
+    wm = pyinotify.WatchManager()
+    with pytest.raises(UnicodeEncodeError):
+        wm.add_watch(os.fsdecode(os.fsencode(tmp_path) + b"/d\xff"), pyinotify.IN_CREATE)
+
+
+def test_get_wd_is_never_used(watched, monkeypatch):
+    """get_wd() scans every watch; mkdir -p of a big tree must not call it."""
+    w, root = watched
+
+    def boom(self, path):
+        raise AssertionError("get_wd called")
+
+    monkeypatch.setattr(pyinotify.WatchManager, "get_wd", boom)
+    deep = root / "n1" / "n2" / "n3"
+    deep.mkdir(parents=True)
+    for i in range(50):
+        (deep / f"d{i}").mkdir()
+    (root / "marker").write_text("m")
+    changes(w, "marker")
+    assert "n1/n2/n3/d49" in w.wd_of
+
+
+def test_symlinked_directory_outside_is_not_watched(watched, tmp_path):
+    w, root = watched
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    before = len(w)
+    os.symlink(str(outside), root / "link")
+    os.symlink(str(outside), root / "a" / "link2")
+    (root / "marker").write_text("m")
+    seen = changes(w, "marker")
+    assert len(w) == before
+    (outside / "sub" / "f").write_text("outside")
+    (root / "marker2").write_text("m")
+    seen = changes(w, "marker2")
+    assert not any(p.startswith("link") for p in seen if p != "link")
+
+
+def test_directory_moved_out_reports_no_stale_paths(watched, tmp_path):
+    w, root = watched
+    away = tmp_path / "away"
+    (root / "a").rename(away)
+    assert "a" in changes(w, "a")
+    assert not any(p == "a" or p.startswith("a/") for p in w.wd_of)
+    (away / "b" / "ghost").write_text("gone")
+    (away / "ghost2").write_text("gone")
+    (root / "marker").write_text("m")
+    seen = changes(w, "marker")
+    assert not any(p.startswith("a/") for p in seen), seen
+
+
+def test_directory_moved_within_is_rewatched(watched):
+    w, root = watched
+    (root / "a").rename(root / "z")
+    changes(w, "z")
+    (root / "z" / "b" / "f").write_text("x")
+    assert "z/b/f" in changes(w, "z/b/f")
+    assert "z/b" in w.wd_of and "a/b" not in w.wd_of
+
+
+def test_excluded_directories_are_not_watched(tmp_path):
+    root = tmp_path / "root"
+    (root / "cache" / "deep").mkdir(parents=True)
+    (root / "keep").mkdir()
+    w = Watcher(str(root), EMASK, Excludes(["cache/"]))
+    w.start()
+    assert sorted(w.wd_of) == ["", "keep"]
+    w.close()
+
+
+def test_pyinotify_stderr_handler_removed():
+    handlers = logging.getLogger("pyinotify").handlers
+    assert not any(type(h) is logging.StreamHandler for h in handlers)
+
+
+def test_missing_asyncore_gives_a_clear_error():
+    """On Python 3.12+ asyncore is gone; simulate that here."""
+    code = ("import sys; sys.modules['asyncore'] = None\n"
+            "try:\n    import inosync.watch\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    assert "pyasyncore" in out
+
+
+def test_pyproject_declares_pyasyncore_for_312():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert "pyasyncore; python_version >= '3.12'" in text
+    assert '"pyinotify==0.9.6' in text
+
+
+def test_watch_limit_raises_at_start(tmp_path):
+    """A tiny watch limit for a moment (root only), restored right after."""
+    root = tmp_path / "root"
+    for i in range(20):
+        (root / f"d{i}").mkdir(parents=True)
+    limit = Path("/proc/sys/fs/inotify/max_user_watches")
+    if os.geteuid() != 0:
+        pytest.skip("lowering fs.inotify.max_user_watches needs root")
+    old = limit.read_text()
+    try:
+        limit.write_text("5\n")
+        w = Watcher(str(root), EMASK, Excludes(()))
+        with pytest.raises(WatchLimitError):
+            w.start()
+        w.close()
+    finally:
+        limit.write_text(old)
