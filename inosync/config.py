@@ -64,6 +64,7 @@ class Config:
     retry_max: float = 60.0
     max_pending: int = 100_000
     full_threshold: int = 20_000
+    rescan_interval: float = 60.0
     pidfile: str | None = None
     logfile: str | None = None
     statusfile: str | None = None
@@ -90,6 +91,7 @@ KNOWN |= {"rpath", "rexcludes_from"}
 
 def load(path: str) -> Config:
     source = _read(path)
+    check_owner(path)
     lines = _assignment_lines(path, source)
     namespace = _execute(path, source)
     return _build(path, namespace, lines)
@@ -103,6 +105,18 @@ def _read(path: str) -> str:
         raise ConfigError(f"{path}: cannot read configuration: {e.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: configuration is not UTF-8 text") from None
+
+
+def check_owner(path: str) -> None:
+    """Refuse a config others could edit: it is code we run, as sshd refuses keys."""
+    st = os.stat(path)
+    if st.st_uid not in (0, os.getuid()):
+        raise ConfigError(f"{path}: owned by uid {st.st_uid}, not by root or by us; "
+                          f"fix with: chown root {path}")
+    if st.st_mode & 0o022:
+        raise ConfigError(f"{path}: writable by group or others (mode "
+                          f"{stat.S_IMODE(st.st_mode):04o}); anyone who can edit it runs "
+                          f"code as this daemon; fix with: chmod go-w {path}")
 
 
 def _assignment_lines(path: str, source: str) -> dict[str, int]:
@@ -302,6 +316,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "retry_max": lambda v: float(_number(v, 0.1)),
     "max_pending": lambda v: _number(v, 1, integer=True),
     "full_threshold": lambda v: _number(v, 1, integer=True),
+    "rescan_interval": lambda v: float(_number(v, 0.1)),
     "pidfile": _optional_path,
     "logfile": _optional_path,
     "statusfile": _optional_path,

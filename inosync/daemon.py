@@ -34,7 +34,6 @@ log = logging.getLogger("inosync")
 SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGCHLD")
 GRACE = 10.0  # seconds running rsyncs get to finish on SIGTERM
 KILL_AFTER = 3.0  # seconds between SIGTERM and SIGKILL to a child
-UNWATCHED_RESCAN = 60.0  # seconds between syncs of directories we could not watch
 STDERR_LINES = 5
 
 
@@ -184,7 +183,7 @@ class Daemon:
                 w.unwatched.discard(rel)
                 w.add_tree(rel)  # the limit may have been raised meanwhile
             self.flush_at = self.flush_at or now
-            self.rescan_at = now + UNWATCHED_RESCAN if w.unwatched else None
+            self.rescan_at = now + self.config.rescan_interval if w.unwatched else None
 
     # ---- rsync children
 

@@ -258,7 +258,8 @@ def _compile_rule(include: bool, pat: bytes) -> _Rule | None:
     wild2 = wild and b"**" in pat
     lead_slash = wild2 and pat.startswith(b"**")
     anchored = pat.startswith(b"/")
-    body = _wild_regex(pat[anchored:]) if wild else re.escape(pat[anchored:])
+    unanchored = pat[1:] if anchored else pat
+    body = _wild_regex(unanchored) if wild else re.escape(unanchored)
     if body is None:
         return None
     if anchored or lead_slash:
@@ -266,7 +267,8 @@ def _compile_rule(include: bool, pat: bytes) -> _Rule | None:
     elif wild2:
         prefix = b"(?:.*/)?"  # may start at the root or after any "/"
     else:
-        # Only the last (slashes + 1) elements, however the pattern could match.
+        # Exactly the last (slash count + 1) elements, even if the pattern
+        # could match fewer: a "/" inside [...] is counted too.
         prefix = b"(?:.*/)?(?=(?:[^/]*/){%d}[^/]*\\Z)" % pat.count(b"/")
     return _Rule(
         include=include,

@@ -161,9 +161,7 @@ class Watcher:
         self.excludes = excludes
         self._wm = _WatchManager()
         self.fd = self._wm.get_fd()
-        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
-        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-        os.set_inheritable(self.fd, False)  # rsync children must not hold it
+        self._set_nonblocking()
         self.path_of: dict[int, str] = {}
         self.wd_of: dict[str, int] = {}
         self.unwatched: set[str] = set()  # directories we had no watch left for
@@ -173,6 +171,12 @@ class Watcher:
 
     def fileno(self) -> int:
         return self.fd
+
+    def _set_nonblocking(self) -> None:
+        # The loop must never block in read(); a fresh instance needs it again.
+        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        os.set_inheritable(self.fd, False)  # rsync children must not hold it
 
     def close(self) -> None:
         self._wm.close()
@@ -192,6 +196,7 @@ class Watcher:
     def rescan(self) -> None:
         """Start over with a fresh inotify instance (after a queue overflow)."""
         self._wm.renew()
+        self._set_nonblocking()
         self.path_of.clear()
         self.wd_of.clear()
         self.unwatched.clear()

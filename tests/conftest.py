@@ -160,20 +160,20 @@ def free_port() -> int:
 class Sshd:
     """A throw-away sshd on 127.0.0.1 that lets root in with a throw-away key."""
 
-    def __init__(self, workdir: Path, address: str = "127.0.0.1", netns: str | None = None) -> None:
+    def __init__(self, workdir: Path, address: str = "127.0.0.1", netns: str | None = None,
+                 client_key: Path | None = None) -> None:
         self.dir = workdir
         self.address = address
         self.port = free_port() if netns is None else 22
         self.netns = netns
         workdir.mkdir(parents=True, exist_ok=True)
         self.host_key = workdir / "host_ed25519"
-        self.client_key = workdir / "client_ed25519"
+        self.client_key = client_key or workdir / "client_ed25519"
         for key in (self.host_key, self.client_key):
             if not key.exists():
                 subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
                                check=True)
-        (workdir / "authorized_keys").write_text(
-            (workdir / "client_ed25519.pub").read_text())
+        (workdir / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
         self.config = workdir / "sshd_config"
         self.config.write_text("\n".join([
             f"ListenAddress {address}", f"Port {self.port}", f"HostKey {self.host_key}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -528,3 +529,35 @@ def test_version_matches_pyproject():
     m = re.search(r'^version = "([^"]+)"', text, re.M)
     assert m is not None
     assert m.group(1) == inosync.__version__
+
+
+# ---------------------------------------------------------------- hardening
+
+
+@pytest.mark.parametrize("mode", [0o664, 0o646, 0o666])
+def test_config_writable_by_others_is_refused(tmp_path, mode):
+    wdir = tmp_path / "w"
+    wdir.mkdir()
+    (wdir / "f").write_text("x")
+    path = tmp_path / "c.conf"
+    path.write_text(f"wpath = {str(wdir)!r}\nrnodes = ['/tmp/x']\n")
+    path.chmod(mode)
+    with pytest.raises(ConfigError, match=r"writable by group or others.*chmod go-w"):
+        load(str(path))
+
+
+def test_config_owned_by_someone_else_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")
+    wdir = tmp_path / "w"
+    wdir.mkdir()
+    (wdir / "f").write_text("x")
+    path = tmp_path / "c.conf"
+    path.write_text(f"wpath = {str(wdir)!r}\nrnodes = ['/tmp/x']\n")
+    path.chmod(0o644)
+    os.chown(path, 4242, 0)
+    with pytest.raises(ConfigError, match=r"owned by uid 4242.*chown root"):
+        load(str(path))
+    done = subprocess.run([sys.executable, "-m", "inosync", "-c", str(path)],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert done.returncode == 2 and "owned by uid 4242" in done.stderr

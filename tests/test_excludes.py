@@ -340,6 +340,8 @@ QUIRK_PATTERNS: list[list[str]] = [
     ["*", "!", "*b"],
     [fs(b"[\x80-\xff]")],
     ["-rf"],
+    ["ok", "- "],  # rejected by both
+    ["+ "],
 ]
 
 

@@ -1,0 +1,74 @@
+"""Real test hosts: network namespaces joined to us by veth pairs, each with its own sshd.
+
+Each host lives on its own /30 of a private range, and the address exists
+only inside this machine (the namespace we made); traffic never leaves it.
+The namespace shares our filesystem, so a node directory on a host is a
+plain local directory for the test to compare against.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import Sshd
+
+SUBNET = "10.231"  # 10.231.<n>.0/30: .1 is our end, .2 the host's
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def can_make_namespaces() -> str | None:
+    """None if we can, else the reason we cannot."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    probe = f"inosync-probe-{os.getpid()}"
+    done = ip("netns", "add", probe, check=False)
+    if done.returncode:
+        return f"cannot create a network namespace: {done.stderr.strip()}"
+    ip("netns", "del", probe, check=False)
+    return None
+
+
+class TestHost:
+    __test__ = False  # not a pytest class
+
+    def __init__(self, index: int, workdir: Path, client_key: Path | None = None) -> None:
+        tag = f"{os.getpid() % 10000}{index}"
+        self.netns = f"inosync-t{tag}"
+        self.veth = f"vi{tag}"  # our end; interface names are at most 15 bytes
+        self.peer = f"vp{tag}"
+        self.address = f"{SUBNET}.{index}.2"
+        self.local = f"{SUBNET}.{index}.1"
+        self.workdir = workdir
+        self.client_key = client_key  # one key for all hosts: one ssh command
+        self.sshd: Sshd | None = None
+
+    def create(self) -> TestHost:
+        ip("netns", "add", self.netns)
+        ip("link", "add", self.veth, "type", "veth", "peer", "name", self.peer)
+        ip("link", "set", self.peer, "netns", self.netns)
+        ip("addr", "add", f"{self.local}/30", "dev", self.veth)
+        ip("link", "set", self.veth, "up")
+        inside = ["netns", "exec", self.netns, "ip"]
+        ip(*inside, "addr", "add", f"{self.address}/30", "dev", self.peer)
+        ip(*inside, "link", "set", self.peer, "up")
+        ip(*inside, "link", "set", "lo", "up")
+        self.sshd = Sshd(self.workdir / "sshd", self.address, netns=self.netns,
+                         client_key=self.client_key).start()
+        return self
+
+    def dest(self, directory: Path) -> str:
+        return f"root@{self.address}:{directory}"
+
+    def link(self, up: bool) -> None:
+        ip("link", "set", self.veth, "up" if up else "down")
+
+    def destroy(self) -> None:
+        if self.sshd is not None:
+            self.sshd.stop()
+        ip("link", "del", self.veth, check=False)  # removes the peer too
+        ip("netns", "del", self.netns, check=False)
