@@ -559,5 +559,5 @@ def test_config_owned_by_someone_else_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"owned by uid 4242.*chown root"):
         load(str(path))
     done = subprocess.run([sys.executable, "-m", "inosync", "-c", str(path)],
-                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+                          capture_output=True, text=True, timeout=30, cwd=REPO)
     assert done.returncode == 2 and "owned by uid 4242" in done.stderr
