@@ -230,3 +230,45 @@ def test_watch_limit_at_run_time_falls_back_to_full_syncs(tree, run_inosync, wat
         (src / "grown" / f"d{i}" / "late.txt").write_text("no event for this\n")
     wait_converged(src, nodes, timeout=30)
     assert d.stop() == 0
+
+
+def test_term_during_transfer_then_restart_repairs(tree, run_inosync, tmp_path):
+    src = tree["src"]
+    nodes = node_dirs(tmp_path, 2)
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], rspeed=500, **FAST_RETRY)
+    d = run_inosync(conf, "-v")
+    wait_converged(src, nodes)
+    (src / "huge.bin").write_bytes(os.urandom(16 * 1024 * 1024))  # ~32 s at 500 KB/s
+    kids = wait_until(lambda: rsync_children(d.proc.pid), 10, "an rsync child")
+    (src / "queued.txt").write_text("arrives while the node is busy\n")
+    d.wait_log("change.*queued.txt")
+    started = time.monotonic()
+    assert d.stop(timeout=30) == 0
+    assert time.monotonic() - started < 20  # 10 s grace, then killed
+    assert all(not Path(f"/proc/{k}").exists() or
+               Path(f"/proc/{k}/stat").read_text().split(") ")[1][0] == "Z" for k in kids)
+    assert "pending at shutdown" in d.log()
+    assert not converged(src, nodes)
+    again = run_inosync(write_config(tree["dir"] / "fast.conf", wpath=str(src),
+                                     rnodes=[str(n) for n in nodes], **FAST_RETRY))
+    wait_converged(src, nodes, timeout=60)  # the initial full sync repairs it
+    assert again.stop() == 0
+
+
+def test_event_storm_costs_one_full_sync(tree, run_inosync, tmp_path):
+    src = tree["src"]
+    nodes = node_dirs(tmp_path, 2)
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], max_pending=100,
+                        **{**FAST_RETRY, "edelay": 1})
+    d = run_inosync(conf, "-v")
+    wait_converged(src, nodes)
+    d.wait_log("synced full sync", count=2)
+    for i in range(1000):
+        (src / f"storm{i}").write_bytes(b"x")
+    wait_converged(src, nodes)
+    d.wait_log("synced full sync", count=4)
+    # Past max_pending the set collapsed to "whole tree": no list of 1000.
+    assert "synced 1000 path" not in d.log()
+    assert d.stop() == 0
