@@ -39,6 +39,7 @@ class Pidfile:
                 f"pidfile {self.path} is held by running process {other}; "
                 "stop it first (kill -TERM " + other + ")"
             ) from None
+        os.ftruncate(fd, 0)  # a stale pid must not be read as ours meanwhile
         self.fd = fd
 
     def write(self) -> None:
