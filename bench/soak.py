@@ -436,6 +436,15 @@ RSYNC = shutil.which("rsync") or "/usr/bin/rsync"
 REPO = Path(__file__).resolve().parent.parent
 
 
+def make_start_tree(src: str) -> None:
+    """The tree that tests/conftest.py's ``tree`` fixture starts with (same seeds, same ops)."""
+    os.makedirs(os.path.join(src, "docs", "old"))
+    for rel, text in (("index.html", "<h1>hello</h1>\n"), ("docs/a.txt", "a\n"),
+                      ("docs/old/b.txt", "b\n")):
+        with open(os.path.join(src, rel), "w") as f:
+            f.write(text)
+
+
 def tree_diff(src: str, dst: str) -> list[str]:
     """What rsync would still change to make dst equal src (as tests/conftest.py)."""
     argv = [RSYNC, "-anc", "--delete", "--itemize-changes", f"{src}/", f"{dst}/"]
@@ -482,8 +491,7 @@ def soak(args: argparse.Namespace) -> int:
         nodes = [os.path.join(work, f"node{i + 1}") for i in range(args.nodes)]
         for d in [src, *nodes]:
             os.mkdir(d)
-        with open(os.path.join(src, "index.html"), "w") as f:
-            f.write("<h1>soak</h1>\n")
+        make_start_tree(src)
         conf = os.path.join(work, "inosync.conf")
         with open(conf, "w") as f:
             f.write(f"wpath = {src!r}\nrnodes = {nodes!r}\nedelay = {args.edelay!r}\n"

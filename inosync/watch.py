@@ -205,25 +205,25 @@ class Watcher:
 
     def add_tree(self, top: str) -> None:
         """Watch top and every directory below it that is not excluded."""
-        stack = [top]
+        excludes = self.excludes
+        stack = [(top, os.path.join(self.root, top))]
         while stack:
-            rel = stack.pop()
-            if not self._add(rel):
+            rel, path = stack.pop()
+            if not self._add(rel, path):
                 continue
             try:
-                with os.scandir(os.path.join(self.root, rel)) as entries:
+                with os.scandir(path) as entries:
                     for entry in entries:
-                        name = os.fsdecode(entry.name)
                         if entry.is_dir(follow_symlinks=False):
-                            child = join(rel, name)
-                            if not (self.excludes and self.excludes.excluded(child, True)):
-                                stack.append(child)
+                            child = f"{rel}/{entry.name}" if rel else entry.name
+                            if not (excludes and excludes.excluded(child, True)):
+                                stack.append((child, entry.path))
             except OSError:
                 continue  # vanished meanwhile: its own events tell the rest
 
-    def _add(self, rel: str) -> bool:
+    def _add(self, rel: str, path: str) -> bool:
         try:
-            wd = self._wm.watch(os.path.join(self.root, rel), self.watch_mask)
+            wd = self._wm.watch(path, self.watch_mask)
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 if self._strict:
@@ -234,7 +234,7 @@ class Watcher:
                               "directories are synced whole, periodically", rel)
                 self.unwatched.add(rel)
             elif e.errno not in (errno.ENOENT, errno.ENOTDIR):
-                log.warning("cannot watch %s: %s", os.path.join(self.root, rel), e.strerror)
+                log.warning("cannot watch %s: %s", path, e.strerror)
             return False
         old = self.path_of.get(wd)
         if old is not None and old != rel:
