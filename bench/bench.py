@@ -894,8 +894,8 @@ class Bench:
         cpu = r.row("burst_cpu", "burst", "daemon CPU (s)")
         runs = r.row("burst_rsyncs", "burst", "rsync runs per node (most)", "{:.0f}")
         writer: list[float] = []
-        for tool in self.tools:
-            for i in range(self.args.runs):
+        for i in range(self.args.runs):  # rounds: drifting background load hits all tools
+            for tool in self.tools:
                 label = f"burst-{tool}-{i + 1}"
                 self.log(f"{label}: {n_base:,} files + {n_new:,} new")
                 self.run_guarded([lag, cpu, runs], tool, label,
@@ -1052,8 +1052,8 @@ class Bench:
                 base = self.workspace(f"startup-{ndirs}")
                 make_dirs_tree(base.src, ndirs)
                 snap = snapshot(base.src)
-                for tool in self.tools:
-                    for i in range(self.args.runs):
+                for i in range(self.args.runs):
+                    for tool in self.tools:
                         label = f"startup-{ndirs}-{tool}-{i + 1}"
                         self.log(label)
                         self.run_guarded(keys, tool, label,
@@ -1107,8 +1107,8 @@ class Bench:
             r.row("sustained_lag_median", "sustained", "median lag (s)"),
             r.row("sustained_runs", "sustained", "rsync runs per node per delay window"),
         ]
-        for tool in self.tools:
-            for i in range(self.args.runs):
+        for i in range(self.args.runs):  # rounds: drifting background load hits all tools
+            for tool in self.tools:
                 label = f"sustained-{tool}-{i + 1}"
                 self.log(f"{label}: {s.sustained_rate} changes/s for {s.sustained_seconds:g} s")
                 if tool == "floor":
@@ -1198,8 +1198,8 @@ class Bench:
         s, r = self.sizes, self.results
         key = r.row("idle_cpu", "idle", f"daemon CPU over {s.idle_seconds:g} s, no changes (%)",
                     "{:.3f}")
-        for tool in self.tools:
-            for i in range(self.args.runs):
+        for i in range(self.args.runs):  # rounds: drifting background load hits all tools
+            for tool in self.tools:
                 label = f"idle-{tool}-{i + 1}"
                 if tool == "floor":
                     r.add(key, tool, 0.0)  # no daemon, nothing runs

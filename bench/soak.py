@@ -347,7 +347,8 @@ class RandomOps:
         items = [e for e in self._files(tree, in_place=True)] + [
             e for e in tree if e.kind == "d"]
         e = self._choice(items)
-        rel, kind = ("", "d") if e is None or self.rng.random() < 0.05 else (e.rel, e.kind)
+        # Rarely wpath itself: that makes the daemon sync everything, hiding other misses.
+        rel, kind = ("", "d") if e is None or self.rng.random() < 0.01 else (e.rel, e.kind)
         mode = self.rng.choice(FILE_MODES if kind == "f" else DIR_MODES)
         fd = os.open(self.path(rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
@@ -359,7 +360,7 @@ class RandomOps:
     def op_utime(self, tree: list[Entry]) -> str | None:
         items = [e for e in tree if e.kind in "dl"] + self._files(tree, in_place=True)
         e = self._choice(items)
-        rel = "" if e is None or self.rng.random() < 0.05 else e.rel
+        rel = "" if e is None or self.rng.random() < 0.01 else e.rel
         mtime = self.rng.randint(10**9, 17 * 10**8) * 10**9 + self.rng.randrange(10**9)
         atime = mtime + self.rng.randrange(10**12)
         os.utime(self.path(rel), ns=(atime, mtime), follow_symlinks=False)

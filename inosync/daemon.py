@@ -270,6 +270,8 @@ class Daemon:
                 self._signal(child, signal.SIGKILL)
         if self.term_at is not None and now >= self.term_at:
             self.term_at = None
+        if self.kill_at is not None and now >= self.kill_at:
+            self.kill_at = None  # sent; SIGCHLD wakes us when they are gone
 
     def _signal(self, child: Child, sig: int) -> None:
         child.stopped_by_us = True
@@ -316,6 +318,8 @@ class Daemon:
         self.write_status()
 
     def handle_hup(self) -> None:
+        if self.stopping:
+            return
         log.info("SIGHUP: reloading %s", self.config.path)
         try:
             new = configmod.load(self.config.path)
