@@ -165,6 +165,7 @@ class Watcher:
         self.path_of: dict[int, str] = {}
         self.wd_of: dict[str, int] = {}
         self.unwatched: set[str] = set()  # directories we had no watch left for
+        self.entries = 0  # names seen while scanning: a size estimate of the tree
         self.overflowed = False
         self.root_gone = False
         self._strict = True  # ENOSPC raises while starting, is logged later
@@ -200,6 +201,7 @@ class Watcher:
         self.path_of.clear()
         self.wd_of.clear()
         self.unwatched.clear()
+        self.entries = 0
         self.overflowed = False
         self.add_tree("")
 
@@ -214,6 +216,7 @@ class Watcher:
             try:
                 with os.scandir(path) as entries:
                     for entry in entries:
+                        self.entries += 1
                         if entry.is_dir(follow_symlinks=False):
                             child = f"{rel}/{entry.name}" if rel else entry.name
                             if not (excludes and excludes.excluded(child, True)):

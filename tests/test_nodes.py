@@ -376,3 +376,11 @@ def test_pending_count_over_limit_is_full():
     n.pending.add("d")
     assert n.pending_count() == "full sync"
     assert not n.pending.full  # only the combined view is full
+
+
+def test_full_sync_above_uses_tree_size_and_cap():
+    from inosync.daemon import full_sync_above
+
+    assert full_sync_above(20_000, 0) == 1000  # small or unknown tree: lists up to 1000
+    assert full_sync_above(20_000, 40_000) == 10_000  # a quarter of the tree
+    assert full_sync_above(20_000, 1_000_000) == 20_000  # the configured cap wins
