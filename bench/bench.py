@@ -20,8 +20,10 @@ More options: ``--tools inosync,floor,lsyncd`` runs only some of them;
 ``--idle-seconds S`` and ``--sustained-seconds S`` shorten those
 scenarios; ``--logs DIR`` keeps every daemon log and rsync start log;
 ``--profile DIR`` runs inosync under cProfile (one .prof per daemon start)
-and ``--pyspy DIR`` attaches py-spy to it (folded stacks, one .txt per
-daemon start). Profiling slows the daemon: its timings are not comparable.
+and ``--pyspy DIR`` attaches py-spy to it once it is set up (in start-up:
+right after launch) and writes folded stacks, one .txt per daemon start;
+``python bench/profsummary.py FILES`` summarizes either. Profiling slows
+the daemon: its timings are not comparable.
 
 Set-up
 ======
@@ -543,6 +545,9 @@ class Daemon:
     def argv(self) -> list[str]:
         raise NotImplementedError
 
+    def attach_profiler(self) -> None:
+        """Only inosync is profiled."""
+
     def initial_done(self) -> bool:
         raise NotImplementedError
 
@@ -638,14 +643,15 @@ class Inosync(Daemon):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         return env
 
-    def start(self) -> None:
-        super().start()
-        if self.bench.args.pyspy:
+    def attach_profiler(self) -> None:
+        """With --pyspy, sample this daemon from now on until it stops."""
+        if self.bench.args.pyspy and self.pyspy is None:
             out = os.path.join(self.bench.args.pyspy, f"{self.label}.txt")
             self.pyspy = self.bench.procs.spawn(
-                ["py-spy", "record", "--pid", str(self.pid), "--rate", "250",
+                ["py-spy", "record", "--pid", str(self.pid), "--rate", "1000", "--nonblocking",
                  "--format", "raw", "--output", out],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)  # let it attach before the measured part starts
 
     def initial_done(self) -> bool:
         return self.log_text().count("synced full sync") >= NODES
@@ -726,7 +732,6 @@ class Bench:
     def __init__(self, args: argparse.Namespace, sizes: Sizes, tools: list[str]) -> None:
         self.args, self.sizes = args, sizes
         self.tools = tools
-        self.daemons = [t for t in tools if t in TOOL_CLASSES]
         self.procs = Procs()
         self.results = Results()
         self.notes: list[str] = []
@@ -827,6 +832,7 @@ class Bench:
             time.sleep(0.05)
         self.settle(daemon, ws, snap, time.monotonic(), f"{self.current} (set-up)",
                     timeout=timeout)
+        daemon.attach_profiler()  # the measured part only
         return daemon
 
     def settle(self, daemon: Daemon, ws: Workspace, snap: list[tuple[str, Sig]],
@@ -893,12 +899,13 @@ class Bench:
         lag = r.row("burst_lag", "burst", f"lag after writing {n_new:,} files (s)")
         cpu = r.row("burst_cpu", "burst", "daemon CPU (s)")
         runs = r.row("burst_rsyncs", "burst", "rsync runs per node (most)", "{:.0f}")
+        first = r.row("burst_first", "burst", "first rsync starts after the write's end (s)")
         writer: list[float] = []
         for i in range(self.args.runs):  # rounds: drifting background load hits all tools
             for tool in self.tools:
                 label = f"burst-{tool}-{i + 1}"
                 self.log(f"{label}: {n_base:,} files + {n_new:,} new")
-                self.run_guarded([lag, cpu, runs], tool, label,
+                self.run_guarded([lag, cpu, runs, first], tool, label,
                                  lambda t=tool, lb=label: self._burst_run(t, lb, writer))
         if writer:
             self.notes.append(f"burst: the writer took {statistics.median(writer):.2f} s "
@@ -922,6 +929,7 @@ class Bench:
             if daemon is None:
                 r.add("burst_lag", tool, parallel_rsync(self.procs, ws.src, ws.nodes))
                 r.add("burst_rsyncs", tool, 1)
+                r.add("burst_first", tool, 0.0)
                 self.verify(ws, label)
                 return
             snap = snapshot(ws.src)
@@ -932,6 +940,8 @@ class Bench:
             r.add("burst_cpu", tool, cpu)
             per_node = [sum(1 for _, n in starts if n == node) for node in ws.nodes]
             r.add("burst_rsyncs", tool, max(per_node))
+            if starts:
+                r.add("burst_first", tool, starts[0][0] - end_wall)
             if daemon.overflows() > overflows0:
                 queue = _sysctl("max_queued_events")
                 self.notes.append(f"{label}: the inotify queue overflowed (fs.inotify."
@@ -968,7 +978,8 @@ class Bench:
     def scenario_latency(self) -> None:
         s, r = self.sizes, self.results
         key = r.row("latency", "latency",
-                    f"one file in {s.latency_dirs:,} dirs: s above the {DELAY:g} s delay")
+                    f"one file in {s.latency_dirs:,} dirs: s above the {DELAY:g} s delay "
+                    "(floor: no delay)")
         self.log(f"latency: building a tree of {s.latency_dirs:,} directories")
         base = self.workspace("latency-src")
         leaves = make_dirs_tree(base.src, s.latency_dirs)
@@ -1076,6 +1087,7 @@ class Bench:
         open(daemon.log_path, "w").close()
         try:
             daemon.start()
+            daemon.attach_profiler()  # misses the first ~0.1 s (interpreter start)
             deadline = time.monotonic() + 900
             while not daemon.initial_done():
                 daemon.check_alive()
@@ -1103,7 +1115,7 @@ class Bench:
         s, r = self.sizes, self.results
         keys = [
             r.row("sustained_cpu", "sustained", f"daemon CPU at {s.sustained_rate} changes/s (%)"),
-            r.row("sustained_lag", "sustained", "worst lag (s)"),
+            r.row("sustained_lag", "sustained", "worst lag (s; floor: one transfer)"),
             r.row("sustained_lag_median", "sustained", "median lag (s)"),
             r.row("sustained_runs", "sustained", "rsync runs per node per delay window"),
         ]
@@ -1413,7 +1425,11 @@ def main(argv: list[str] | None = None) -> int:
             bench.notes.extend(skipped)
             for scenario in args.scenarios:
                 bench.current = scenario
-                getattr(bench, f"scenario_{scenario}")()
+                try:
+                    getattr(bench, f"scenario_{scenario}")()
+                except (RunFailed, OSError, subprocess.SubprocessError, ValueError) as e:
+                    bench.errors.append(f"{scenario}: {type(e).__name__}: {e}")
+                    bench.log(f"FAILED {scenario}: {e}")
             elapsed = time.monotonic() - started
             table = bench.table()
     except BenchError as e:

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,15 +76,23 @@ class RandomOps:
     ``O_NOFOLLOW`` and only paths found by that walk are used, so nothing is
     ever written through a symlink.
 
-    ``hardlink_writes=False`` (the default) keeps in-place changes (write,
-    append, truncate, chmod, utime) off files with more than one link: inotify
-    reports such a change only under the name it was made through, so the
-    file's other names can never be synced (see ``--hardlink-writes``).
+    Two knobs keep out what is known not to converge (see the soak command's
+    ``--hardlink-writes`` and ``--same-size``):
+
+    * ``hardlink_writes=False`` (the default) keeps in-place changes (write,
+      append, truncate, chmod, utime) off files with more than one link:
+      inotify reports such a change only under the name it was made through,
+      so the file's other names are never synced.
+    * ``same_size=False`` (the default) gives every new content of a file a
+      size no earlier content had (empty files aside). rsync's quick check
+      skips a file whose size and mtime (in whole seconds) match the node's
+      copy, so a path that gets another content of the same size within the
+      same second keeps the old content on the nodes.
     """
 
     def __init__(self, root: Path | str, seed: int, *, max_entries: int = 200,
                  max_depth: int = 5, hardlink_writes: bool = False,
-                 names: Sequence[str] = NAMES) -> None:
+                 same_size: bool = False, names: Sequence[str] = NAMES) -> None:
         self.root = str(root)
         self.names = list(names)
         self.seed = seed
@@ -92,6 +100,8 @@ class RandomOps:
         self.max_entries = max_entries
         self.max_depth = max_depth
         self.hardlink_writes = hardlink_writes
+        self.same_size = same_size
+        self.sizes: set[int] = set()  # sizes content has had, for same_size=False
         self.outside = (*OUTSIDE_TARGETS, os.path.dirname(os.path.abspath(self.root)))
         self.history: list[str] = []  # one line per step: what was done (or skipped)
         self.counts: dict[str, int] = {}  # operation name -> times done
@@ -105,6 +115,9 @@ class RandomOps:
             (self.op_hardlink, 3),
         ]
         self._shrink = [(self.op_rmtree, 3), (self.op_unlink, 5), (self.op_dir_to_file, 1)]
+        # A small tree grows: whole subtrees go less often.
+        self._grow = [(f, 1 if f in (self.op_rmtree, self.op_dir_to_file) else w)
+                      for f, w in self._ops]
 
     # ---- the tree as it is now
 
@@ -154,9 +167,19 @@ class RandomOps:
             name = f"{name}.{self.rng.randrange(100)}"
         return name
 
+    def _size(self, lo: int, hi: int) -> int:
+        """A size from lo to hi; unless same_size, one that no content had yet (or 0)."""
+        while True:
+            for _ in range(5):
+                n = self.rng.randint(lo, hi)
+                if n == 0 or self.same_size or n not in self.sizes:
+                    self.sizes.add(n)
+                    return n
+            lo, hi = hi + 1, 2 * hi + 2  # crowded: look further up
+
     def _data(self) -> bytes:
         size = self.rng.choice((0, 1, 10, 100, 1000, 4096, 5000, 20000))
-        return self.rng.randbytes(self.rng.randint(size // 2, size))
+        return self.rng.randbytes(self._size(size // 2, size))
 
     def _open_write(self, rel: str, flags: int, data: bytes, mode: int = 0o644) -> None:
         fd = os.open(self.path(rel), flags | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
@@ -179,7 +202,8 @@ class RandomOps:
     def step(self) -> str:
         """Do one random operation; return (and record) what it was."""
         tree = self.walk()
-        ops = self._shrink if len(tree) >= self.max_entries else self._ops
+        ops = (self._shrink if len(tree) >= self.max_entries
+               else self._grow if len(tree) < self.max_entries // 5 else self._ops)
         op = self.rng.choices([f for f, _ in ops], [w for _, w in ops])[0]
         name = op.__name__[3:]
         try:
@@ -214,16 +238,19 @@ class RandomOps:
         f = self._choice(self._files(tree, in_place=True))
         if f is None:
             return None
-        self._open_write(f.rel, os.O_APPEND, self._data() or b"x")
-        return f"append {f.rel!r}"
+        size = os.lstat(self.path(f.rel)).st_size
+        grow = self.rng.choice((1, 10, 100, 1000, 5000))
+        new = self._size(size + 1, size + grow)
+        self._open_write(f.rel, os.O_APPEND, self.rng.randbytes(new - size))
+        return f"append {f.rel!r} {size} -> {new}"
 
     def op_truncate(self, tree: list[Entry]) -> str | None:
         f = self._choice(self._files(tree, in_place=True))
         if f is None:
             return None
         size = os.lstat(self.path(f.rel)).st_size
-        new = (self.rng.randint(0, size - 1) if size and self.rng.random() < 0.6
-               else size + self.rng.randint(1, 10000))
+        new = (self._size(0, size - 1) if size and self.rng.random() < 0.6
+               else self._size(size + 1, size + 10000))
         fd = os.open(self.path(f.rel), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             os.truncate(fd, new)
@@ -393,8 +420,11 @@ class RandomOps:
         return f"hard link {rel!r} -> {f.rel!r}"
 
 
+PAUSES = (0.0, 0.01, 0.05, 0.1, 0.3, 0.5)
+
+
 def pauses(seed: int, rate: float | None = None, max_burst: int = 30,
-           choices: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.3, 0.5)) -> Iterator[float]:
+           choices: Sequence[float] = PAUSES) -> Iterator[float]:
     """Seconds to sleep after each operation.
 
     With a rate, a steady 1/rate. Without, bursts of 1..max_burst operations
@@ -412,14 +442,15 @@ def pauses(seed: int, rate: float | None = None, max_burst: int = 30,
         yield rng.choice(choices)
 
 
-def drive(ops: RandomOps, count: int, rate: float | None = None, **pause_args: object) -> float:
+def drive(ops: RandomOps, count: int, rate: float | None = None, max_burst: int = 30,
+          choices: Sequence[float] = PAUSES) -> float:
     """Do ``count`` operations, paced by ``pauses()``; return the seconds it took.
 
     With a rate, each operation starts on schedule (late ones do not wait).
     """
     started = time.monotonic()
     due = started
-    for _, pause in zip(range(count), pauses(ops.seed, rate, **pause_args)):  # type: ignore[arg-type]
+    for _, pause in zip(range(count), pauses(ops.seed, rate, max_burst, choices)):
         ops.step()
         due += pause
         delay = due - time.monotonic()
@@ -458,7 +489,7 @@ def tree_diff(src: str, dst: str) -> list[str]:
     return lines
 
 
-def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], object], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     delay = 0.02
     while not predicate():
@@ -513,7 +544,8 @@ def soak(args: argparse.Namespace) -> int:
             return 1
         names = [n for n in NAMES if n not in args.exclude_name]
         ops = RandomOps(src, args.seed, max_entries=args.max_entries,
-                        hardlink_writes=args.hardlink_writes, names=names)
+                        hardlink_writes=args.hardlink_writes, same_size=args.same_size,
+                        names=names)
         took = drive(ops, args.ops, args.rate)
         started = time.monotonic()
         ok = wait_for(lambda: same() or daemon.poll() is not None, args.timeout) and same()
@@ -532,27 +564,29 @@ def soak(args: argparse.Namespace) -> int:
         log_text = Path(log_path).read_text(errors="replace")
         if "Traceback" in log_text:
             problems.append("Traceback in the daemon log")
-        summary = (f"{args.ops} ops ({ops.failed} failed, {len(ops.walk())} entries at the "
-                   f"end), seed {args.seed}, ops took {took:.1f} s")
+        full = log_text.count("synced full sync") - len(nodes)  # the initial ones aside
+        runs = log_text.count(" path(s) in ")
+        stats = (f"ops took {took:.1f} s, {ops.failed} failed, {len(ops.walk())} entries at the "
+                 f"end; {runs} batch run(s) and {full} full sync(s) after the initial one")
         if ok and not problems:
-            print(f"converged after {args.ops} ops, seed {args.seed}, in {waited:.1f} s "
-                  f"(ops took {took:.1f} s; {len(ops.walk())} entries at the end)")
+            print(f"converged after {args.ops} ops, seed {args.seed}, in {waited:.1f} s ({stats})")
             return 0
-        if not ok:
-            print(f"NOT converged within {args.timeout} s: {summary}")
+        if ok:
+            print(f"converged after {args.ops} ops, seed {args.seed}, but: "
+                  f"{'; '.join(problems)} ({stats})")
+        else:
+            print(f"NOT converged within {args.timeout:g} s after {args.ops} ops, seed "
+                  f"{args.seed} ({stats}){''.join('; ' + p for p in problems)}")
             for n in nodes:
                 diff = tree_diff(src, n)
                 if diff:
                     print(f"  {n}: {len(diff)} difference(s)")
                     for line in diff[:20]:
                         print(f"    {line}")
-            print("last operations:")
-            for line in ops.history[-args.history:]:
-                print(f"  {line}")
-        else:
-            print(f"converged, but: {'; '.join(problems)}: {summary}")
-        if problems:
-            print("problems: " + "; ".join(problems))
+            if args.history:
+                print("last operations:")
+                for line in ops.history[-args.history:]:
+                    print(f"  {line}")
         if args.verbose or problems:
             print("daemon log tail:\n" + _tail(log_path))
         return 1
@@ -589,6 +623,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-entries", type=int, default=200, help="tree size cap (200)")
     p.add_argument("--hardlink-writes", action="store_true",
                    help="also change files with several links in place (known not to converge)")
+    p.add_argument("--same-size", action="store_true",
+                   help="let new contents repeat earlier sizes (known not to converge when a "
+                   "path gets a same-size content within the same second)")
     p.add_argument("--exclude-name", action="append", default=[], metavar="NAME",
                    help="leave NAME out of the names used (repeatable; to bisect a failure)")
     p.add_argument("--command", help="the daemon's command line "

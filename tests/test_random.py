@@ -1,8 +1,18 @@
 """Randomized convergence: seeded random changes while a real daemon runs.
 
 The operations live in bench/soak.py (``RandomOps``), shared with the soak
-command (``python bench/soak.py --ops 500 --seed S``). Each seed makes the
-same operations every time; a failure names the seed and the last ones.
+command (``python bench/soak.py --ops 500 --seed S``, which starts from the
+same tree as the ``tree`` fixture, so a seed replays the same operations).
+A failure names the seed, the last operations and that command.
+
+Two inosync bugs are kept out of CI, each with a strict xfail test at the
+end (remove the marker with the fix): a change below a top-level directory
+named "#..." or ";..." is never synced (rsync reads such --files-from lines
+as comments), so SEEDS are seeds that never make one; and a new content of
+the same size within the same second is skipped by rsync's quick check, so
+RandomOps gives every new content a new size unless ``same_size=True``.
+In-place changes through a second hard link are kept out as well
+(``hardlink_writes``): inotify reports them under one of the names only.
 """
 
 from __future__ import annotations
@@ -21,7 +31,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from bench.soak import NAMES, RandomOps, drive, pauses  # noqa: E402
 
-SEEDS = [1, 2, 3, 4, 5]
+# Seeds whose operations never make a top-level directory named "#..." or ";...":
+# until the --files-from comment bug is fixed (see the xfail test at the end),
+# seeds that do (e.g. 6, 12, 14, 15, 34) fail. Add some of them with the fix.
+SEEDS = [3, 8, 10, 13, 16]
+SSH_SEED = 19
 OPS = 150
 EDELAY = 0.2
 SETTINGS = {"edelay": EDELAY, "retry_min": 0.5, "retry_max": 2}
@@ -36,6 +50,7 @@ def run_ops(d: Inosync, src: Path, nodes: list[Path], seed: int, count: int = OP
     try:
         wait_converged(src, nodes, timeout=60)
     except AssertionError as e:
+        d.stop()  # cleanly: SIGKILL at teardown would leave its list directory behind
         last = "\n  ".join(ops.history[-25:])
         raise AssertionError(f"seed {seed}: {e}\nlast operations:\n  {last}\n"
                              f"reproduce: python bench/soak.py --ops {count} --seed {seed}"
@@ -72,7 +87,7 @@ def test_random_changes_converge_over_ssh(tree, run_inosync, sshd, tmp_path):
                         rnodes=[f"root@127.0.0.1:{remote}", str(nodes[1])],
                         ssh=sshd.ssh_command(), **SETTINGS)
     d = run_inosync(conf, "-v")
-    run_ops(d, src, nodes, seed=11)
+    run_ops(d, src, nodes, SSH_SEED)
     assert "-e 'ssh -i " in d.log()
     check_clean_stop(d)
 
@@ -85,7 +100,7 @@ def test_names_include_the_odd_ones():
 
 
 def test_seeds_pause_longer_than_edelay():
-    for seed in [*SEEDS, 11]:
+    for seed in [*SEEDS, SSH_SEED]:
         gaps = list(islice(pauses(seed), OPS))
         assert any(p > EDELAY for p in gaps), seed  # batches land while changes go on
         assert sum(p == 0 for p in gaps) > OPS // 2, seed  # and most come in bursts
@@ -134,7 +149,7 @@ def test_ops_are_deterministic_and_stay_inside(tmp_path):
             "utime", "atomic_save", "hardlink"}, ops.counts
     (h1, s1), (h2, s2) = trees
     assert [line.replace("/t2/", "/t1/") for line in h2] == h1
-    # Same operations, same results (symlinks out of the tree name their own parent).
+    # Same operations, same results (both trees' "outside" symlinks name tmp_path).
     assert s1 == s2
     assert snapshot(outside) == before
 
@@ -154,6 +169,32 @@ def test_change_below_top_level_dir_named_like_a_comment(tree, run_inosync):
     for top in ("#hash", ";semi"):
         (src / top / "f").write_text("below a top-level '#' or ';' name\n")
     (src / "marker").write_text("written last\n")
-    # Once the marker is on a node, every batch before it is done there.
-    wait_until(lambda: all((n / "marker").exists() for n in nodes), 30, "the marker")
-    wait_converged(src, nodes, timeout=3)
+    try:
+        # Once the marker is on a node, every batch before it is done there.
+        wait_until(lambda: all((n / "marker").exists() for n in nodes), 30, "the marker")
+        wait_converged(src, nodes, timeout=3)
+    finally:
+        d.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="inosync bug: rsync's quick check skips a listed file "
+                   "whose size and whole-second mtime match the node's copy")
+def test_same_size_rewrite_within_the_same_second(tree, run_inosync):
+    """What seeds hit with RandomOps(same_size=True): a new content, same size, same second."""
+    src, nodes = tree["src"], tree["nodes"]
+    f = src / "docs" / "a.txt"
+    second = 1_700_000_000 * 10**9
+    os.utime(f, ns=(second, second + 100_000_000))
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], **SETTINGS)
+    d = run_inosync(conf, "-v")
+    wait_converged(src, nodes)
+    d.wait_log("watching")
+    f.write_text("b\n")  # was "a\n"; an editor's save 0.4 s later, say
+    os.utime(f, ns=(second, second + 500_000_000))
+    (src / "marker").write_text("written last\n")
+    try:
+        wait_until(lambda: all((n / "marker").exists() for n in nodes), 30, "the marker")
+        wait_converged(src, nodes, timeout=3)
+    finally:
+        d.stop()
