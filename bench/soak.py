@@ -592,8 +592,12 @@ def soak(args: argparse.Namespace) -> int:
         return 1
     finally:
         if daemon is not None and daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+            daemon.send_signal(signal.SIGTERM)  # lets it remove its own temporary files
+            try:
+                daemon.wait(20)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
         if log_file is not None:
             log_file.close()
         if args.keep:
@@ -640,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return soak(args)
     except (_Stop, KeyboardInterrupt) as e:
-        print(f"interrupted ({e or 'SIGINT'}); daemon stopped, temporary files removed")
+        print(f"interrupted ({str(e) or 'SIGINT'}); daemon stopped, temporary files removed")
         return 1
     finally:
         for s, handler in old.items():

@@ -134,5 +134,10 @@ def top_level(paths: Iterable[str]) -> list[str]:
 
 
 def encode_list(paths: Iterable[str]) -> bytes:
-    """NUL-separated names for ``--from0 --files-from``: any byte but NUL works."""
-    return b"".join(os.fsencode(p) + b"\0" for p in paths)
+    """NUL-separated names for ``--from0 --files-from``: any byte but NUL works.
+
+    Each name gets a "./" in front: rsync skips list lines that start with
+    '#' or ';' as comments, even with --from0 (so "#drafts/post" would never
+    be sent), and "./" changes nothing else.
+    """
+    return b"".join(b"./" + os.fsencode(p) + b"\0" if p != "." else b".\0" for p in paths)

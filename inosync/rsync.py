@@ -53,7 +53,10 @@ class Options:
 
 def _common(opts: Options, dest: str) -> list[str]:
     # -a does not imply -r together with --files-from, hence the explicit -r.
-    argv = [opts.rsync, "-a", "-r", "--delete", f"--timeout={opts.timeout}"]
+    # --modify-window=-1 compares mtimes to the nanosecond: with whole seconds,
+    # a same-size rewrite within the second the last sync saw is skipped.
+    argv = [opts.rsync, "-a", "-r", "--delete", "--modify-window=-1",
+            f"--timeout={opts.timeout}"]
     kind = node_kind(dest)
     if kind is Kind.DAEMON:
         argv.append(f"--contimeout={opts.contimeout}")

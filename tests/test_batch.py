@@ -395,21 +395,22 @@ WEIRD = [
 
 
 def test_encode_list_exact_bytes():
-    assert encode_list(["a", "b/c"]) == b"a\0b/c\0"
+    assert encode_list(["a", "b/c"]) == b"./a\0./b/c\0"
+    assert encode_list([".", "#x", ";y/z"]) == b".\0./#x\0./;y/z\0"  # never a comment line
     assert encode_list([]) == b""
 
 
 def test_encode_list_non_utf8_bytes_survive():
-    assert encode_list([os.fsdecode(b"bad\xff")]) == b"bad\xff\0"
+    assert encode_list([os.fsdecode(b"bad\xff")]) == b"./bad\xff\0"
 
 
 def test_encode_list_round_trip():
     data = encode_list(WEIRD)
     assert data.endswith(b"\0")
     assert data.count(b"\0") == len(WEIRD)
-    back = [os.fsdecode(x) for x in data.split(b"\0")[:-1]]
+    back = [os.fsdecode(x.removeprefix(b"./")) for x in data.split(b"\0")[:-1]]
     assert back == WEIRD
 
 
 def test_encode_list_utf8_names_are_utf8():
-    assert encode_list(["caf\u00e9"]) == "caf\u00e9\0".encode()
+    assert encode_list(["caf\u00e9"]) == "./caf\u00e9\0".encode()

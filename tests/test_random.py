@@ -5,14 +5,12 @@ command (``python bench/soak.py --ops 500 --seed S``, which starts from the
 same tree as the ``tree`` fixture, so a seed replays the same operations).
 A failure names the seed, the last operations and that command.
 
-Two inosync bugs are kept out of CI, each with a strict xfail test at the
-end (remove the marker with the fix): a change below a top-level directory
-named "#..." or ";..." is never synced (rsync reads such --files-from lines
-as comments), so SEEDS are seeds that never make one; and a new content of
-the same size within the same second is skipped by rsync's quick check, so
-RandomOps gives every new content a new size unless ``same_size=True``.
-In-place changes through a second hard link are kept out as well
-(``hardlink_writes``): inotify reports them under one of the names only.
+Two bugs these tests found have a minimal regression test each at the end:
+a change below a top-level directory named "#..." or ";..." (rsync reads
+such --files-from lines as comments) and a same-size rewrite within the
+second the last sync saw (rsync's quick check in whole seconds). In-place
+changes through a second hard link are kept out (``hardlink_writes``):
+inotify reports them under one of the names only (see README, limits).
 """
 
 from __future__ import annotations
@@ -31,21 +29,21 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from bench.soak import NAMES, RandomOps, drive, pauses  # noqa: E402
 
-# Seeds whose operations never make a top-level directory named "#..." or ";...":
-# until the --files-from comment bug is fixed (see the xfail test at the end),
-# seeds that do (e.g. 6, 12, 14, 15, 34) fail. Add some of them with the fix.
-SEEDS = [3, 8, 10, 13, 16]
+# 6, 14, 15 and 34 make top-level directories named "#..." or ";...", which
+# once lost every change below them.
+SEEDS = [3, 6, 8, 14, 15, 34]
 SSH_SEED = 19
 OPS = 150
 EDELAY = 0.2
 SETTINGS = {"edelay": EDELAY, "retry_min": 0.5, "retry_max": 2}
 
 
-def run_ops(d: Inosync, src: Path, nodes: list[Path], seed: int, count: int = OPS) -> RandomOps:
+def run_ops(d: Inosync, src: Path, nodes: list[Path], seed: int, count: int = OPS,
+            same_size: bool = False) -> RandomOps:
     """Initial sync, then ``count`` random operations in bursts, then convergence."""
     wait_converged(src, nodes)
     d.wait_log("watching")
-    ops = RandomOps(src, seed)
+    ops = RandomOps(src, seed, same_size=same_size)
     drive(ops, count)
     try:
         wait_converged(src, nodes, timeout=60)
@@ -70,7 +68,8 @@ def test_random_changes_converge(tree, run_inosync, seed):
     conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
                         rnodes=[str(n) for n in nodes], **SETTINGS)
     d = run_inosync(conf, "-v")
-    ops = run_ops(d, src, nodes, seed)
+    # Every other seed rewrites with sizes already seen (same-size rewrites).
+    ops = run_ops(d, src, nodes, seed, same_size=seed % 2 == 0)
     # After the initial sync, the changes went out in several batches while they
     # continued, not in one at the end.
     assert len(re.findall(r"synced (?:\d+ path|full sync)", d.log())) >= 3 * len(nodes)
@@ -154,8 +153,6 @@ def test_ops_are_deterministic_and_stay_inside(tmp_path):
     assert snapshot(outside) == before
 
 
-@pytest.mark.xfail(strict=True, reason="inosync bug: rsync drops --files-from entries "
-                   "starting with '#' or ';' (even with --from0); see batch.encode_list")
 def test_change_below_top_level_dir_named_like_a_comment(tree, run_inosync):
     """Minimal form of what seeds hit with the names "#hash" and ";semi"."""
     src, nodes = tree["src"], tree["nodes"]
@@ -177,8 +174,6 @@ def test_change_below_top_level_dir_named_like_a_comment(tree, run_inosync):
         d.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="inosync bug: rsync's quick check skips a listed file "
-                   "whose size and whole-second mtime match the node's copy")
 def test_same_size_rewrite_within_the_same_second(tree, run_inosync):
     """What seeds hit with RandomOps(same_size=True): a new content, same size, same second."""
     src, nodes = tree["src"], tree["nodes"]
