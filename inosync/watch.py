@@ -96,11 +96,14 @@ class WatchLimitError(OSError):
 class _WatchManager(pyinotify.WatchManager):
     """pyinotify's WatchManager, used for its inotify fd and binding only."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._add_watch = self._inotify_wrapper._libc.inotify_add_watch  # hot at start-up
+
     def watch(self, path: str, mask: int) -> int:
         # The binding's own add_watch encodes strictly; fsencode takes back
         # the surrogate escapes that fsdecode made of non-UTF-8 bytes.
-        libc = self._inotify_wrapper._libc
-        wd = libc.inotify_add_watch(self._fd, os.fsencode(path), mask)
+        wd = self._add_watch(self._fd, os.fsencode(path), mask)
         if wd < 0:
             code = self._inotify_wrapper.get_errno()
             raise OSError(code, os.strerror(code), path)
