@@ -10,7 +10,7 @@ Usage (as root; Linux; needs rsync, bash, mount/umount; lsyncd is optional,
 ``--quick`` is a smoke version for CI: tiny trees, one run, only burst,
 latency and idle (5 s), well under a minute. Without it all five scenarios
 run at full size with ``--runs`` (default 3) runs each; that takes about
-25 minutes on a 2-core machine. The table goes to stdout and, as markdown
+23 minutes on a 2-core machine. The table goes to stdout and, as markdown
 with the machine's details, to ``--out`` (default bench/results/latest.md).
 Exit status: 0 when every run completed (whatever the targets say), 1 when
 a run failed (a tool died, did not converge, or timed out), 2 on a usage
@@ -1470,7 +1470,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.pyspy and not shutil.which("py-spy"):
         print("bench.py: --pyspy needs py-spy (pip install py-spy)", file=sys.stderr)
         return 2
-    for s in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and
+    # Python then never raises KeyboardInterrupt.
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, _interrupt)
     load_before = os.getloadavg()
     started = time.monotonic()
