@@ -90,6 +90,7 @@ class Daemon:
         self.rescan_at: float | None = None
         self.listdir = tempfile.mkdtemp(prefix="inosync-")
         self.poller = select.poll()
+        self._list_cache: tuple[set[str], list[str]] | None = None
 
     def _new_node(self, dest: str) -> Node:
         c = self.config
@@ -145,6 +146,7 @@ class Daemon:
         return max(0, int((min(due) - now) * 1000) + 1)
 
     def tick(self, now: float) -> None:
+        self._list_cache = None
         self.check_watcher(now)
         if self.flush_at is not None and now >= self.flush_at:
             self.flush()
@@ -205,7 +207,7 @@ class Daemon:
         if not is_real_dir(wpath):
             node.abandon()  # never sync a vanished wpath: that would delete
             return
-        paths = [] if batch.full else files_list(batch.paths, wpath)
+        paths = [] if batch.full else self._files_list(batch.paths)
         full = batch.full or len(paths) > full_sync_above(self.config.full_threshold,
                                                           self.watcher.entries)
         opts = self.config.rsync_options()
@@ -234,6 +236,17 @@ class Daemon:
                                            f"cannot run {opts.rsync}: {e.strerror}"), "")
             return
         self.children[proc.pid] = Child(node, proc, stderr, list_file, now, what)
+
+    def _files_list(self, changed: set[str]) -> list[str]:
+        """files_list(), computed once for all nodes that start in one tick.
+
+        After a flush every node has the same batch; the cache lives for one
+        tick only, because the list depends on what exists on disk now.
+        """
+        cached = self._list_cache
+        if cached is None or cached[0] != changed:
+            cached = self._list_cache = (set(changed), files_list(changed, self.config.wpath))
+        return cached[1]
 
     def _write_list(self, paths: list[str]) -> str:
         fd, name = tempfile.mkstemp(dir=self.listdir, suffix=".list")
