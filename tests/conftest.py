@@ -117,9 +117,15 @@ class Inosync:
             self.kill()
 
     def kill(self) -> None:
+        """At teardown: SIGTERM first so the daemon removes its temp files."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.send_signal(signal.SIGCONT)  # in case a test stopped it
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self._log.close()
 
 
