@@ -73,6 +73,11 @@ class Logs:
             handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         self.use(handler)
 
+    def after_fork(self) -> None:
+        """The pid in syslog's ident must be the daemon's, not its parent's."""
+        if isinstance(self.handler, logging.handlers.SysLogHandler):
+            self.handler.ident = f"inosync[{os.getpid()}]: "
+
     def fds(self) -> list[int]:
         """File descriptors the handler needs kept open across the fork."""
         h = self.handler
@@ -134,6 +139,7 @@ def run(args: argparse.Namespace, config: Config, logs: Logs) -> int:
             if pidfile and pidfile.fd is not None:
                 keep.append(pidfile.fd)
             detach(keep)
+            logs.after_fork()
         if pidfile:
             pidfile.write()
 

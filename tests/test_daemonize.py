@@ -147,3 +147,31 @@ def test_config_error_before_fork(bg):
     assert done.returncode == 2
     assert "did you mean 'edelay'" in done.stderr
     assert not bg.pidfile.exists()
+
+
+def test_daemon_logs_to_syslog_without_logfile(tmp_path, tree):
+    """No logfile: lines go to /dev/log with ident inosync, facility daemon."""
+    import socket
+
+    if os.path.exists("/dev/log"):
+        pytest.skip("a syslog daemon owns /dev/log here; not replacing it")
+    if os.geteuid() != 0:
+        pytest.skip("binding /dev/log needs root")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("/dev/log")
+    sock.settimeout(20)
+    b = Background(tmp_path, tree)
+    try:
+        write_config(b.conf, wpath=str(b.src), rnodes=[str(n) for n in b.nodes],
+                     edelay=0.2, pidfile=str(b.pidfile))
+        assert b.start().returncode == 0
+        messages = []
+        while not any(b"synced full sync" in m for m in messages):
+            messages.append(sock.recv(4096))
+        # <30>: facility daemon (3) * 8 + severity info (6)
+        line = next(m for m in messages if b"synced full sync" in m)
+        assert line.startswith(b"<30>inosync[") and str(b.pid).encode() in line
+    finally:
+        b.kill()
+        sock.close()
+        os.unlink("/dev/log")
