@@ -69,14 +69,11 @@ class Logs:
         else:
             handler = logging.handlers.SysLogHandler(
                 "/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
-            handler.ident = f"inosync[{os.getpid()}]: "
-            handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+            # %(process)d is read when a line is logged, so it is the
+            # daemon's pid after the fork, not the parent's.
+            handler.setFormatter(logging.Formatter(
+                "inosync[%(process)d]: %(levelname)s %(message)s"))
         self.use(handler)
-
-    def after_fork(self) -> None:
-        """The pid in syslog's ident must be the daemon's, not its parent's."""
-        if isinstance(self.handler, logging.handlers.SysLogHandler):
-            self.handler.ident = f"inosync[{os.getpid()}]: "
 
     def fds(self) -> list[int]:
         """File descriptors the handler needs kept open across the fork."""
@@ -139,7 +136,6 @@ def run(args: argparse.Namespace, config: Config, logs: Logs) -> int:
             if pidfile and pidfile.fd is not None:
                 keep.append(pidfile.fd)
             detach(keep)
-            logs.after_fork()
         if pidfile:
             pidfile.write()
 

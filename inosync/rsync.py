@@ -51,7 +51,9 @@ class Options:
     extra: Sequence[str] = ()
 
 
-def _common(opts: Options, dest: str) -> list[str]:
+def _common(opts: Options, dest: str, rules: Sequence[str] = ()) -> list[str]:
+    """Options shared by every run; rules go before the user's excludes
+    (rsync uses the first matching rule)."""
     # -a does not imply -r together with --files-from, hence the explicit -r.
     # --modify-window=-1 compares mtimes to the nanosecond: with whole seconds,
     # a same-size rewrite within the second the last sync saw is skipped.
@@ -64,6 +66,7 @@ def _common(opts: Options, dest: str) -> list[str]:
         argv += ["-e", shlex.join(opts.ssh)]
     if opts.bwlimit:
         argv.append(f"--bwlimit={opts.bwlimit}")
+    argv += rules
     argv += [f"--exclude={pattern}" for pattern in opts.excludes]
     argv += list(opts.extra)
     return argv
@@ -97,13 +100,8 @@ def batch_argv(opts: Options, wpath: str, dest: str, list_file: str,
     root_rules = [f"--include=/{literal_pattern(n)}" for n in top_level]
     if top_level:
         root_rules.append("--exclude=/*")
-    common = _common(opts, dest)
-    # Our rules go before the user's excludes: rsync uses the first match.
-    split = common.index(f"--timeout={opts.timeout}") + 1
     return [
-        *common[:split],
-        *root_rules,
-        *common[split:],
+        *_common(opts, dest, root_rules),
         "--delete-missing-args",
         "--from0",
         f"--files-from={list_file}",

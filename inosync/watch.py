@@ -221,7 +221,7 @@ class Watcher:
                     for entry in entries:
                         self.entries += 1
                         if entry.is_dir(follow_symlinks=False):
-                            child = f"{rel}/{entry.name}" if rel else entry.name
+                            child = join(rel, entry.name)
                             if not (excludes and excludes.excluded(child, True)):
                                 stack.append((child, entry.path))
             except OSError:
