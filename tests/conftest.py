@@ -73,6 +73,28 @@ def wait_converged(src: Path, nodes: list[Path], timeout: float = 30.0,
         raise AssertionError(f"nodes did not converge: {details}") from None
 
 
+def inotify_watches(pid: int | str = "[0-9]*") -> int:
+    """inotify watches held by one process, or by every process (the default)."""
+    count = 0
+    for info in Path("/proc").glob(f"{pid}/fdinfo/*"):
+        try:
+            count += info.read_text().count("inotify wd:")
+        except OSError:
+            pass  # the fd or the process went away meanwhile
+    return count
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it is still there after timeout seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def write_config(path: Path, **settings: object) -> Path:
     lines = [f"{name} = {value!r}" for name, value in settings.items()]
     path.write_text("\n".join(lines) + "\n")
@@ -120,12 +142,7 @@ class Inosync:
         """At teardown: SIGTERM first so the daemon removes its temp files."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)  # in case a test stopped it
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
         self._log.close()
 
 
@@ -214,13 +231,8 @@ class Sshd:
         return probe.returncode == 0
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 10)
 
 
 @pytest.fixture(scope="session")

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 import pytest
-from conftest import RSYNC, converged, wait_converged, wait_until, write_config
+from conftest import (
+    RSYNC,
+    converged,
+    inotify_watches,
+    wait_converged,
+    wait_until,
+    write_config,
+)
 
 EXCLUDES = ["*.tmp", "/cache/", "build/", "logs/***", "[Tt]humbs.db", "**/secret/*.key"]
-
-
-def inotify_watches(pid: int) -> int:
-    count = 0
-    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
-        try:
-            count += info.read_text().count("inotify wd:")
-        except OSError:
-            pass
-    return count
 
 
 @pytest.fixture

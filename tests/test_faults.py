@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import converged, wait_converged, wait_until, write_config
+from conftest import converged, inotify_watches, wait_converged, wait_until, write_config
 from hosts import TestHost, can_make_namespaces
 
 FAST_RETRY = {"edelay": 0.2, "retry_min": 0.5, "retry_max": 2, "timeout": 5}
@@ -117,15 +117,21 @@ def test_sshd_stopped_and_restarted(tree, run_inosync, hosts, tmp_path):
     assert d.stop() == 0
 
 
-def test_rsync_killed_mid_transfer(tree, run_inosync, tmp_path):
+def slow_transfer(tree: dict, run_inosync, tmp_path: Path, rspeed: int, megabytes: int):
+    """A daemon busy sending one big file to two local nodes at rspeed KB/s."""
     src = tree["src"]
     nodes = node_dirs(tmp_path, 2)
     conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
-                        rnodes=[str(n) for n in nodes], rspeed=2000, **FAST_RETRY)
+                        rnodes=[str(n) for n in nodes], rspeed=rspeed, **FAST_RETRY)
     d = run_inosync(conf, "-v")
     wait_converged(src, nodes)
-    (src / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))  # ~4 s at 2 MB/s
+    (src / "big.bin").write_bytes(os.urandom(megabytes * 1024 * 1024))
     kids = wait_until(lambda: rsync_children(d.proc.pid), 10, "an rsync child")
+    return d, src, nodes, kids
+
+
+def test_rsync_killed_mid_transfer(tree, run_inosync, tmp_path):
+    d, src, nodes, kids = slow_transfer(tree, run_inosync, tmp_path, 2000, 8)  # ~4 s
     os.kill(kids[0], signal.SIGKILL)
     d.wait_log("rsync failed: killed by signal 9")
     wait_converged(src, nodes, timeout=60)
@@ -175,16 +181,6 @@ def test_queue_overflow_then_full_sync(tree, run_inosync, tmp_path):
     assert d.stop() == 0
 
 
-def inotify_watches_in_use() -> int:
-    count = 0
-    for info in Path("/proc").glob("[0-9]*/fdinfo/*"):
-        try:
-            count += info.read_text().count("inotify wd:")
-        except OSError:
-            pass
-    return count
-
-
 @pytest.fixture
 def watch_limit() -> Iterator[Path]:
     if os.geteuid() != 0:
@@ -201,7 +197,7 @@ def test_watch_limit_at_start_exits_1(tree, run_inosync, tmp_path, watch_limit):
         (tree["src"] / f"dir{i}").mkdir()
     conf = write_config(tree["dir"] / "inosync.conf", wpath=str(tree["src"]),
                         rnodes=[str(n) for n in tree["nodes"]], edelay=0.2)
-    watch_limit.write_text(f"{inotify_watches_in_use() + 3}\n")
+    watch_limit.write_text(f"{inotify_watches() + 3}\n")
     d = run_inosync(conf)
     rc = d.proc.wait(30)
     watch_limit.write_text("524288\n")
@@ -219,7 +215,7 @@ def test_watch_limit_at_run_time_falls_back_to_full_syncs(tree, run_inosync, wat
     d = run_inosync(conf, "-v")
     wait_converged(src, nodes)
     d.wait_log("synced full sync", count=2)
-    watch_limit.write_text(f"{inotify_watches_in_use() + 2}\n")
+    watch_limit.write_text(f"{inotify_watches() + 2}\n")
     for i in range(6):
         (src / "grown" / f"d{i}").mkdir(parents=True)
     d.wait_log("inotify watch limit reached")
@@ -233,14 +229,7 @@ def test_watch_limit_at_run_time_falls_back_to_full_syncs(tree, run_inosync, wat
 
 
 def test_term_during_transfer_then_restart_repairs(tree, run_inosync, tmp_path):
-    src = tree["src"]
-    nodes = node_dirs(tmp_path, 2)
-    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
-                        rnodes=[str(n) for n in nodes], rspeed=500, **FAST_RETRY)
-    d = run_inosync(conf, "-v")
-    wait_converged(src, nodes)
-    (src / "huge.bin").write_bytes(os.urandom(16 * 1024 * 1024))  # ~32 s at 500 KB/s
-    kids = wait_until(lambda: rsync_children(d.proc.pid), 10, "an rsync child")
+    d, src, nodes, kids = slow_transfer(tree, run_inosync, tmp_path, 500, 16)  # ~32 s
     (src / "queued.txt").write_text("arrives while the node is busy\n")
     d.wait_log("change.*queued.txt")
     started = time.monotonic()

@@ -153,6 +153,16 @@ def test_ops_are_deterministic_and_stay_inside(tmp_path):
     assert snapshot(outside) == before
 
 
+def converged_behind_marker(d: Inosync, src: Path, nodes: list[Path]) -> None:
+    """Write a marker last; once it is on every node, so are the changes before it."""
+    (src / "marker").write_text("written last\n")
+    try:
+        wait_until(lambda: all((n / "marker").exists() for n in nodes), 30, "the marker")
+        wait_converged(src, nodes, timeout=3)
+    finally:
+        d.stop()
+
+
 def test_change_below_top_level_dir_named_like_a_comment(tree, run_inosync):
     """Minimal form of what seeds hit with the names "#hash" and ";semi"."""
     src, nodes = tree["src"], tree["nodes"]
@@ -165,13 +175,7 @@ def test_change_below_top_level_dir_named_like_a_comment(tree, run_inosync):
     d.wait_log("watching")
     for top in ("#hash", ";semi"):
         (src / top / "f").write_text("below a top-level '#' or ';' name\n")
-    (src / "marker").write_text("written last\n")
-    try:
-        # Once the marker is on a node, every batch before it is done there.
-        wait_until(lambda: all((n / "marker").exists() for n in nodes), 30, "the marker")
-        wait_converged(src, nodes, timeout=3)
-    finally:
-        d.stop()
+    converged_behind_marker(d, src, nodes)
 
 
 def test_same_size_rewrite_within_the_same_second(tree, run_inosync):
@@ -187,9 +191,4 @@ def test_same_size_rewrite_within_the_same_second(tree, run_inosync):
     d.wait_log("watching")
     f.write_text("b\n")  # was "a\n"; an editor's save 0.4 s later, say
     os.utime(f, ns=(second, second + 500_000_000))
-    (src / "marker").write_text("written last\n")
-    try:
-        wait_until(lambda: all((n / "marker").exists() for n in nodes), 30, "the marker")
-        wait_converged(src, nodes, timeout=3)
-    finally:
-        d.stop()
+    converged_behind_marker(d, src, nodes)
