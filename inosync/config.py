@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import os
 import stat
+import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import rsync
+from . import paths, rsync
 from .excludes import Excludes, ExcludeSyntaxError, read_exclude_file
 from .watch import EVENT_FLAGS
 
@@ -42,15 +44,20 @@ DEFAULT_SSH = (
 )  # fmt: skip
 
 
+DAY = 86_400.0  # the longest delay, timeout or interval accepted
+
+
 class ConfigError(Exception):
     """A one-line, user-facing message about the configuration."""
 
 
 @dataclass(frozen=True)
 class Config:
-    path: str
-    wpath: str
-    rnodes: tuple[str, ...]
+    path: str  # absolute
+    wpath: str  # the real directory: absolute, symlinks resolved
+    rnodes: tuple[str, ...]  # local nodes made absolute
+    configured_wpath: str = ""  # as set, made absolute; what a swap of wpath is followed by
+    base_dir: str = "/"  # what relative paths in the file are relative to
     rexcludes: tuple[str, ...] = ()
     rspeed: int = 0
     emask: tuple[str, ...] = DEFAULT_EMASK
@@ -69,6 +76,7 @@ class Config:
     logfile: str | None = None
     statusfile: str | None = None
     allow_empty_wpath: bool = False
+    allow_system_wpath: bool = False
     excludes: Excludes = field(default_factory=lambda: Excludes(()), compare=False)
 
     def rsync_options(self) -> rsync.Options:
@@ -85,31 +93,40 @@ class Config:
 
 # Settings the file may set besides the checked ones: rpath is the original's
 # helper for building rnodes; rexcludes_from is folded into excludes.
-KNOWN = {f for f in Config.__dataclass_fields__ if f not in ("path", "excludes")}
+KNOWN = {f for f in Config.__dataclass_fields__
+         if f not in ("path", "excludes", "configured_wpath", "base_dir")}
 KNOWN |= {"rpath", "rexcludes_from"}
 
 
-def load(path: str) -> Config:
+def load(path: str, base_dir: str | None = None) -> Config:
+    """Read, run and check the file at path.
+
+    Relative paths, the file's own included, are relative to base_dir (the
+    current directory when None). The daemon keeps that directory, so a
+    reload after -d (which changes to /) means the same paths as the start.
+    """
+    base_dir = base_dir or os.getcwd()
+    path = os.path.join(base_dir, path)
     source = _read(path)
-    check_owner(path)
     lines = _assignment_lines(path, source)
     namespace = _execute(path, source)
-    return _build(path, namespace, lines)
+    return _build(path, namespace, lines, base_dir)
 
 
 def _read(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        data, st = paths.read_regular_file(path)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read configuration: {e.strerror}") from None
+    check_owner(path, st)
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: configuration is not UTF-8 text") from None
 
 
-def check_owner(path: str) -> None:
+def check_owner(path: str, st: os.stat_result) -> None:
     """Refuse a config others could edit: it is code we run, as sshd refuses keys."""
-    st = os.stat(path)
     if st.st_uid not in (0, os.getuid()):
         raise ConfigError(f"{path}: owned by uid {st.st_uid}, not by root or by us; "
                           f"fix with: chown root {path}")
@@ -163,13 +180,13 @@ def _execute(path: str, source: str) -> dict[str, Any]:
     return namespace
 
 
-def _build(path: str, ns: dict[str, Any], lines: dict[str, int]) -> Config:
+def _build(path: str, ns: dict[str, Any], lines: dict[str, int], base_dir: str) -> Config:
     def where(name: str) -> str:
         return f"{path}:{lines.get(name, '?')}"
 
     _check_unknown(ns, lines, where)
-    values: dict[str, Any] = {"path": path}
-    for name, check in _CHECKS.items():
+    values: dict[str, Any] = {"path": path, "base_dir": base_dir}
+    for name, check in {**_path_checks(base_dir), **_CHECKS}.items():
         if name in ns:
             try:
                 values[name] = check(ns[name])
@@ -185,6 +202,9 @@ def _build(path: str, ns: dict[str, Any], lines: dict[str, int]) -> Config:
         values["excludes"] = Excludes(patterns)
     except ExcludeSyntaxError as e:
         raise ConfigError(f"{where('rexcludes')}: rexcludes: {e}") from None
+    if "wpath" in values:
+        values["configured_wpath"] = values["wpath"]
+        values["wpath"] = paths.real(values["wpath"])
     config = Config(**values)
     _check_together(config, where)
     return config
@@ -217,11 +237,41 @@ def _check_together(config: Config, where: Callable[[str], str]) -> None:
         name = "retry_max" if where("retry_min").endswith(":?") else "retry_min"
         raise ConfigError(f"{where(name)}: retry_min ({config.retry_min}) must not exceed "
                           f"retry_max ({config.retry_max})")
-    if not config.allow_empty_wpath and not os.listdir(config.wpath):
-        raise ConfigError(
-            f"{where('wpath')}: wpath {config.wpath} is empty; syncing it would delete "
-            "everything on the nodes (unmounted disk?). Set allow_empty_wpath = True if intended"
-        )
+    if not os.path.isdir(config.wpath):
+        raise ConfigError(f"{where('wpath')}: wpath {config.wpath} is not a directory")
+    problem = layout_problem(config, config.wpath)
+    if problem:
+        setting, why = problem
+        raise ConfigError(f"{where(setting)}: {why}")
+
+
+def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
+    """Why syncing the real directory wpath with this config could delete or loop:
+    (the setting to blame, why), or None.
+
+    Checked at load and again whenever the configured wpath comes to mean
+    another directory (a deploy swapped it).
+    """
+    if not config.allow_empty_wpath and not os.listdir(wpath):
+        return "wpath", (f"wpath {wpath} is empty; syncing it would delete everything on the "
+                         "nodes (unmounted disk?). Set allow_empty_wpath = True if intended")
+    system = paths.system_inside(wpath)
+    if system and not config.allow_system_wpath:
+        return "wpath", (f"wpath {wpath} holds the system directory {system}, which changes "
+                         "all the time; watch a narrower tree, or set allow_system_wpath = "
+                         "True and exclude what must not be copied")
+    local_nodes = [n for n in config.rnodes if rsync.node_kind(n) is rsync.Kind.LOCAL]
+    why = paths.node_overlap(wpath, local_nodes)
+    if why:
+        return "rnodes", why
+    own = {name: getattr(config, name) for name in _DAEMON_FILES if getattr(config, name)}
+    own["the directory for rsync list files (TMPDIR)"] = os.path.join(
+        tempfile.gettempdir(), "inosync-lists")
+    for name, path in own.items():
+        why = paths.own_file_inside(wpath, name, path, config.excludes)
+        if why:
+            return (name if name in _DAEMON_FILES else "wpath"), why
+    return None
 
 
 # ---- one checker per setting: value in, clean value out, ValueError says why
@@ -241,24 +291,26 @@ def _string_list(value: Any, what: str = "strings") -> tuple[str, ...]:
     return tuple(_string(v) for v in value)
 
 
-def _number(value: Any, minimum: float = 0, integer: bool = False) -> Any:
+def _number(value: Any, minimum: float, maximum: float, integer: bool = False) -> Any:
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         kind = "an integer" if integer else "a number"
         raise ValueError(f"must be {kind}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"must be >= {minimum}, got {value!r}")
+    if not (math.isfinite(value) and minimum <= value <= maximum):
+        raise ValueError(f"must be from {minimum:g} to {maximum:g}, got {value!r}")
     return value
 
 
-def _wpath(value: Any) -> str:
-    path = os.path.abspath(_string(value))
-    if not os.path.isdir(path):
-        raise ValueError(f"{path} is not a directory")
-    return os.path.realpath(path)
+def _seconds(minimum: float, maximum: float = DAY) -> Callable[[Any], float]:
+    return lambda v: float(_number(v, minimum, maximum))
 
 
-def _rnodes(value: Any) -> tuple[str, ...]:
+def _count(minimum: int, maximum: int) -> Callable[[Any], int]:
+    return lambda v: int(_number(v, minimum, maximum, integer=True))
+
+
+def _rnodes(value: Any, base_dir: str) -> tuple[str, ...]:
+    """The destinations; local ones made absolute (relative ones are relative to base_dir)."""
     nodes = _string_list(value, "rsync destinations")
     if not nodes:
         raise ValueError("is empty; list at least one destination")
@@ -267,7 +319,14 @@ def _rnodes(value: Any) -> tuple[str, ...]:
             raise ValueError(f"entry {node!r} starts with '-' and would be taken as an option")
     if len(set(nodes)) != len(nodes):
         raise ValueError("lists the same destination twice")
-    return nodes
+    return tuple(os.path.normpath(os.path.join(base_dir, n))
+                 if rsync.node_kind(n) is rsync.Kind.LOCAL else n for n in nodes)
+
+
+def _rsync_args(value: Any) -> tuple[str, ...]:
+    args = _string_list(value, "rsync options")
+    rsync.check_extra_args(args)
+    return args
 
 
 def _emask(value: Any) -> tuple[str, ...]:
@@ -290,37 +349,45 @@ def _executable(value: Any) -> str:
     return path
 
 
-def _optional_path(value: Any) -> str | None:
-    return None if value is None else os.path.abspath(_string(value))
-
-
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"must be True or False, got {value!r}")
     return value
 
 
+_DAEMON_FILES = ("pidfile", "logfile", "statusfile")
+
+
+def _path_checks(base_dir: str) -> dict[str, Callable[[Any], Any]]:
+    """Checkers of the settings that name local paths: relative ones start at base_dir."""
+
+    def local(value: Any) -> str:
+        return os.path.normpath(os.path.join(base_dir, _string(value)))
+
+    def optional(value: Any) -> str | None:
+        return None if value is None else local(value)
+
+    return {"wpath": local, "rnodes": lambda v: _rnodes(v, base_dir),
+            **{name: optional for name in _DAEMON_FILES}}
+
+
 _CHECKS: dict[str, Callable[[Any], Any]] = {
-    "wpath": _wpath,
-    "rnodes": _rnodes,
     "rexcludes": lambda v: _string_list(v, "patterns"),
-    "rspeed": lambda v: _number(v, 0, integer=True),
+    "rspeed": _count(0, 1_000_000_000),  # KB/s, as rsync --bwlimit
     "emask": _emask,
-    "edelay": lambda v: float(_number(v, 0)),
+    "edelay": _seconds(0),
     "rsync": _executable,
-    "rsync_args": lambda v: _string_list(v, "rsync options"),
+    "rsync_args": _rsync_args,
     "ssh": lambda v: _string_list(v, "ssh command words") or _raise("must not be empty"),
-    "timeout": lambda v: _number(v, 1, integer=True),
-    "contimeout": lambda v: _number(v, 1, integer=True),
-    "retry_min": lambda v: float(_number(v, 0.1)),
-    "retry_max": lambda v: float(_number(v, 0.1)),
-    "max_pending": lambda v: _number(v, 1, integer=True),
-    "full_threshold": lambda v: _number(v, 1, integer=True),
-    "rescan_interval": lambda v: float(_number(v, 0.1)),
-    "pidfile": _optional_path,
-    "logfile": _optional_path,
-    "statusfile": _optional_path,
+    "timeout": _count(1, int(DAY)),
+    "contimeout": _count(1, 3600),
+    "retry_min": _seconds(0.1),
+    "retry_max": _seconds(0.1),
+    "max_pending": _count(1, 10_000_000),
+    "full_threshold": _count(1, 10_000_000),
+    "rescan_interval": _seconds(0.1),
     "allow_empty_wpath": _bool,
+    "allow_system_wpath": _bool,
 }
 
 _HELP = {

@@ -348,7 +348,7 @@ class Daemon:
             return
         log.info("SIGHUP: reloading %s", self.config.path)
         try:
-            new = configmod.load(self.config.path)
+            new = configmod.load(self.config.path, self.config.base_dir)
             self.apply(new)
         except (ConfigError, WatchLimitError) as e:
             log.error("reload failed, keeping the old configuration: %s", e)

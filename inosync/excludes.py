@@ -34,6 +34,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .paths import read_regular_file
+
 __all__ = ["ExcludeSyntaxError", "Excludes", "read_exclude_file"]
 
 # rsync drops (with an error message) any rule this long: MAXPATHLEN on Linux.
@@ -350,8 +352,7 @@ def read_exclude_file(path: str) -> list[str]:
     pattern.  Rule prefixes ("- ", "+ ", "!") are left for Excludes to parse.
     OSError propagates unchanged.
     """
-    with open(path, "rb") as fh:
-        data = fh.read()
+    data, _ = read_regular_file(path)  # a FIFO must not hang a start or reload
     patterns = []
     for line in re.split(rb"[\r\n]", data):
         line = line.split(b"\0", 1)[0]  # rsync handles lines as C strings

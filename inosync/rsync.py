@@ -166,3 +166,100 @@ def describe(returncode: int) -> str:
         return "exit 24 (some files vanished before they could be transferred)"
     reason = _BROKEN.get(returncode) or _TRANSIENT.get(returncode) or "unknown error"
     return f"exit {returncode} ({reason})"
+
+
+# ---- rsync_args: options that would fight the design are refused at load
+
+_NO_PATTERNS = ("replaces the file list and rules inosync builds for each run, which its "
+                "watcher must know too; put patterns in rexcludes or rexcludes_from")
+_SKIPS = "skips some changes, so nodes would silently differ from the source"
+_HIDES = "makes rsync and the watcher disagree about what is in the tree"
+_COPIES_NOTHING = "copies nothing"
+_NOT_CLIENT = "is not a client option"
+_REFUSED = {
+    "--dry-run": "copies nothing while every run is logged as synced; use inosync -p "
+                 "to see what would run",
+    "--list-only": _COPIES_NOTHING,
+    "--remove-source-files": "deletes the files of wpath once they are sent",
+    "--remove-sent-files": "deletes the files of wpath once they are sent",
+    "--delete-excluded": "deletes excluded files on the nodes, and each batch excludes "
+                         "everything it does not send, so every node would be wiped",
+    "--ignore-errors": "lets rsync delete on the nodes even when reading the source failed",
+    "--files-from": _NO_PATTERNS, "--from0": _NO_PATTERNS, "--filter": _NO_PATTERNS,
+    "--include": _NO_PATTERNS, "--exclude": _NO_PATTERNS, "--include-from": _NO_PATTERNS,
+    "--exclude-from": _NO_PATTERNS, "--cvs-exclude": _NO_PATTERNS, "-F": _NO_PATTERNS,
+    "--relative": "changes where paths land on the nodes",
+    "--no-relative": "changes where paths land on the nodes",
+    "--no-R": "changes where paths land on the nodes",
+    "--no-implied-dirs": "changes where paths land on the nodes",
+    "--existing": _SKIPS, "--ignore-non-existing": _SKIPS, "--ignore-existing": _SKIPS,
+    "--update": _SKIPS, "--size-only": _SKIPS, "--max-size": _SKIPS, "--min-size": _SKIPS,
+    "--append": _SKIPS, "--append-verify": _SKIPS, "--compare-dest": _SKIPS,
+    "--modify-window": _SKIPS + " (inosync compares times to the nanosecond)",
+    "--ignore-missing-args": "keeps deleted paths on the nodes",
+    "--no-recursive": _SKIPS, "--no-r": _SKIPS, "--no-links": _SKIPS, "--no-l": _SKIPS,
+    "--copy-links": _HIDES, "--copy-unsafe-links": _HIDES, "--copy-dirlinks": _HIDES,
+    "--one-file-system": _HIDES,
+    "--rsh": "bypasses the ssh setting; set that instead",
+    "--timeout": "bypasses the timeout setting, whose range is checked (0 would let a "
+                 "dead node hang forever); set that instead",
+    "--contimeout": "bypasses the contimeout setting; set that instead",
+    "--write-batch": "writes every run to a batch file", "--only-write-batch": _COPIES_NOTHING,
+    "--read-batch": "reads a batch file instead of wpath",
+    "--daemon": _NOT_CLIENT, "--server": _NOT_CLIENT, "--sender": _NOT_CLIENT,
+}
+_SHORT = {  # short letters of refused options
+    "n": "--dry-run", "f": "--filter", "C": "--cvs-exclude", "R": "--relative",
+    "u": "--update", "@": "--modify-window", "L": "--copy-links", "k": "--copy-dirlinks",
+    "x": "--one-file-system", "e": "--rsh", "0": "--from0", "F": "-F",
+}
+_SHORT_WITH_VALUE = set("BefTM@")  # the rest of the word (or the next word) is the value
+# Long options that take their value as the next word when not given as --opt=value.
+_LONG_WITH_VALUE = {
+    "--info", "--debug", "--stderr", "--backup-dir", "--suffix", "--rsync-path", "--chmod",
+    "--chown", "--usermap", "--groupmap", "--block-size", "--rsh", "--max-delete",
+    "--max-size", "--min-size", "--max-alloc", "--partial-dir", "--modify-window",
+    "--temp-dir", "--compare-dest", "--copy-dest", "--link-dest", "--compress-choice",
+    "--zc", "--compress-level", "--zl", "--skip-compress", "--filter", "--exclude",
+    "--exclude-from", "--include", "--include-from", "--files-from", "--address", "--port",
+    "--sockopts", "--out-format", "--log-format", "--log-file", "--log-file-format",
+    "--password-file", "--early-input", "--bwlimit", "--stop-after", "--stop-at",
+    "--write-batch", "--only-write-batch", "--read-batch", "--protocol", "--iconv",
+    "--checksum-choice", "--cc", "--checksum-seed", "--outbuf", "--remote-option",
+    "--timeout", "--contimeout", "--config", "--dparam", "--copy-as", "--time-limit",
+}
+
+
+def check_extra_args(args: Sequence[str]) -> None:
+    """Raise ValueError naming the first item of rsync_args that fights the design.
+
+    Refused: options that change what a run deletes, writes or lists in a way
+    inosync cannot account for (its batches, its rules, its watcher), and any
+    word that is not an option (rsync would take it as one more source).
+    """
+    takes_value = False
+    for arg in args:
+        if takes_value:
+            takes_value = False
+            continue
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            raise ValueError(f"item {arg!r} is not an option: rsync would take it as "
+                             "another source or destination")
+        if arg.startswith("--"):
+            name, has_value, _ = arg.partition("=")
+            _refuse(name, arg)
+            takes_value = name in _LONG_WITH_VALUE and not has_value
+            continue
+        for i, letter in enumerate(arg[1:], 1):
+            if letter in _SHORT:
+                _refuse(_SHORT[letter], arg)
+            if letter in _SHORT_WITH_VALUE:
+                takes_value = i == len(arg) - 1
+                break
+
+
+def _refuse(name: str, arg: str) -> None:
+    why = _REFUSED.get(name)
+    if why:
+        shown = arg if arg.split("=")[0] == name else f"{arg} ({name})"
+        raise ValueError(f"must not hold {shown}: it {why}")

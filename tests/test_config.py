@@ -561,3 +561,195 @@ def test_config_owned_by_someone_else_is_refused(tmp_path):
     done = subprocess.run([sys.executable, "-m", "inosync", "-c", str(path)],
                           capture_output=True, text=True, timeout=30, cwd=REPO)
     assert done.returncode == 2 and "owned by uid 4242" in done.stderr
+
+
+# ---------------------------------------------------------------- safety: paths that overlap
+
+
+def nodes_line(*nodes: object) -> str:
+    return f"rnodes = {[str(n) for n in nodes]!r}"
+
+
+@pytest.mark.parametrize("where", ["itself", "inside", "deep inside", "parent", "ancestor"])
+def test_local_node_overlapping_wpath_is_refused(write, wdir, tmp_path, where):
+    node = {"itself": wdir, "inside": wdir / "mirror", "deep inside": wdir / "a" / "b",
+            "parent": tmp_path, "ancestor": tmp_path.parent}[where]
+    path = write(f"wpath = {str(wdir)!r}", nodes_line(tmp_path / "ok", node))
+    message = error_of(path)
+    assert_line(message, path, 2)
+    assert "wpath" in message and str(node) in message
+
+
+def test_overlap_seen_through_symlinks(write, wdir, tmp_path):
+    (tmp_path / "alias").symlink_to(wdir)  # the node spelt through a symlink
+    path = write(f"wpath = {str(wdir)!r}", nodes_line(tmp_path / "alias" / "mirror"))
+    assert "inside wpath" in error_of(path)
+    (tmp_path / "up").symlink_to(tmp_path)
+    path = write(f"wpath = {str(wdir)!r}", nodes_line(tmp_path / "up"))
+    assert "contains wpath" in error_of(path)
+
+
+def test_local_nodes_overlapping_each_other_are_refused(write, wdir, tmp_path):
+    path = write(f"wpath = {str(wdir)!r}", nodes_line(tmp_path / "a", tmp_path / "a" / "b"))
+    assert "overlap" in error_of(path)
+
+
+def test_sibling_with_common_prefix_is_fine(write, wdir, tmp_path):
+    # /x/www and /x/www2 share a string prefix, not a directory.
+    config = load(write(f"wpath = {str(wdir)!r}", nodes_line(f"{wdir}2", f"{wdir}.bak")))
+    assert config.rnodes == (f"{wdir}2", f"{wdir}.bak")
+
+
+@pytest.mark.parametrize("setting", ["statusfile", "logfile", "pidfile"])
+def test_daemon_file_inside_wpath_is_refused(write, wdir, setting):
+    path = write(*base_lines(wdir), f"{setting} = {str(wdir / 'sub' / 'x')!r}")
+    message = error_of(path)
+    assert_line(message, path, 3)
+    assert setting in message and "inside wpath" in message
+
+
+def test_daemon_file_in_an_excluded_directory_is_fine(write, wdir):
+    config = load(write(*base_lines(wdir), 'rexcludes = ["/.state/"]',
+                        f"statusfile = {str(wdir / '.state' / 'status.json')!r}"))
+    assert config.statusfile == str(wdir / ".state" / "status.json")
+
+
+def test_list_directory_inside_wpath_is_refused(write, wdir, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(wdir / "tmp"))
+    assert "rsync list files" in error_of(write(*base_lines(wdir)))
+
+
+def test_root_as_wpath_is_refused(write):
+    path = write('wpath = "/"', 'rnodes = ["h:/backup/"]')
+    message = error_of(path)
+    assert_line(message, path, 1)
+    assert "system directory" in message and "allow_system_wpath" in message
+
+
+def test_tree_holding_var_log_is_refused(write):
+    assert "system directory /var/" in error_of(write('wpath = "/var"', 'rnodes = ["h:/backup/"]'))
+
+
+def test_root_as_wpath_when_asked_still_keeps_daemon_files_out(write):
+    path = write('wpath = "/"', 'rnodes = ["h:/backup/"]', "allow_system_wpath = True")
+    assert "rsync list files" in error_of(path)  # /tmp is in the tree and not excluded
+    config = load(write('wpath = "/"', 'rnodes = ["h:/backup/"]', "allow_system_wpath = True",
+                        'rexcludes = ["/tmp/", "/proc/", "/sys/", "/dev/", "/run/"]'))
+    assert config.wpath == "/"
+
+
+# ---------------------------------------------------------------- safety: relative paths
+
+
+def test_relative_paths_are_resolved_against_the_start_directory(tmp_path, wdir):
+    conf = tmp_path / "rel.conf"
+    conf.write_text('wpath = "www"\nrnodes = ["copy", "host:copy"]\n'
+                    'statusfile = "state/status.json"\nlogfile = "log"\npidfile = "pid"\n')
+    config = load("rel.conf", base_dir=str(tmp_path))
+    assert config.path == str(conf)
+    assert config.wpath == str(wdir) and config.configured_wpath == str(wdir)
+    assert config.rnodes == (str(tmp_path / "copy"), "host:copy")
+    assert config.statusfile == str(tmp_path / "state" / "status.json")
+    assert config.logfile == str(tmp_path / "log") and config.pidfile == str(tmp_path / "pid")
+    assert config.base_dir == str(tmp_path)
+
+
+def test_relative_paths_default_to_the_current_directory(tmp_path, wdir, monkeypatch):
+    (tmp_path / "rel.conf").write_text('wpath = "www"\nrnodes = ["copy"]\n')
+    monkeypatch.chdir(tmp_path)
+    config = load("rel.conf")
+    assert (config.path, config.rnodes, config.base_dir) == (
+        str(tmp_path / "rel.conf"), (str(tmp_path / "copy"),), str(tmp_path))
+
+
+def test_symlinked_wpath_remembers_the_configured_path(write, wdir, tmp_path):
+    (tmp_path / "current").symlink_to(wdir)
+    config = load(write(f"wpath = {str(tmp_path / 'current')!r}", nodes_line("h:/x")))
+    assert (config.wpath, config.configured_wpath) == (str(wdir), str(tmp_path / "current"))
+
+
+# ---------------------------------------------------------------- safety: rsync_args
+
+
+@pytest.mark.parametrize("args", [
+    ["-n"], ["--dry-run"], ["-avn"], ["--remove-source-files"], ["--remove-sent-files"],
+    ["--delete-excluded"], ["--files-from=/x"], ["--files-from", "/x"], ["--from0"], ["-0"],
+    ["-R"], ["--relative"], ["--no-implied-dirs"], ["--existing"], ["--ignore-existing"],
+    ["--ignore-non-existing"], ["-u"], ["--size-only"], ["--exclude=*.o"], ["--include=x"],
+    ["-f", "- x"], ["--filter=- x"], ["-F"], ["-C"], ["--exclude-from=/x"], ["--append"],
+    ["--modify-window=2"], ["-@2"], ["--ignore-errors"], ["--list-only"], ["-L"],
+    ["--copy-dirlinks"], ["-x"], ["-e", "ssh -p 2"], ["--rsh=ssh"], ["--timeout=0"],
+    ["--contimeout=0"], ["--no-r"], ["--no-recursive"], ["--only-write-batch=f"],
+    ["--ignore-missing-args"], ["--max-size=1m"], ["--compare-dest=/x"], ["-zn"],
+])
+def test_rsync_args_that_fight_the_design_are_refused(write, wdir, args):
+    path = write(*base_lines(wdir), f"rsync_args = {args!r}")
+    message = error_of(path)
+    assert_line(message, path, 3)
+    assert "rsync_args must not hold" in message, message
+
+
+@pytest.mark.parametrize("args", [
+    ["/etc"], ["-a", "/etc"], ["--", "-n"], ["--hard-links", "backup:/x"],
+])
+def test_rsync_args_words_that_are_not_options_are_refused(write, wdir, args):
+    assert "is not an option" in error_of(write(*base_lines(wdir), f"rsync_args = {args!r}"))
+
+
+@pytest.mark.parametrize("args", [
+    ["--hard-links", "--acls", "--xattrs"], ["-HAX"], ["--max-delete=100"], ["-z"],
+    ["--temp-dir", "/var/tmp"], ["-T", "/var/tmp"], ["-T/var/tmp"], ["--delete-after"],
+    ["--checksum"], ["--chmod=D755,F644"], ["--numeric-ids"], ["--backup", "--suffix", "~"],
+    ["--partial-dir=.rsync-partial"], ["--bwlimit", "100"], ["-B", "2048"], ["--inplace"],
+    ["--info=progress2"], ["-v"], ["--no-perms"], ["--link-dest=/x"],
+])
+def test_rsync_args_that_are_safe_are_kept(write, wdir, args):
+    assert load(write(*base_lines(wdir), f"rsync_args = {args!r}")).rsync_args == tuple(args)
+
+
+# ---------------------------------------------------------------- safety: numeric ranges
+
+
+@pytest.mark.parametrize("line", [
+    "edelay = 25 * 86400", "edelay = float('inf')", "edelay = float('nan')",
+    "edelay = 86401", "timeout = 10**12", "timeout = 86401", "contimeout = 3601",
+    "retry_min = float('nan')", "retry_max = float('inf')", "retry_max = 10**9",
+    "rescan_interval = float('inf')", "rescan_interval = 0", "rspeed = 10**12",
+    "rspeed = -1", "max_pending = 10**8", "max_pending = 0", "full_threshold = 10**8",
+    "full_threshold = 0",
+])
+def test_numbers_out_of_range_are_refused(write, wdir, line):
+    path = write(*base_lines(wdir), line)
+    message = error_of(path)
+    assert_line(message, path, 3)
+    assert "must be from" in message or "must not exceed" in message, message
+
+
+@pytest.mark.parametrize("line", [
+    "edelay = 86400", "edelay = 0", "timeout = 86400", "contimeout = 3600",
+    "retry_max = 86400", "rspeed = 10**9", "max_pending = 10**7", "rescan_interval = 0.1",
+])
+def test_numbers_at_the_ends_of_their_range_are_accepted(write, wdir, line):
+    load(write(*base_lines(wdir), line))
+
+
+# ---------------------------------------------------------------- safety: files that are not files
+
+
+def test_fifo_as_config_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "fifo.conf"
+    os.mkfifo(fifo, 0o644)
+    proc = subprocess.run([sys.executable, "-m", "inosync", "-c", str(fifo), "-p"],
+                          cwd=REPO, capture_output=True, text=True, timeout=20)
+    line = assert_cli_config_error(proc, str(fifo))
+    assert "not a regular file" in line
+
+
+def test_fifo_as_rexcludes_from_is_refused_without_blocking(write, wdir, tmp_path):
+    os.mkfifo(tmp_path / "ex.fifo")
+    path = write(*base_lines(wdir), f"rexcludes_from = {str(tmp_path / 'ex.fifo')!r}")
+    proc = subprocess.run([sys.executable, "-m", "inosync", "-c", path, "-p"],
+                          cwd=REPO, capture_output=True, text=True, timeout=20)
+    assert "not a regular file" in assert_cli_config_error(proc, path)

@@ -1,0 +1,124 @@
+"""Where inosync's paths may lie, and which directory wpath really is.
+
+inosync runs as root with ``--delete``: a node that overlaps ``wpath`` wipes
+the source or grows copies of itself forever, and a daemon file inside
+``wpath`` makes every write of its own a change to sync. These checks
+compare *resolved* paths (symlinks followed), so no spelling hides an
+overlap. They run at load, on reload, and again whenever ``wpath`` comes to
+mean another directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from .excludes import Excludes
+
+# Trees the system writes to all the time: a wpath holding one of them would
+# sync forever (and /proc, /sys, /dev cannot be copied anyway). Allowed only
+# with allow_system_wpath = True.
+SYSTEM_DIRS = (
+    "/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp", "/var/log",
+    "/var/run", "/var/lib", "/var/cache", "/var/spool",
+)  # fmt: skip
+
+
+class Identity(NamedTuple):
+    """A directory's identity: the same (device, inode) is the same directory."""
+
+    dev: int
+    ino: int
+
+    def __str__(self) -> str:
+        return f"device {self.dev}, inode {self.ino}"
+
+
+def identity(path: str) -> Identity | None:
+    """The identity of the real directory at path (None: missing, not a directory)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    return Identity(st.st_dev, st.st_ino)
+
+
+def read_regular_file(path: str) -> tuple[bytes, os.stat_result]:
+    """The contents and status of a regular file; OSError for anything else.
+
+    Opened without blocking and checked before reading, so a FIFO or a
+    device is refused instead of hanging the start or a reload.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return f.read(), st
+
+
+def real(path: str) -> str:
+    """path with every symlink resolved; the part that does not exist yet stays as is."""
+    return os.path.realpath(path)
+
+
+def inside(path: str, top: str) -> bool:
+    """True if path is top or lies below it (both resolved, absolute)."""
+    return path == top or top == "/" or path.startswith(top + "/")
+
+
+def overlap(a: str, b: str) -> bool:
+    return inside(a, b) or inside(b, a)
+
+
+def node_overlap(wpath: str, nodes: Iterable[str]) -> str | None:
+    """Why these local nodes cannot be used with wpath (resolved), or None."""
+    seen: list[str] = []
+    for node in nodes:
+        where = real(node)
+        if where == wpath:
+            return f"local node {node} is wpath itself"
+        if inside(where, wpath):
+            return (f"local node {node} lies inside wpath {wpath}: every batch would copy "
+                    "the copy into itself again")
+        if inside(wpath, where):
+            return (f"local node {node} contains wpath {wpath}: syncing into it would "
+                    "delete the source and everything beside it")
+        for other in seen:
+            if overlap(where, other):
+                return (f"local nodes {other} and {node} overlap: each sync to one "
+                        "would delete the other's copy")
+        seen.append(where)
+    return None
+
+
+def own_file_inside(wpath: str, name: str, path: str, excludes: Excludes) -> str | None:
+    """Why the daemon's file (what it is, its path) may not lie where it is, or None.
+
+    A file the daemon writes inside wpath would be a change to sync after
+    every sync, forever. Its directory is fine when the user's excludes
+    exclude it: then the watcher never sees those writes and rsync never
+    sends them (temporary names beside the file included).
+    """
+    folder = real(os.path.dirname(path))
+    if not inside(folder, wpath):
+        return None
+    rel = os.path.relpath(folder, wpath)
+    if rel != "." and excludes.excluded(rel, True):
+        return None
+    return (f"{name} {path} lies inside wpath {wpath}: its own writes would be synced "
+            "again and again; move it out of wpath, or exclude its directory in rexcludes")
+
+
+def system_inside(wpath: str) -> str | None:
+    """A system directory inside (or equal to) wpath, or None."""
+    for d in SYSTEM_DIRS:
+        if os.path.isdir(d) and inside(real(d), wpath):
+            return real(d)
+    return None
