@@ -16,6 +16,7 @@ import sys
 from . import __version__
 from .config import DEFAULT_PATH, Config, ConfigError, load
 from .pidfile import Pidfile, PidfileError
+from .signals import Signals, StopDuringStartup
 
 log = logging.getLogger("inosync")
 
@@ -95,20 +96,24 @@ def fail(message: str, code: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logs = Logs(args.verbose)
-    logs.foreground()
+    signals = Signals()  # first: a signal during start-up must not kill us unlogged
     try:
-        config = load(args.config)
-    except ConfigError as e:
-        return fail(str(e), EXIT_USAGE)
-    try:
-        return run(args, config, logs)
-    except KeyboardInterrupt:
+        args = parse_args(argv)
+        logs = Logs(args.verbose)
+        logs.foreground()
+        try:
+            config = load(args.config)
+        except ConfigError as e:
+            return fail(str(e), EXIT_USAGE)
+        return run(args, config, logs, signals)
+    except StopDuringStartup as e:
+        log.info("stopped (%s) during start-up; nothing was synced", e)
         return EXIT_OK
+    finally:
+        signals.close()
 
 
-def run(args: argparse.Namespace, config: Config, logs: Logs) -> int:
+def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) -> int:
     from .daemon import Daemon
     from .watch import Watcher, WatchLimitError
 
@@ -132,7 +137,7 @@ def run(args: argparse.Namespace, config: Config, logs: Logs) -> int:
             except OSError as e:
                 return fail(f"cannot open log ({config.logfile or '/dev/log'}): {e.strerror}",
                             EXIT_RUNTIME)
-            keep = [watcher.fileno(), *logs.fds()]
+            keep = [watcher.fileno(), *logs.fds(), *signals.fds()]
             if pidfile and pidfile.fd is not None:
                 keep.append(pidfile.fd)
             detach(keep)
@@ -143,7 +148,7 @@ def run(args: argparse.Namespace, config: Config, logs: Logs) -> int:
             if args.daemonize:
                 logs.background(new)
 
-        daemon = Daemon(config, watcher, pretend=args.pretend, on_reload=on_reload)
+        daemon = Daemon(config, watcher, signals, pretend=args.pretend, on_reload=on_reload)
         return daemon.run()
     finally:
         if pidfile:

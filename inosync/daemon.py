@@ -27,11 +27,11 @@ from .batch import PathSet, encode_list, files_list, is_real_dir, top_level
 from .config import Config, ConfigError
 from .nodes import Node, State
 from .rsync import Outcome, batch_argv, classify, describe, full_argv
+from .signals import Signals
 from .watch import Watcher, WatchLimitError
 
 log = logging.getLogger("inosync")
 
-SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGCHLD")
 GRACE = 10.0  # seconds running rsyncs get to finish on SIGTERM
 KILL_AFTER = 3.0  # seconds between SIGTERM and SIGKILL to a child
 STDERR_LINES = 5
@@ -66,23 +66,45 @@ def stderr_tail(stream: IO[bytes], lines: int = STDERR_LINES) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
+def replace_file(path: str, data: bytes) -> None:
+    """Replace path's contents atomically: readers never see half a file.
+
+    The temporary file is created beside the target with a random name and
+    O_EXCL|O_NOFOLLOW (mkstemp): a symlink planted there is never followed.
+    """
+    folder, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(dir=folder or ".", prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # monitoring reads it; mkstemp makes 0600
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 class Daemon:
     def __init__(
         self,
         config: Config,
         watcher: Watcher,
+        signals: Signals,
         pretend: bool = False,
         on_reload: Callable[[Config], None] | None = None,
     ) -> None:
         self.config = config
         self.watcher = watcher
+        self.signals = signals
         self.pretend = pretend
         self.on_reload = on_reload
         self.nodes = {dest: self._new_node(dest) for dest in config.rnodes}
         self.collected = PathSet(config.max_pending)
         self.flush_at: float | None = None
         self.children: dict[int, Child] = {}
-        self.signals: list[int] = []
         self.stopping = False
         self.exit_code = 0
         self.term_at: float | None = None  # when to SIGTERM children on shutdown
@@ -99,12 +121,8 @@ class Daemon:
     # ---- the loop
 
     def run(self) -> int:
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.wake_r = wake_r
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        for name in SIGNALS:
-            signal.signal(getattr(signal, name), self._queue_signal)
-        self.poller.register(wake_r, select.POLLIN)
+        self.signals.starting = False  # from now on TERM winds down through the loop
+        self.poller.register(self.signals.wake_r, select.POLLIN)
         self.poller.register(self.watcher.fileno(), select.POLLIN)
         log.info("watching %s (%d directories); initial sync to %d node(s)",
                  self.config.wpath, len(self.watcher), len(self.nodes))
@@ -117,21 +135,14 @@ class Daemon:
                     break
                 self.wait()
         finally:
-            signal.set_wakeup_fd(-1)
-            os.close(wake_r)
-            os.close(wake_w)
             self._cleanup_lists()
         return self.exit_code
 
     def wait(self) -> None:
         timeout = self.next_timeout(time.monotonic())
         for fd, _ in self.poller.poll(timeout):
-            if fd == self.wake_r:
-                try:
-                    while os.read(self.wake_r, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
+            if fd == self.signals.wake_r:
+                self.signals.drain()
         self.handle_signals()
         self.reap()
         self.read_changes()
@@ -318,13 +329,8 @@ class Daemon:
 
     # ---- signals
 
-    def _queue_signal(self, signum: int, frame: object) -> None:
-        if signum != signal.SIGCHLD and len(self.signals) < 10:
-            self.signals.append(signum)
-
     def handle_signals(self) -> None:
-        while self.signals:
-            signum = self.signals.pop(0)
+        for signum in self.signals.take():
             name = signal.Signals(signum).name
             getattr(self, f"handle_{name[3:].lower()}")()
 
@@ -416,12 +422,10 @@ class Daemon:
         path = self.config.statusfile
         if not path:
             return
-        tmp = f"{path}.{os.getpid()}.tmp"
+        data = json.dumps({"pid": os.getpid(), "wpath": self.config.wpath,
+                           "time": time.time(), "nodes": self.status()}, indent=1)
         try:
-            with open(tmp, "w") as f:
-                json.dump({"pid": os.getpid(), "wpath": self.config.wpath,
-                           "time": time.time(), "nodes": self.status()}, f, indent=1)
-            os.replace(tmp, path)  # readers never see half a file
+            replace_file(path, data.encode())
         except OSError as e:
             log.warning("cannot write statusfile %s: %s", path, e.strerror)
 
