@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -565,7 +566,7 @@ def soak(args: argparse.Namespace) -> int:
         if "Traceback" in log_text:
             problems.append("Traceback in the daemon log")
         full = log_text.count("synced full sync") - len(nodes)  # the initial ones aside
-        runs = log_text.count(" path(s) in ")
+        runs = len(re.findall(r"synced \d+ paths? in ", log_text))
         stats = (f"ops took {took:.1f} s, {ops.failed} failed, {len(ops.walk())} entries at the "
                  f"end; {runs} batch run(s) and {full} full sync(s) after the initial one")
         if ok and not problems:

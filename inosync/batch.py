@@ -11,6 +11,8 @@ import os
 import stat
 from collections.abc import Callable, Iterable
 
+from .excludes import Excludes
+
 ROOT = ""
 
 
@@ -113,7 +115,7 @@ def sendable(path: str, parent_is_dir: Callable[[str], bool]) -> str:
     return path
 
 
-def files_list(paths: Iterable[str], root: str) -> list[str]:
+def files_list(paths: Iterable[str], root: str, excludes: Excludes | None = None) -> list[str]:
     """The collapsed list of paths to send for a batch of changes under root."""
     cache: dict[str, bool] = {}
 
@@ -124,7 +126,30 @@ def files_list(paths: Iterable[str], root: str) -> list[str]:
 
     listed = collapse(paths)
     sent = [sendable(p, parent_is_dir) for p in listed]
+    if excludes:
+        sent = [p if not _excluded_now(p, root, excludes) else _parent(p) for p in sent]
     return listed if sent == listed else collapse(sent)
+
+
+def _excluded_now(path: str, root: str, excludes: Excludes) -> bool:
+    """True if path exists and is excluded as what it is now.
+
+    A file replaced by a directory of the same name that the excludes hide
+    (``secret/`` matches directories only): rsync skips a listed name it
+    excludes, so the node would keep the old file. Its parent directory is
+    sent instead, whose deletion pass removes that file.
+    """
+    try:
+        st = os.lstat(os.path.join(root, path))
+    except OSError:
+        return False
+    return excludes.excluded(path, stat.S_ISDIR(st.st_mode))
+
+
+def _parent(path: str) -> str:
+    """The parent of path; a top-level name stays (the "." of its batch covers it)."""
+    cut = path.rfind("/")
+    return path if cut < 0 else path[:cut]
 
 
 def top_level(paths: Iterable[str]) -> list[str]:

@@ -26,7 +26,7 @@ from . import config as configmod
 from .batch import PathSet, encode_list, files_list, is_real_dir, top_level
 from .config import Config, ConfigError
 from .nodes import Node, State
-from .rsync import Outcome, batch_argv, classify, describe, full_argv
+from .rsync import Outcome, batch_argv, classify, describe, full_argv, root_rules
 from .signals import Signals
 from .watch import Watcher, WatchLimitError
 
@@ -42,7 +42,7 @@ class Child:
     node: Node
     proc: subprocess.Popen[bytes]
     stderr: IO[bytes]
-    list_file: str | None
+    scratch: list[str]  # its list and rules files, removed when it ends
     started: float
     what: str
     stopped_by_us: bool = False
@@ -58,6 +58,10 @@ def full_sync_above(threshold: int, tree_entries: int) -> int:
     1000 paths are always kept.
     """
     return min(threshold, max(1000, tree_entries // 4))
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def stderr_tail(stream: IO[bytes], lines: int = STDERR_LINES) -> str:
@@ -222,31 +226,44 @@ class Daemon:
         full = batch.full or len(paths) > full_sync_above(self.config.full_threshold,
                                                           self.watcher.entries)
         opts = self.config.rsync_options()
-        list_file = None
-        if full:
-            argv, what = full_argv(opts, wpath, node.dest), "full sync"
-        else:
-            top = top_level(paths)
-            list_file = self._write_list(["."] + paths if top else paths)
-            argv = batch_argv(opts, wpath, node.dest, list_file, top)
-            what = f"{len(paths)} path(s)"
+        scratch: list[str] = []
+        try:
+            if full:
+                argv, what = full_argv(opts, wpath, node.dest), "full sync"
+            else:
+                top = top_level(paths)
+                scratch.append(self._scratch_file(encode_list(["."] + paths if top else paths)))
+                if top:
+                    scratch.append(self._scratch_file(root_rules(top)))
+                argv = batch_argv(opts, wpath, node.dest, *scratch)
+                what = plural(len(paths), "path")
+            stderr = tempfile.TemporaryFile(dir=self._scratch_dir())
+        except OSError as e:
+            for name in scratch:
+                self._remove(name)
+            self._report(node, node.finish(Outcome.RETRY, now, time.time(),
+                                           f"cannot write rsync's list files in {self.listdir}: "
+                                           f"{e.strerror}"), "")
+            return
         if self.pretend:
             log.info("%s: would run (%s): %s", node.dest, what, shlex.join(argv))
-            self._remove(list_file)
+            stderr.close()
+            for name in scratch:
+                self._remove(name)
             node.finish(Outcome.OK, now, time.time())
             return
         log.debug("%s: running (%s): %s", node.dest, what, shlex.join(argv))
-        stderr = tempfile.TemporaryFile(dir=self.listdir)
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=stderr, start_new_session=True)
         except OSError as e:
             stderr.close()
-            self._remove(list_file)
+            for name in scratch:
+                self._remove(name)
             self._report(node, node.finish(Outcome.BROKEN, now, time.time(),
                                            f"cannot run {opts.rsync}: {e.strerror}"), "")
             return
-        self.children[proc.pid] = Child(node, proc, stderr, list_file, now, what)
+        self.children[proc.pid] = Child(node, proc, stderr, scratch, now, what)
 
     def _files_list(self, changed: set[str]) -> list[str]:
         """files_list(), computed once for all nodes that start in one tick.
@@ -256,13 +273,27 @@ class Daemon:
         """
         cached = self._list_cache
         if cached is None or cached[0] != changed:
-            cached = self._list_cache = (set(changed), files_list(changed, self.config.wpath))
+            cached = self._list_cache = (
+                set(changed), files_list(changed, self.config.wpath, self.config.excludes))
         return cached[1]
 
-    def _write_list(self, paths: list[str]) -> str:
-        fd, name = tempfile.mkstemp(dir=self.listdir, suffix=".list")
-        with os.fdopen(fd, "wb") as f:
-            f.write(encode_list(paths))
+    def _scratch_dir(self) -> str:
+        """The private directory for rsync's list files, made again if it was removed
+        (tmp cleaners remove what an idle daemon has not touched for days)."""
+        if not os.path.isdir(self.listdir):
+            self.listdir = tempfile.mkdtemp(prefix="inosync-")
+            log.warning("the directory for rsync list files was removed; now using %s",
+                        self.listdir)
+        return self.listdir
+
+    def _scratch_file(self, data: bytes) -> str:
+        fd, name = tempfile.mkstemp(dir=self._scratch_dir(), suffix=".list")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except OSError:
+            self._remove(name)
+            raise
         return name
 
     def reap(self) -> None:
@@ -277,7 +308,8 @@ class Daemon:
         now, node = time.monotonic(), child.node
         tail = stderr_tail(child.stderr)
         child.stderr.close()
-        self._remove(child.list_file)
+        for name in child.scratch:
+            self._remove(name)
         if child.stopped_by_us:
             node.abandon()
         else:
@@ -439,6 +471,9 @@ class Daemon:
                 pass
 
     def _cleanup_lists(self) -> None:
-        for name in os.listdir(self.listdir):
-            self._remove(os.path.join(self.listdir, name))
-        os.rmdir(self.listdir)
+        try:
+            for name in os.listdir(self.listdir):
+                self._remove(os.path.join(self.listdir, name))
+            os.rmdir(self.listdir)
+        except FileNotFoundError:
+            pass  # removed by someone else already

@@ -6,6 +6,7 @@ Everything here is a pure function of values: no processes are started.
 from __future__ import annotations
 
 import enum
+import os
 import re
 import shlex
 from collections.abc import Sequence
@@ -52,8 +53,12 @@ class Options:
 
 
 def _common(opts: Options, dest: str, rules: Sequence[str] = ()) -> list[str]:
-    """Options shared by every run; rules go before the user's excludes
-    (rsync uses the first matching rule)."""
+    """Options shared by every run; our own rules go after the user's excludes.
+
+    rsync uses the first matching rule, so the user's excludes win over every
+    rule of ours: an include of ours placed first once sent an excluded
+    directory that replaced a file of the same name.
+    """
     # -a does not imply -r together with --files-from, hence the explicit -r.
     # --modify-window=-1 compares mtimes to the nanosecond: with whole seconds,
     # a same-size rewrite within the second the last sync saw is skipped.
@@ -66,8 +71,8 @@ def _common(opts: Options, dest: str, rules: Sequence[str] = ()) -> list[str]:
         argv += ["-e", shlex.join(opts.ssh)]
     if opts.bwlimit:
         argv.append(f"--bwlimit={opts.bwlimit}")
-    argv += rules
     argv += [f"--exclude={pattern}" for pattern in opts.excludes]
+    argv += rules
     argv += list(opts.extra)
     return argv
 
@@ -88,22 +93,34 @@ def literal_pattern(name: str) -> str:
     return re.sub(r"([*?\[\\])", r"\\\1", name)
 
 
+def root_rules(top_level: Sequence[str]) -> bytes:
+    """Include rules for exactly these names directly in wpath, NUL-separated.
+
+    They go in a file (``--include-from``, read with ``--from0``), never on
+    the command line: a batch may hold any number of top-level names, and
+    thousands of long ones overflow the kernel's argument limit.
+    """
+    return b"".join(b"/" + os.fsencode(literal_pattern(n)) + b"\0" for n in top_level)
+
+
 def batch_argv(opts: Options, wpath: str, dest: str, list_file: str,
-               top_level: Sequence[str] = ()) -> list[str]:
+               rules_file: str | None = None) -> list[str]:
     """A run that sends only the paths listed (NUL-separated) in list_file.
 
     Listed directories go recursively (with deletions inside them); listed
     paths that no longer exist are deleted on the node. If names directly
     in wpath are listed, the list also holds "." so that wpath's own times
-    are set; these rules keep that "." from recursing into anything else.
+    are set, and rules_file holds root_rules() for those names: with the
+    final ``--exclude=/*`` they keep that "." from recursing into anything
+    else. The user's excludes come first and win over both.
     """
-    root_rules = [f"--include=/{literal_pattern(n)}" for n in top_level]
-    if top_level:
-        root_rules.append("--exclude=/*")
+    # --from0 must come first: rsync reads --include-from as it parses it.
+    rules = ["--from0"]
+    if rules_file:
+        rules += [f"--include-from={rules_file}", "--exclude=/*"]
     return [
-        *_common(opts, dest, root_rules),
+        *_common(opts, dest, rules),
         "--delete-missing-args",
-        "--from0",
         f"--files-from={list_file}",
         with_slash(wpath),
         with_slash(dest),

@@ -1,0 +1,166 @@
+"""Nothing excluded reaches a node, no batch is too big for a command line,
+and the daemon outlives its own scratch directory: end to end, real rsync."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import tree_diff, wait_converged, wait_until, write_config
+
+EXCLUDES = ("secret/", "*.key")
+
+
+def leaked(node: Path) -> list[str]:
+    """Paths on a node that the excludes say must never be there."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(node):
+        rel = os.path.relpath(dirpath, node)
+        found += [f"{rel}/{d}" for d in dirnames if d == "secret"]
+        found += [f"{rel}/{f}" for f in filenames if f.endswith(".key")]
+    return found
+
+
+def make_secret_dir(where: Path) -> None:
+    where.mkdir()
+    (where / "id.key").write_text("private\n")
+    (where / "notes.txt").write_text("private too\n")
+
+
+def swap_file_for_dir(where: Path) -> None:
+    where.unlink()
+    make_secret_dir(where)
+
+
+def rename_into_secret(parent: Path) -> None:
+    (parent / "public").rename(parent / "secret")
+
+
+SHAPES: dict[str, tuple[Callable[[Path], None], Callable[[Path], None]]] = {
+    # name: (what exists before the daemon starts, the change made while it runs)
+    "top-level file swapped for a dir": (lambda s: (s / "secret").write_text("a file\n"),
+                                         lambda s: swap_file_for_dir(s / "secret")),
+    "nested file swapped for a dir": (lambda s: (s / "docs" / "secret").write_text("file\n"),
+                                      lambda s: swap_file_for_dir(s / "docs" / "secret")),
+    "top-level dir created": (lambda s: None, lambda s: make_secret_dir(s / "secret")),
+    "nested dir created": (lambda s: None, lambda s: make_secret_dir(s / "docs" / "secret")),
+    "top-level dir renamed to an excluded name": (
+        lambda s: make_secret_dir(s / "public"), lambda s: rename_into_secret(s)),
+    "nested dir renamed to an excluded name": (
+        lambda s: make_secret_dir(s / "docs" / "public"),
+        lambda s: rename_into_secret(s / "docs")),
+    "excluded dir swapped for a file": (lambda s: make_secret_dir(s / "secret"),
+                                        lambda s: (shutil.rmtree(s / "secret"),
+                                                   (s / "secret").write_text("file now\n"))),
+    "key files at the top and deeper": (lambda s: None,
+                                        lambda s: ((s / "a.key").write_text("k"),
+                                                   (s / "docs" / "b.key").write_text("k"))),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_excluded_content_never_reaches_a_node(tree, run_inosync, shape):
+    src, nodes = tree["src"], tree["nodes"]
+    before, change = SHAPES[shape]
+    before(src)
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], rexcludes=list(EXCLUDES), edelay=0.2)
+    d = run_inosync(conf, "-v")
+    wait_converged(src, nodes, excludes=EXCLUDES)
+    d.wait_log("synced full sync", count=len(nodes))
+    change(src)
+    (src / "marker").write_text("after the change\n")  # a batch that surely ran
+    wait_until(lambda: all((n / "marker").exists() for n in nodes), 20, "the batch")
+    wait_converged(src, nodes, excludes=EXCLUDES)
+    assert [leaked(n) for n in nodes] == [[], []]
+    # And whole-tree runs (a reload syncs everything) agree.
+    d.signal(__import__("signal").SIGHUP)
+    d.wait_log("synced full sync", count=2 * len(nodes))
+    assert [leaked(n) for n in nodes] == [[], []]
+    assert [tree_diff(src, n, EXCLUDES) for n in nodes] == [[], []]
+    assert d.stop() == 0
+
+
+def test_thousands_of_long_top_level_names_in_one_batch(tree, run_inosync):
+    src, node = tree["src"], tree["nodes"][0]
+    bulk = src / "bulk"  # a big tree, so 9,500 paths stay a list (not a whole-tree run)
+    bulk.mkdir()
+    for i in range(40_000):
+        (bulk / str(i)).touch()
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=4)  # every name below in one batch
+    d = run_inosync(conf, "-v")
+    wait_converged(src, [node], timeout=60)
+    d.wait_log("synced full sync")
+    for i in range(9_500):  # about 2.5 MB of names: more than a command line holds
+        (src / f"{i:05d}-{'n' * 244}").write_bytes(b"x")
+    d.wait_log("synced 9500 paths", timeout=60)
+    wait_converged(src, [node], timeout=60)
+    assert "rsync failed" not in d.log()
+    assert d.stop() == 0
+
+
+def scratch_dir(tmpdir: Path) -> Path:
+    found = wait_until(lambda: list(tmpdir.glob("inosync-*")), 10, "the daemon's list dir")
+    assert isinstance(found, list)
+    return found[0]
+
+
+def test_list_directory_removed_while_running(tree, run_inosync, tmp_path):
+    src, nodes = tree["src"], tree["nodes"]
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], edelay=0.2, retry_min=0.5)
+    d = run_inosync(conf, "-v", env={"TMPDIR": str(tmpdir)})
+    wait_converged(src, nodes)
+    shutil.rmtree(scratch_dir(tmpdir))  # what a tmp cleaner does to an idle daemon
+    (src / "docs" / "after-cleanup.txt").write_text("still replicated\n")
+    wait_converged(src, nodes)
+    d.wait_log("directory for rsync list files was removed")
+    assert d.proc.poll() is None and "Traceback" not in d.log()
+    assert d.stop() == 0
+    assert not list(tmpdir.iterdir())  # the new one is cleaned up too
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_list_directory_on_a_full_filesystem(tree, run_inosync, tiny_tmpfs):
+    src, nodes = tree["src"], tree["nodes"]
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], edelay=0.2, retry_min=0.5,
+                        retry_max=1)
+    d = run_inosync(conf, "-v", env={"TMPDIR": str(tiny_tmpfs)})
+    wait_converged(src, nodes)
+    filler = tiny_tmpfs / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:  # fill it to the last byte
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    (src / "docs" / "while-full.txt").write_text("waits for space\n")
+    d.wait_log("cannot write rsync's list files")
+    assert d.proc.poll() is None
+    filler.unlink()
+    wait_converged(src, nodes)
+    d.wait_log("recovered")
+    assert "Traceback" not in d.log()
+    assert d.stop() == 0
