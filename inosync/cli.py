@@ -124,7 +124,7 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
     except PidfileError as e:
         return fail(str(e), EXIT_RUNTIME)
     try:
-        watcher = Watcher(config.wpath, config.emask, config.excludes)
+        watcher = Watcher(config.wpath, config.emask, config.excludes, config.configured_wpath)
         try:
             watcher.start()
         except WatchLimitError:

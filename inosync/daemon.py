@@ -9,6 +9,7 @@ in poll() without a timeout: idle CPU is zero.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -23,9 +24,10 @@ from dataclasses import dataclass
 from typing import IO
 
 from . import config as configmod
-from .batch import PathSet, encode_list, files_list, is_real_dir, top_level
+from .batch import PathSet, encode_list, files_list, top_level
 from .config import Config, ConfigError
 from .nodes import Node, State
+from .paths import identity
 from .rsync import Outcome, batch_argv, classify, describe, full_argv, root_rules
 from .signals import Signals
 from .watch import Watcher, WatchLimitError
@@ -35,6 +37,7 @@ log = logging.getLogger("inosync")
 GRACE = 10.0  # seconds running rsyncs get to finish on SIGTERM
 KILL_AFTER = 3.0  # seconds between SIGTERM and SIGKILL to a child
 STDERR_LINES = 5
+MAX_SLEEP_MS = 3_600_000  # poll() takes at most 2**31-1 ms; waking hourly costs nothing
 
 
 @dataclass
@@ -114,6 +117,8 @@ class Daemon:
         self.term_at: float | None = None  # when to SIGTERM children on shutdown
         self.kill_at: float | None = None
         self.rescan_at: float | None = None
+        self.root_check_at: float | None = None  # when to decide what wpath now is
+        self.lost_events = False  # the queue overflowed while a root check was due
         self.listdir = tempfile.mkdtemp(prefix="inosync-")
         self.poller = select.poll()
         self._list_cache: tuple[set[str], list[str]] | None = None
@@ -153,12 +158,13 @@ class Daemon:
 
     def next_timeout(self, now: float) -> int | None:
         """Milliseconds until something is due, or None to sleep until woken."""
-        due = [t for t in (self.flush_at, self.term_at, self.kill_at, self.rescan_at) if t]
+        due = [t for t in (self.flush_at, self.term_at, self.kill_at, self.rescan_at,
+                           self.root_check_at) if t]
         due += [n.retry_at for n in self.nodes.values()
                 if n.state is State.WAITING and n.pending and n.retry_at]
         if not due:
             return None
-        return max(0, int((min(due) - now) * 1000) + 1)
+        return min(MAX_SLEEP_MS, max(0, int((min(due) - now) * 1000) + 1))
 
     def tick(self, now: float) -> None:
         self._list_cache = None
@@ -168,6 +174,8 @@ class Daemon:
         if self.stopping:
             self.stop_children(now)
             return
+        if self.root_check_at is not None:
+            return  # until we know which directory wpath is, nothing is synced
         for node in self.nodes.values():
             if node.ready(now):
                 self.start(node, now)
@@ -195,17 +203,19 @@ class Daemon:
 
     def check_watcher(self, now: float) -> None:
         w = self.watcher
-        if w.root_gone and not self.stopping:
-            log.error("wpath %s disappeared; stopping without syncing (nothing is "
-                      "deleted on the nodes)", self.config.wpath)
-            self.exit_code = 1
-            self.begin_stop(now, grace=0.0)
         if w.overflowed:
-            log.warning("inotify queue overflowed: events were lost; rewatching "
-                        "and syncing everything to every node")
-            w.rescan()
-            self.collected.set_full()
-            self.flush_at = self.flush_at or now
+            w.overflowed = False
+            if w.root_is_same():
+                self.rescan(now)
+            else:
+                self.lost_events = True
+                self.suspect_root(now)
+        if w.root_changed:
+            w.root_changed = False
+            self.suspect_root(now)
+        if self.root_check_at is not None and now >= self.root_check_at and not self.stopping:
+            self.root_check_at = None
+            self.check_root(now)
         if w.unwatched and (self.rescan_at is None or now >= self.rescan_at):
             for rel in list(w.unwatched):
                 self.collected.add(rel)  # no events there: sync it whole
@@ -214,13 +224,70 @@ class Daemon:
             self.flush_at = self.flush_at or now
             self.rescan_at = now + self.config.rescan_interval if w.unwatched else None
 
+    def rescan(self, now: float) -> None:
+        log.warning("inotify queue overflowed: events were lost; rewatching "
+                    "and syncing everything to every node")
+        self.watcher.rescan()
+        self.collected.set_full()
+        self.flush_at = self.flush_at or now
+
+    def suspect_root(self, now: float) -> None:
+        """wpath, or a directory above it, was moved, deleted or unmounted.
+
+        Decide what wpath is after the batch delay: a two-step swap
+        (mv www www.old; mv www.new www) must be over by then. Nothing is
+        synced meanwhile.
+        """
+        if self.root_check_at is None:
+            self.root_check_at = now + self.config.edelay
+
+    def check_root(self, now: float) -> None:
+        """Follow wpath to the directory it now leads to, or stop without syncing.
+
+        Following is what a restart would do, with the same checks as a
+        start; a different filesystem (an unmount) or a failed check stops.
+        """
+        w, configured = self.watcher, self.config.configured_wpath
+        lost, self.lost_events = self.lost_events, False
+        if w.root_is_same():
+            if lost:
+                self.rescan(now)
+            else:
+                w.watch_ancestors()  # a directory above may have moved: watch the new ones
+            return
+        real = os.path.realpath(configured)
+        now_is = identity(real)
+        why = None
+        if now_is is None:
+            why = f"wpath {configured} disappeared"
+        elif w.identity is not None and now_is.dev != w.identity.dev:
+            why = (f"wpath {configured} now lies on another filesystem (device {now_is.dev}, "
+                   f"was {w.identity.dev}): unmounted?")
+        else:
+            problem = configmod.layout_problem(self.config, real)
+            if problem:
+                why = f"wpath {configured} now leads to {real}, but {problem[1]}"
+        if why:
+            log.error("%s; stopping without syncing (nothing is deleted on the nodes)", why)
+            self.exit_code = 1
+            self.begin_stop(now, grace=0.0)
+            return
+        log.warning("wpath %s now leads to another directory (%s, %s; was %s, %s): "
+                    "following it, with a full sync to every node",
+                    configured, real, now_is, w.root, w.identity)
+        self.config = dataclasses.replace(self.config, wpath=real)
+        w.rescan(real)
+        self.collected.set_full()
+        self.flush_at = now
+
     # ---- rsync children
 
     def start(self, node: Node, now: float) -> None:
         batch = node.begin()
         wpath = self.config.wpath
-        if not is_real_dir(wpath):
-            node.abandon()  # never sync a vanished wpath: that would delete
+        if not self.watcher.root_is_same():
+            node.abandon()  # never sync from another directory than the one watched
+            self.suspect_root(now)
             return
         paths = [] if batch.full else self._files_list(batch.paths)
         full = batch.full or len(paths) > full_sync_above(self.config.full_threshold,
@@ -396,10 +463,10 @@ class Daemon:
     def apply(self, new: Config) -> None:
         """Switch to a new configuration; raises before changing anything."""
         old = self.config
-        watch_changed = (new.wpath, new.emask, new.excludes.patterns) != (
-            old.wpath, old.emask, old.excludes.patterns)
+        watch_changed = (new.wpath, new.configured_wpath, new.emask, new.excludes.patterns) != (
+            old.wpath, old.configured_wpath, old.emask, old.excludes.patterns)
         if watch_changed:
-            watcher = Watcher(new.wpath, new.emask, new.excludes)
+            watcher = Watcher(new.wpath, new.emask, new.excludes, new.configured_wpath)
             try:
                 watcher.start()
             except WatchLimitError:

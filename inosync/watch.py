@@ -43,7 +43,9 @@ except ImportError as e:  # pragma: no cover - depends on the interpreter
         "pyasyncore package: pip install pyinotify==0.9.6 pyasyncore"
     ) from e
 
+from .batch import is_real_dir
 from .excludes import Excludes
+from .paths import Identity, identity
 
 # pyinotify's own stderr handler would print into a daemon's /dev/null (or a
 # closed fd) and duplicate our log lines in the foreground.
@@ -70,6 +72,7 @@ IN_ISDIR = _F["IN_ISDIR"]
 IN_ONLYDIR = _F["IN_ONLYDIR"]
 IN_DONT_FOLLOW = _F["IN_DONT_FOLLOW"]
 IN_EXCL_UNLINK = _F["IN_EXCL_UNLINK"]
+IN_MASK_ADD = _F["IN_MASK_ADD"]
 
 # Names a user may put in emask: the change events (not watch options).
 EVENT_FLAGS = {
@@ -85,6 +88,12 @@ _BOOKKEEPING = IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOV
 # Never follow a symlink, only ever watch directories, and stop reporting
 # events for unlinked files still open somewhere.
 _WATCH_OPTIONS = IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK
+# The directories above wpath: a name on the way to wpath created, deleted or
+# renamed there (``mv site.new site``) may make wpath another directory.
+# Followed through symlinks, as the configured path is; IN_MASK_ADD so that
+# a directory watched for both reasons keeps every bit.
+_ANCESTOR_MASK = (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF
+                  | IN_MOVE_SELF | IN_ONLYDIR | IN_MASK_ADD)
 
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, length of the name
 
@@ -150,6 +159,16 @@ def join(base: str, name: str) -> str:
     return f"{base}/{name}" if base else name
 
 
+def ancestors(*paths: str) -> dict[str, set[str]]:
+    """Each directory above these absolute paths -> the names in it that lead to them."""
+    found: dict[str, set[str]] = {}
+    for path in paths:
+        parts = [p for p in path.split("/") if p]
+        for depth, name in enumerate(parts):
+            found.setdefault("/" + "/".join(parts[:depth]), set()).add(name)
+    return found
+
+
 class Watcher:
     """All directories under root, watched; ``read()`` returns changed paths.
 
@@ -157,8 +176,11 @@ class Watcher:
     fileno() for readability, then call read().
     """
 
-    def __init__(self, root: str, emask: Iterable[str], excludes: Excludes) -> None:
-        self.root = root
+    def __init__(self, root: str, emask: Iterable[str], excludes: Excludes,
+                 configured_root: str = "") -> None:
+        self.root = root  # the real directory, symlinks resolved
+        self.configured_root = configured_root or root  # the path as configured
+        self.identity: Identity | None = None  # the root's, from start() on
         self.sync_mask = event_mask(emask)
         self.watch_mask = self.sync_mask | _BOOKKEEPING | _WATCH_OPTIONS
         self.excludes = excludes
@@ -169,8 +191,11 @@ class Watcher:
         self.wd_of: dict[str, int] = {}
         self.unwatched: set[str] = set()  # directories we had no watch left for
         self.entries = 0  # names seen while scanning: a size estimate of the tree
+        self.ancestor_names: dict[int, set[str]] = {}  # wd of a directory above root
         self.overflowed = False
-        self.root_gone = False
+        # Something happened to root or above it: it may be gone, or another
+        # directory may now be at its path. The daemon checks root_is_same().
+        self.root_changed = False
         self._strict = True  # ENOSPC raises while starting, is logged later
 
     def fileno(self) -> int:
@@ -189,24 +214,57 @@ class Watcher:
         return len(self.wd_of)
 
     def start(self) -> int:
-        """Watch the whole tree; raises WatchLimitError if inotify runs out."""
+        """Watch the whole tree; raises WatchLimitError if inotify runs out,
+        OSError if root is not a directory."""
+        self.identity = identity(self.root)
+        if self.identity is None:
+            raise FileNotFoundError(errno.ENOENT, "not a directory", self.root)
         self._strict = True
         try:
+            self.watch_ancestors()
             self.add_tree("")
         finally:
             self._strict = False
         return len(self.wd_of)
 
-    def rescan(self) -> None:
-        """Start over with a fresh inotify instance (after a queue overflow)."""
+    def root_is_same(self) -> bool:
+        """True if the configured path still leads to the directory we watch."""
+        return (os.path.realpath(self.configured_root) == self.root
+                and identity(self.root) == self.identity)
+
+    def rescan(self, root: str | None = None) -> None:
+        """Start over with a fresh inotify instance (after a queue overflow),
+        or on a new root directory (wpath now means another one)."""
         self._wm.renew()
         self._set_nonblocking()
         self.path_of.clear()
         self.wd_of.clear()
+        self.ancestor_names.clear()
         self.unwatched.clear()
         self.entries = 0
-        self.overflowed = False
+        self.overflowed = self.root_changed = False
+        if root is not None:
+            self.root = root
+        self.identity = identity(self.root)
+        self.watch_ancestors()
         self.add_tree("")
+
+    def watch_ancestors(self) -> None:
+        """Watch the directories above root, on both its configured and its real path."""
+        for wd in self.ancestor_names:
+            if wd not in self.path_of:
+                self._wm.unwatch(wd)
+        self.ancestor_names.clear()
+        for folder, names in ancestors(self.configured_root, self.root).items():
+            try:
+                wd = self._wm.watch(folder, _ANCESTOR_MASK)
+            except OSError as e:
+                if e.errno == errno.ENOSPC and self._strict:
+                    raise WatchLimitError(e.errno, e.strerror, folder) from None
+                log.warning("cannot watch %s (above wpath): %s; a swap of wpath there "
+                            "goes unnoticed until the next rescan", folder, e.strerror)
+                continue
+            self.ancestor_names.setdefault(wd, set()).update(names)
 
     def add_tree(self, top: str) -> None:
         """Watch top and every directory below it that is not excluded."""
@@ -276,15 +334,18 @@ class Watcher:
         if mask & IN_Q_OVERFLOW:
             self.overflowed = True
             return
+        names = self.ancestor_names.get(wd)
+        if names is not None and wd not in self.path_of:
+            if not name or name in names:
+                self.root_changed = True  # the way to root changed, or a directory on it
+            if mask & IN_IGNORED:
+                del self.ancestor_names[wd]
+            return
         base = self.path_of.get(wd)
         if base is None:
             return  # a watch we already dropped; its events are stale
         if mask & IN_IGNORED:
-            del self.path_of[wd]
-            if self.wd_of.get(base) == wd:
-                del self.wd_of[base]
-            if base == "":
-                self.root_gone = True
+            self._watch_ended(wd, base, changed)
             return
         if not name:
             self._handle_self(base, mask, changed)
@@ -302,11 +363,29 @@ class Watcher:
         if mask & self.sync_mask:
             changed.append(path)
 
+    def _watch_ended(self, wd: int, base: str, changed: list[str]) -> None:
+        """The kernel dropped a watch (IN_IGNORED) that we did not remove.
+
+        The directory was deleted (its parent reported that), or the
+        filesystem it was on was unmounted: then what is visible at that
+        path now (the directory underneath) has no watch, and nothing says
+        it changed. Watch it and sync it.
+        """
+        del self.path_of[wd]
+        if self.wd_of.get(base) != wd:
+            return  # the path has a newer watch already
+        del self.wd_of[base]
+        if base == "":
+            self.root_changed = True
+        elif is_real_dir(os.path.join(self.root, base)):
+            self.add_tree(base)
+            changed.append(base)
+
     def _handle_self(self, base: str, mask: int, changed: list[str]) -> None:
         """An event about a watched directory itself (no name)."""
         if base != "":
             return  # its parent's watch reports the same change with a name
         if mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT):
-            self.root_gone = True
+            self.root_changed = True
         elif mask & self.sync_mask & IN_ATTRIB:
             changed.append("")  # wpath's own mode or times: sync everything

@@ -164,3 +164,123 @@ def test_list_directory_on_a_full_filesystem(tree, run_inosync, tiny_tmpfs):
     d.wait_log("recovered")
     assert "Traceback" not in d.log()
     assert d.stop() == 0
+
+
+# ---------------------------------------------------------------- wpath's identity
+
+
+def overflow_queue(d, flood: Path, also: Callable[[], None]) -> None:
+    """Stop the daemon, make more events than the kernel queues, run `also`, resume."""
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    d.signal(__import__("signal").SIGSTOP)
+    try:
+        for i in range(limit // 2 + 100):  # each file: IN_CREATE + IN_CLOSE_WRITE
+            (flood / f"f{i}").write_bytes(b"x")
+        also()
+    finally:
+        d.signal(__import__("signal").SIGCONT)
+
+
+def test_wpath_replaced_by_an_empty_dir_during_overflow_deletes_nothing(tree, run_inosync):
+    src, nodes = tree["src"], tree["nodes"]
+    (src / "flood").mkdir()
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], edelay=0.2)
+    d = run_inosync(conf, "-v")
+    wait_converged(src, nodes)
+    d.wait_log("synced full sync", count=len(nodes))
+
+    def swap() -> None:
+        src.rename(tree["dir"] / "src.moved")
+        src.mkdir()
+
+    overflow_queue(d, src / "flood", swap)
+    assert d.proc.wait(20) == 1
+    assert "stopping without syncing" in d.log() and "is empty" in d.log()
+    assert all((n / "index.html").exists() for n in nodes)  # nothing deleted
+    assert "Traceback" not in d.log()
+
+
+def test_wpath_deleted_during_overflow_stops(tree, run_inosync):
+    src, nodes = tree["src"], tree["nodes"]
+    (src / "flood").mkdir()
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], edelay=0.2)
+    d = run_inosync(conf, "-v")
+    wait_converged(src, nodes)
+    overflow_queue(d, src / "flood", lambda: shutil.rmtree(src))
+    assert d.proc.wait(20) == 1
+    assert f"wpath {src} disappeared" in d.log()
+    assert all((n / "index.html").exists() for n in nodes)
+
+
+def deploy_tree(tmp_path: Path, name: str, text: str) -> Path:
+    site = tmp_path / name
+    (site / "htdocs" / "css").mkdir(parents=True)
+    (site / "htdocs" / "index.html").write_text(text)
+    (site / "htdocs" / "css" / "site.css").write_text(f"/* {text} */\n")
+    return site
+
+
+@pytest.mark.parametrize("how", ["mv over", "two renames", "symlink switch"])
+def test_atomic_deploy_above_wpath_is_followed(tmp_path, run_inosync, how):
+    nodes = [tmp_path / "node1", tmp_path / "node2"]
+    for n in nodes:
+        n.mkdir()
+    if how == "symlink switch":  # releases/1 and releases/2, "current" points at one
+        deploy_tree(tmp_path / "releases", "1", "old")
+        (tmp_path / "current").symlink_to("releases/1")
+        wpath = tmp_path / "current" / "htdocs"
+    else:
+        deploy_tree(tmp_path, "site", "old")
+        wpath = tmp_path / "site" / "htdocs"
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(wpath),
+                        rnodes=[str(n) for n in nodes], edelay=0.5)
+    d = run_inosync(conf, "-v")
+    wait_converged(wpath, nodes)
+    d.wait_log("synced full sync", count=len(nodes))
+    if how == "symlink switch":
+        deploy_tree(tmp_path / "releases", "2", "new")
+        (tmp_path / "current.tmp").symlink_to("releases/2")
+        (tmp_path / "current.tmp").rename(tmp_path / "current")  # as ln -sfn does
+    else:
+        new = deploy_tree(tmp_path, "site.new", "new")
+        (new / "htdocs" / "only-in-new.txt").write_text("new\n")
+        if how == "mv over":
+            shutil.rmtree(tmp_path / "site")
+            new.rename(tmp_path / "site")
+        else:
+            (tmp_path / "site").rename(tmp_path / "site.old")
+            new.rename(tmp_path / "site")
+    d.wait_log("following it, with a full sync")
+    wait_converged(wpath, nodes)
+    assert all((n / "index.html").read_text() == "new" for n in nodes)
+    # Later edits come from the new tree, and only from it.
+    (wpath / "css" / "site.css").write_text("/* edited after the deploy */\n")
+    (wpath / "late.txt").write_text("late\n")
+    wait_converged(wpath, nodes)
+    assert d.proc.poll() is None
+    assert d.stop() == 0
+
+
+def test_unmount_inside_wpath_watches_what_is_underneath(tree, run_inosync):
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    src, nodes = tree["src"], tree["nodes"]
+    mnt = src / "mnt"
+    mnt.mkdir()
+    (mnt / "under.txt").write_text("on the disk below the mount\n")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        (mnt / "on-tmpfs.txt").write_text("on the mounted fs\n")
+        conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                            rnodes=[str(n) for n in nodes], edelay=0.2)
+        d = run_inosync(conf, "-v")
+        wait_converged(src, nodes)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    wait_converged(src, nodes)  # the node shows what is visible now
+    (mnt / "written-after-umount.txt").write_text("must replicate\n")
+    wait_converged(src, nodes)
+    assert all((n / "mnt" / "written-after-umount.txt").exists() for n in nodes)
+    assert d.stop() == 0
