@@ -84,6 +84,11 @@ def inotify_watches(pid: int | str = "[0-9]*") -> int:
     return count
 
 
+def watches_above(wpath: Path) -> int:
+    """The watches inosync keeps on the directories above wpath (to see it swapped)."""
+    return len(Path(wpath).resolve().parents)
+
+
 def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
     """SIGTERM, then SIGKILL if it is still there after timeout seconds."""
     if proc.poll() is None:

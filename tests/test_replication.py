@@ -221,7 +221,7 @@ def test_pretend_touches_no_node(tree, run_inosync):
     d, src, nodes = start(tree, run_inosync, "-p", "-v")
     d.wait_log("would run", count=len(nodes))
     (src / "new.txt").write_text("x")
-    d.wait_log(r"would run \(1 path\(s\)\)", count=len(nodes))
+    d.wait_log(r"would run \(1 path\)", count=len(nodes))
     assert "--files-from=" in d.log() and f"{src}/ {nodes[0]}/" in d.log()
     assert all(not os.listdir(n) for n in nodes)
     assert d.stop() == 0
