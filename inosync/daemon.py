@@ -37,6 +37,7 @@ log = logging.getLogger("inosync")
 GRACE = 10.0  # seconds running rsyncs get to finish on SIGTERM
 KILL_AFTER = 3.0  # seconds between SIGTERM and SIGKILL to a child
 STDERR_LINES = 5
+STDERR_READ = 1 << 20  # of a run's stderr, enough to tell churn from failure
 MAX_SLEEP_MS = 3_600_000  # poll() takes at most 2**31-1 ms; waking hourly costs nothing
 
 
@@ -67,9 +68,14 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def stderr_tail(stream: IO[bytes], lines: int = STDERR_LINES) -> str:
+def read_stderr(stream: IO[bytes]) -> str | None:
+    """What a child wrote to stderr, or None past STDERR_READ (too much to judge)."""
     stream.seek(0)
-    text = stream.read()[-8192:].decode(errors="replace")
+    data = stream.read(STDERR_READ + 1)
+    return None if len(data) > STDERR_READ else data.decode(errors="replace")
+
+
+def stderr_tail(text: str, lines: int = STDERR_LINES) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
@@ -373,19 +379,29 @@ class Daemon:
 
     def finished(self, child: Child, rc: int) -> None:
         now, node = time.monotonic(), child.node
-        tail = stderr_tail(child.stderr)
+        stderr = read_stderr(child.stderr)
         child.stderr.close()
         for name in child.scratch:
             self._remove(name)
         if child.stopped_by_us:
             node.abandon()
         else:
-            outcome = classify(rc)
-            changed = node.finish(outcome, now, time.time(), "" if rc in (0, 24) else describe(rc))
-            if outcome in (Outcome.OK, Outcome.VANISHED):
-                log.info("%s: synced %s in %.1f s", node.dest, child.what, now - child.started)
-            self._report(node, changed, tail)
+            self._record(child, rc, stderr, now)
         self.write_status()
+
+    def _record(self, child: Child, rc: int, stderr: str | None, now: float) -> None:
+        """Tell the node how its run ended, and log it."""
+        node = child.node
+        outcome = classify(rc, stderr or "")
+        changed = node.finish(outcome, now, time.time(), "" if rc in (0, 24) else describe(rc))
+        tail = stderr_tail(stderr or "(more than 1 MB of errors)")
+        if outcome in (Outcome.OK, Outcome.VANISHED):
+            log.info("%s: synced %s in %.1f s", node.dest, child.what, now - child.started)
+        elif outcome is Outcome.SOURCE_CHANGED and node.changed_runs:
+            log.info("%s: the source changed during the run (%s); sending %s again in "
+                     "%.1f s", node.dest, tail, child.what, node.retry_min)
+        else:
+            self._report(node, changed, tail)
 
     def _report(self, node: Node, changed: bool, tail: str) -> None:
         """Log a node's failures once per change of health, not once per retry."""

@@ -41,6 +41,11 @@ class Node:
     last_ok: float | None = None  # wall-clock time of the last success
     last_error: str | None = None
     runs: int = 0
+    changed_runs: int = 0  # runs in a row the source changed under
+
+    # After this many runs in a row that the source changed under, the next
+    # one counts as a failure: a "vanished" error that never ends is not churn.
+    CHANGED_RUNS_LIMIT = 5
 
     def __post_init__(self) -> None:
         self.pending = PathSet(self.limit)
@@ -68,10 +73,17 @@ class Node:
         batch, self.inflight = self.inflight, None
         if outcome in (Outcome.OK, Outcome.VANISHED):
             self.state, self.failures, self.retry_at = State.IDLE, 0, None
-            self.last_ok = wall
+            self.last_ok, self.changed_runs = wall, 0
             return was_failing
         if batch is not None:
             self.pending.update(batch)
+        if outcome is Outcome.SOURCE_CHANGED and self.changed_runs < self.CHANGED_RUNS_LIMIT:
+            # Healthy: send the batch again soon, without counting a failure.
+            self.changed_runs += 1
+            self.retry_at = now + self.retry_min
+            self.state = State.WAITING
+            return False
+        self.changed_runs = 0
         self.failures += 1
         lo = self.retry_max if outcome is Outcome.BROKEN else self.retry_min
         self.retry_at = now + backoff(self.failures, lo, self.retry_max)

@@ -130,6 +130,10 @@ def batch_argv(opts: Options, wpath: str, dest: str, list_file: str,
 class Outcome(enum.Enum):
     OK = "ok"
     VANISHED = "vanished"  # 24: files went away mid-run; their own events follow
+    # 23, but only because the source changed under rsync (a directory gone,
+    # a file shrunk while read): rsync may have skipped deletions, so the
+    # batch runs again; the node is healthy, so this is no failure.
+    SOURCE_CHANGED = "source changed"
     RETRY = "retry"  # network, timeout, partial transfer: try again soon
     BROKEN = "broken"  # retrying cannot fix it by itself: retry slowly, log loudly
 
@@ -165,12 +169,42 @@ _TRANSIENT = {
 }
 
 
-def classify(returncode: int) -> Outcome:
-    """What an rsync exit status means; unknown codes are retried, never fatal."""
+# rsync's messages that only say the source changed while it ran. Anything
+# else in a run's stderr makes its exit 23 a real failure.
+_SOURCE_CHANGED = re.compile(
+    r"(?:file|directory) has vanished: "
+    r'|rsync: \[sender\] (?:link_stat|readlink_stat|change_dir|opendir|send_files failed to open'
+    r'|readlink) ".*" failed: No such file or directory \(2\)$'
+    r'|rsync: \[sender\] read errors mapping ".*": No data available \(61\)$'
+    r"|IO error encountered -- skipping file deletion$"
+    r"|rsync (?:error|warning): some files(?:/attrs were not transferred| vanished) "
+)
+# A file that shrank while it was read then fails the receiver's checksum
+# (a retry, then "update discarded"); without a read error first that would
+# mean corruption, a real failure.
+_READ_ERROR = re.compile(r'rsync: \[sender\] read errors mapping ".*"', re.MULTILINE)
+_FAILED_VERIFICATION = re.compile(
+    r"(?:WARNING|ERROR): .* failed verification -- update discarded(?: \(will try again\))?\.$")
+
+
+def source_changed_only(stderr: str) -> bool:
+    """True if every line rsync wrote says only that the source changed under it."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    shrank = bool(_READ_ERROR.search(stderr))
+    return bool(lines) and all(
+        _SOURCE_CHANGED.match(line) or (shrank and _FAILED_VERIFICATION.match(line))
+        for line in lines)
+
+
+def classify(returncode: int, stderr: str = "") -> Outcome:
+    """What an rsync exit status (and its stderr) means; unknown codes are retried,
+    never fatal."""
     if returncode == 0:
         return Outcome.OK
     if returncode == 24:
         return Outcome.VANISHED
+    if returncode == 23 and source_changed_only(stderr):
+        return Outcome.SOURCE_CHANGED
     if returncode in _BROKEN:
         return Outcome.BROKEN
     return Outcome.RETRY

@@ -384,3 +384,29 @@ def test_full_sync_above_uses_tree_size_and_cap():
     assert full_sync_above(20_000, 0) == 1000  # small or unknown tree: lists up to 1000
     assert full_sync_above(20_000, 40_000) == 10_000  # a quarter of the tree
     assert full_sync_above(20_000, 1_000_000) == 20_000  # the configured cap wins
+
+
+def test_source_changed_requeues_without_a_failure():
+    n = Node("h:/d", retry_min=2.0, retry_max=60.0)
+    n.pending.add("a")
+    n.begin()
+    n.pending.add("b")
+    assert n.finish(Outcome.SOURCE_CHANGED, now=10.0, wall=0.0, error="exit 23") is False
+    assert n.failures == 0 and n.last_error is None
+    assert n.pending.paths == {"a", "b"}  # rsync may have skipped deletions: again
+    assert n.state is State.WAITING and n.retry_at == 12.0
+    assert not n.ready(11.0) and n.ready(12.0)
+
+
+def test_source_changed_without_end_becomes_a_failure():
+    n = Node("h:/d", retry_min=1.0, retry_max=60.0)
+    for i in range(Node.CHANGED_RUNS_LIMIT):
+        n.pending.add("a")
+        n.begin()
+        assert n.finish(Outcome.SOURCE_CHANGED, float(i), 0.0, "exit 23") is False
+    n.begin()
+    assert n.finish(Outcome.SOURCE_CHANGED, 10.0, 0.0, "exit 23") is True
+    assert n.failures == 1 and n.last_error == "exit 23"
+    n.begin()
+    n.finish(Outcome.OK, 20.0, 5.0)
+    assert n.changed_runs == 0 and n.failures == 0

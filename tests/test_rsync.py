@@ -420,3 +420,45 @@ def test_real_rsync_batch_weird_names(tmp_path):
     got = sorted(os.listdir(os.fsencode(dst)))
     want = sorted([b"plain", *(os.fsencode(n) for n in names)])
     assert got == want
+
+
+# ---------------------------------------------------------------- exit 23: churn or failure
+
+CHURN_23 = [
+    'file has vanished: "/w/a"\nrsync error: some files/attrs were not transferred (see '
+    "previous errors) (code 23) at main.c(1394) [sender=3.5.0]\n",
+    'rsync: [sender] read errors mapping "/w/big": No data available (61)\n'
+    'WARNING: big failed verification -- update discarded (will try again).\n'
+    'rsync: [sender] read errors mapping "/w/big": No data available (61)\n'
+    "ERROR: big failed verification -- update discarded.\n"
+    "rsync error: some files/attrs were not transferred (see previous errors) (code 23)\n",
+    'rsync: [sender] opendir "/w/d" failed: No such file or directory (2)\n'
+    "IO error encountered -- skipping file deletion\n"
+    'rsync: [sender] change_dir "/w/./e" failed: No such file or directory (2)\n',
+]
+FAILURE_23 = [
+    "",  # nothing said: not provably churn
+    'rsync: [receiver] mkstemp "/d/.x.Ab12" failed: Permission denied (13)\n'
+    "rsync error: some files/attrs were not transferred (see previous errors) (code 23)\n",
+    'rsync: [sender] opendir "/w/d" failed: Permission denied (13)\n'
+    "IO error encountered -- skipping file deletion\n",
+    # a checksum failure without the file shrinking first is corruption
+    "ERROR: big failed verification -- update discarded.\n",
+    'file has vanished: "/w/a"\nrsync: [generator] failed to set times on "/d/x": '
+    "Operation not permitted (1)\n",
+]
+
+
+@pytest.mark.parametrize("stderr", CHURN_23)
+def test_exit_23_from_a_changing_source_is_not_a_failure(stderr):
+    assert classify(23, stderr) is Outcome.SOURCE_CHANGED
+
+
+@pytest.mark.parametrize("stderr", FAILURE_23)
+def test_exit_23_with_any_other_error_is_a_failure(stderr):
+    assert classify(23, stderr) is Outcome.RETRY
+
+
+def test_churn_messages_do_not_excuse_other_exit_codes():
+    assert classify(12, CHURN_23[0]) is Outcome.RETRY
+    assert classify(3, CHURN_23[2]) is Outcome.BROKEN

@@ -284,3 +284,38 @@ def test_unmount_inside_wpath_watches_what_is_underneath(tree, run_inosync):
     wait_converged(src, nodes)
     assert all((n / "mnt" / "written-after-umount.txt").exists() for n in nodes)
     assert d.stop() == 0
+
+
+# ---------------------------------------------------------------- honest logs
+
+
+def test_source_changing_under_rsync_is_not_an_error(tree, run_inosync):
+    """A file rewritten (truncated, then filled) again and again while rsync
+    reads it: rsync exits 23 ("read errors mapping") or 24 ("vanished"). The
+    node is healthy: no ERROR, no "recovered", and it converges."""
+    src, nodes = tree["src"], tree["nodes"][:1]
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], edelay=0.1, rspeed=4000,
+                        retry_min=0.2, retry_max=1)
+    d = run_inosync(conf, "-v")
+    wait_converged(src, nodes)
+    data = os.urandom(3 * 1024 * 1024)
+    deadline = __import__("time").monotonic() + 12
+    i = 0
+    while __import__("time").monotonic() < deadline:
+        with open(src / "growing.bin", "wb") as f:  # truncated, then written again
+            f.write(data[: len(data) - (i % 7) * 100_000])
+        victim = src / "docs" / f"gone{i % 3}"
+        victim.mkdir(exist_ok=True)
+        (victim / "f").write_bytes(data[:200_000])
+        if i % 2:
+            shutil.rmtree(victim)
+        i += 1
+        __import__("time").sleep(0.15)
+    wait_converged(src, nodes, timeout=60)
+    log = d.log()
+    assert "the source changed during the run" in log  # exit 23 happened, and was churn
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert errors == [], errors[:5]
+    assert "recovered" not in log
+    assert d.stop() == 0
