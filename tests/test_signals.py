@@ -133,3 +133,17 @@ def test_statusfile_temporary_name_is_never_followed(tree, run_inosync, tmp_path
     assert json.loads(status.read_text())["pid"] == d.proc.pid
     assert not status.is_symlink()
     assert d.stop() == 0
+
+
+def test_config_replaced_by_a_fifo_then_hup_keeps_running(tree, run_inosync):
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(tree["src"]),
+                        rnodes=[str(n) for n in tree["nodes"]], edelay=0.2)
+    d = run_inosync(conf)
+    wait_converged(tree["src"], tree["nodes"])
+    conf.unlink()
+    os.mkfifo(conf, 0o644)  # a reload must not block on it
+    d.signal(signal.SIGHUP)
+    d.wait_log("reload failed, keeping the old configuration.*not a regular file")
+    (tree["src"] / "after.txt").write_text("still syncing\n")
+    wait_converged(tree["src"], tree["nodes"])
+    assert d.stop(timeout=10) == 0
