@@ -400,8 +400,8 @@ class Daemon:
         elif outcome is Outcome.SOURCE_CHANGED and node.changed_runs:
             log.info("%s: the source changed during the run (%s); sending %s again in "
                      "%.1f s", node.dest, tail, child.what, node.retry_min)
-        else:
-            self._report(node, changed, tail)
+            return
+        self._report(node, changed, tail)  # a failure, or the recovery from one
 
     def _report(self, node: Node, changed: bool, tail: str) -> None:
         """Log a node's failures once per change of health, not once per retry."""
