@@ -81,7 +81,7 @@ class Logs:
         h = self.handler
         fds = []
         if isinstance(h, logging.handlers.SysLogHandler):
-            fds = [h.socket.fileno()]
+            fds = [h.socket.fileno()]  # type: ignore[attr-defined]  # set in __init__, untyped
         elif isinstance(h, logging.StreamHandler) and h.stream:
             fds = [h.stream.fileno()]
         return [fd for fd in fds if fd >= 0]  # -1: syslog not running yet

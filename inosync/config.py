@@ -19,6 +19,7 @@ from typing import Any
 
 from . import paths, rsync
 from .excludes import Excludes, ExcludeSyntaxError, read_exclude_file
+from .rsync import Options as RsyncOptions  # "rsync" is also a setting of Config
 from .watch import EVENT_FLAGS
 
 DEFAULT_PATH = "/etc/inosync.conf"
@@ -79,8 +80,8 @@ class Config:
     allow_system_wpath: bool = False
     excludes: Excludes = field(default_factory=lambda: Excludes(()), compare=False)
 
-    def rsync_options(self) -> rsync.Options:
-        return rsync.Options(
+    def rsync_options(self) -> RsyncOptions:
+        return RsyncOptions(
             rsync=self.rsync,
             excludes=self.excludes.patterns,
             bwlimit=self.rspeed,

@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 from . import config as configmod
 from .batch import PathSet, encode_list, files_list, top_level
@@ -507,7 +507,7 @@ class Daemon:
 
     # ---- status
 
-    def status(self) -> list[dict[str, object]]:
+    def status(self) -> list[dict[str, Any]]:
         now, wall = time.monotonic(), time.time()
         rows = []
         for node in self.nodes.values():
@@ -523,7 +523,7 @@ class Daemon:
         return rows
 
     def status_lines(self) -> list[str]:
-        def when(t: object) -> str:
+        def when(t: float | None) -> str:
             return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "never"
 
         return [

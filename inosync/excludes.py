@@ -107,10 +107,10 @@ def _parse_class(pat: bytes, i: int) -> tuple[frozenset[int] | None, int]:
                 return None, i
             members.add(ch)
         elif ch == _DASH and prev and _at(pat, i + 1) not in (0, _CLOSE):
-            ch, i = _range_end(pat, i + 1)
-            if ch is None:
+            end, i = _range_end(pat, i + 1)
+            if end is None:
                 return None, i
-            members.update(range(prev, ch + 1))
+            members.update(range(prev, end + 1))
             ch = 0  # a range end cannot start another range
         elif ch == _OPEN and _at(pat, i + 1) == _COLON and _has_class_name(pat, i):
             named, i = _named_class(pat, i)

@@ -12,7 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import Sshd
+from helpers import Sshd
 
 SUBNET = "10.231"  # 10.231.<n>.0/30: .1 is our end, .2 the host's
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end: real processes
+
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "contrib" / "inosync.service"
 INIT = ROOT / "contrib" / "inosync.init"

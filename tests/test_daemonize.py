@@ -8,7 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import inosync_argv, wait_converged, wait_until, write_config
+from helpers import inosync_argv, wait_converged, wait_until, write_config
+
+pytestmark = pytest.mark.slow  # end to end: real processes
 
 
 def alive(pid: int) -> bool:

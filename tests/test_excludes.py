@@ -413,6 +413,7 @@ def trees_and_rules(draw: st.DrawFn) -> tuple[Tree, list[str]]:
     return tree, [draw(kinds[draw(st.sampled_from(RULE_KINDS))]) for _ in range(count)]
 
 
+@pytest.mark.slow  # 300 real rsync runs
 @needs_rsync
 @settings(
     max_examples=300,

@@ -6,7 +6,7 @@ import os
 import stat
 
 import pytest
-from conftest import (
+from helpers import (
     RSYNC,
     converged,
     inotify_watches,
@@ -15,6 +15,8 @@ from conftest import (
     watches_above,
     write_config,
 )
+
+pytestmark = pytest.mark.slow  # end to end: real processes
 
 EXCLUDES = ["*.tmp", "/cache/", "build/", "logs/***", "[Tt]humbs.db", "**/secret/*.key"]
 

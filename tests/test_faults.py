@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import converged, inotify_watches, wait_converged, wait_until, write_config
+from helpers import converged, inotify_watches, wait_converged, wait_until, write_config
 from hosts import TestHost, can_make_namespaces
+
+pytestmark = pytest.mark.slow  # end to end: real processes
 
 FAST_RETRY = {"edelay": 0.2, "retry_min": 0.5, "retry_max": 2, "timeout": 5}
 WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")

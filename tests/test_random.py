@@ -1,6 +1,6 @@
 """Randomized convergence: seeded random changes while a real daemon runs.
 
-The operations live in bench/soak.py (``RandomOps``), shared with the soak
+The operations live in tests/randomops.py (``RandomOps``), shared with the soak
 command (``python bench/soak.py --ops 500 --seed S``, which starts from the
 same tree as the ``tree`` fixture, so a seed replays the same operations).
 A failure names the seed, the last operations and that command.
@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from itertools import islice
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Inosync, wait_converged, wait_until, write_config
-from test_replication import ODD_NAMES
+from helpers import Inosync, wait_converged, wait_until, write_config
+from randomops import RandomOps, drive, pauses
 
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-from bench.soak import NAMES, RandomOps, drive, pauses  # noqa: E402
+pytestmark = pytest.mark.slow  # end to end: real processes
 
 # 6, 14, 15 and 34 make top-level directories named "#..." or ";...", which
 # once lost every change below them.
@@ -92,10 +89,6 @@ def test_random_changes_converge_over_ssh(tree, run_inosync, sshd, tmp_path):
 
 
 # ---- the operations themselves, without a daemon
-
-
-def test_names_include_the_odd_ones():
-    assert set(ODD_NAMES) <= set(NAMES)
 
 
 def test_seeds_pause_longer_than_edelay():

@@ -9,13 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Inosync, tree_diff, wait_converged, wait_until, write_config
+from helpers import Inosync, tree_diff, wait_converged, wait_until, write_config
+from randomops import ODD_NAMES
 
-ODD_NAMES = [
-    "with space", "new\nline", "back\\slash", "star*", "quest?", "[bracket", "brace{}",
-    "-leading-dash", "--delete", "ünïcödé", "tab\tname", "quote'\"", ".hidden", "#hash",
-    os.fsdecode(b"bad\xff\xfeutf8"),
-]
+pytestmark = pytest.mark.slow  # end to end: real processes
 
 
 def start(tree: dict, run_inosync: Callable[..., Inosync], *args: str, **settings: object):

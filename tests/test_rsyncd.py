@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import RSYNC, free_port, wait_converged, wait_until, write_config
+import pytest
+from helpers import RSYNC, free_port, wait_converged, wait_until, write_config
+
+pytestmark = pytest.mark.slow  # end to end: real processes
 
 
 def test_sync_to_rsync_daemon(tree, run_inosync, tmp_path):

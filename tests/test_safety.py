@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import tree_diff, wait_converged, wait_until, write_config
+from helpers import tree_diff, wait_converged, wait_until, write_config
+
+pytestmark = pytest.mark.slow  # end to end: real processes
 
 EXCLUDES = ("secret/", "*.key")
 

@@ -14,8 +14,11 @@ import time
 import uuid
 from pathlib import Path
 
-from conftest import inosync_argv, wait_converged, wait_until, write_config
+import pytest
+from helpers import inosync_argv, wait_converged, wait_until, write_config
 from test_daemonize import alive
+
+pytestmark = pytest.mark.slow  # end to end: real processes
 
 SLOW_START = """
 import os, time

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 
-from conftest import wait_converged, write_config
-from test_replication import ODD_NAMES
+import pytest
+from helpers import wait_converged, write_config
+from randomops import ODD_NAMES
+
+pytestmark = pytest.mark.slow  # end to end: real processes
 
 
 def test_sync_over_ssh(tree, run_inosync, sshd, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyinotify
 import pytest
-from conftest import ROOT, wait_until
+from helpers import ROOT, wait_until
 
 from inosync.excludes import Excludes
 from inosync.watch import (
