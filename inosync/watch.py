@@ -32,6 +32,7 @@ import os
 import struct
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 try:
     with warnings.catch_warnings():
@@ -169,6 +170,16 @@ def ancestors(*paths: str) -> dict[str, set[str]]:
     return found
 
 
+@dataclass
+class WatchEvents:
+    """What one read() found."""
+
+    paths: list[str]  # changed, relative to root ("" is root itself)
+    overflowed: bool = False  # the kernel dropped events: rescan
+    root_changed: bool = False  # root, or a directory above it, moved or vanished
+    unwatched: set[str] = field(default_factory=set)  # directories left without a watch
+
+
 class Watcher:
     """All directories under root, watched; ``read()`` returns changed paths.
 
@@ -189,9 +200,10 @@ class Watcher:
         self._set_nonblocking()
         self.path_of: dict[int, str] = {}
         self.wd_of: dict[str, int] = {}
-        self.unwatched: set[str] = set()  # directories we had no watch left for
+        self.unwatched: set[str] = set()  # no watch left for them, since the last read()
         self.entries = 0  # names seen while scanning: a size estimate of the tree
         self.ancestor_names: dict[int, set[str]] = {}  # wd of a directory above root
+        # Reported by the next read(), then reset:
         self.overflowed = False
         # Something happened to root or above it: it may be gone, or another
         # directory may now be at its path. The daemon checks root_is_same().
@@ -209,6 +221,12 @@ class Watcher:
 
     def close(self) -> None:
         self._wm.close()
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __len__(self) -> int:
         return len(self.wd_of)
@@ -292,10 +310,6 @@ class Watcher:
             if e.errno == errno.ENOSPC:
                 if self._strict:
                     raise WatchLimitError(e.errno, e.strerror, rel) from None
-                if not self.unwatched:
-                    log.error("inotify watch limit reached at %r: raise "
-                              "fs.inotify.max_user_watches; until then such "
-                              "directories are synced whole, periodically", rel)
                 self.unwatched.add(rel)
             elif e.errno not in (errno.ENOENT, errno.ENOTDIR):
                 log.warning("cannot watch %s: %s", path, e.strerror)
@@ -316,8 +330,8 @@ class Watcher:
             self._wm.unwatch(wd)
         self.unwatched = {p for p in self.unwatched if not (p == top or p.startswith(prefix))}
 
-    def read(self) -> list[str]:
-        """Read every pending event; return the paths whose change must be synced."""
+    def read(self) -> WatchEvents:
+        """Read every pending event; return what happened since the last read."""
         changed: list[str] = []
         while True:
             try:
@@ -328,7 +342,19 @@ class Watcher:
                 break
             for event in parse_events(buf):
                 self._handle(*event, changed)
-        return changed
+        events = WatchEvents(changed, self.overflowed, self.root_changed, self.take_unwatched())
+        self.overflowed = self.root_changed = False
+        return events
+
+    def take_unwatched(self) -> set[str]:
+        """Directories that got no watch (the limit) since the last call."""
+        taken, self.unwatched = self.unwatched, set()
+        return taken
+
+    def rewatch(self, paths: Iterable[str]) -> None:
+        """Try again to watch these trees (the limit may have been raised)."""
+        for path in paths:
+            self.add_tree(path)
 
     def _handle(self, wd: int, mask: int, cookie: int, name: str, changed: list[str]) -> None:
         if mask & IN_Q_OVERFLOW:

@@ -41,7 +41,7 @@ def changes(w: Watcher, until: str | None = None) -> list[str]:
     seen: list[str] = []
 
     def done() -> bool:
-        seen.extend(w.read())
+        seen.extend(w.read().paths)
         return until is None or until in seen
 
     wait_until(done, 10, f"event for {until!r}")

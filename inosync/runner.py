@@ -1,0 +1,172 @@
+"""The rsync children and their scratch files, owned in one place.
+
+A ``Runner`` is a context manager: on every way out (a clean stop, an
+exception, a signal) each child still running is killed and reaped, and
+its list files and stderr files go with the private directory that holds
+them. Children never block the loop: ``start`` returns at once, and
+``reap`` collects whoever has exited (SIGCHLD wakes the loop for it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import IO
+
+from .batch import RunPlan
+from .rsync import Outcome, root_rules
+
+log = logging.getLogger("inosync")
+
+STDERR_READ = 1 << 20  # of a run's stderr, enough to tell churn from failure
+
+# argv of a run, given the names of its list file and rules file (None: no such file)
+ArgvFor = Callable[[RunPlan, "str | None", "str | None"], list[str]]
+
+
+@dataclass
+class Ended:
+    """A run that is over: what the scheduler needs to know of it."""
+
+    dest: str
+    returncode: int
+    stderr: str | None  # None: more than STDERR_READ bytes, too much to judge
+    took: float
+    what: str
+    pretended: bool = False
+
+
+@dataclass
+class _Child:
+    proc: subprocess.Popen[bytes]
+    stderr: IO[bytes]
+    scratch: list[str]
+    started: float
+    what: str
+
+
+class Runner:
+    def __init__(self, pretend: bool = False) -> None:
+        self.pretend = pretend
+        self.dir = ""
+        self.children: dict[str, _Child] = {}  # by node
+        self._pretended: list[Ended] = []
+
+    def __enter__(self) -> Runner:
+        self.dir = tempfile.mkdtemp(prefix="inosync-")
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for child in self.children.values():
+            _kill(child.proc, signal.SIGKILL)
+            child.proc.wait()
+            child.stderr.close()
+        self.children.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __len__(self) -> int:
+        return len(self.children)
+
+    def start(self, dest: str, plan: RunPlan, argv_for: ArgvFor) -> tuple[Outcome, str] | None:
+        """Start a run for dest; on failure, how it counts and why."""
+        scratch: list[str] = []
+        try:
+            list_file = rules_file = None
+            if not plan.full:
+                list_file = self._scratch_file(plan.list_data)
+                scratch.append(list_file)
+                if plan.top:
+                    rules_file = self._scratch_file(root_rules(plan.top))
+                    scratch.append(rules_file)
+            argv = argv_for(plan, list_file, rules_file)
+            stderr = tempfile.TemporaryFile(dir=self._scratch_dir())
+        except OSError as e:
+            _remove(scratch)
+            return Outcome.RETRY, f"cannot write rsync's list files in {self.dir}: {e.strerror}"
+        if self.pretend:
+            log.info("%s: would run (%s): %s", dest, plan.what, shlex.join(argv))
+            stderr.close()
+            _remove(scratch)
+            self._pretended.append(Ended(dest, 0, "", 0.0, plan.what, pretended=True))
+            return None
+        log.debug("%s: running (%s): %s", dest, plan.what, shlex.join(argv))
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=stderr, start_new_session=True)
+        except OSError as e:
+            stderr.close()
+            _remove(scratch)
+            return Outcome.BROKEN, f"cannot run {argv[0]}: {e.strerror}"
+        self.children[dest] = _Child(proc, stderr, scratch, time.monotonic(), plan.what)
+        return None
+
+    def signal(self, dest: str, signum: int) -> None:
+        """Signal a run's whole process group (rsync and its ssh)."""
+        child = self.children.get(dest)
+        if child is not None:
+            _kill(child.proc, signum)
+
+    def reap(self) -> list[Ended]:
+        """The runs that have exited since the last call."""
+        ended, self._pretended = self._pretended, []
+        for dest, child in list(self.children.items()):
+            rc = child.proc.poll()
+            if rc is None:
+                continue
+            del self.children[dest]
+            stderr = _read_stderr(child.stderr)
+            child.stderr.close()
+            _remove(child.scratch)
+            ended.append(Ended(dest, rc, stderr, time.monotonic() - child.started, child.what))
+        return ended
+
+    def _scratch_dir(self) -> str:
+        """The private directory for rsync's list files, made again if it was removed
+        (tmp cleaners remove what an idle daemon has not touched for days)."""
+        if not os.path.isdir(self.dir):
+            self.dir = tempfile.mkdtemp(prefix="inosync-")
+            log.warning("the directory for rsync list files was removed; now using %s",
+                        self.dir)
+        return self.dir
+
+    def _scratch_file(self, data: bytes) -> str:
+        fd, name = tempfile.mkstemp(dir=self._scratch_dir(), suffix=".list")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except OSError:
+            _remove([name])
+            raise
+        return name
+
+
+def _kill(proc: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _remove(names: list[str]) -> None:
+    for name in names:
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+
+
+def _read_stderr(stream: IO[bytes]) -> str | None:
+    """What a child wrote to stderr, or None past STDERR_READ (too much to judge)."""
+    stream.seek(0)
+    data = stream.read(STDERR_READ + 1)
+    return None if len(data) > STDERR_READ else data.decode(errors="replace")

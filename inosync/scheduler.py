@@ -1,0 +1,441 @@
+"""Every decision the daemon makes, as one state machine over values.
+
+The loop (daemon.py) feeds it what happened, with the time it happened:
+paths changed, a run ended, a signal arrived, the watcher overflowed or
+lost its root, a reload finished, or just that time passed. Each input
+returns the actions to carry out, in order: start a run on a node, signal a
+node's run, rescan, check which directory wpath is, reload, write status,
+exit. Nothing here reads a clock, touches a file or starts a process, so the
+tests drive it through minutes of debounce, backoff and shutdown in
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Union
+
+from .batch import PathSet
+from .config import Config
+from .nodes import Node, State
+from .rsync import Outcome, classify, describe
+
+log = logging.getLogger("inosync")
+
+GRACE = 10.0  # seconds running rsyncs get to finish on SIGTERM
+KILL_AFTER = 3.0  # seconds between SIGTERM and SIGKILL to a run
+STDERR_LINES = 5
+
+
+# ---- actions: what the loop must do
+
+
+@dataclass(frozen=True)
+class StartRun:
+    """Start one rsync run for this node with this batch (full, or these paths)."""
+
+    dest: str
+    batch: PathSet
+
+
+@dataclass(frozen=True)
+class SignalRun:
+    dest: str
+    signum: int
+
+
+@dataclass(frozen=True)
+class Rescan:
+    """Rewatch the whole tree (events were lost), on root if given (wpath moved)."""
+
+    root: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckRoot:
+    """Find out which directory wpath now is; answer with root_checked()."""
+
+
+@dataclass(frozen=True)
+class Rewatch:
+    """Try again to watch these directories (the watch limit left them unwatched)."""
+
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Reload:
+    """Read the configuration again; answer with reloaded() or reload_failed()."""
+
+
+@dataclass(frozen=True)
+class WriteStatus:
+    pass
+
+
+@dataclass(frozen=True)
+class LogStatus:
+    """Log one status line per node (SIGUSR1)."""
+
+
+@dataclass(frozen=True)
+class Exit:
+    code: int
+
+
+Action = Union[StartRun, SignalRun, Rescan, CheckRoot, Rewatch, Reload, WriteStatus, LogStatus,
+               Exit]
+
+
+# ---- answers the loop gives to CheckRoot
+
+
+@dataclass(frozen=True)
+class RootSame:
+    """wpath is still the directory being watched."""
+
+
+@dataclass(frozen=True)
+class RootMoved:
+    """wpath now leads to another directory that passed every start-up check."""
+
+    real: str
+    description: str  # for the log: old and new identities
+
+
+@dataclass(frozen=True)
+class RootLost:
+    """wpath is gone or may not be followed (empty, other filesystem, overlaps)."""
+
+    why: str
+
+
+RootVerdict = Union[RootSame, RootMoved, RootLost]
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def stderr_tail(text: str, lines: int = STDERR_LINES) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+class Scheduler:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.nodes = {dest: self._new_node(dest) for dest in config.rnodes}
+        self.retired: dict[str, Node] = {}  # removed by a reload, their run still ending
+        self.collected = PathSet(config.max_pending)
+        self.flush_at: float | None = None
+        self.stopping = False
+        self.exit_code = 0
+        self.term_at: float | None = None  # when to SIGTERM the runs on shutdown
+        self.kill_at: float | None = None
+        self.stopped_by_us: set[str] = set()  # runs we signalled: their end is no failure
+        self.unwatched: set[str] = set()
+        self.rewatch_at: float | None = None
+        self.root_check_at: float | None = None  # when to ask which directory wpath is
+        self.root_check_asked = False  # CheckRoot went out; no run starts until answered
+        self.quick_check = False  # asked at once (overflow): a change of root gets a delay
+        self.lost_events = False  # the queue overflowed: rescan once the root is known
+        self.exited = False
+
+    def _new_node(self, dest: str) -> Node:
+        c = self.config
+        return Node(dest, retry_min=c.retry_min, retry_max=c.retry_max, limit=c.max_pending)
+
+    # ---- inputs
+
+    def begin(self, now: float) -> list[Action]:
+        """The daemon starts: a full sync to every node."""
+        for node in self.nodes.values():
+            node.pending.set_full()
+        return self.tick(now)
+
+    def changed(self, paths: Iterable[str], now: float) -> list[Action]:
+        """The watcher saw these paths change: debounce them into one batch."""
+        for path in paths:
+            self.collected.add(path)
+        if self.flush_at is None:
+            self.flush_at = now + self.config.edelay
+        return []
+
+    def overflowed(self, now: float) -> list[Action]:
+        """Events were lost: rescan and sync everything, once wpath is known to be the same."""
+        self.lost_events = True
+        if self.root_check_at is not None or self.root_check_asked:
+            return []  # a check is due anyway; its answer rescans
+        self.quick_check = True
+        return self._ask_root(now)
+
+    def root_changed(self, now: float) -> list[Action]:
+        """wpath or a directory above it moved, vanished or was unmounted.
+
+        Which directory wpath is gets decided after the batch delay: a
+        two-step swap (mv www www.old; mv www.new www) is over by then.
+        Nothing is synced meanwhile.
+        """
+        if self.root_check_at is None and not self.root_check_asked:
+            self.root_check_at = now + self.config.edelay
+        return []
+
+    def watch_limit_hit(self, paths: Iterable[str], now: float) -> list[Action]:
+        """These directories got no watch: sync them whole, now and periodically."""
+        new = set(paths) - self.unwatched
+        if not new:
+            return []
+        if not self.unwatched:
+            log.error("inotify watch limit reached at %r: raise fs.inotify.max_user_watches; "
+                      "until then such directories are synced whole, periodically",
+                      sorted(new)[0])
+        self.unwatched |= new
+        if self.rewatch_at is None:
+            self.rewatch_at = now
+        return []
+
+    def root_checked(self, verdict: RootVerdict, now: float) -> list[Action]:
+        """The loop's answer to CheckRoot."""
+        self.root_check_asked = False
+        quick, self.quick_check = self.quick_check, False
+        if quick and not isinstance(verdict, RootSame):
+            return self.root_changed(now)  # give a swap under way the batch delay to finish
+        lost, self.lost_events = self.lost_events, False
+        if isinstance(verdict, RootLost):
+            log.error("%s; stopping without syncing (nothing is deleted on the nodes)",
+                      verdict.why)
+            self.exit_code = 1
+            return self._begin_stop(now, grace=0.0) + self.tick(now)
+        actions: list[Action] = []
+        if isinstance(verdict, RootMoved):
+            log.warning("wpath %s now leads to another directory (%s): following it, with a "
+                        "full sync to every node", self.config.configured_wpath,
+                        verdict.description)
+            self.config = dataclasses.replace(self.config, wpath=verdict.real)
+            actions.append(Rescan(verdict.real))
+            self._collect_everything(now)
+        elif lost:
+            log.warning("inotify queue overflowed: events were lost; rewatching "
+                        "and syncing everything to every node")
+            actions.append(Rescan())
+            self._collect_everything(now)
+        return actions + self.tick(now)
+
+    def run_ended(self, dest: str, returncode: int, stderr: str | None, now: float,
+                  wall: float, took: float, what: str, pretended: bool = False) -> list[Action]:
+        """A node's run exited; stderr is None when it wrote too much to judge."""
+        node = self.retired.pop(dest, None) or self.nodes.get(dest)
+        if node is None:
+            return []
+        if pretended:  # -p: the command line was logged, nothing ran
+            node.finish(Outcome.OK, now, wall)
+            return self.tick(now)
+        if dest in self.stopped_by_us:
+            self.stopped_by_us.discard(dest)
+            node.abandon()
+            return [WriteStatus(), *self.tick(now)]
+        outcome = classify(returncode, stderr or "")
+        error = "" if returncode in (0, 24) else describe(returncode)
+        changed = node.finish(outcome, now, wall, error)
+        tail = stderr_tail(stderr if stderr is not None else "(more than 1 MB of errors)")
+        if outcome in (Outcome.OK, Outcome.VANISHED):
+            log.info("%s: synced %s in %.1f s", dest, what, took)
+        if outcome is Outcome.SOURCE_CHANGED and node.changed_runs:
+            log.info("%s: the source changed during the run (%s); sending %s again in "
+                     "%.1f s", dest, tail, what, node.retry_min)
+        else:
+            self._report(node, changed, tail, now)  # a failure, or the recovery from one
+        return [WriteStatus(), *self.tick(now)]
+
+    def run_not_started(self, dest: str, outcome: Outcome, error: str,
+                        now: float, wall: float) -> list[Action]:
+        """The loop could not start the run it was asked to (no list file, no rsync)."""
+        node = self.nodes[dest]
+        self._report(node, node.finish(outcome, now, wall, error), "", now)
+        return [WriteStatus()]
+
+    def root_not_same(self, dest: str, now: float) -> list[Action]:
+        """The loop found, just before starting a run, that wpath is not the watched
+        directory any more: the run is not started."""
+        self.nodes[dest].abandon()
+        return self.root_changed(now)
+
+    def signal(self, signum: int, now: float) -> list[Action]:
+        name = signal.Signals(signum).name
+        handler: Callable[[str, float], list[Action]] = getattr(self, f"_handle_{name[3:].lower()}")
+        return handler(name, now)
+
+    def reloaded(self, new: Config, now: float) -> list[Action]:
+        """The new configuration is in effect (the loop switched the watcher if needed)."""
+        old, self.config = self.config, new
+        actions: list[Action] = []
+        for dest, node in self.nodes.items():
+            if dest not in new.rnodes and node.state is State.RUNNING:
+                self.retired[dest] = node
+                self.stopped_by_us.add(dest)
+                actions.append(SignalRun(dest, signal.SIGTERM))
+        if (new.wpath, new.emask, new.excludes.patterns) != (
+                old.wpath, old.emask, old.excludes.patterns):
+            self.collected = PathSet(new.max_pending)
+            self.unwatched, self.rewatch_at = set(), None
+        self.nodes = {d: self.nodes.get(d) or self.retired.pop(d, None) or self._new_node(d)
+                      for d in new.rnodes}
+        for node in self.nodes.values():
+            node.retry_min, node.retry_max = new.retry_min, new.retry_max
+            node.pending.limit = new.max_pending
+            node.pending.set_full()
+        log.info("reloaded; full sync to %s", plural(len(self.nodes), "node"))
+        return actions + self.tick(now)
+
+    def reload_failed(self, error: str) -> list[Action]:
+        log.error("reload failed, keeping the old configuration: %s", error)
+        return []
+
+    def tick(self, now: float) -> list[Action]:
+        """Time passed: whatever is due now."""
+        if self.exited:
+            return []
+        actions: list[Action] = []
+        if self.root_check_at is not None and now >= self.root_check_at and not self.stopping:
+            actions += self._ask_root(now)
+        if self.unwatched and self.rewatch_at is not None and now >= self.rewatch_at:
+            actions += self._rewatch(now)
+        if self.flush_at is not None and now >= self.flush_at:
+            self._flush()
+        if self.stopping:
+            actions += self._stop_runs(now)
+            if not self._running():
+                self.exited = True
+                actions.append(Exit(self.exit_code))
+            return actions
+        if self.root_check_at is not None or self.root_check_asked:
+            return actions  # until we know which directory wpath is, nothing is synced
+        for node in self.nodes.values():
+            if node.ready(now):
+                actions.append(StartRun(node.dest, node.begin()))
+        return actions
+
+    def next_deadline(self) -> float | None:
+        """When tick() has something to do next, or None: sleep until an input."""
+        due = [t for t in (self.flush_at, self.term_at, self.kill_at, self.root_check_at)
+               if t is not None]
+        if self.unwatched and self.rewatch_at is not None:
+            due.append(self.rewatch_at)
+        if not self.stopping and self.root_check_at is None and not self.root_check_asked:
+            due += [n.retry_at for n in self.nodes.values()
+                    if n.state is State.WAITING and n.pending and n.retry_at is not None]
+        return min(due) if due else None
+
+    # ---- status
+
+    def status(self, now: float, wall: float) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = []
+        for node in self.nodes.values():
+            retry = None
+            if node.state is State.WAITING and node.retry_at is not None:
+                retry = wall + max(0.0, node.retry_at - now)
+            rows.append({
+                "node": node.dest, "state": node.state.value,
+                "pending": node.pending_count(), "failures": node.failures,
+                "last_ok": node.last_ok, "last_error": node.last_error,
+                "next_retry": retry, "runs": node.runs,
+            })
+        return rows
+
+    # ---- signals
+
+    def _handle_term(self, name: str, now: float) -> list[Action]:
+        if self.stopping:  # asked twice: do not wait for the grace period
+            self.term_at, self.kill_at = now, now + KILL_AFTER
+            return self.tick(now)
+        log.info("stopping (%s); waiting up to %.0f s for running rsyncs", name, GRACE)
+        return self._begin_stop(now) + self.tick(now)
+
+    _handle_int = _handle_term
+
+    def _handle_hup(self, name: str, now: float) -> list[Action]:
+        if self.stopping:
+            return []
+        log.info("SIGHUP: reloading %s", self.config.path)
+        return [Reload()]
+
+    def _handle_usr1(self, name: str, now: float) -> list[Action]:
+        return [WriteStatus(), LogStatus()]
+
+    # ---- the rest
+
+    def _ask_root(self, now: float) -> list[Action]:
+        self.root_check_at = None
+        if self.root_check_asked or self.stopping:
+            return []
+        self.root_check_asked = True
+        return [CheckRoot()]
+
+    def _collect_everything(self, now: float) -> None:
+        self.collected.set_full()
+        self.flush_at = now
+
+    def _rewatch(self, now: float) -> list[Action]:
+        paths = tuple(sorted(self.unwatched))
+        for path in paths:
+            self.collected.add(path)  # no events came from there: sync it whole
+        if self.flush_at is None:
+            self.flush_at = now
+        self.unwatched.clear()
+        self.rewatch_at = now + self.config.rescan_interval
+        return [Rewatch(paths)]  # what fails again comes back through watch_limit_hit
+
+    def _flush(self) -> None:
+        """The debounce delay is over: hand what was collected to every node."""
+        batch = self.collected.take()
+        self.flush_at = None
+        for node in self.nodes.values():
+            node.pending.update(batch)
+
+    def _running(self) -> list[Node]:
+        return [n for n in (*self.nodes.values(), *self.retired.values())
+                if n.state is State.RUNNING]
+
+    def _begin_stop(self, now: float, grace: float = GRACE) -> list[Action]:
+        self.stopping = True
+        self._flush()
+        self.term_at = now + grace
+        self.kill_at = now + grace + KILL_AFTER
+        for node in self.nodes.values():
+            if node.pending or node.inflight is not None:
+                log.info("%s: %s pending at shutdown; the next start's full sync "
+                         "covers them", node.dest, node.pending_count())
+        return []
+
+    def _stop_runs(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        term = self.term_at is not None and now >= self.term_at
+        kill = self.kill_at is not None and now >= self.kill_at
+        for node in self._running():
+            if term and node.dest not in self.stopped_by_us:
+                self.stopped_by_us.add(node.dest)
+                actions.append(SignalRun(node.dest, signal.SIGTERM))
+            if kill:
+                self.stopped_by_us.add(node.dest)
+                actions.append(SignalRun(node.dest, signal.SIGKILL))
+        if term:
+            self.term_at = None
+        if kill:
+            self.kill_at = None  # sent; their exits come back through run_ended
+        return actions
+
+    def _report(self, node: Node, changed: bool, tail: str, now: float) -> None:
+        """Log a node's failures once per change of health, not once per retry."""
+        if node.state is State.WAITING:
+            wait = (node.retry_at or 0) - now
+            level = logging.ERROR if changed else logging.DEBUG
+            log.log(level, "%s: rsync failed: %s%s; %s pending, retry %d in %.0f s",
+                    node.dest, node.last_error, f": {tail}" if tail else "",
+                    node.pending.describe(), node.failures, max(0.0, wait))
+        elif changed:
+            log.info("%s: recovered", node.dest)
+
