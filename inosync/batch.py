@@ -67,7 +67,8 @@ class PathSet:
         return taken
 
     def describe(self) -> str:
-        return "full sync" if self.full else f"{len(self.paths)} paths"
+        count = len(self.paths)
+        return "full sync" if self.full else f"{count} path" if count == 1 else f"{count} paths"
 
 
 def collapse(paths: Iterable[str]) -> list[str]:

@@ -1,0 +1,96 @@
+"""The runner owns children and scratch files: nothing is left behind on any exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from inosync.batch import RunPlan, plan_run
+from inosync.rsync import Outcome
+from inosync.runner import Runner
+
+
+def argv_of(*words: str):
+    return lambda plan, list_file, rules_file: list(words)
+
+
+def wait_reaped(runner: Runner, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ended = runner.reap()
+        if ended:
+            return ended
+        time.sleep(0.01)
+    raise AssertionError("no child ended")
+
+
+def test_exception_inside_kills_children_and_removes_scratch_files():
+    plan = plan_run(False, ["a", "b/c"], 1000)
+    with pytest.raises(RuntimeError), Runner() as runner:
+        assert runner.start("n1", plan, argv_of("sleep", "30")) is None
+        pid = runner.children["n1"].proc.pid
+        scratch = runner.dir
+        assert len(os.listdir(scratch)) == 2  # list and rules ("a" is top-level); stderr is unnamed
+        raise RuntimeError("the loop died")
+    assert not os.path.exists(scratch)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped, not a zombie
+
+
+def test_exit_code_stderr_and_scratch_files_of_a_run():
+    with Runner() as runner:
+        plan = plan_run(False, ["docs/x"], 1000)
+        runner.start("n1", plan, lambda p, lf, rf: ["sh", "-c", f"cat {lf} >&2; exit 23"])
+        (ended,) = wait_reaped(runner)
+        assert (ended.dest, ended.returncode, ended.what) == ("n1", 23, "1 path")
+        assert ended.stderr == "./docs/x\0"
+        assert os.listdir(runner.dir) == []  # the list file went with the run
+
+
+def test_signal_reaches_the_whole_process_group():
+    with Runner() as runner:
+        runner.start("n1", RunPlan(full=True), argv_of("sh", "-c", "sleep 30 & wait"))
+        time.sleep(0.1)
+        runner.signal("n1", signal.SIGTERM)
+        (ended,) = wait_reaped(runner)
+        assert ended.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM)
+
+
+def test_missing_program_is_reported_not_raised():
+    with Runner() as runner:
+        failed = runner.start("n1", RunPlan(full=True), argv_of("/nonexistent/rsync"))
+        assert failed is not None and failed[0] is Outcome.BROKEN
+        assert "cannot run /nonexistent/rsync" in failed[1]
+        assert len(runner) == 0
+
+
+def test_removed_scratch_directory_is_made_again():
+    with Runner() as runner:
+        first = runner.dir
+        os.rmdir(first)
+        assert runner.start("n1", plan_run(False, ["a"], 10), argv_of("true")) is None
+        assert runner.dir != first and os.path.isdir(runner.dir)
+        wait_reaped(runner)
+    assert not os.path.exists(runner.dir)
+
+
+def test_pretend_runs_nothing_and_ends_at_once(caplog):
+    with Runner(pretend=True) as runner:
+        with caplog.at_level("INFO", "inosync"):
+            runner.start("n1", plan_run(False, ["a"], 10), argv_of("rm", "-rf", "/nonexistent"))
+        assert "would run (1 path): rm -rf /nonexistent" in caplog.text
+        (ended,) = runner.reap()
+        assert ended.pretended and ended.returncode == 0 and len(runner) == 0
+
+
+def test_plan_run_whole_tree_or_list():
+    assert plan_run(True, [], 1000).full
+    assert plan_run(False, ["a", "b"], 1).full  # more than the cut-off
+    plan = plan_run(False, ["a", "d/e"], 1000)
+    assert not plan.full and plan.top == ("a",) and plan.what == "2 paths"
+    assert plan.list_data == b".\0./a\0./d/e\0"
+    nested = plan_run(False, ["d/e"], 1000)
+    assert nested.top == () and nested.list_data == b"./d/e\0"

@@ -1,0 +1,392 @@
+"""The scheduler driven through its decisions with plain values: no processes,
+no sleeps, no clock. Each test is a short story with explicit times."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+from pathlib import Path
+
+import pytest
+
+from inosync.config import Config
+from inosync.scheduler import (
+    GRACE,
+    KILL_AFTER,
+    CheckRoot,
+    Exit,
+    LogStatus,
+    Reload,
+    Rescan,
+    Rewatch,
+    RootLost,
+    RootMoved,
+    RootSame,
+    Scheduler,
+    SignalRun,
+    StartRun,
+    WriteStatus,
+)
+
+A, B = "a.example.com:/www/", "b.example.com:/www/"
+OK = 0
+VANISHED_23 = ('file has vanished: "/w/x"\nrsync error: some files/attrs were not transferred '
+               "(see previous errors) (code 23) at main.c(1394) [sender=3.5.0]\n")
+
+
+def config(**changes: object) -> Config:
+    base = Config(path="/etc/inosync.conf", wpath="/srv/www", configured_wpath="/srv/www",
+                  rnodes=(A, B), edelay=2.0, retry_min=1.0, retry_max=8.0)
+    return dataclasses.replace(base, **changes)
+
+
+def starts(actions: list) -> dict[str, StartRun]:
+    return {a.dest: a for a in actions if isinstance(a, StartRun)}
+
+
+def ended(s: Scheduler, dest: str, rc: int, now: float, stderr: str = "") -> list:
+    return s.run_ended(dest, rc, stderr, now, wall=1000.0 + now, took=0.5, what="1 path")
+
+
+@pytest.fixture
+def synced() -> Scheduler:
+    """Both nodes have had their initial full sync."""
+    s = Scheduler(config())
+    first = starts(s.begin(0.0))
+    assert set(first) == {A, B} and all(r.batch.full for r in first.values())
+    ended(s, A, OK, 1.0)
+    ended(s, B, OK, 1.0)
+    return s
+
+
+# ---------------------------------------------------------------- debounce
+
+
+def test_changes_wait_for_edelay_then_go_to_every_node_in_one_batch(synced):
+    s = synced
+    assert s.changed(["docs/a"], 10.0) == []
+    assert s.changed(["docs/b", "docs/a"], 11.0) == []
+    assert s.next_deadline() == 12.0  # edelay from the first change, not the last
+    assert s.tick(11.9) == []
+    runs = starts(s.tick(12.0))
+    assert set(runs) == {A, B}
+    assert runs[A].batch.paths == {"docs/a", "docs/b"} and not runs[A].batch.full
+
+
+def test_idle_scheduler_has_no_deadline(synced):
+    assert synced.next_deadline() is None  # poll() sleeps until something happens
+
+
+def test_changes_while_a_node_runs_wait_for_its_next_run(synced):
+    s = synced
+    s.changed(["x"], 10.0)
+    assert set(starts(s.tick(12.0))) == {A, B}
+    s.changed(["y"], 12.5)
+    assert starts(s.tick(14.5)) == {}  # both still running
+    runs = starts(ended(s, A, OK, 15.0))
+    assert set(runs) == {A} and runs[A].batch.paths == {"y"}
+
+
+def test_root_change_is_a_whole_tree_batch(synced):
+    s = synced
+    s.changed([""], 10.0)
+    assert all(r.batch.full for r in starts(s.tick(12.0)).values())
+
+
+# ---------------------------------------------------------------- failures, retry, backoff
+
+
+def test_failed_node_keeps_its_batch_and_backs_off(synced, caplog):
+    s = synced
+    s.changed(["p"], 10.0)
+    s.tick(12.0)
+    ended(s, B, OK, 12.5)
+    with caplog.at_level(logging.DEBUG, "inosync"):
+        ended(s, A, 255, 13.0, "ssh: connect to host a: Connection refused")
+    assert "ERROR" in caplog.text and "exit 255" in caplog.text
+    assert s.next_deadline() == 14.0  # retry_min
+    s.changed(["q"], 13.5)  # arrives while A waits: merged into its retry
+    runs = starts(s.tick(14.0))
+    assert set(runs) == {A} and runs[A].batch.paths == {"p"}
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, "inosync"):
+        ended(s, A, 255, 14.5)
+    assert "ERROR" not in caplog.text  # once per change of health, not once per retry
+    assert s.next_deadline() == 15.5  # edelay of "q" comes first
+    runs = starts(s.tick(15.5))
+    assert set(runs) == {B}  # A waits for its backoff: 2 s after the second failure
+    assert starts(s.tick(16.4)) == {}
+    runs = starts(s.tick(16.5))
+    assert runs[A].batch.paths == {"p", "q"}
+    with caplog.at_level(logging.INFO, "inosync"):
+        ended(s, A, OK, 17.0)
+    assert "recovered" in caplog.text
+
+
+def test_backoff_doubles_up_to_retry_max(synced):
+    s = synced
+    s.changed(["p"], 0.0)
+    s.tick(2.0)
+    ended(s, B, OK, 2.0)
+    now, waits = 2.0, []
+    for _ in range(6):
+        ended(s, A, 10, now)
+        due = s.next_deadline()
+        assert due is not None
+        waits.append(due - now)
+        now = due
+        assert set(starts(s.tick(now))) == {A}
+    assert waits == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+
+
+def test_broken_rsync_is_retried_slowly(synced):
+    s = synced
+    s.changed(["p"], 0.0)
+    s.tick(2.0)
+    ended(s, A, 3, 3.0)  # errors selecting input/output files: retry_max at once
+    assert s.nodes[A].retry_at == 3.0 + 8.0
+
+
+def test_source_changing_under_rsync_is_run_again_without_failure(synced, caplog):
+    s = synced
+    s.changed(["p"], 0.0)
+    s.tick(2.0)
+    with caplog.at_level(logging.DEBUG, "inosync"):
+        ended(s, A, 23, 3.0, VANISHED_23)
+    assert "ERROR" not in caplog.text and "source changed during the run" in caplog.text
+    assert s.nodes[A].failures == 0
+    assert starts(s.tick(4.0))[A].batch.paths == {"p"}
+
+
+def test_run_that_could_not_start_is_retried(synced):
+    s = synced
+    s.changed(["p"], 0.0)
+    s.tick(2.0)
+    from inosync.rsync import Outcome
+
+    assert s.run_not_started(A, Outcome.RETRY, "disk full", 2.0, 0.0) == [WriteStatus()]
+    assert s.nodes[A].last_error == "disk full"
+    assert starts(s.tick(3.0))[A].batch.paths == {"p"}
+
+
+# ---------------------------------------------------------------- stopping
+
+
+def test_stop_waits_for_runs_then_terms_then_kills(synced):
+    s = synced
+    s.changed(["p"], 0.0)
+    s.tick(2.0)
+    assert s.signal(signal.SIGTERM, 3.0) == []  # runs get GRACE seconds
+    assert s.next_deadline() == 3.0 + GRACE
+    assert s.tick(3.0 + GRACE) == [SignalRun(A, signal.SIGTERM), SignalRun(B, signal.SIGTERM)]
+    assert s.tick(3.0 + GRACE + 1) == []
+    assert s.tick(3.0 + GRACE + KILL_AFTER) == [SignalRun(A, signal.SIGKILL),
+                                                 SignalRun(B, signal.SIGKILL)]
+    assert ended(s, A, -9, 20.0) == [WriteStatus()]
+    assert ended(s, B, -9, 20.0) == [WriteStatus(), Exit(0)]
+    assert s.nodes[A].pending.paths == {"p"}  # kept: "pending at shutdown"
+
+
+def test_stop_with_nothing_running_exits_at_once(synced, caplog):
+    s = synced
+    s.changed(["p"], 0.0)
+    with caplog.at_level(logging.INFO, "inosync"):
+        assert s.signal(signal.SIGINT, 1.0) == [Exit(0)]
+    assert "stopping (SIGINT)" in caplog.text and "1 path pending at shutdown" in caplog.text
+
+
+def test_run_ending_within_grace_is_a_clean_stop(synced):
+    s = synced
+    s.changed(["p"], 0.0)
+    s.tick(2.0)
+    s.signal(signal.SIGTERM, 3.0)
+    assert ended(s, A, OK, 4.0) == [WriteStatus()]
+    assert ended(s, B, OK, 4.5) == [WriteStatus(), Exit(0)]
+
+
+def test_second_term_does_not_wait_for_the_grace(synced):
+    s = synced
+    s.changed(["p"], 0.0)
+    s.tick(2.0)
+    s.signal(signal.SIGTERM, 3.0)
+    assert s.signal(signal.SIGTERM, 4.0) == [SignalRun(A, signal.SIGTERM),
+                                             SignalRun(B, signal.SIGTERM)]
+    assert s.next_deadline() == 4.0 + KILL_AFTER
+
+
+def test_nothing_starts_while_stopping(synced):
+    s = synced
+    s.changed(["p"], 0.0)
+    s.tick(2.0)
+    s.signal(signal.SIGTERM, 3.0)
+    s.changed(["q"], 3.5)
+    assert starts(s.tick(6.0)) == {}
+    assert s.signal(signal.SIGHUP, 6.0) == []  # no reload while stopping
+
+
+# ---------------------------------------------------------------- reload, status
+
+
+def test_hup_while_runs_are_in_flight(synced):
+    s = synced
+    s.changed(["p"], 0.0)
+    s.tick(2.0)
+    assert s.signal(signal.SIGHUP, 3.0) == [Reload()]
+    actions = s.reloaded(config(rnodes=(A, B), edelay=5.0), 3.5)
+    assert actions == []  # both still running: full syncs wait for them
+    assert s.nodes[A].pending.full
+    runs = starts(ended(s, A, OK, 4.0))
+    assert runs[A].batch.full
+    s.changed(["q"], 10.0)
+    assert s.next_deadline() == 15.0  # the new edelay
+
+
+def test_node_removed_by_reload_has_its_run_stopped(synced):
+    s = synced
+    s.changed(["p"], 0.0)
+    s.tick(2.0)
+    actions = s.reloaded(config(rnodes=(A,)), 3.0)
+    assert SignalRun(B, signal.SIGTERM) in actions
+    assert set(s.nodes) == {A}
+    assert ended(s, B, -15, 3.5) == [WriteStatus()]  # no failure logged for it
+    s.signal(signal.SIGTERM, 4.0)
+    assert Exit(0) in ended(s, A, OK, 4.5)
+
+
+def test_failed_reload_keeps_everything(synced, caplog):
+    s = synced
+    with caplog.at_level(logging.ERROR, "inosync"):
+        assert s.reload_failed("x.conf:3: edelay must be from 0 to 86400") == []
+    assert "keeping the old configuration" in caplog.text
+    assert set(s.nodes) == {A, B}
+
+
+def test_usr1_logs_and_writes_status(synced):
+    assert synced.signal(signal.SIGUSR1, 5.0) == [WriteStatus(), LogStatus()]
+    rows = synced.status(5.0, 2000.0)
+    assert [r["node"] for r in rows] == [A, B] and rows[0]["state"] == "idle"
+    assert rows[0]["pending"] == "0 paths" and rows[0]["last_ok"] == 1001.0
+
+
+# ---------------------------------------------------------------- overflow and wpath's identity
+
+
+def test_overflow_checks_wpath_then_rescans_and_sends_everything(synced):
+    s = synced
+    assert s.overflowed(5.0) == [CheckRoot()]
+    assert s.tick(5.0) == []  # nothing runs until the answer
+    actions = s.root_checked(RootSame(), 5.0)
+    assert actions[0] == Rescan()
+    assert all(r.batch.full for r in starts(actions).values())
+
+
+def test_root_changed_waits_edelay_then_follows(synced, caplog):
+    s = synced
+    assert s.root_changed(5.0) == []
+    s.changed(["p"], 5.0)
+    assert s.next_deadline() == 7.0
+    assert s.tick(6.0) == []
+    assert s.tick(7.0) == [CheckRoot()]  # the batch waits for the answer
+    with caplog.at_level(logging.WARNING, "inosync"):
+        actions = s.root_checked(RootMoved("/srv/releases/2", "details"), 7.0)
+    assert "following it" in caplog.text
+    assert actions[0] == Rescan("/srv/releases/2")
+    assert s.config.wpath == "/srv/releases/2"
+    assert all(r.batch.full for r in starts(actions).values())
+
+
+def test_root_lost_stops_without_syncing(synced, caplog):
+    s = synced
+    s.changed(["p"], 5.0)
+    s.root_changed(5.0)
+    s.tick(7.0)
+    with caplog.at_level(logging.ERROR, "inosync"):
+        actions = s.root_checked(RootLost("wpath /srv/www disappeared"), 7.0)
+    assert actions == [Exit(1)] and starts(actions) == {}
+    assert "stopping without syncing" in caplog.text
+
+
+def test_root_lost_with_runs_in_flight_stops_them_at_once(synced):
+    s = synced
+    s.changed(["p"], 0.0)
+    s.tick(2.0)
+    s.root_changed(3.0)
+    assert s.tick(5.0) == [CheckRoot()]
+    actions = s.root_checked(RootLost("gone"), 5.0)
+    assert actions == [SignalRun(A, signal.SIGTERM), SignalRun(B, signal.SIGTERM)]
+    ended(s, A, -15, 5.1)
+    assert ended(s, B, -15, 5.2)[-1] == Exit(1)
+
+
+def test_overflow_during_a_swap_gets_the_delay_too(synced):
+    s = synced
+    assert s.overflowed(5.0) == [CheckRoot()]
+    # The quick check lands between "mv www www.old" and "mv www.new www".
+    assert s.root_checked(RootLost("wpath /srv/www disappeared"), 5.0) == []
+    assert s.next_deadline() == 7.0
+    assert s.tick(7.0) == [CheckRoot()]
+    actions = s.root_checked(RootSame(), 7.0)
+    assert actions[0] == Rescan()  # the lost events still mean a rescan
+
+
+def test_run_refused_because_wpath_changed_asks_after_the_delay(synced):
+    s = synced
+    s.changed(["p"], 0.0)
+    s.tick(2.0)
+    assert s.root_not_same(A, 2.0) == []
+    assert s.nodes[A].pending.paths == {"p"}
+    assert s.tick(3.0) == []  # B's end below starts nothing either
+    assert starts(ended(s, B, OK, 3.0)) == {}
+    assert s.tick(4.0) == [CheckRoot()]
+
+
+# ---------------------------------------------------------------- the watch limit
+
+
+def test_watch_limit_reached_then_recovered(synced, caplog):
+    s = synced
+    with caplog.at_level(logging.ERROR, "inosync"):
+        assert s.watch_limit_hit({"big/d1", "big/d2"}, 5.0) == []
+    assert "watch limit reached" in caplog.text
+    actions = s.tick(5.0)
+    assert actions[0] == Rewatch(("big/d1", "big/d2"))
+    runs = starts(actions)  # synced whole at once: no events come from there
+    assert runs[A].batch.paths == {"big/d1", "big/d2"}
+    # Still no watch for one of them: it comes back, and is retried every rescan_interval.
+    s.watch_limit_hit({"big/d2"}, 5.0)
+    assert s.next_deadline() == 5.0 + s.config.rescan_interval
+    assert s.tick(5.0 + s.config.rescan_interval) == [Rewatch(("big/d2",))]
+    # The limit was raised: the rewatch succeeded, nothing comes back, no more timer.
+    ended(s, A, OK, 70.0)
+    ended(s, B, OK, 70.0)
+    s.tick(70.0)
+    assert s.unwatched == set()
+
+
+# ---------------------------------------------------------------- -p
+
+
+def test_pretended_runs_log_nothing_and_finish(synced, caplog):
+    s = synced
+    s.changed(["p"], 0.0)
+    s.tick(2.0)
+    with caplog.at_level(logging.INFO, "inosync"):
+        s.run_ended(A, 0, "", 2.0, 0.0, 0.0, "1 path", pretended=True)
+    assert "synced" not in caplog.text and s.nodes[A].pending.paths == set()
+
+
+def test_runs_in_milliseconds(tmp_path: Path):
+    """The whole story above costs nothing: 1,000 batches, no sleeps."""
+    s = Scheduler(config())
+    s.begin(0.0)
+    ended(s, A, OK, 0.1)
+    ended(s, B, OK, 0.1)
+    now = 1.0
+    for i in range(1000):
+        s.changed([f"f{i}"], now)
+        now += 2.0
+        assert set(starts(s.tick(now))) == {A, B}
+        ended(s, A, OK, now)
+        ended(s, B, OK, now)
+    assert s.nodes[A].runs == 1001
