@@ -212,6 +212,11 @@ class _Rule:
     lead_slash: bool  # pattern starts with "**": match against "/" + path
     dir_slash: bool  # pattern ends with "***": directories get a "/" appended
     regex: re.Pattern[bytes]
+    # How the rule can be looked up instead of tried (see _Index), or None:
+    # ("tail", k, text): the last k+1 elements of the path are text;
+    # ("path", 0, text): the path is text; ("suffix"/"prefix", 0, text): the
+    # final element ends or starts with text.
+    key: tuple[str, int, bytes] | None = None
 
     def matches(self, path: bytes, is_dir: bool) -> bool:
         if self.dir_only and not is_dir:
@@ -264,6 +269,7 @@ def _compile_rule(include: bool, pat: bytes) -> _Rule | None:
     body = _wild_regex(unanchored) if wild else re.escape(unanchored)
     if body is None:
         return None
+    key = _lookup_key(anchored, wild, unanchored)
     if anchored or lead_slash:
         prefix = b""
     elif wild2:
@@ -278,7 +284,87 @@ def _compile_rule(include: bool, pat: bytes) -> _Rule | None:
         lead_slash=lead_slash,
         dir_slash=wild2 and pat.endswith(b"***"),
         regex=re.compile(prefix + body, re.DOTALL),
+        key=key,
     )
+
+
+def _lookup_key(anchored: bool, wild: bool, pat: bytes) -> tuple[str, int, bytes] | None:
+    """The key under which a simple rule can be found by a dict lookup.
+
+    Literal patterns (no "*?[": backslashes are plain characters) match
+    exactly the whole path (anchored) or its last slash-count + 1 elements;
+    "*text" and "text*" without a slash match the final element's end or
+    start. Anything else is tried as a regex.
+    """
+    if not wild:
+        return ("path", 0, pat) if anchored else ("tail", pat.count(b"/"), pat)
+    if anchored or b"/" in pat:
+        return None
+    if pat.startswith(b"*") and not re.search(rb"[*?\[\\]", pat[1:]):
+        return ("suffix", 0, pat[1:])
+    if pat.endswith(b"*") and not re.search(rb"[*?\[\\]", pat[:-1]):
+        return ("prefix", 0, pat[:-1])
+    return None
+
+
+class _Index:
+    """The rules, arranged so that a path meets only the few that can match it.
+
+    rsync tries the rules in order and the first match wins. Here the simple
+    rules (see _lookup_key) are found by dict lookups, and only the others
+    are tried one by one, and only those before the first simple match: the
+    answer is the same, at a cost that does not grow with the number of
+    literal names and suffixes (a list of 10,000 file names, say).
+    """
+
+    def __init__(self, rules: Sequence[_Rule]) -> None:
+        self.rules = rules
+        self.tried: list[int] = []  # rules with no key, in order
+        self.tables: dict[tuple[str, int], dict[bytes, list[int]]] = {}
+        for i, rule in enumerate(rules):
+            if rule.key is None:
+                self.tried.append(i)
+            else:
+                kind, k, text = rule.key
+                self.tables.setdefault((kind, k), {}).setdefault(text, []).append(i)
+        # Affix lengths present, so a name is cut only where a key could be.
+        self.lengths = {kind: sorted({len(t) for (kd, _), table in self.tables.items()
+                                      if kd == kind for t in table})
+                        for kind in ("suffix", "prefix")}
+
+    def first(self, path: bytes, is_dir: bool) -> _Rule | None:
+        """The first rule that matches path, as rsync's own loop would find it."""
+        best = len(self.rules)
+        for (kind, k), table in self.tables.items():
+            for text in self._texts(kind, k, path):
+                for i in table.get(text, ()):
+                    if i < best and (is_dir or not self.rules[i].dir_only):
+                        best = i
+                        break
+        for i in self.tried:
+            if i >= best:
+                break
+            if self.rules[i].matches(path, is_dir):
+                return self.rules[i]
+        return self.rules[best] if best < len(self.rules) else None
+
+    def _texts(self, kind: str, k: int, path: bytes) -> list[bytes]:
+        if kind == "path":
+            return [path]
+        if kind == "tail":
+            cut = len(path)
+            for _ in range(k + 1):
+                cut = path.rfind(b"/", 0, cut)
+                if cut < 0:
+                    break
+            else:
+                return [path[cut + 1 :]]
+            return [path] if path.count(b"/") == k else []
+        name = path[path.rfind(b"/") + 1 :]
+        lengths = [n for n in self.lengths[kind] if n <= len(name)]
+        if kind == "suffix":
+            return [name[len(name) - n :] for n in lengths]
+        return [name[:n] for n in lengths]
 
 
 def _compile_rules(patterns: Iterable[str]) -> tuple[_Rule, ...]:
@@ -302,6 +388,7 @@ class Excludes:
             raise TypeError("patterns must be a sequence of str, not a single string")
         self.patterns: tuple[str, ...] = tuple(patterns)
         self._rules = _compile_rules(self.patterns)
+        self._index = _Index(self._rules)
         # Ancestor directories repeat across events; remember their verdicts.
         self._dir_excluded = functools.lru_cache(maxsize=4096)(self._level_excluded_dir)
 
@@ -337,10 +424,8 @@ class Excludes:
     def _level_excluded(self, path: bytes, is_dir: bool) -> bool:
         if not path:
             return False  # rsync never filters the transfer root
-        for rule in self._rules:
-            if rule.matches(path, is_dir):
-                return not rule.include
-        return False
+        rule = self._index.first(path, is_dir)
+        return rule is not None and not rule.include
 
 
 def read_exclude_file(path: str) -> list[str]:

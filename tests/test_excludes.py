@@ -483,3 +483,65 @@ def test_exclude_from_agrees_with_rsync(tmp_path: Path) -> None:
     make_tree(tmp_path / "src", QUIRK_TREE)
     expected = rsync_kept(tmp_path / "src", [f"--exclude-from={path}"])
     assert our_kept(QUIRK_TREE, Excludes(read_exclude_file(path))) == expected
+
+
+# ---------------------------------------------------------------- 5. the index changes no answer
+
+PIECES = ["a", "b", "ab", ".o", "x.o", "*", "?", "[ab]", "**", "\\*", "/", "***"]
+
+
+def _linear_excluded(ex: Excludes, path: str, is_dir: bool) -> bool:
+    """rsync's own loop: every rule in order, the first match decides (ancestors too)."""
+    data = os.fsencode(path)
+    levels = [data[:i] for i, ch in enumerate(data) if ch == ord("/")] + [data]
+    for level in levels:
+        level_is_dir = is_dir if level == data else True
+        for rule in ex._rules:
+            if rule.matches(level, level_is_dir):
+                if not rule.include:
+                    return True
+                break
+    return False
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(
+    patterns=st.lists(
+        st.builds(lambda lead, parts, trail, sign: sign + lead + "".join(parts) + trail,
+                  st.sampled_from(["", "/", "*", "**/"]),
+                  st.lists(st.sampled_from(PIECES), min_size=1, max_size=3),
+                  st.sampled_from(["", "/", "*"]),
+                  st.sampled_from(["", "", "+ ", "- "])),
+        min_size=1, max_size=25),
+    paths=st.lists(st.tuples(
+        st.lists(st.sampled_from(["a", "b", "ab", "x.o", "a.o", "ax.o", "bab", "ba", "*", "[ab]"]),
+                 min_size=1, max_size=4).map("/".join),
+        st.booleans()), min_size=1, max_size=20),
+)
+def test_index_agrees_with_trying_every_rule_in_order(patterns, paths):
+    try:
+        ex = Excludes(patterns)
+    except ExcludeSyntaxError:
+        return
+    for path, is_dir in paths:
+        assert ex.excluded(path, is_dir) == _linear_excluded(ex, path, is_dir), (path, is_dir)
+
+
+def test_ten_thousand_literal_names_and_suffixes_cost_little():
+    patterns = [f"name{i}.tmp" for i in range(5000)] + [f"*.ext{i}" for i in range(5000)]
+    ex = Excludes([*patterns, "/top/", "cache*/"])
+    assert ex._index.tried == []  # every one of these is looked up, none is tried
+    assert ex.excluded("d/name4999.tmp", False) and ex.excluded("d/e/f.ext77", False)
+    assert ex.excluded("top/x", False) and ex.excluded("a/cache1/x", False)
+    assert not ex.excluded("d/name5000.tmp", False) and not ex.excluded("d/top", True)
+
+
+@pytest.mark.parametrize("patterns", [
+    ["ba*"], ["*x.o"], ["a*/"], ["+ ab*", "*.o"], ["*", "+ b"], ["b*", "+ *a", "ab"],
+    ["*b", "ba*", "/a/ba", "a/bab"], ["ab/"], ["a/b*"], ["*"],
+])
+def test_index_agrees_on_prefixes_suffixes_and_tails(patterns):
+    ex = Excludes(patterns)
+    for path in ["bab", "ba", "b", "a/bab", "ab.o", "x.o", "ax.o", "a/ba", "a", "ab", "c/a/bab"]:
+        for is_dir in (False, True):
+            assert ex.excluded(path, is_dir) == _linear_excluded(ex, path, is_dir), (path, is_dir)
