@@ -215,7 +215,8 @@ class _Rule:
     # How the rule can be looked up instead of tried (see _Index), or None:
     # ("tail", k, text): the last k+1 elements of the path are text;
     # ("path", 0, text): the path is text; ("suffix"/"prefix", 0, text): the
-    # final element ends or starts with text.
+    # final element ends or starts with text; ("gate", 0, text): it can only
+    # match if the final element starts with text (then the regex decides).
     key: tuple[str, int, bytes] | None = None
 
     def matches(self, path: bytes, is_dir: bool) -> bool:
@@ -269,7 +270,7 @@ def _compile_rule(include: bool, pat: bytes) -> _Rule | None:
     body = _wild_regex(unanchored) if wild else re.escape(unanchored)
     if body is None:
         return None
-    key = _lookup_key(anchored, wild, unanchored)
+    key = _lookup_key(anchored, wild, wild2, unanchored)
     if anchored or lead_slash:
         prefix = b""
     elif wild2:
@@ -288,22 +289,30 @@ def _compile_rule(include: bool, pat: bytes) -> _Rule | None:
     )
 
 
-def _lookup_key(anchored: bool, wild: bool, pat: bytes) -> tuple[str, int, bytes] | None:
-    """The key under which a simple rule can be found by a dict lookup.
+def _lookup_key(anchored: bool, wild: bool, wild2: bool,
+                pat: bytes) -> tuple[str, int, bytes] | None:
+    """The key under which a rule can be found by a dict lookup, or None.
 
     Literal patterns (no "*?[": backslashes are plain characters) match
     exactly the whole path (anchored) or its last slash-count + 1 elements;
     "*text" and "text*" without a slash match the final element's end or
-    start. Anything else is tried as a regex.
+    start. Another wildcard pattern without a slash or "**" sees only the
+    final element, which must start with the text before its first special
+    character ("log.[0-9]*": "log."): a gate, after which the regex decides.
+    Anything else is tried as a regex.
     """
     if not wild:
         return ("path", 0, pat) if anchored else ("tail", pat.count(b"/"), pat)
-    if anchored or b"/" in pat:
+    if anchored or wild2 or b"/" in pat:
         return None
+    special = re.search(rb"[*?\[\\]", pat)
+    assert special is not None  # wild
     if pat.startswith(b"*") and not re.search(rb"[*?\[\\]", pat[1:]):
         return ("suffix", 0, pat[1:])
-    if pat.endswith(b"*") and not re.search(rb"[*?\[\\]", pat[:-1]):
+    if pat.endswith(b"*") and special.start() == len(pat) - 1:
         return ("prefix", 0, pat[:-1])
+    if special.start() > 0:
+        return ("gate", 0, pat[: special.start()])
     return None
 
 
@@ -330,15 +339,19 @@ class _Index:
         # Affix lengths present, so a name is cut only where a key could be.
         self.lengths = {kind: sorted({len(t) for (kd, _), table in self.tables.items()
                                       if kd == kind for t in table})
-                        for kind in ("suffix", "prefix")}
+                        for kind in ("suffix", "prefix", "gate")}
 
     def first(self, path: bytes, is_dir: bool) -> _Rule | None:
         """The first rule that matches path, as rsync's own loop would find it."""
         best = len(self.rules)
         for (kind, k), table in self.tables.items():
+            exact = kind != "gate"
             for text in self._texts(kind, k, path):
                 for i in table.get(text, ()):
-                    if i < best and (is_dir or not self.rules[i].dir_only):
+                    if i >= best:
+                        break
+                    rule = self.rules[i]
+                    if (is_dir or not rule.dir_only) and (exact or rule.matches(path, is_dir)):
                         best = i
                         break
         for i in self.tried:

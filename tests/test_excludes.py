@@ -539,6 +539,7 @@ def test_ten_thousand_literal_names_and_suffixes_cost_little():
 @pytest.mark.parametrize("patterns", [
     ["ba*"], ["*x.o"], ["a*/"], ["+ ab*", "*.o"], ["*", "+ b"], ["b*", "+ *a", "ab"],
     ["*b", "ba*", "/a/ba", "a/bab"], ["ab/"], ["a/b*"], ["*"],
+    ["a?"], ["ba[ab]"], ["b?b", "+ a*", "a"], ["ab.[o]", "*.o"],  # gates: the regex decides
 ])
 def test_index_agrees_on_prefixes_suffixes_and_tails(patterns):
     ex = Excludes(patterns)
