@@ -128,8 +128,10 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
         try:
             watcher.start()
         except WatchLimitError:
+            watcher.close()
             return fail(watch_limit_message(config.wpath), EXIT_RUNTIME)
         except OSError as e:
+            watcher.close()
             return fail(f"cannot watch {config.wpath}: {e.strerror}", EXIT_RUNTIME)
         if args.daemonize:
             try:

@@ -103,11 +103,14 @@ class Daemon:
         self.poller.register(self.watcher.fileno(), select.POLLIN)
         log.info("watching %s (%d directories); initial sync to %d node(s)",
                  self.config.wpath, len(self.watcher), len(self.config.rnodes))
-        with self.runner:
-            code = self.carry_out(self.scheduler.begin(time.monotonic()))
-            while code is None:
-                self.wait()
-                code = self.carry_out(self.inputs(time.monotonic()))
+        try:
+            with self.runner:
+                code = self.carry_out(self.scheduler.begin(time.monotonic()))
+                while code is None:
+                    self.wait()
+                    code = self.carry_out(self.inputs(time.monotonic()))
+        finally:
+            self.watcher.close()  # ours from the start (a reload may have replaced it)
         return code
 
     def wait(self) -> None:

@@ -99,7 +99,8 @@ class Node:
         self.inflight = None
         self.state = State.IDLE if not self.failures else State.WAITING
 
-    def pending_count(self) -> str:
+    def pending_summary(self) -> str:
+        """What is waiting for this node, queued and in flight: "3 paths", "full sync"."""
         both = PathSet(self.limit)
         both.update(self.pending)
         if self.inflight is not None:

@@ -340,7 +340,7 @@ class Scheduler:
                 retry = wall + max(0.0, node.retry_at - now)
             rows.append({
                 "node": node.dest, "state": node.state.value,
-                "pending": node.pending_count(), "failures": node.failures,
+                "pending": node.pending_summary(), "failures": node.failures,
                 "last_ok": node.last_ok, "last_error": node.last_error,
                 "next_retry": retry, "runs": node.runs,
             })
@@ -408,7 +408,7 @@ class Scheduler:
         for node in self.nodes.values():
             if node.pending or node.inflight is not None:
                 log.info("%s: %s pending at shutdown; the next start's full sync "
-                         "covers them", node.dest, node.pending_count())
+                         "covers them", node.dest, node.pending_summary())
         return []
 
     def _stop_runs(self, now: float) -> list[Action]:

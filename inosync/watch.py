@@ -220,7 +220,9 @@ class Watcher:
         os.set_inheritable(self.fd, False)  # rsync children must not hold it
 
     def close(self) -> None:
-        self._wm.close()
+        if self.fd >= 0:  # once: the fd number may belong to someone else afterwards
+            self._wm.close()
+            self.fd = -1
 
     def __enter__(self) -> Watcher:
         return self

@@ -67,7 +67,7 @@ def test_new_node_is_idle_and_not_ready():
     assert n.inflight is None
     assert n.failures == 0
     assert n.runs == 0
-    assert n.pending_count() == "0 paths"
+    assert n.pending_summary() == "0 paths"
 
 
 def test_ready_when_idle_with_pending():
@@ -344,37 +344,37 @@ def test_abandon_full_batch():
     assert n.pending.full
 
 
-# ---------------------------------------------------------------- pending_count
+# ---------------------------------------------------------------- pending_summary
 
 
-def test_pending_count_counts_pending_and_inflight_once():
+def test_pending_summary_counts_pending_and_inflight_once():
     n = with_pending("a", "b")
-    assert n.pending_count() == "2 paths"
+    assert n.pending_summary() == "2 paths"
     n.begin()
-    assert n.pending_count() == "2 paths"
+    assert n.pending_summary() == "2 paths"
     n.pending.add("b")  # also in flight: counted once
     n.pending.add("c")
-    assert n.pending_count() == "3 paths"
+    assert n.pending_summary() == "3 paths"
     # does not disturb the sets it looks at
     assert n.pending.paths == {"b", "c"}
     assert n.inflight is not None and n.inflight.paths == {"a", "b"}
 
 
-def test_pending_count_full():
+def test_pending_summary_full():
     n = node()
     n.pending.set_full()
     n.begin()
-    assert n.pending_count() == "full sync"
+    assert n.pending_summary() == "full sync"
     n.pending.add("x")
-    assert n.pending_count() == "full sync"
+    assert n.pending_summary() == "full sync"
 
 
-def test_pending_count_over_limit_is_full():
+def test_pending_summary_over_limit_is_full():
     n = with_pending("a", "b", limit=3)
     n.begin()
     n.pending.add("c")
     n.pending.add("d")
-    assert n.pending_count() == "full sync"
+    assert n.pending_summary() == "full sync"
     assert not n.pending.full  # only the combined view is full
 
 
