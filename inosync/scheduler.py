@@ -137,7 +137,8 @@ class Scheduler:
         self.term_at: float | None = None  # when to SIGTERM the runs on shutdown
         self.kill_at: float | None = None
         self.stopped_by_us: set[str] = set()  # runs we signalled: their end is no failure
-        self.unwatched: set[str] = set()
+        self.unwatched: set[str] = set()  # directories the watch limit left without a watch
+        self.limit_hit = False
         self.rewatch_at: float | None = None
         self.root_check_at: float | None = None  # when to ask which directory wpath is
         self.root_check_asked = False  # CheckRoot went out; no run starts until answered
@@ -188,8 +189,12 @@ class Scheduler:
         """These directories got no watch: sync them whole, now and periodically."""
         new = set(paths) - self.unwatched
         if not new:
+            if self.limit_hit and not self.unwatched:
+                self.limit_hit = False
+                log.info("every directory is watched again")
             return []
-        if not self.unwatched:
+        if not self.limit_hit:
+            self.limit_hit = True  # logged once, until every directory has a watch again
             log.error("inotify watch limit reached at %r: raise fs.inotify.max_user_watches; "
                       "until then such directories are synced whole, periodically",
                       sorted(new)[0])

@@ -354,14 +354,20 @@ def test_watch_limit_reached_then_recovered(synced, caplog):
     runs = starts(actions)  # synced whole at once: no events come from there
     assert runs[A].batch.paths == {"big/d1", "big/d2"}
     # Still no watch for one of them: it comes back, and is retried every rescan_interval.
-    s.watch_limit_hit({"big/d2"}, 5.0)
-    assert s.next_deadline() == 5.0 + s.config.rescan_interval
-    assert s.tick(5.0 + s.config.rescan_interval) == [Rewatch(("big/d2",))]
-    # The limit was raised: the rewatch succeeded, nothing comes back, no more timer.
-    ended(s, A, OK, 70.0)
-    ended(s, B, OK, 70.0)
-    s.tick(70.0)
-    assert s.unwatched == set()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "inosync"):
+        s.watch_limit_hit({"big/d2"}, 5.0)
+        assert s.next_deadline() == 5.0 + s.config.rescan_interval
+        assert s.tick(5.0 + s.config.rescan_interval)[0] == Rewatch(("big/d2",))
+        s.watch_limit_hit({"big/d2"}, 65.0)  # and fails again
+    assert "watch limit" not in caplog.text  # logged once, not every rescan_interval
+    # The limit was raised: the rewatch succeeds, nothing comes back.
+    ended(s, A, OK, 66.0)
+    ended(s, B, OK, 66.0)
+    with caplog.at_level(logging.INFO, "inosync"):
+        assert s.tick(125.0)[0] == Rewatch(("big/d2",))
+        assert s.watch_limit_hit(set(), 125.0) == []
+    assert s.unwatched == set() and "every directory is watched again" in caplog.text
 
 
 # ---------------------------------------------------------------- -p
