@@ -34,6 +34,14 @@ def node_kind(dest: str) -> Kind:
     return Kind.LOCAL
 
 
+def ssh_parts(dest: str) -> tuple[str, str]:
+    """[user@]host and the path of an ssh destination ("" means the login directory)."""
+    m = _SSH.match(dest)
+    if m is None:
+        raise ValueError(f"not an ssh destination: {dest!r}")
+    return dest[: m.end() - 1], dest[m.end() :]
+
+
 def with_slash(path: str) -> str:
     """rsync copies a directory's contents (not the directory) when it ends in '/'."""
     return path if path.endswith("/") else path + "/"
