@@ -11,12 +11,13 @@ import argparse
 import logging
 import logging.handlers
 import os
+import signal
 import sys
 
 from . import __version__
 from .config import DEFAULT_PATH, Config, ConfigError, load
 from .pidfile import Pidfile, PidfileError
-from .signals import Signals, StopDuringStartup
+from .signals import CAUGHT, Signals, StopDuringStartup
 
 log = logging.getLogger("inosync")
 
@@ -142,7 +143,13 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
             keep = [watcher.fileno(), *logs.fds(), *signals.fds()]
             if pidfile and pidfile.fd is not None:
                 keep.append(pidfile.fd)
-            detach(keep)
+            # A signal during the forks would act in a parent about to vanish (and
+            # remove the pidfile the daemon holds): held until the daemon is alone.
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, CAUGHT)
+            try:
+                detach(keep)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
         if pidfile:
             pidfile.write()
 

@@ -10,6 +10,7 @@ import ast
 import difflib
 import math
 import os
+import shutil
 import stat
 import tempfile
 import traceback
@@ -253,9 +254,10 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
     Checked at load and again whenever the configured wpath comes to mean
     another directory (a deploy swapped it).
     """
-    if not config.allow_empty_wpath and not os.listdir(wpath):
-        return "wpath", (f"wpath {wpath} is empty; syncing it would delete everything on the "
-                         "nodes (unmounted disk?). Set allow_empty_wpath = True if intended")
+    if not config.allow_empty_wpath and not paths.has_content(wpath, config.excludes):
+        return "wpath", (f"wpath {wpath} is empty (or holds only lost+found or excluded "
+                         "entries); syncing it would delete everything on the nodes (unmounted "
+                         "disk?). Set allow_empty_wpath = True if intended")
     system = paths.system_inside(wpath)
     if system and not config.allow_system_wpath:
         return "wpath", (f"wpath {wpath} holds the system directory {system}, which changes "
@@ -297,7 +299,11 @@ def _number(value: Any, minimum: float, maximum: float, integer: bool = False) -
     if isinstance(value, bool) or not isinstance(value, kinds):
         kind = "an integer" if integer else "a number"
         raise ValueError(f"must be {kind}, got {value!r}")
-    if not (math.isfinite(value) and minimum <= value <= maximum):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too big for a float
+        finite = False
+    if not (finite and minimum <= value <= maximum):
         raise ValueError(f"must be from {minimum:g} to {maximum:g}, got {value!r}")
     return value
 
@@ -344,6 +350,8 @@ def _emask(value: Any) -> tuple[str, ...]:
 
 def _executable(value: Any) -> str:
     path = _string(value)
+    if "/" not in path:
+        path = shutil.which(path) or path
     st = os.stat(path) if os.path.exists(path) else None
     if st is None or not stat.S_ISREG(st.st_mode) or not os.access(path, os.X_OK):
         raise ValueError(f"{path} is not an executable file (install rsync or fix the path)")
@@ -368,8 +376,14 @@ def _path_checks(base_dir: str) -> dict[str, Callable[[Any], Any]]:
     def optional(value: Any) -> str | None:
         return None if value is None else local(value)
 
+    def program(value: Any) -> str:
+        # A bare name stays as is (found on PATH, as rsync finds it); a
+        # relative path must keep meaning the same file after -d's cd /.
+        name = _string(value)
+        return _executable(local(name) if "/" in name else name)
+
     return {"wpath": local, "rnodes": lambda v: _rnodes(v, base_dir),
-            **{name: optional for name in _DAEMON_FILES}}
+            **{name: optional for name in _DAEMON_FILES}, "rsync": program}
 
 
 _CHECKS: dict[str, Callable[[Any], Any]] = {
@@ -377,7 +391,6 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "rspeed": _count(0, 1_000_000_000),  # KB/s, as rsync --bwlimit
     "emask": _emask,
     "edelay": _seconds(0),
-    "rsync": _executable,
     "rsync_args": _rsync_args,
     "ssh": lambda v: _string_list(v, "ssh command words") or _raise("must not be empty"),
     "timeout": _count(1, int(DAY)),

@@ -174,7 +174,11 @@ class Daemon:
         elif isinstance(action, CheckRoot):
             return s.root_checked(self.check_root(), now)
         elif isinstance(action, Rescan):
-            w.rescan(action.root)
+            try:
+                w.rescan(action.root)
+            except OSError as e:  # no inotify instance left, say: nothing is watched now
+                return s.root_checked(RootLost(f"cannot watch {self.config.wpath} again: "
+                                               f"{e.strerror}"), now)
             return s.watch_limit_hit(w.take_unwatched(), now)
         elif isinstance(action, Rewatch):
             w.rewatch(action.paths)
@@ -250,16 +254,22 @@ class Daemon:
         return RootMoved(real, f"{real}, {now_is}; was {w.root}, {w.identity}")
 
     def reload(self, now: float) -> list[Action]:
+        """Read the configuration again; any error keeps the old one, whole."""
         old = self.config
         try:
             new = configmod.load(old.path, old.base_dir)
+            if self.on_reload:
+                self.on_reload(new)  # first: opening a new log file may fail
             if (new.wpath, new.configured_wpath, new.emask, new.excludes.patterns) != (
                     old.wpath, old.configured_wpath, old.emask, old.excludes.patterns):
                 self._switch_watcher(new)
         except (ConfigError, WatchLimitError) as e:
-            return self.scheduler.reload_failed(str(e))
-        if self.on_reload:
-            self.on_reload(new)
+            return self.scheduler.reload_failed(str(e), now)
+        except OSError as e:
+            if self.on_reload:
+                self.on_reload(old)
+            where = f"{e.filename}: " if e.filename else ""
+            return self.scheduler.reload_failed(f"{where}{e.strerror}", now)
         return self.scheduler.reloaded(new, now)
 
     def _switch_watcher(self, new: Config) -> None:

@@ -63,6 +63,25 @@ def read_regular_file(path: str) -> tuple[bytes, os.stat_result]:
         return f.read(), st
 
 
+def has_content(wpath: str, excludes: Excludes) -> bool:
+    """True if wpath holds something that would be synced.
+
+    A fresh or wrongly mounted filesystem holds only lost+found, and
+    entries the excludes hide are never sent: neither counts. OSError (wpath
+    vanished meanwhile) counts as empty.
+    """
+    try:
+        with os.scandir(wpath) as entries:
+            for entry in entries:
+                if entry.name == "lost+found":
+                    continue
+                if not excludes.excluded(entry.name, entry.is_dir(follow_symlinks=False)):
+                    return True
+    except OSError:
+        return False
+    return False
+
+
 def real(path: str) -> str:
     """path with every symlink resolved; the part that does not exist yet stays as is."""
     return os.path.realpath(path)

@@ -19,6 +19,7 @@ class Pidfile:
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd: int | None = None
+        self.owner: int | None = None  # whose pid it holds (after the fork: the daemon)
 
     def acquire(self) -> None:
         """Open and lock the file; raise PidfileError if a live process holds it."""
@@ -41,19 +42,22 @@ class Pidfile:
             ) from None
         os.ftruncate(fd, 0)  # a stale pid must not be read as ours meanwhile
         self.fd = fd
+        self.owner = os.getpid()
 
     def write(self) -> None:
         """Record our pid; call after forking (the lock travels with the fd)."""
         assert self.fd is not None
+        self.owner = os.getpid()
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
     def release(self) -> None:
         if self.fd is None:
             return
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        if os.getpid() == self.owner:  # never from a parent left behind by the fork
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
         os.close(self.fd)
         self.fd = None

@@ -266,11 +266,16 @@ _REFUSED = {
     "--write-batch": "writes every run to a batch file", "--only-write-batch": _COPIES_NOTHING,
     "--read-batch": "reads a batch file instead of wpath",
     "--daemon": _NOT_CLIENT, "--server": _NOT_CLIENT, "--sender": _NOT_CLIENT,
+    "--old-dirs": _SKIPS, "--old-d": _SKIPS, "--prune-empty-dirs": _SKIPS,
+    "--safe-links": _SKIPS,
+    "--remote-option": "passes options to the remote rsync, where none of these checks "
+                       "reach",
 }
 _SHORT = {  # short letters of refused options
     "n": "--dry-run", "f": "--filter", "C": "--cvs-exclude", "R": "--relative",
     "u": "--update", "@": "--modify-window", "L": "--copy-links", "k": "--copy-dirlinks",
     "x": "--one-file-system", "e": "--rsh", "0": "--from0", "F": "-F",
+    "m": "--prune-empty-dirs", "M": "--remote-option",
 }
 _SHORT_WITH_VALUE = set("BefTM@")  # the rest of the word (or the next word) is the value
 # Long options that take their value as the next word when not given as --opt=value.
@@ -286,6 +291,7 @@ _LONG_WITH_VALUE = {
     "--write-batch", "--only-write-batch", "--read-batch", "--protocol", "--iconv",
     "--checksum-choice", "--cc", "--checksum-seed", "--outbuf", "--remote-option",
     "--timeout", "--contimeout", "--config", "--dparam", "--copy-as", "--time-limit",
+    "--confine-root", "--compress-threads", "--zt",
 }
 
 
@@ -297,16 +303,24 @@ def check_extra_args(args: Sequence[str]) -> None:
     word that is not an option (rsync would take it as one more source).
     """
     takes_value = False
+    previous = ""
     for arg in args:
         if takes_value:
             takes_value = False
+            if previous == "--rsync-path" and not _plain_program(arg):
+                raise ValueError(f"--rsync-path must name one program (got {arg!r}): "
+                                 "options there would pass none of these checks")
             continue
+        previous = arg
         if arg == "--" or not arg.startswith("-") or arg == "-":
             raise ValueError(f"item {arg!r} is not an option: rsync would take it as "
                              "another source or destination")
         if arg.startswith("--"):
-            name, has_value, _ = arg.partition("=")
+            name, has_value, value = arg.partition("=")
             _refuse(name, arg)
+            if name == "--rsync-path" and has_value and not _plain_program(value):
+                raise ValueError(f"--rsync-path must name one program (got {value!r}): "
+                                 "options there would pass none of these checks")
             takes_value = name in _LONG_WITH_VALUE and not has_value
             continue
         for i, letter in enumerate(arg[1:], 1):
@@ -315,6 +329,13 @@ def check_extra_args(args: Sequence[str]) -> None:
             if letter in _SHORT_WITH_VALUE:
                 takes_value = i == len(arg) - 1
                 break
+    if takes_value:
+        raise ValueError(f"ends with {args[-1]!r}, which takes a value: rsync would take "
+                         "the next word inosync adds (wpath, say) as that value")
+
+
+def _plain_program(value: str) -> bool:
+    return bool(value) and not any(c.isspace() for c in value) and not value.startswith("-")
 
 
 def _refuse(name: str, arg: str) -> None:

@@ -14,6 +14,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -132,8 +133,13 @@ class Runner:
 
     def _scratch_dir(self) -> str:
         """The private directory for rsync's list files, made again if it was removed
-        (tmp cleaners remove what an idle daemon has not touched for days)."""
-        if not os.path.isdir(self.dir):
+        (tmp cleaners remove what an idle daemon has not touched for days).
+
+        Its name shows in rsync's command line: if someone else made a
+        directory (or a symlink) of that name meanwhile, it is not ours to
+        write rules into. A new one is made instead.
+        """
+        if not _private_dir(self.dir):
             self.dir = tempfile.mkdtemp(prefix="inosync-")
             log.warning("the directory for rsync list files was removed; now using %s",
                         self.dir)
@@ -148,6 +154,15 @@ class Runner:
             _remove([name])
             raise
         return name
+
+
+def _private_dir(path: str) -> bool:
+    """A real directory (not a symlink), ours, that nobody else may enter."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
 def _kill(proc: subprocess.Popen[bytes], signum: int) -> None:

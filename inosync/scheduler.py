@@ -144,6 +144,7 @@ class Scheduler:
         self.root_check_asked = False  # CheckRoot went out; no run starts until answered
         self.quick_check = False  # asked at once (overflow): a change of root gets a delay
         self.lost_events = False  # the queue overflowed: rescan once the root is known
+        self.reloading = False  # a Reload went out: no run starts until it is answered
         self.exited = False
 
     def _new_node(self, dest: str) -> Node:
@@ -276,6 +277,7 @@ class Scheduler:
 
     def reloaded(self, new: Config, now: float) -> list[Action]:
         """The new configuration is in effect (the loop switched the watcher if needed)."""
+        self.reloading = False
         old, self.config = self.config, new
         actions: list[Action] = []
         for dest, node in self.nodes.items():
@@ -296,9 +298,10 @@ class Scheduler:
         log.info("reloaded; full sync to %s", plural(len(self.nodes), "node"))
         return actions + self.tick(now)
 
-    def reload_failed(self, error: str) -> list[Action]:
+    def reload_failed(self, error: str, now: float) -> list[Action]:
+        self.reloading = False
         log.error("reload failed, keeping the old configuration: %s", error)
-        return []
+        return self.tick(now)
 
     def tick(self, now: float) -> list[Action]:
         """Time passed: whatever is due now."""
@@ -319,6 +322,8 @@ class Scheduler:
             return actions
         if self.root_check_at is not None or self.root_check_asked:
             return actions  # until we know which directory wpath is, nothing is synced
+        if self.reloading:
+            return actions  # the node a run is for may be gone after it
         for node in self.nodes.values():
             if node.ready(now):
                 actions.append(StartRun(node.dest, node.begin()))
@@ -366,6 +371,7 @@ class Scheduler:
         if self.stopping:
             return []
         log.info("SIGHUP: reloading %s", self.config.path)
+        self.reloading = True
         return [Reload()]
 
     def _handle_usr1(self, name: str, now: float) -> list[Action]:

@@ -46,7 +46,7 @@ except ImportError as e:  # pragma: no cover - depends on the interpreter
 
 from .batch import is_real_dir
 from .excludes import Excludes
-from .paths import Identity, identity
+from .paths import Identity, has_content, identity
 
 # pyinotify's own stderr handler would print into a daemon's /dev/null (or a
 # closed fd) and duplicate our log lines in the foreground.
@@ -96,6 +96,7 @@ _WATCH_OPTIONS = IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK
 _ANCESTOR_MASK = (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF
                   | IN_MOVE_SELF | IN_ONLYDIR | IN_MASK_ADD)
 
+_NOTHING_EXCLUDED = Excludes(())
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, length of the name
 
 
@@ -397,17 +398,27 @@ class Watcher:
         The directory was deleted (its parent reported that), or the
         filesystem it was on was unmounted: then what is visible at that
         path now (the directory underneath) has no watch, and nothing says
-        it changed. Watch it and sync it.
+        it changed. Watch it, so later writes there replicate, and sync it
+        if it holds anything. An empty mount point is not synced: that
+        would delete the unmounted filesystem's copy on every node (as for
+        an empty wpath, an unmounted disk is the likely cause); later writes
+        there are sent one by one, which deletes nothing else.
         """
         del self.path_of[wd]
         if self.wd_of.get(base) != wd:
             return  # the path has a newer watch already
         del self.wd_of[base]
+        path = os.path.join(self.root, base)
         if base == "":
             self.root_changed = True
-        elif is_real_dir(os.path.join(self.root, base)):
+        elif is_real_dir(path):
             self.add_tree(base)
-            changed.append(base)
+            if has_content(path, _NOTHING_EXCLUDED):
+                changed.append(base)
+            else:
+                log.warning("%s lost its watch (unmounted?) and is empty now: watching it "
+                            "again, not syncing it, so its copy on the nodes is kept (a full "
+                            "sync, at start, HUP or overflow, would remove it)", path)
 
     def _handle_self(self, base: str, mask: int, changed: list[str]) -> None:
         """An event about a watched directory itself (no name)."""

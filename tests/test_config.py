@@ -683,6 +683,9 @@ def test_symlinked_wpath_remembers_the_configured_path(write, wdir, tmp_path):
     ["--copy-dirlinks"], ["-x"], ["-e", "ssh -p 2"], ["--rsh=ssh"], ["--timeout=0"],
     ["--contimeout=0"], ["--no-r"], ["--no-recursive"], ["--only-write-batch=f"],
     ["--ignore-missing-args"], ["--max-size=1m"], ["--compare-dest=/x"], ["-zn"],
+    # found by review: smuggled through the remote side, or skipping silently
+    ["-M--ignore-errors"], ["--remote-option=--delete-excluded"], ["-m"], ["--old-dirs"],
+    ["--old-d"], ["--safe-links"], ["--prune-empty-dirs"],
 ])
 def test_rsync_args_that_fight_the_design_are_refused(write, wdir, args):
     path = write(*base_lines(wdir), f"rsync_args = {args!r}")
@@ -698,8 +701,18 @@ def test_rsync_args_words_that_are_not_options_are_refused(write, wdir, args):
     assert "is not an option" in error_of(write(*base_lines(wdir), f"rsync_args = {args!r}"))
 
 
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--backup-dir"], "takes a value"), (["-T"], "takes a value"), (["-avT"], "takes a value"),
+    (["--link-dest"], "takes a value"), (["--rsync-path=rsync --ignore-errors"], "one program"),
+    (["--rsync-path", "rsync -x"], "one program"),
+])
+def test_rsync_args_that_would_swallow_or_smuggle_are_refused(write, wdir, args, needle):
+    assert needle in error_of(write(*base_lines(wdir), f"rsync_args = {args!r}"))
+
+
 @pytest.mark.parametrize("args", [
-    ["--hard-links", "--acls", "--xattrs"], ["-HAX"], ["--max-delete=100"], ["-z"],
+    ["--hard-links", "--acls", "--xattrs"], ["-HAX"], ["--rsync-path=/opt/rsync/bin/rsync"],
+    ["--confine-root", "/srv"], ["--zt", "2"], ["--max-delete=100"], ["-z"],
     ["--temp-dir", "/var/tmp"], ["-T", "/var/tmp"], ["-T/var/tmp"], ["--delete-after"],
     ["--checksum"], ["--chmod=D755,F644"], ["--numeric-ids"], ["--backup", "--suffix", "~"],
     ["--partial-dir=.rsync-partial"], ["--bwlimit", "100"], ["-B", "2048"], ["--inplace"],
@@ -753,3 +766,34 @@ def test_fifo_as_rexcludes_from_is_refused_without_blocking(write, wdir, tmp_pat
     proc = subprocess.run([sys.executable, "-m", "inosync", "-c", path, "-p"],
                           cwd=REPO, capture_output=True, text=True, timeout=20)
     assert "not a regular file" in assert_cli_config_error(proc, path)
+
+
+# ---------------------------------------------------------------- found by review
+
+
+def test_wpath_holding_only_lost_found_or_excluded_entries_counts_as_empty(write, tmp_path):
+    fresh = tmp_path / "fresh-fs"
+    (fresh / "lost+found").mkdir(parents=True)
+    (fresh / "cache").mkdir()
+    message = error_of(write(f"wpath = {str(fresh)!r}", 'rnodes = ["h:/x"]',
+                             'rexcludes = ["/cache/"]'))
+    assert "is empty" in message and "lost+found" in message
+    (fresh / "index.html").write_text("x")
+    load(write(f"wpath = {str(fresh)!r}", 'rnodes = ["h:/x"]', 'rexcludes = ["/cache/"]'))
+
+
+def test_huge_integer_is_out_of_range_not_a_crash(write, wdir):
+    assert "must be from" in error_of(write(*base_lines(wdir), "timeout = 10**400"))
+
+
+def test_relative_rsync_is_resolved_against_the_start_directory(tmp_path, wdir):
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin" / "rsync"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    (tmp_path / "c.conf").write_text(f'wpath = {str(wdir)!r}\nrnodes = ["h:/x"]\n'
+                                     'rsync = "bin/rsync"\n')
+    assert load("c.conf", base_dir=str(tmp_path)).rsync == str(fake)
+    (tmp_path / "d.conf").write_text(f'wpath = {str(wdir)!r}\nrnodes = ["h:/x"]\n'
+                                     'rsync = "rsync"\n')
+    assert load("d.conf", base_dir=str(tmp_path)).rsync.endswith("/rsync")  # from PATH

@@ -94,3 +94,27 @@ def test_plan_run_whole_tree_or_list():
     assert plan.list_data == b".\0./a\0./d/e\0"
     nested = plan_run(False, ["d/e"], 1000)
     assert nested.top == () and nested.list_data == b"./d/e\0"
+
+
+@pytest.mark.parametrize("impostor", ["symlink", "open to others", "owned by someone else"])
+def test_scratch_directory_taken_by_someone_else_is_not_used(tmp_path, impostor):
+    with Runner() as runner:
+        ours = runner.dir
+        os.rmdir(ours)  # a tmp cleaner removed it; someone makes the same name
+        if impostor == "symlink":
+            (tmp_path / "theirs").mkdir()
+            os.symlink(tmp_path / "theirs", ours)
+        else:
+            os.mkdir(ours, 0o700)
+            if impostor == "open to others":
+                os.chmod(ours, 0o777)
+            else:
+                os.chown(ours, 65534, 65534)
+        assert runner.start("n1", plan_run(False, ["a"], 10), argv_of("true")) is None
+        assert runner.dir != ours
+        wait_reaped(runner)
+        assert os.listdir(tmp_path / "theirs" if impostor == "symlink" else ours) == []
+    if os.path.islink(ours):
+        os.unlink(ours)
+    elif os.path.isdir(ours):
+        os.rmdir(ours)

@@ -282,6 +282,7 @@ def test_unmount_inside_wpath_watches_what_is_underneath(tree, run_inosync):
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
     wait_converged(src, nodes)  # the node shows what is visible now
+    assert all(not (n / "mnt" / "on-tmpfs.txt").exists() for n in nodes)
     (mnt / "written-after-umount.txt").write_text("must replicate\n")
     wait_converged(src, nodes)
     assert all((n / "mnt" / "written-after-umount.txt").exists() for n in nodes)
@@ -320,4 +321,29 @@ def test_source_changing_under_rsync_is_not_an_error(tree, run_inosync):
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert errors == [], errors[:5]
     assert "recovered" not in log
+    assert d.stop() == 0
+
+
+def test_unmount_leaving_an_empty_mount_point_deletes_nothing(tree, run_inosync):
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    src, nodes = tree["src"], tree["nodes"]
+    mnt = src / "data"
+    mnt.mkdir()  # empty underneath: an unmounted disk leaves nothing
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        (mnt / "precious.txt").write_text("on the mounted fs\n")
+        conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                            rnodes=[str(n) for n in nodes], edelay=0.2)
+        d = run_inosync(conf, "-v")
+        wait_converged(src, nodes)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    d.wait_log("lost its watch .unmounted.. and is empty now")
+    (src / "marker").write_text("a later batch\n")
+    wait_until(lambda: all((n / "marker").exists() for n in nodes), 20, "a later batch")
+    assert all((n / "data" / "precious.txt").exists() for n in nodes)  # kept
+    (mnt / "new.txt").write_text("written after the unmount\n")
+    wait_until(lambda: all((n / "data" / "new.txt").exists() for n in nodes), 20, "new.txt")
+    assert all((n / "data" / "precious.txt").exists() for n in nodes)  # still kept
     assert d.stop() == 0

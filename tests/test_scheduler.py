@@ -242,6 +242,17 @@ def test_hup_while_runs_are_in_flight(synced):
     assert s.next_deadline() == 15.0  # the new edelay
 
 
+def test_no_run_starts_while_a_reload_is_read(synced):
+    s = synced
+    s.changed(["p"], 0.0)
+    assert s.signal(signal.SIGHUP, 1.0) == [Reload()]
+    assert s.tick(2.0) == []  # the batch is due, but B may be gone after the reload
+    runs = starts(s.reloaded(config(rnodes=(A,)), 2.5))
+    assert set(runs) == {A} and runs[A].batch.full
+    s.signal(signal.SIGHUP, 3.0)
+    assert starts(s.reload_failed("bad", 3.5)) == {}  # A is running its full sync
+
+
 def test_node_removed_by_reload_has_its_run_stopped(synced):
     s = synced
     s.changed(["p"], 0.0)
@@ -257,7 +268,7 @@ def test_node_removed_by_reload_has_its_run_stopped(synced):
 def test_failed_reload_keeps_everything(synced, caplog):
     s = synced
     with caplog.at_level(logging.ERROR, "inosync"):
-        assert s.reload_failed("x.conf:3: edelay must be from 0 to 86400") == []
+        assert s.reload_failed("x.conf:3: edelay must be from 0 to 86400", 5.0) == []
     assert "keeping the old configuration" in caplog.text
     assert set(s.nodes) == {A, B}
 
