@@ -24,12 +24,15 @@ class PathSet:
     ``full``, so an event storm costs bounded memory and one whole-tree rsync.
     """
 
-    __slots__ = ("paths", "full", "limit")
+    __slots__ = ("paths", "full", "limit", "moves")
 
     def __init__(self, limit: int = 100_000) -> None:
         self.paths: set[str] = set()
         self.full = False
         self.limit = limit
+        # Renames to replay on the node first, oldest first (see replay.py).
+        # Only a shortcut: dropped past the limit, rsync sends the data then.
+        self.moves: list[tuple[str, str]] = []
 
     def __bool__(self) -> bool:
         return self.full or bool(self.paths)
@@ -52,6 +55,8 @@ class PathSet:
         self.paths = set()
 
     def update(self, other: PathSet) -> None:
+        """Add other, which is newer: its renames happened after ours."""
+        self._add_moves(self.moves + other.moves)
         if other.full:
             self.set_full()
         elif not self.full:
@@ -59,11 +64,23 @@ class PathSet:
             if len(self.paths) > self.limit:
                 self.set_full()
 
+    def requeue(self, older: PathSet) -> None:
+        """Put back a batch that did not get through: its renames came first."""
+        moves = older.moves + self.moves
+        self.update(older)
+        self._add_moves(moves)
+
+    def add_moves(self, moves: list[tuple[str, str]]) -> None:
+        self._add_moves(self.moves + moves)
+
+    def _add_moves(self, moves: list[tuple[str, str]]) -> None:
+        self.moves = moves if len(moves) <= self.limit else []
+
     def take(self) -> PathSet:
         """Return the contents as a new set and leave this one empty."""
         taken = PathSet(self.limit)
-        taken.paths, taken.full = self.paths, self.full
-        self.paths, self.full = set(), False
+        taken.paths, taken.full, taken.moves = self.paths, self.full, self.moves
+        self.paths, self.full, self.moves = set(), False, []
         return taken
 
     def describe(self) -> str:

@@ -79,6 +79,8 @@ class Config:
     statusfile: str | None = None
     allow_empty_wpath: bool = False
     allow_system_wpath: bool = False
+    replay_moves: bool = True
+    ssh_control: bool = True
     excludes: Excludes = field(default_factory=lambda: Excludes(()), compare=False)
 
     def rsync_options(self) -> RsyncOptions:
@@ -402,6 +404,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "rescan_interval": _seconds(0.1),
     "allow_empty_wpath": _bool,
     "allow_system_wpath": _bool,
+    "replay_moves": _bool,
+    "ssh_control": _bool,
 }
 
 _HELP = {

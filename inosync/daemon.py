@@ -15,6 +15,7 @@ runner.start() -> (SIGCHLD) runner.reap() -> scheduler.run_ended().
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -28,8 +29,9 @@ from . import config as configmod
 from .batch import RunPlan, files_list, full_sync_above, plan_run
 from .config import Config, ConfigError
 from .paths import identity
-from .rsync import batch_argv, full_argv
-from .runner import Runner
+from .replay import can_replay, replay_argv, replay_input
+from .rsync import Kind, batch_argv, full_argv, node_kind, ssh_parts
+from .runner import Replay, Runner
 from .scheduler import (
     Action,
     CheckRoot,
@@ -48,6 +50,7 @@ from .scheduler import (
     WriteStatus,
 )
 from .signals import Signals
+from .sshcontrol import ControlMasters
 from .watch import Watcher, WatchLimitError
 
 log = logging.getLogger("inosync")
@@ -89,6 +92,7 @@ class Daemon:
         self.watcher = watcher
         self.signals = signals
         self.runner = Runner(pretend)
+        self.masters = ControlMasters(config.ssh_control and not pretend)
         self.on_reload = on_reload
         self.poller = select.poll()
         self._list_cache: tuple[set[str], list[str]] | None = None
@@ -104,7 +108,7 @@ class Daemon:
         log.info("watching %s (%d directories); initial sync to %d node(s)",
                  self.config.wpath, len(self.watcher), len(self.config.rnodes))
         try:
-            with self.runner:
+            with self.masters, self.runner:
                 code = self.carry_out(self.scheduler.begin(time.monotonic()))
                 while code is None:
                     self.wait()
@@ -132,7 +136,7 @@ class Daemon:
         actions += self.reaped(now)
         events = self.watcher.read()
         if events.paths:
-            actions += s.changed(events.paths, now)
+            actions += s.changed(events.paths, now, events.moves)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%d change(s), e.g. %r; %s collected",
                           len(events.paths), events.paths[0], s.collected.describe())
@@ -201,7 +205,8 @@ class Daemon:
         listed = [] if batch.full else self._files_list(batch.paths)
         plan = plan_run(batch.full, listed, full_sync_above(c.full_threshold,
                                                             self.watcher.entries))
-        failed = self.runner.start(action.dest, plan, self._argv_for(action.dest))
+        replay = self._replay_for(action.dest, batch.moves)
+        failed = self.runner.start(action.dest, plan, self._argv_for(action.dest), replay)
         if failed is None:
             return []
         outcome, error = failed
@@ -209,7 +214,7 @@ class Daemon:
 
     def _argv_for(self, dest: str) -> Callable[[RunPlan, str | None, str | None], list[str]]:
         c = self.config
-        opts = c.rsync_options()
+        opts = dataclasses.replace(c.rsync_options(), ssh=self._ssh_for(dest))
 
         def argv(plan: RunPlan, list_file: str | None, rules_file: str | None) -> list[str]:
             if list_file is None:
@@ -217,6 +222,19 @@ class Daemon:
             return batch_argv(opts, c.wpath, dest, list_file, rules_file)
 
         return argv
+
+    def _replay_for(self, dest: str, moves: list[tuple[str, str]]) -> Replay | None:
+        """The renames to replay on dest before its run, if any can be."""
+        if not moves or not can_replay(dest):
+            return None
+        return Replay(replay_argv(dest, self._ssh_for(dest)), replay_input(dest, moves),
+                      len(moves), moves[:3])
+
+    def _ssh_for(self, dest: str) -> list[str]:
+        """The ssh command for dest: through its shared connection, unless turned off."""
+        if node_kind(dest) is not Kind.SSH:
+            return list(self.config.ssh)
+        return self.masters.command(self.config.ssh, ssh_parts(dest)[0])
 
     def _files_list(self, changed: set[str]) -> list[str]:
         """files_list(), computed once for all nodes that start at the same moment.

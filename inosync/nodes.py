@@ -76,7 +76,7 @@ class Node:
             self.last_ok, self.changed_runs = wall, 0
             return was_failing
         if batch is not None:
-            self.pending.update(batch)
+            self.pending.requeue(batch)
         if outcome is Outcome.SOURCE_CHANGED and self.changed_runs < self.CHANGED_RUNS_LIMIT:
             # Healthy: send the batch again soon, without counting a failure.
             self.changed_runs += 1
@@ -95,7 +95,7 @@ class Node:
     def abandon(self) -> None:
         """The run was stopped by us (shutdown, reload): keep its batch pending."""
         if self.inflight is not None:
-            self.pending.update(self.inflight)
+            self.pending.requeue(self.inflight)
         self.inflight = None
         self.state = State.IDLE if not self.failures else State.WAITING
 

@@ -182,7 +182,7 @@ _TRANSIENT = {
 _SOURCE_CHANGED = re.compile(
     r"(?:file|directory) has vanished: "
     r'|rsync: \[sender\] (?:link_stat|readlink_stat|change_dir|opendir|send_files failed to open'
-    r'|readlink) ".*" failed: No such file or directory \(2\)$'
+    r'|readlink) ".*" failed: (?:No such file or directory \(2\)|Not a directory \(20\))$'
     r'|rsync: \[sender\] read errors mapping ".*": No data available \(61\)$'
     r"|IO error encountered -- skipping file deletion$"
     r"|rsync (?:error|warning): some files(?:/attrs were not transferred| vanished) "

@@ -46,13 +46,24 @@ class Ended:
     pretended: bool = False
 
 
+@dataclass(frozen=True)
+class Replay:
+    """Renames to replay on the node before its rsync (see replay.py)."""
+
+    argv: list[str]
+    data: bytes  # its stdin
+    count: int
+    sample: list[tuple[str, str]]  # the first few, for the log
+
+
 @dataclass
 class _Child:
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes]  # the replay first, if any, then rsync
     stderr: IO[bytes]
     scratch: list[str]
     started: float
     what: str
+    rsync_argv: list[str] | None = None  # to start once the replay has ended
 
 
 class Runner:
@@ -78,9 +89,12 @@ class Runner:
     def __len__(self) -> int:
         return len(self.children)
 
-    def start(self, dest: str, plan: RunPlan, argv_for: ArgvFor) -> tuple[Outcome, str] | None:
-        """Start a run for dest; on failure, how it counts and why."""
+    def start(self, dest: str, plan: RunPlan, argv_for: ArgvFor,
+              replay: Replay | None = None) -> tuple[Outcome, str] | None:
+        """Start a run for dest (its replay first, if any); on failure, how it
+        counts and why."""
         scratch: list[str] = []
+        replay_stdin = None
         try:
             list_file = rules_file = None
             if not plan.full:
@@ -90,25 +104,36 @@ class Runner:
                     rules_file = self._scratch_file(root_rules(plan.top))
                     scratch.append(rules_file)
             argv = argv_for(plan, list_file, rules_file)
+            if replay is not None:
+                replay_stdin = self._scratch_file(replay.data)
+                scratch.append(replay_stdin)
             stderr = tempfile.TemporaryFile(dir=self._scratch_dir())
         except OSError as e:
             _remove(scratch)
             return Outcome.RETRY, f"cannot write rsync's list files in {self.dir}: {e.strerror}"
         if self.pretend:
+            if replay is not None:
+                shown = ", ".join(f"{a!r} -> {b!r}" for a, b in replay.sample)
+                log.info("%s: would replay %d rename(s) first (%s%s)", dest, replay.count,
+                         shown, ", ..." if replay.count > len(replay.sample) else "")
             log.info("%s: would run (%s): %s", dest, plan.what, shlex.join(argv))
             stderr.close()
             _remove(scratch)
             self._pretended.append(Ended(dest, 0, "", 0.0, plan.what, pretended=True))
             return None
-        log.debug("%s: running (%s): %s", dest, plan.what, shlex.join(argv))
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=stderr, start_new_session=True)
+            if replay is not None and replay_stdin is not None:
+                log.debug("%s: replaying %d rename(s) first", dest, replay.count)
+                proc = _spawn(replay.argv, stderr, replay_stdin)
+                child = _Child(proc, stderr, scratch, time.monotonic(), plan.what, argv)
+            else:
+                log.debug("%s: running (%s): %s", dest, plan.what, shlex.join(argv))
+                child = _Child(_spawn(argv, stderr), stderr, scratch, time.monotonic(), plan.what)
         except OSError as e:
             stderr.close()
             _remove(scratch)
-            return Outcome.BROKEN, f"cannot run {argv[0]}: {e.strerror}"
-        self.children[dest] = _Child(proc, stderr, scratch, time.monotonic(), plan.what)
+            return Outcome.BROKEN, f"cannot run {e.filename or 'rsync'}: {e.strerror}"
+        self.children[dest] = child
         return None
 
     def signal(self, dest: str, signum: int) -> None:
@@ -124,12 +149,36 @@ class Runner:
             rc = child.proc.poll()
             if rc is None:
                 continue
+            if child.rsync_argv is not None:
+                failed = self._replayed(dest, child, rc)
+                if failed is None:
+                    continue  # its rsync runs now
+                rc = failed
             del self.children[dest]
             stderr = _read_stderr(child.stderr)
             child.stderr.close()
             _remove(child.scratch)
             ended.append(Ended(dest, rc, stderr, time.monotonic() - child.started, child.what))
         return ended
+
+    def _replayed(self, dest: str, child: _Child, rc: int) -> int | None:
+        """The replay ended (whatever it did, rsync decides): start the rsync.
+
+        None when it runs; else the exit status to report for the run (127:
+        rsync could not be started)."""
+        argv, child.rsync_argv = child.rsync_argv, None
+        assert argv is not None
+        summary = _read_stderr(child.stderr) or ""
+        log.debug("%s: replay exited %d: %s", dest, rc, summary.strip()[-200:])
+        child.stderr.seek(0)
+        child.stderr.truncate()
+        log.debug("%s: running (%s): %s", dest, child.what, shlex.join(argv))
+        try:
+            child.proc = _spawn(argv, child.stderr)
+        except OSError as e:
+            child.stderr.write(f"cannot run {argv[0]}: {e.strerror}\n".encode())
+            return 127
+        return None
 
     def _scratch_dir(self) -> str:
         """The private directory for rsync's list files, made again if it was removed
@@ -163,6 +212,16 @@ def _private_dir(path: str) -> bool:
     except OSError:
         return False
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def _spawn(argv: list[str], stderr: IO[bytes], stdin: str | None = None) -> subprocess.Popen[bytes]:
+    """A child in its own process group (so a signal reaches its ssh too)."""
+    if stdin is None:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=stderr, start_new_session=True)
+    with open(stdin, "rb") as data:
+        return subprocess.Popen(argv, stdin=data, stdout=subprocess.DEVNULL, stderr=stderr,
+                                start_new_session=True)
 
 
 def _kill(proc: subprocess.Popen[bytes], signum: int) -> None:

@@ -159,10 +159,14 @@ class Scheduler:
             node.pending.set_full()
         return self.tick(now)
 
-    def changed(self, paths: Iterable[str], now: float) -> list[Action]:
-        """The watcher saw these paths change: debounce them into one batch."""
+    def changed(self, paths: Iterable[str], now: float,
+                moves: list[tuple[str, str]] | None = None) -> list[Action]:
+        """The watcher saw these paths change (and these renames, in order):
+        debounce them into one batch."""
         for path in paths:
             self.collected.add(path)
+        if moves and self.config.replay_moves:
+            self.collected.add_moves(moves)
         if self.flush_at is None:
             self.flush_at = now + self.config.edelay
         return []

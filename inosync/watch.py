@@ -15,8 +15,10 @@ its Notifier or its watch bookkeeping, because that is where the traps are:
 * ``auto_add`` follows symlinks to directories outside the tree.  -> we add
   watches ourselves, never following symlinks (scandir + IN_DONT_FOLLOW).
 * a directory moved out of the tree keeps its sub-watches, which then
-  report paths that no longer exist.  -> on IN_MOVED_FROM of a directory we
-  drop every watch below it; IN_MOVED_TO adds them back where it landed.
+  report paths that no longer exist.  -> a directory's IN_MOVED_FROM is
+  paired with its IN_MOVED_TO (same cookie) in the same read: within the
+  tree its watches are renamed; unpaired at the end of the read (it left the
+  tree) every watch below it is dropped.
 * it attaches its own stderr handler to the "pyinotify" logger, which would
   write into a daemon's closed stderr.  -> removed at import.
 * on Python 3.12+ it imports ``asyncore``, which only the ``pyasyncore``
@@ -179,6 +181,9 @@ class WatchEvents:
     overflowed: bool = False  # the kernel dropped events: rescan
     root_changed: bool = False  # root, or a directory above it, moved or vanished
     unwatched: set[str] = field(default_factory=set)  # directories left without a watch
+    # Renames within root, in order: (old path, new path). Both paths are in
+    # paths too; replaying these on a node first only saves sending data.
+    moves: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Watcher:
@@ -204,6 +209,11 @@ class Watcher:
         self.unwatched: set[str] = set()  # no watch left for them, since the last read()
         self.entries = 0  # names seen while scanning: a size estimate of the tree
         self.ancestor_names: dict[int, set[str]] = {}  # wd of a directory above root
+        self._moved_from: dict[int, str] = {}  # cookie -> old path, until its IN_MOVED_TO
+        self._dir_moved_from: dict[int, str] = {}  # the same for directories, all emasks
+        self._moves: list[tuple[str, str]] = []
+        # A rename is reported as one only if both its events mark paths changed.
+        self._track_moves = IN_MOVED_FROM & self.sync_mask and IN_MOVED_TO & self.sync_mask
         # Reported by the next read(), then reset:
         self.overflowed = False
         # Something happened to root or above it: it may be gone, or another
@@ -264,6 +274,9 @@ class Watcher:
         self.unwatched.clear()
         self.entries = 0
         self.overflowed = self.root_changed = False
+        self._moved_from.clear()
+        self._dir_moved_from.clear()
+        self._moves = []
         if root is not None:
             self.root = root
         self.identity = identity(self.root)
@@ -324,6 +337,22 @@ class Watcher:
         self.wd_of[rel] = wd
         return True
 
+    def rename_tree(self, old: str, new: str) -> None:
+        """The watched directory old (and all below) is now called new.
+
+        Events already queued on its watches (renames into it, say) then
+        carry the new paths. add_tree(new) follows anyway, for directories
+        that the excludes hid under the old name but not under the new one.
+        """
+        prefix = old + "/"
+        for rel in [p for p in self.wd_of if p == old or p.startswith(prefix)]:
+            wd = self.wd_of.pop(rel)
+            moved = new + rel[len(old):]
+            self.wd_of[moved] = wd
+            self.path_of[wd] = moved
+        self.unwatched = {new + p[len(old):] if p == old or p.startswith(prefix) else p
+                          for p in self.unwatched}
+
     def drop_tree(self, top: str) -> None:
         """Forget the watches on top and below (it left this place)."""
         prefix = top + "/"
@@ -345,8 +374,14 @@ class Watcher:
                 break
             for event in parse_events(buf):
                 self._handle(*event, changed)
-        events = WatchEvents(changed, self.overflowed, self.root_changed, self.take_unwatched())
+        events = WatchEvents(changed, self.overflowed, self.root_changed, self.take_unwatched(),
+                             self._moves)
         self.overflowed = self.root_changed = False
+        self._moves = []
+        self._moved_from.clear()  # a rename split across reads is sent as data, not replayed
+        for old in self._dir_moved_from.values():
+            self.drop_tree(old)  # it left the tree (or went where we do not watch)
+        self._dir_moved_from.clear()
         return events
 
     def take_unwatched(self) -> set[str]:
@@ -383,14 +418,34 @@ class Watcher:
         is_dir = bool(mask & IN_ISDIR)
         if self.excludes and self.excludes.excluded(path, is_dir):
             return
+        if self._track_moves and mask & (IN_MOVED_FROM | IN_MOVED_TO):
+            self._pair_move(mask, cookie, path)
         if is_dir and mask & IN_MOVED_FROM:
-            self.drop_tree(path)
+            # Its watches stay until we know where it went: a rename within
+            # the tree keeps them (renamed), one out of it drops them.
+            self._dir_moved_from[cookie] = path
+        old_dir = self._dir_moved_from.pop(cookie, None) if is_dir and mask & IN_MOVED_TO else None
+        if old_dir is not None:
+            self.rename_tree(old_dir, path)
         if is_dir and mask & (IN_CREATE | IN_MOVED_TO):
             # Files made before the new watches existed produce no events;
             # syncing the directory itself (recursively) covers them.
             self.add_tree(path)
         if mask & self.sync_mask:
             changed.append(path)
+
+    def _pair_move(self, mask: int, cookie: int, path: str) -> None:
+        """Pair IN_MOVED_FROM and IN_MOVED_TO by cookie: a rename within root.
+
+        A rename out of root, out of an excluded name or into one has only
+        one half here (the other is excluded or outside): no pair, no replay.
+        """
+        if mask & IN_MOVED_FROM:
+            self._moved_from[cookie] = path
+        else:
+            old = self._moved_from.pop(cookie, None)
+            if old is not None:
+                self._moves.append((old, path))
 
     def _watch_ended(self, wd: int, base: str, changed: list[str]) -> None:
         """The kernel dropped a watch (IN_IGNORED) that we did not remove.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from helpers import Sshd
@@ -63,6 +64,20 @@ class TestHost:
 
     def dest(self, directory: Path) -> str:
         return f"root@{self.address}:{directory}"
+
+    def shape(self, mbit: int) -> None:
+        """Limit the link to mbit Mbit/s each way (tc tbf; netem, for delay, is not
+        in this kernel: delayproxy.py adds latency on the ssh path instead)."""
+        for prefix in ([], ["netns", "exec", self.netns]):
+            dev = self.peer if prefix else self.veth
+            subprocess.run([*(["ip", *prefix] if prefix else []), "tc", "qdisc", "replace",
+                            "dev", dev, "root", "tbf", "rate", f"{mbit}mbit", "burst", "32kbit",
+                            "latency", "400ms"], check=True, capture_output=True)
+
+    def slow_ssh(self, ssh: list[str], delay_ms: int) -> list[str]:
+        """ssh through delayproxy.py: delay_ms each way, so twice that of round trip."""
+        proxy = f"{sys.executable} {Path(__file__).parent / 'delayproxy.py'} %h %p {delay_ms}"
+        return [*ssh, "-o", f"ProxyCommand={proxy}"]
 
     def link(self, up: bool) -> None:
         ip("link", "set", self.veth, "up" if up else "down")

@@ -414,3 +414,29 @@ def test_encode_list_round_trip():
 
 def test_encode_list_utf8_names_are_utf8():
     assert encode_list(["caf\u00e9"]) == "./caf\u00e9\0".encode()
+
+
+# ---------------------------------------------------------------- renames carried by a batch
+
+
+def test_moves_keep_their_order_across_merges_and_requeues():
+    pending, flight = PathSet(), PathSet()
+    flight.add_moves([("a", "b")])  # in flight: happened first
+    pending.add_moves([("b", "c")])  # arrived meanwhile
+    pending.requeue(flight)  # the run failed
+    assert pending.moves == [("a", "b"), ("b", "c")]
+    newer = PathSet()
+    newer.add_moves([("c", "d")])
+    pending.update(newer)
+    assert pending.moves == [("a", "b"), ("b", "c"), ("c", "d")]
+    taken = pending.take()
+    assert taken.moves[-1] == ("c", "d") and pending.moves == []
+
+
+def test_moves_are_dropped_past_the_limit_and_kept_when_full():
+    s = PathSet(limit=2)
+    s.add_moves([("a", "b"), ("b", "c")])
+    s.set_full()
+    assert s.moves == [("a", "b"), ("b", "c")]  # a whole-tree run still profits
+    s.add_moves([("c", "d")])
+    assert s.moves == []  # past the limit: rsync sends the data, memory stays bounded

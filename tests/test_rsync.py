@@ -435,6 +435,9 @@ CHURN_23 = [
     'rsync: [sender] opendir "/w/d" failed: No such file or directory (2)\n'
     "IO error encountered -- skipping file deletion\n"
     'rsync: [sender] change_dir "/w/./e" failed: No such file or directory (2)\n',
+    # a listed path whose parent became a file meanwhile
+    'rsync: [sender] link_stat "/w/./d/x" failed: Not a directory (20)\n'
+    "rsync error: some files/attrs were not transferred (see previous errors) (code 23)\n",
 ]
 FAILURE_23 = [
     "",  # nothing said: not provably churn

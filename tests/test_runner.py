@@ -118,3 +118,43 @@ def test_scratch_directory_taken_by_someone_else_is_not_used(tmp_path, impostor)
         os.unlink(ours)
     elif os.path.isdir(ours):
         os.rmdir(ours)
+
+
+def test_replay_runs_first_then_rsync(tmp_path):
+    from inosync.replay import replay_argv, replay_input
+    from inosync.runner import Replay
+
+    node = tmp_path / "node"
+    node.mkdir()
+    (node / "old").write_text("data")
+    moves = [("old", "new")]
+    replay = Replay(replay_argv(str(node), []), replay_input(str(node), moves), 1, moves)
+    seen = tmp_path / "seen"
+    with Runner() as runner:
+        # The "rsync" here records what the node held when it started.
+        runner.start(str(node), RunPlan(full=True),
+                     argv_of("sh", "-c", f"ls {node} > {seen}"), replay)
+        (ended,) = wait_reaped(runner)
+        assert ended.returncode == 0
+    assert seen.read_text() == "new\n"
+
+
+def test_replay_that_fails_still_runs_rsync(tmp_path):
+    from inosync.runner import Replay
+
+    seen = tmp_path / "seen"
+    with Runner() as runner:
+        replay = Replay(["sh", "-c", "exit 3"], b"", 1, [("a", "b")])
+        runner.start("n1", RunPlan(full=True), argv_of("sh", "-c", f"echo ran > {seen}"),
+                     replay)
+        (ended,) = wait_reaped(runner)
+        assert ended.returncode == 0 and seen.read_text() == "ran\n"
+
+
+def test_pretend_shows_the_replay(caplog):
+    from inosync.runner import Replay
+
+    with Runner(pretend=True) as runner, caplog.at_level("INFO", "inosync"):
+        runner.start("n1", RunPlan(full=True), argv_of("true"),
+                     Replay(["perl"], b"", 4, [("a", "b"), ("b", "c")]))
+    assert "would replay 4 rename(s) first ('a' -> 'b', 'b' -> 'c', ...)" in caplog.text

@@ -407,3 +407,35 @@ def test_runs_in_milliseconds(tmp_path: Path):
         ended(s, A, OK, now)
         ended(s, B, OK, now)
     assert s.nodes[A].runs == 1001
+
+
+# ---------------------------------------------------------------- renames to replay
+
+
+def test_renames_travel_with_the_batch_in_order(synced):
+    s = synced
+    s.changed(["a", "b"], 10.0, [("a", "b")])
+    s.changed(["b", "c"], 11.0, [("b", "c")])
+    runs = starts(s.tick(12.0))
+    assert runs[A].batch.moves == [("a", "b"), ("b", "c")]
+    assert runs[A].batch.paths == {"a", "b", "c"}  # rsync still sees every path
+
+
+def test_renames_of_a_failed_run_come_before_newer_ones(synced):
+    s = synced
+    s.changed(["a", "b"], 0.0, [("a", "b")])
+    s.tick(2.0)
+    ended(s, B, OK, 2.5)
+    s.changed(["b", "c"], 2.5, [("b", "c")])
+    ended(s, A, 255, 3.0)
+    runs = starts(s.tick(4.5))
+    assert runs[A].batch.moves == [("a", "b"), ("b", "c")]
+
+
+def test_replay_can_be_turned_off():
+    s = Scheduler(config(replay_moves=False))
+    s.begin(0.0)
+    ended(s, A, OK, 0.5)
+    ended(s, B, OK, 0.5)
+    s.changed(["a", "b"], 1.0, [("a", "b")])
+    assert starts(s.tick(3.0))[A].batch.moves == []

@@ -197,3 +197,72 @@ def test_watch_limit_raises_at_start(tmp_path):
         w.close()
     finally:
         limit.write_text(old)
+
+
+# ---------------------------------------------------------------- renames, for replay
+
+
+def all_events(w: Watcher, until: str):
+    """Read until `until` is reported; the merged paths and moves of every read."""
+    paths: list[str] = []
+    moves: list[tuple[str, str]] = []
+
+    def done() -> bool:
+        events = w.read()
+        paths.extend(events.paths)
+        moves.extend(events.moves)
+        return until in paths
+
+    wait_until(done, 10, f"event for {until!r}")
+    return paths, moves
+
+
+def test_renames_within_root_are_reported_in_order(watched):
+    w, root = watched
+    (root / "f").write_text("x")
+    changes(w, "f")
+    os.rename(root / "f", root / "a" / "g")  # a file, across directories
+    os.rename(root / "a" / "b", root / "c")  # a directory
+    os.rename(root / "a" / "g", root / "c" / "h")  # into the moved directory
+    (root / "marker").touch()
+    paths, moves = all_events(w, "marker")
+    assert moves == [("f", "a/g"), ("a/b", "c"), ("a/g", "c/h")]
+    assert {"f", "a/g", "a/b", "c", "c/h"} <= set(paths)  # rsync still sees every path
+
+
+def test_renames_across_the_edges_are_not_moves(tmp_path):
+    root = tmp_path / "root"
+    (root / "cache").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.write_text("o")
+    (root / "f").write_text("x")
+    (root / "cache" / "c").write_text("c")
+    w = Watcher(str(root), EMASK, Excludes(["/cache/"]))
+    w.start()
+    try:
+        os.rename(outside, root / "in")  # from outside: no source to replay from
+        os.rename(root / "f", tmp_path / "out")  # out of the tree
+        os.rename(root / "cache" / "c", root / "from-cache")  # out of an excluded dir
+        (root / "g").write_text("g")
+        os.rename(root / "g", root / "cache" / "g")  # into an excluded dir
+        (root / "marker").touch()
+        paths, moves = all_events(w, "marker")
+        assert moves == []
+        assert {"in", "f", "from-cache", "g"} <= set(paths)
+    finally:
+        w.close()
+
+
+def test_no_moves_when_emask_leaves_out_rename_events(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f").write_text("x")
+    w = Watcher(str(root), ("IN_CLOSE_WRITE", "IN_MOVED_TO"), Excludes(()))
+    w.start()
+    try:
+        os.rename(root / "f", root / "g")
+        (root / "marker").write_text("m")
+        _, moves = all_events(w, "marker")
+        assert moves == []  # the old name is not sent: a replay would be the only copy
+    finally:
+        w.close()

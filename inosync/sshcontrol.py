@@ -1,0 +1,71 @@
+"""One ssh connection per node, kept open between batches (OpenSSH ControlMaster).
+
+Each batch to an ssh node used to open a new connection: on a link with
+50 ms of round trip, key exchange and authentication cost more than a small
+change's transfer. With ``ssh_control`` on (the default) the daemon adds
+``ControlMaster=auto``, ``ControlPersist`` and a ``ControlPath`` in a
+private directory (mode 0700, only the daemon's user can reach its sockets)
+to the ssh command that rsync and the move replay use. The first run to a
+node opens the master connection; later runs reuse it. If the node went away
+(link down, sshd restarted), ssh finds the master dead and connects anew;
+``ServerAliveInterval`` ends a master whose link hangs. On stop every
+master is closed (``ssh -O exit``) and the directory removed.
+
+A user whose ssh command already sets Control* options (or ``-S``) keeps
+exactly that command: nothing is added.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from types import TracebackType
+
+log = logging.getLogger("inosync")
+
+PERSIST = 300  # seconds an idle master stays open (the next batch reopens it)
+
+
+def user_controls(ssh: Sequence[str]) -> bool:
+    """True if the configured ssh command already decides about connection sharing."""
+    options = ("controlmaster", "controlpath", "controlpersist")
+    return "-S" in ssh or any(w.lower().removeprefix("-o").startswith(options) for w in ssh)
+
+
+class ControlMasters:
+    """The private socket directory, and the masters opened in it (a context manager)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.dir = ""
+        self.used: dict[str, list[str]] = {}  # host -> the ssh command used for it
+
+    def __enter__(self) -> ControlMasters:
+        if self.enabled:
+            self.dir = tempfile.mkdtemp(prefix="inosync-ssh-")  # mode 0700
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for host, ssh in self.used.items():
+            try:
+                subprocess.run([*ssh, "-O", "exit", host], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=5, check=False)
+            except (OSError, subprocess.TimeoutExpired):
+                log.debug("could not close the ssh master for %s", host)
+        self.used.clear()
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def command(self, ssh: Sequence[str], host: str) -> list[str]:
+        """The ssh command for a connection to host: sharing one master, if we may."""
+        if not self.enabled or not self.dir or user_controls(ssh):
+            return list(ssh)
+        shared = [*ssh, "-o", "ControlMaster=auto", "-o", f"ControlPath={self.dir}/%C",
+                  "-o", f"ControlPersist={PERSIST}"]
+        self.used[host] = shared
+        return shared

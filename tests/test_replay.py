@@ -1,0 +1,218 @@
+"""Renames replayed on the nodes, end to end, over a local and an ssh node.
+
+How a test knows a rename was replayed, not sent again: before it, the
+node's copy of the file is changed in place, keeping its size and mtime, so
+rsync's quick check takes it as unchanged. If the node then holds that
+copy under the new name, the node renamed it. Every test also ends with
+each node identical to the source (rsync stays the source of truth: the
+node's altered copy is a drift a later full sync would repair, so tests
+that use it compare only what they say).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import tree_diff, wait_converged, wait_until, write_config
+from hosts import TestHost, can_make_namespaces
+from randomops import ODD_NAMES
+
+pytestmark = pytest.mark.slow  # end to end: real processes
+
+SIZE = 200_000
+
+
+def drift(node_file: Path) -> None:
+    """Change the node's copy in place, same size, same mtime: rsync won't notice."""
+    st = node_file.stat()
+    data = bytearray(node_file.read_bytes())
+    data[:7] = b"REPLAY!"
+    node_file.write_bytes(bytes(data))
+    os.utime(node_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def replayed(node_file: Path) -> bool:
+    return node_file.read_bytes()[:7] == b"REPLAY!"
+
+
+@pytest.fixture(scope="module")
+def slow_host(tmp_path_factory: pytest.TempPathFactory):
+    """A host behind a 20 Mbit/s link with 50 ms of round trip (tbf + delayproxy.py)."""
+    reason = can_make_namespaces()
+    if reason:
+        pytest.skip(reason)
+    host = TestHost(7, tmp_path_factory.mktemp("slowhost"))
+    try:
+        host.create()
+        host.shape(20)
+        yield host
+    finally:
+        host.destroy()
+
+
+@pytest.fixture(params=["local", "ssh", "slow ssh"])
+def replica(request, tree, run_inosync, sshd, tmp_path):
+    """A running daemon with one node of the given kind; yields (daemon, src, node dir)."""
+    src = tree["src"]
+    node = tmp_path / "node"
+    node.mkdir()
+    dest, ssh = str(node), sshd.ssh_command()
+    if request.param == "ssh":
+        dest = f"root@127.0.0.1:{node}"
+    elif request.param == "slow ssh":
+        host = request.getfixturevalue("slow_host")
+        assert host.sshd is not None
+        dest, ssh = host.dest(node), host.slow_ssh(host.sshd.ssh_command(), 25)
+
+    def start(**settings: object):
+        conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[dest],
+                            ssh=ssh, edelay=0.3, retry_min=0.3, retry_max=1, **settings)
+        d = run_inosync(conf, "-v")
+        wait_converged(src, [node])
+        return d
+
+    return start, src, node
+
+
+def payload(tag: str) -> bytes:
+    return (tag.encode() * (SIZE // len(tag) + 1))[:SIZE]
+
+
+def converge_after(d, src: Path, node: Path, change: Callable[[], None]) -> None:
+    runs = d.log().count("synced ")
+    change()
+    wait_until(lambda: d.log().count("synced ") > runs, 20, "a batch after the change")
+    wait_converged(src, [node], timeout=20)
+
+
+def test_file_rename_is_replayed(replica):
+    start, src, node = replica
+    (src / "episode.mp3").write_bytes(payload("e"))
+    d = start()
+    drift(node / "episode.mp3")
+    runs = d.log().count("synced ")
+    (src / "episode.mp3").rename(src / "episode-final.mp3")
+    wait_until(lambda: d.log().count("synced ") > runs, 20, "the batch")
+    assert replayed(node / "episode-final.mp3")
+    assert not (node / "episode.mp3").exists()
+    assert "replay exited 0: replayed 1 rename(s), left 0 to rsync" in d.log()
+
+
+def test_directory_rename_is_replayed(replica):
+    start, src, node = replica
+    (src / "www.new").mkdir()
+    for i in range(5):
+        (src / "www.new" / f"f{i}").write_bytes(payload(str(i)))
+    d = start()
+    drift(node / "www.new" / "f3")
+    runs = d.log().count("synced ")
+    (src / "www.new").rename(src / "www")
+    wait_until(lambda: d.log().count("synced ") > runs, 20, "the batch")
+    assert replayed(node / "www" / "f3") and not (node / "www.new").exists()
+
+
+def test_chain_swap_and_move_into_a_new_directory_in_one_window(replica):
+    start, src, node = replica
+    for name in ("a", "x", "y", "m"):
+        (src / name).write_bytes(payload(name))
+    d = start()
+    for name in ("a", "x", "y", "m"):
+        drift(node / name)
+
+    def change() -> None:
+        os.rename(src / "a", src / "b")  # a chain: a -> b -> c
+        os.rename(src / "b", src / "c")
+        os.rename(src / "x", src / "t")  # a swap of x and y through t
+        os.rename(src / "y", src / "x")
+        os.rename(src / "t", src / "y")
+        (src / "new" / "deeper").mkdir(parents=True)  # a move into a new directory
+        os.rename(src / "m", src / "new" / "deeper" / "m")
+
+    runs = d.log().count("synced ")
+    change()
+    wait_until(lambda: d.log().count("synced ") > runs, 20, "the batch")
+    assert replayed(node / "c") and replayed(node / "new" / "deeper" / "m")
+    assert (node / "x").read_bytes()[7:20] == payload("y")[7:20]  # swapped, not re-sent
+    assert replayed(node / "x") and replayed(node / "y")
+    assert not (node / "a").exists() and not (node / "b").exists()
+
+
+@pytest.mark.parametrize("case", ["source missing on the node", "target only on the node",
+                                  "target a non-empty directory on the node",
+                                  "hard names", "into and out of excluded names"])
+def test_node_ends_identical_whatever_it_holds(replica, case):
+    start, src, node = replica
+    (src / "f").write_bytes(payload("f"))
+    (src / "cache").mkdir()
+    (src / "cache" / "c").write_bytes(payload("c"))
+    d = start(rexcludes=["/cache/"])
+    if case == "source missing on the node":
+        (node / "f").unlink()
+    elif case == "target only on the node":
+        (node / "g").write_text("stale")
+    elif case == "target a non-empty directory on the node":
+        (node / "g").mkdir()
+        (node / "g" / "keep").write_text("x")
+
+    def change() -> None:
+        if case == "hard names":
+            for name in ODD_NAMES:
+                (src / name).write_text(name)
+            for name in ODD_NAMES:
+                os.rename(src / name, src / f"{name}.moved")
+        elif case == "into and out of excluded names":
+            os.rename(src / "cache" / "c", src / "from-cache")
+            os.rename(src / "f", src / "cache" / "f")
+        else:
+            os.rename(src / "f", src / "g")
+        (src / "marker").write_text("m")
+
+    converge_after(d, src, node, change)
+    assert tree_diff(src, node, ("/cache/",)) == []
+    assert not (node / "cache").exists()  # excluded: never on the node
+    assert "Traceback" not in d.log()
+
+
+def test_renames_queued_while_the_node_fails(replica, tmp_path):
+    start, src, node = replica
+    (src / "a").write_bytes(payload("a"))
+    d = start()
+    drift(node / "a")
+    parked = tmp_path / "parked"
+    node.rename(parked)  # rsync cannot make a missing parent: the node fails
+    (tmp_path / "node").mkdir()
+    (tmp_path / "node").rmdir()
+    os.rename(src / "a", src / "b")
+    d.wait_log("rsync failed")
+    os.rename(src / "b", src / "c")  # a second batch while the node fails
+    wait_until(lambda: d.log().count("rsync failed") + d.log().count("retry") >= 2, 20)
+    parked.rename(node)
+    wait_converged(src, [node], timeout=30)
+    assert replayed(node / "c") and not (node / "a").exists()
+
+
+def test_replay_can_be_turned_off(replica):
+    start, src, node = replica
+    (src / "f").write_bytes(payload("f"))
+    d = start(replay_moves=False)
+    drift(node / "f")
+    converge_after(d, src, node, lambda: (src / "f").rename(src / "g"))
+    assert not replayed(node / "g")  # sent again from the source
+    assert "replay" not in d.log()
+
+
+def test_pretend_shows_the_replay(tree, run_inosync, tmp_path):
+    src, node = tree["src"], tree["nodes"][0]
+    shutil.copytree(src, node, dirs_exist_ok=True)
+    conf = write_config(tmp_path / "p.conf", wpath=str(src), rnodes=[str(node)], edelay=0.2)
+    d = run_inosync(conf, "-p")
+    d.wait_log("would run")
+    (src / "index.html").rename(src / "home.html")
+    d.wait_log(r"would replay 1 rename\(s\) first \('index.html' -> 'home.html'\)")
+    assert (node / "index.html").exists() and not (node / "home.html").exists()
+    d.signal(signal.SIGTERM)

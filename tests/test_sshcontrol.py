@@ -1,0 +1,69 @@
+"""One ssh connection per node: a ControlMaster shared by every run, closed on stop."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import wait_converged, wait_until, write_config
+
+from inosync.sshcontrol import ControlMasters, user_controls
+
+
+@pytest.mark.parametrize("ssh", [
+    ["ssh", "-o", "ControlMaster=no"], ["ssh", "-oControlPath=/x/%C"], ["ssh", "-S", "none"],
+    ["ssh", "-o", "controlpersist=yes"],
+])
+def test_users_own_control_options_are_kept(ssh):
+    assert user_controls(ssh)
+    with ControlMasters() as masters:
+        assert masters.command(ssh, "h") == ssh
+
+
+def test_shared_connection_options_in_a_private_directory():
+    with ControlMasters() as masters:
+        cmd = masters.command(["ssh", "-p", "2222"], "root@h")
+        assert cmd[:3] == ["ssh", "-p", "2222"]
+        assert f"ControlPath={masters.dir}/%C" in cmd and "ControlMaster=auto" in cmd
+        assert stat.S_IMODE(os.stat(masters.dir).st_mode) == 0o700
+        folder = masters.dir
+    assert not os.path.exists(folder)
+
+
+def test_turned_off_adds_nothing():
+    with ControlMasters(enabled=False) as masters:
+        assert masters.command(["ssh"], "h") == ["ssh"]
+
+
+def masters_running(control_dir: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-f", f"ControlPath={control_dir}"], capture_output=True,
+                         text=True).stdout
+    return out.split()
+
+
+@pytest.mark.slow
+def test_one_connection_for_many_batches_closed_on_stop(tree, run_inosync, sshd, tmp_path):
+    src = tree["src"]
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2,
+                        rnodes=[f"root@127.0.0.1:{remote}"], ssh=sshd.ssh_command())
+    d = run_inosync(conf, "-v", env={"TMPDIR": str(tmpdir)})
+    wait_converged(src, [remote])
+    control = wait_until(lambda: list(tmpdir.glob("inosync-ssh-*")), 10, "control dir")
+    assert isinstance(control, list)
+    control_dir = str(control[0])
+    for i in range(3):
+        (src / f"batch{i}.txt").write_text(f"{i}\n")
+        wait_converged(src, [remote])
+    sockets = list(Path(control_dir).iterdir())
+    assert len(sockets) == 1 and stat.S_ISSOCK(sockets[0].stat().st_mode)
+    assert len(masters_running(control_dir)) == 1  # one master served all four runs
+    assert d.stop() == 0
+    wait_until(lambda: not masters_running(control_dir), 10, "the master to close")
+    assert not os.path.exists(control_dir)
