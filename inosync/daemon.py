@@ -26,11 +26,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from . import config as configmod
+from . import paths
 from .batch import RunPlan, files_list, full_sync_above, plan_run
 from .config import Config, ConfigError
-from .paths import identity
+from .paths import Identity, identity
 from .replay import can_replay, replay_argv, replay_input
-from .rsync import Kind, batch_argv, full_argv, node_kind, ssh_parts
+from .rsync import Kind, Outcome, batch_argv, full_argv, node_kind, ssh_parts
 from .runner import Replay, Runner
 from .scheduler import (
     Action,
@@ -199,27 +200,55 @@ class Daemon:
     # ---- the edges: runs, wpath, reload, status
 
     def start(self, action: StartRun, now: float) -> list[Action]:
-        if not self.watcher.root_is_same():
+        c = self.config
+        if node_kind(action.dest) is Kind.LOCAL:
+            overlap = paths.node_overlap(c.wpath, [action.dest])  # a symlink or mount since?
+            if overlap:
+                return self.scheduler.run_not_started(action.dest, Outcome.BROKEN, overlap, now,
+                                                      time.time())
+        source = self._open_root()
+        if source is None:
             return self.scheduler.root_not_same(action.dest, now)  # never sync another tree
-        batch, c = action.batch, self.config
+        batch = action.batch
         listed = [] if batch.full else self._files_list(batch.paths)
         plan = plan_run(batch.full, listed, full_sync_above(c.full_threshold,
                                                             self.watcher.entries))
         replay = self._replay_for(action.dest, batch.moves)
-        failed = self.runner.start(action.dest, plan, self._argv_for(action.dest), replay)
+        failed = self.runner.start(action.dest, plan,
+                                   self._argv_for(action.dest, f"/proc/self/fd/{source}"),
+                                   replay, (source, c.wpath))
         if failed is None:
             return []
         outcome, error = failed
         return self.scheduler.run_not_started(action.dest, outcome, error, now, time.time())
 
-    def _argv_for(self, dest: str) -> Callable[[RunPlan, str | None, str | None], list[str]]:
-        c = self.config
-        opts = dataclasses.replace(c.rsync_options(), ssh=self._ssh_for(dest))
+    def _open_root(self) -> int | None:
+        """wpath opened, if it still is the watched directory; else None.
+
+        rsync reads the source through this fd: a swap of the path after
+        this check (while ssh connects, say) cannot give it another tree.
+        """
+        if not self.watcher.root_is_same():
+            return None
+        try:
+            fd = os.open(self.config.wpath, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                         | os.O_CLOEXEC)
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if Identity(st.st_dev, st.st_ino) != self.watcher.identity:
+            os.close(fd)
+            return None
+        return fd
+
+    def _argv_for(self, dest: str,
+                  source: str) -> Callable[[RunPlan, str | None, str | None], list[str]]:
+        opts = dataclasses.replace(self.config.rsync_options(), ssh=self._ssh_for(dest))
 
         def argv(plan: RunPlan, list_file: str | None, rules_file: str | None) -> list[str]:
             if list_file is None:
-                return full_argv(opts, c.wpath, dest)
-            return batch_argv(opts, c.wpath, dest, list_file, rules_file)
+                return full_argv(opts, source, dest)
+            return batch_argv(opts, source, dest, list_file, rules_file)
 
         return argv
 
@@ -266,6 +295,13 @@ class Daemon:
         if w.identity is not None and now_is.dev != w.identity.dev:
             return RootLost(f"wpath {configured} now lies on another filesystem (device "
                             f"{now_is.dev}, was {w.identity.dev}): unmounted?")
+        if real != w.root and paths.overlap(real, w.root):
+            return RootLost(f"wpath {configured} now leads to {real}, which contains or lies "
+                            f"inside the tree it was ({w.root}): surely a mistake")
+        foreign = paths.foreign_symlink(configured)
+        if foreign:
+            return RootLost(f"wpath {configured} now leads to {real} through {foreign}, "
+                            "which is not followed")
         problem = configmod.layout_problem(c, real)
         if problem:
             return RootLost(f"wpath {configured} now leads to {real}, but {problem[1]}")

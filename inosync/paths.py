@@ -96,10 +96,40 @@ def overlap(a: str, b: str) -> bool:
     return inside(a, b) or inside(b, a)
 
 
+def chain(path: str) -> list[Identity]:
+    """Identities of path's nearest existing directory and of every one above it.
+
+    Bind mounts give one directory several paths; identities see through
+    them where comparing strings cannot.
+    """
+    found: list[Identity] = []
+    here = real(path)
+    while True:
+        ident = identity(here)
+        if ident is not None:
+            found.append(ident)
+        if here == "/":
+            return found
+        here = os.path.dirname(here)
+
+
 def node_overlap(wpath: str, nodes: Iterable[str]) -> str | None:
-    """Why these local nodes cannot be used with wpath (resolved), or None."""
+    """Why these local nodes cannot be used with wpath (resolved), or None.
+
+    Compared as resolved paths and as identities (device, inode), so
+    neither a symlink nor a bind mount hides an overlap.
+    """
     seen: list[str] = []
+    wpath_id = identity(wpath)
+    above_wpath = chain(wpath)
     for node in nodes:
+        node_id = identity(real(node))
+        if wpath_id is not None and wpath_id in chain(node) and node_id != wpath_id:
+            return (f"local node {node} lies inside wpath {wpath} (through a bind mount or "
+                    "symlink): every batch would copy the copy into itself again")
+        if node_id is not None and node_id in above_wpath:
+            return (f"local node {node} is or contains wpath {wpath} (through a bind mount "
+                    "or symlink): syncing into it would delete the source")
         where = real(node)
         if where == wpath:
             return f"local node {node} is wpath itself"
@@ -133,6 +163,26 @@ def own_file_inside(wpath: str, name: str, path: str, excludes: Excludes) -> str
         return None
     return (f"{name} {path} lies inside wpath {wpath}: its own writes would be synced "
             "again and again; move it out of wpath, or exclude its directory in rexcludes")
+
+
+def foreign_symlink(path: str) -> str | None:
+    """The first symlink on path owned by someone but root or us, or None.
+
+    Whoever owns such a link decides which tree the daemon (root, often)
+    reads and pushes to every node.
+    """
+    here = "/"
+    for part in [p for p in path.split("/") if p]:
+        here = os.path.join(here, part)
+        try:
+            st = os.lstat(here)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (0, os.getuid()):
+            return f"{here} (a symlink owned by uid {st.st_uid})"
+        if stat.S_ISLNK(st.st_mode):
+            here = os.path.realpath(here)
+    return None
 
 
 def system_inside(wpath: str) -> str | None:

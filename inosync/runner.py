@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import IO
 
 from .batch import RunPlan
-from .rsync import Outcome, root_rules
+from .rsync import Outcome, root_rules, with_slash
 
 log = logging.getLogger("inosync")
 
@@ -64,6 +64,8 @@ class _Child:
     started: float
     what: str
     rsync_argv: list[str] | None = None  # to start once the replay has ended
+    source_fd: int | None = None  # wpath, opened: rsync reads it as /proc/self/fd/N
+    shown: dict[str, str] | None = None  # for the log: that fd's path -> wpath
 
 
 class Runner:
@@ -83,6 +85,7 @@ class Runner:
             _kill(child.proc, signal.SIGKILL)
             child.proc.wait()
             child.stderr.close()
+            _close(child)
         self.children.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -90,9 +93,25 @@ class Runner:
         return len(self.children)
 
     def start(self, dest: str, plan: RunPlan, argv_for: ArgvFor,
-              replay: Replay | None = None) -> tuple[Outcome, str] | None:
+              replay: Replay | None = None,
+              source: tuple[int, str] | None = None) -> tuple[Outcome, str] | None:
         """Start a run for dest (its replay first, if any); on failure, how it
-        counts and why."""
+        counts and why.
+
+        source is wpath opened (fd, its path): rsync gets the fd and reads
+        /proc/self/fd/N, the very directory the daemon checked, even if a
+        deploy swaps the path while ssh connects. The runner owns the fd.
+        """
+        try:
+            return self._start(dest, plan, argv_for, replay, source)
+        finally:
+            child = self.children.get(dest)
+            if source is not None and (child is None or child.source_fd != source[0]):
+                os.close(source[0])  # not handed to a child: ours to close
+
+    def _start(self, dest: str, plan: RunPlan, argv_for: ArgvFor, replay: Replay | None,
+               source: tuple[int, str] | None) -> tuple[Outcome, str] | None:
+        shown = {f"/proc/self/fd/{source[0]}/": with_slash(source[1])} if source else {}
         scratch: list[str] = []
         replay_stdin = None
         try:
@@ -113,22 +132,24 @@ class Runner:
             return Outcome.RETRY, f"cannot write rsync's list files in {self.dir}: {e.strerror}"
         if self.pretend:
             if replay is not None:
-                shown = ", ".join(f"{a!r} -> {b!r}" for a, b in replay.sample)
+                sample = ", ".join(f"{a!r} -> {b!r}" for a, b in replay.sample)
                 log.info("%s: would replay %d rename(s) first (%s%s)", dest, replay.count,
-                         shown, ", ..." if replay.count > len(replay.sample) else "")
-            log.info("%s: would run (%s): %s", dest, plan.what, shlex.join(argv))
+                         sample, ", ..." if replay.count > len(replay.sample) else "")
+            log.info("%s: would run (%s): %s", dest, plan.what, _show(argv, shown))
             stderr.close()
             _remove(scratch)
             self._pretended.append(Ended(dest, 0, "", 0.0, plan.what, pretended=True))
             return None
         try:
+            fd = source[0] if source else None
             if replay is not None and replay_stdin is not None:
                 log.debug("%s: replaying %d rename(s) first", dest, replay.count)
                 proc = _spawn(replay.argv, stderr, replay_stdin)
-                child = _Child(proc, stderr, scratch, time.monotonic(), plan.what, argv)
+                child = _Child(proc, stderr, scratch, time.monotonic(), plan.what, argv, fd, shown)
             else:
-                log.debug("%s: running (%s): %s", dest, plan.what, shlex.join(argv))
-                child = _Child(_spawn(argv, stderr), stderr, scratch, time.monotonic(), plan.what)
+                log.debug("%s: running (%s): %s", dest, plan.what, _show(argv, shown))
+                proc = _spawn(argv, stderr, keep_fd=fd)
+                child = _Child(proc, stderr, scratch, time.monotonic(), plan.what)
         except OSError as e:
             stderr.close()
             _remove(scratch)
@@ -168,16 +189,21 @@ class Runner:
         rsync could not be started)."""
         argv, child.rsync_argv = child.rsync_argv, None
         assert argv is not None
+        if rc < 0:  # we stopped it (shutdown, reload): no rsync after it
+            _close(child)
+            return rc
         summary = _read_stderr(child.stderr) or ""
         log.debug("%s: replay exited %d: %s", dest, rc, summary.strip()[-200:])
         child.stderr.seek(0)
         child.stderr.truncate()
-        log.debug("%s: running (%s): %s", dest, child.what, shlex.join(argv))
+        log.debug("%s: running (%s): %s", dest, child.what, _show(argv, child.shown or {}))
         try:
-            child.proc = _spawn(argv, child.stderr)
+            child.proc = _spawn(argv, child.stderr, keep_fd=child.source_fd)
         except OSError as e:
             child.stderr.write(f"cannot run {argv[0]}: {e.strerror}\n".encode())
             return 127
+        finally:
+            _close(child)
         return None
 
     def _scratch_dir(self) -> str:
@@ -214,14 +240,30 @@ def _private_dir(path: str) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
-def _spawn(argv: list[str], stderr: IO[bytes], stdin: str | None = None) -> subprocess.Popen[bytes]:
+def _spawn(argv: list[str], stderr: IO[bytes], stdin: str | None = None,
+           keep_fd: int | None = None) -> subprocess.Popen[bytes]:
     """A child in its own process group (so a signal reaches its ssh too)."""
+    keep = (keep_fd,) if keep_fd is not None else ()
     if stdin is None:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=stderr, start_new_session=True)
+                                stderr=stderr, start_new_session=True, pass_fds=keep)
     with open(stdin, "rb") as data:
         return subprocess.Popen(argv, stdin=data, stdout=subprocess.DEVNULL, stderr=stderr,
-                                start_new_session=True)
+                                start_new_session=True, pass_fds=keep)
+
+
+def _close(child: _Child) -> None:
+    """The source fd goes once rsync has it (or never will)."""
+    if child.source_fd is not None:
+        os.close(child.source_fd)
+        child.source_fd = None
+
+
+def _show(argv: list[str], shown: dict[str, str]) -> str:
+    """argv for the log, with wpath where rsync reads it through /proc/self/fd."""
+    for fd_path, path in shown.items():
+        argv = [a.replace(fd_path, path) for a in argv]
+    return shlex.join(argv)
 
 
 def _kill(proc: subprocess.Popen[bytes], signum: int) -> None:

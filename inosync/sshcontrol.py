@@ -18,6 +18,7 @@ exactly that command: nothing is added.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -35,6 +36,22 @@ def user_controls(ssh: Sequence[str]) -> bool:
     return "-S" in ssh or any(w.lower().removeprefix("-o").startswith(options) for w in ssh)
 
 
+# A unix socket path holds at most 107 bytes; ssh's %C is 40 more after the directory.
+_MAX_DIR = 107 - 41 - len("/inosync-ssh-xxxxxxxx")
+
+
+def _socket_dir() -> str:
+    """A new private directory (0700) short enough to hold the sockets, or "" (no sharing).
+
+    $TMPDIR first; if its path is too long for a socket, /run or /tmp.
+    """
+    for parent in (tempfile.gettempdir(), "/run", "/tmp"):
+        if len(parent) <= _MAX_DIR and os.path.isdir(parent) and os.access(parent, os.W_OK):
+            return tempfile.mkdtemp(prefix="inosync-ssh-", dir=parent)
+    log.warning("no directory short enough for ssh control sockets: one connection per run")
+    return ""
+
+
 class ControlMasters:
     """The private socket directory, and the masters opened in it (a context manager)."""
 
@@ -45,7 +62,7 @@ class ControlMasters:
 
     def __enter__(self) -> ControlMasters:
         if self.enabled:
-            self.dir = tempfile.mkdtemp(prefix="inosync-ssh-")  # mode 0700
+            self.dir = _socket_dir()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,

@@ -797,3 +797,21 @@ def test_relative_rsync_is_resolved_against_the_start_directory(tmp_path, wdir):
     (tmp_path / "d.conf").write_text(f'wpath = {str(wdir)!r}\nrnodes = ["h:/x"]\n'
                                      'rsync = "rsync"\n')
     assert load("d.conf", base_dir=str(tmp_path)).rsync.endswith("/rsync")  # from PATH
+
+
+def test_bind_mount_overlap_is_refused(write, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("bind mounts need root")
+    (tmp_path / "src" / "www").mkdir(parents=True)
+    (tmp_path / "src" / "www" / "index.html").write_text("x")
+    bind = tmp_path / "bm"
+    bind.mkdir()
+    subprocess.run(["mount", "--bind", str(tmp_path / "src"), str(bind)], check=True)
+    try:
+        wpath = tmp_path / "src" / "www"
+        message = error_of(write(f"wpath = {str(wpath)!r}", nodes_line(bind)))
+        assert "bind mount" in message and "contains wpath" in message
+        message = error_of(write(f"wpath = {str(wpath)!r}", nodes_line(bind / "www" / "m")))
+        assert "lies inside wpath" in message
+    finally:
+        subprocess.run(["umount", str(bind)], check=True)

@@ -347,3 +347,68 @@ def test_unmount_leaving_an_empty_mount_point_deletes_nothing(tree, run_inosync)
     wait_until(lambda: all((n / "data" / "new.txt").exists() for n in nodes), 20, "new.txt")
     assert all((n / "data" / "precious.txt").exists() for n in nodes)  # still kept
     assert d.stop() == 0
+
+
+def test_wpath_swapped_while_ssh_connects_is_not_what_rsync_reads(tree, run_inosync, sshd,
+                                                                   tmp_path):
+    """The check that wpath is the watched directory, then rsync opening it: a deploy's
+    "mv www www.old; mkdir www" in between must not reach the node."""
+    src = tree["src"]
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    slow_ssh = tmp_path / "slow-ssh"
+    gate = tmp_path / "connecting"
+    slow_ssh.write_text(f"#!/bin/sh\ntouch {gate}\nsleep 2\nexec ssh \"$@\"\n")
+    slow_ssh.chmod(0o755)
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2,
+                        rnodes=[f"root@127.0.0.1:{remote}"],
+                        ssh=[str(slow_ssh), *sshd.ssh_command()[1:]], ssh_control=False)
+    d = run_inosync(conf, "-v")
+    wait_converged(src, [remote], timeout=30)
+    gate.unlink()
+    d.signal(__import__("signal").SIGHUP)  # a full sync, through the slow ssh
+    wait_until(gate.exists, 20, "the full sync to connect")
+    src.rename(tmp_path / "src.old")
+    src.mkdir()
+    assert d.proc.wait(30) == 1  # then: wpath is another, empty directory: stop
+    assert (remote / "index.html").exists() and (remote / "docs" / "a.txt").exists()
+    assert tree_diff(tmp_path / "src.old", remote) == []  # it read the directory it checked
+
+
+def test_node_turned_into_a_symlink_to_wpath_after_start_is_not_synced(tree, run_inosync):
+    src, nodes = tree["src"], tree["nodes"]
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], edelay=0.2, retry_max=2)
+    d = run_inosync(conf, "-v")
+    wait_converged(src, nodes)
+    shutil.rmtree(nodes[1])
+    nodes[1].symlink_to(src)  # someone "links the mirror to the source"
+    (src / "docs" / "new.txt").write_text("new\n")
+    wait_converged(src, [nodes[0]])
+    d.wait_log("is or contains wpath")
+    assert (src / "index.html").exists() and (src / "docs" / "new.txt").exists()
+    assert "synced" not in "".join(x for x in d.log().splitlines() if str(nodes[1]) in x
+                                   and "full sync" not in x)
+    assert d.stop() == 0
+
+
+@pytest.mark.parametrize("how", ["one level too high", "through a stranger's symlink"])
+def test_swaps_that_are_surely_mistakes_stop_instead_of_following(tmp_path, run_inosync, how):
+    nodes = [tmp_path / "node"]
+    nodes[0].mkdir()
+    for release in ("1", "2"):
+        deploy_tree(tmp_path / "releases", release, f"release {release}")
+    (tmp_path / "current").symlink_to("releases/1/htdocs")
+    wpath = tmp_path / "current"
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(wpath),
+                        rnodes=[str(n) for n in nodes], edelay=0.3)
+    d = run_inosync(conf, "-v")
+    wait_converged(wpath, nodes)
+    (tmp_path / "current.tmp").symlink_to(
+        "releases" if how == "one level too high" else "releases/2/htdocs")
+    if how != "one level too high":
+        os.lchown(tmp_path / "current.tmp", 65534, 65534)
+    (tmp_path / "current.tmp").rename(tmp_path / "current")
+    assert d.proc.wait(20) == 1
+    assert "stopping without syncing" in d.log()
+    assert (nodes[0] / "index.html").read_text() == "release 1"  # nothing else reached it

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,8 +41,9 @@ def test_turned_off_adds_nothing():
 
 
 def masters_running(control_dir: str) -> list[str]:
-    out = subprocess.run(["pgrep", "-f", f"ControlPath={control_dir}"], capture_output=True,
-                         text=True).stdout
+    """Master ssh processes for sockets in control_dir (ssh titles them "ssh: PATH [mux]")."""
+    out = subprocess.run(["pgrep", "-f", f"^ssh: {control_dir}/.* \\[mux\\]"],
+                         capture_output=True, text=True).stdout
     return out.split()
 
 
@@ -49,8 +52,7 @@ def test_one_connection_for_many_batches_closed_on_stop(tree, run_inosync, sshd,
     src = tree["src"]
     remote = tmp_path / "remote"
     remote.mkdir()
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
+    tmpdir = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # short: sockets live there
     conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2,
                         rnodes=[f"root@127.0.0.1:{remote}"], ssh=sshd.ssh_command())
     d = run_inosync(conf, "-v", env={"TMPDIR": str(tmpdir)})
@@ -67,3 +69,13 @@ def test_one_connection_for_many_batches_closed_on_stop(tree, run_inosync, sshd,
     assert d.stop() == 0
     wait_until(lambda: not masters_running(control_dir), 10, "the master to close")
     assert not os.path.exists(control_dir)
+    shutil.rmtree(tmpdir)
+
+
+def test_long_tmpdir_falls_back_to_a_short_socket_directory(tmp_path, monkeypatch):
+    long_dir = tmp_path / ("x" * 80)
+    long_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long_dir))
+    with ControlMasters() as masters:
+        assert masters.dir.startswith(("/run/", "/tmp/"))
+        assert len(f"{masters.dir}/{'0' * 40}") < 108
