@@ -66,6 +66,13 @@ def test_one_connection_for_many_batches_closed_on_stop(tree, run_inosync, sshd,
     sockets = list(Path(control_dir).iterdir())
     assert len(sockets) == 1 and stat.S_ISSOCK(sockets[0].stat().st_mode)
     assert len(masters_running(control_dir)) == 1  # one master served all four runs
+    # The connection dies (the node rebooted, say): the next batch connects anew.
+    for pid in masters_running(control_dir):
+        os.kill(int(pid), 9)
+    (src / "after-the-master-died.txt").write_text("x\n")
+    wait_converged(src, [remote])
+    assert len(masters_running(control_dir)) == 1
+    assert "rsync failed" not in d.log()
     assert d.stop() == 0
     wait_until(lambda: not masters_running(control_dir), 10, "the master to close")
     assert not os.path.exists(control_dir)
