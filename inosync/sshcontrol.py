@@ -61,9 +61,7 @@ class ControlMasters:
         self.used: dict[str, list[str]] = {}  # host -> the ssh command used for it
 
     def __enter__(self) -> ControlMasters:
-        if self.enabled:
-            self.dir = _socket_dir()
-        return self
+        return self  # the directory is made for the first ssh node only
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -80,7 +78,10 @@ class ControlMasters:
 
     def command(self, ssh: Sequence[str], host: str) -> list[str]:
         """The ssh command for a connection to host: sharing one master, if we may."""
-        if not self.enabled or not self.dir or user_controls(ssh):
+        if self.enabled and not self.dir:
+            self.dir = _socket_dir()
+            self.enabled = bool(self.dir)
+        if not self.enabled or user_controls(ssh):
             return list(ssh)
         shared = [*ssh, "-o", "ControlMaster=auto", "-o", f"ControlPath={self.dir}/%C",
                   "-o", f"ControlPersist={PERSIST}"]

@@ -59,9 +59,14 @@ class Background:
             wait_until(lambda: not alive(self.pid), 30, "daemon to exit")
 
     def kill(self) -> None:
+        """At teardown: SIGTERM first, so the daemon removes its temporary directories."""
         if self.pid and alive(self.pid):
-            os.kill(self.pid, signal.SIGKILL)
-            wait_until(lambda: not alive(self.pid), 10, "daemon to die")
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                wait_until(lambda: not alive(self.pid), 15, "daemon to stop")
+            except AssertionError:
+                os.kill(self.pid, signal.SIGKILL)
+                wait_until(lambda: not alive(self.pid), 10, "daemon to die")
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ def test_users_own_control_options_are_kept(ssh):
 
 def test_shared_connection_options_in_a_private_directory():
     with ControlMasters() as masters:
+        assert masters.dir == ""  # made for the first ssh node, not before
         cmd = masters.command(["ssh", "-p", "2222"], "root@h")
         assert cmd[:3] == ["ssh", "-p", "2222"]
         assert f"ControlPath={masters.dir}/%C" in cmd and "ControlMaster=auto" in cmd
@@ -84,5 +85,6 @@ def test_long_tmpdir_falls_back_to_a_short_socket_directory(tmp_path, monkeypatc
     long_dir.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(long_dir))
     with ControlMasters() as masters:
+        masters.command(["ssh"], "h")
         assert masters.dir.startswith(("/run/", "/tmp/"))
         assert len(f"{masters.dir}/{'0' * 40}") < 108
