@@ -17,6 +17,11 @@ from .excludes import Excludes
 ROOT = ""
 
 
+def plural(count: int, noun: str) -> str:
+    """"1 path", "2 paths": for the log."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 class PathSet:
     """Changed paths waiting to be sent, or "the whole tree" (``full``).
 
@@ -84,8 +89,7 @@ class PathSet:
         return taken
 
     def describe(self) -> str:
-        count = len(self.paths)
-        return "full sync" if self.full else f"{count} path" if count == 1 else f"{count} paths"
+        return "full sync" if self.full else plural(len(self.paths), "path")
 
 
 def collapse(paths: Iterable[str]) -> list[str]:
@@ -222,6 +226,5 @@ def plan_run(full: bool, listed: list[str], full_above: int) -> RunPlan:
     if full or len(listed) > full_above:
         return RunPlan(full=True)
     top = top_level(listed)
-    count = len(listed)
-    what = f"{count} path" if count == 1 else f"{count} paths"
-    return RunPlan(False, encode_list(["."] + listed if top else listed), tuple(top), what)
+    return RunPlan(False, encode_list(["."] + listed if top else listed), tuple(top),
+                   plural(len(listed), "path"))

@@ -123,14 +123,14 @@ def node_overlap(wpath: str, nodes: Iterable[str]) -> str | None:
     wpath_id = identity(wpath)
     above_wpath = chain(wpath)
     for node in nodes:
-        node_id = identity(real(node))
-        if wpath_id is not None and wpath_id in chain(node) and node_id != wpath_id:
+        where = real(node)
+        node_id = identity(where)
+        if wpath_id is not None and wpath_id in chain(where) and node_id != wpath_id:
             return (f"local node {node} lies inside wpath {wpath} (through a bind mount or "
                     "symlink): every batch would copy the copy into itself again")
         if node_id is not None and node_id in above_wpath:
             return (f"local node {node} is or contains wpath {wpath} (through a bind mount "
                     "or symlink): syncing into it would delete the source")
-        where = real(node)
         if where == wpath:
             return f"local node {node} is wpath itself"
         if inside(where, wpath):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Union
 
-from .batch import PathSet
+from .batch import PathSet, plural
 from .config import Config
 from .nodes import Node, State
 from .rsync import Outcome, classify, describe
@@ -115,10 +115,6 @@ class RootLost:
 
 
 RootVerdict = Union[RootSame, RootMoved, RootLost]
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def stderr_tail(text: str, lines: int = STDERR_LINES) -> str:

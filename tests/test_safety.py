@@ -3,9 +3,12 @@ and the daemon outlives its own scratch directory: end to end, real rsync."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -80,7 +83,7 @@ def test_excluded_content_never_reaches_a_node(tree, run_inosync, shape):
     wait_converged(src, nodes, excludes=EXCLUDES)
     assert [leaked(n) for n in nodes] == [[], []]
     # And whole-tree runs (a reload syncs everything) agree.
-    d.signal(__import__("signal").SIGHUP)
+    d.signal(signal.SIGHUP)
     d.wait_log("synced full sync", count=2 * len(nodes))
     assert [leaked(n) for n in nodes] == [[], []]
     assert [tree_diff(src, n, EXCLUDES) for n in nodes] == [[], []]
@@ -174,13 +177,13 @@ def test_list_directory_on_a_full_filesystem(tree, run_inosync, tiny_tmpfs):
 def overflow_queue(d, flood: Path, also: Callable[[], None]) -> None:
     """Stop the daemon, make more events than the kernel queues, run `also`, resume."""
     limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
-    d.signal(__import__("signal").SIGSTOP)
+    d.signal(signal.SIGSTOP)
     try:
         for i in range(limit // 2 + 100):  # each file: IN_CREATE + IN_CLOSE_WRITE
             (flood / f"f{i}").write_bytes(b"x")
         also()
     finally:
-        d.signal(__import__("signal").SIGCONT)
+        d.signal(signal.SIGCONT)
 
 
 def test_wpath_replaced_by_an_empty_dir_during_overflow_deletes_nothing(tree, run_inosync):
@@ -265,6 +268,21 @@ def test_atomic_deploy_above_wpath_is_followed(tmp_path, run_inosync, how):
     assert d.stop() == 0
 
 
+@contextlib.contextmanager
+def synced_then_unmounted(tree: dict, run_inosync, mnt: Path, name: str) -> Iterator:
+    """A tmpfs on mnt holding `name`, a daemon that synced it all; unmounted on exit."""
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        (mnt / name).write_text("on the mounted fs\n")
+        conf = write_config(tree["dir"] / "inosync.conf", wpath=str(tree["src"]),
+                            rnodes=[str(n) for n in tree["nodes"]], edelay=0.2)
+        d = run_inosync(conf, "-v")
+        wait_converged(tree["src"], tree["nodes"])
+        yield d
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
 def test_unmount_inside_wpath_watches_what_is_underneath(tree, run_inosync):
     if os.geteuid() != 0:
         pytest.skip("mounting needs root")
@@ -272,15 +290,8 @@ def test_unmount_inside_wpath_watches_what_is_underneath(tree, run_inosync):
     mnt = src / "mnt"
     mnt.mkdir()
     (mnt / "under.txt").write_text("on the disk below the mount\n")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
-    try:
-        (mnt / "on-tmpfs.txt").write_text("on the mounted fs\n")
-        conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
-                            rnodes=[str(n) for n in nodes], edelay=0.2)
-        d = run_inosync(conf, "-v")
-        wait_converged(src, nodes)
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+    with synced_then_unmounted(tree, run_inosync, mnt, "on-tmpfs.txt") as d:
+        pass
     wait_converged(src, nodes)  # the node shows what is visible now
     assert all(not (n / "mnt" / "on-tmpfs.txt").exists() for n in nodes)
     (mnt / "written-after-umount.txt").write_text("must replicate\n")
@@ -303,9 +314,9 @@ def test_source_changing_under_rsync_is_not_an_error(tree, run_inosync):
     d = run_inosync(conf, "-v")
     wait_converged(src, nodes)
     data = os.urandom(3 * 1024 * 1024)
-    deadline = __import__("time").monotonic() + 12
+    deadline = time.monotonic() + 12
     i = 0
-    while __import__("time").monotonic() < deadline:
+    while time.monotonic() < deadline:
         with open(src / "growing.bin", "wb") as f:  # truncated, then written again
             f.write(data[: len(data) - (i % 7) * 100_000])
         victim = src / "docs" / f"gone{i % 3}"
@@ -314,7 +325,7 @@ def test_source_changing_under_rsync_is_not_an_error(tree, run_inosync):
         if i % 2:
             shutil.rmtree(victim)
         i += 1
-        __import__("time").sleep(0.15)
+        time.sleep(0.15)
     wait_converged(src, nodes, timeout=60)
     log = d.log()
     assert "the source changed during the run" in log  # exit 23 happened, and was churn
@@ -330,15 +341,8 @@ def test_unmount_leaving_an_empty_mount_point_deletes_nothing(tree, run_inosync)
     src, nodes = tree["src"], tree["nodes"]
     mnt = src / "data"
     mnt.mkdir()  # empty underneath: an unmounted disk leaves nothing
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
-    try:
-        (mnt / "precious.txt").write_text("on the mounted fs\n")
-        conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
-                            rnodes=[str(n) for n in nodes], edelay=0.2)
-        d = run_inosync(conf, "-v")
-        wait_converged(src, nodes)
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+    with synced_then_unmounted(tree, run_inosync, mnt, "precious.txt") as d:
+        pass
     d.wait_log("lost its watch .unmounted.. and is empty now")
     (src / "marker").write_text("a later batch\n")
     wait_until(lambda: all((n / "marker").exists() for n in nodes), 20, "a later batch")
@@ -366,7 +370,7 @@ def test_wpath_swapped_while_ssh_connects_is_not_what_rsync_reads(tree, run_inos
     d = run_inosync(conf, "-v")
     wait_converged(src, [remote], timeout=30)
     gate.unlink()
-    d.signal(__import__("signal").SIGHUP)  # a full sync, through the slow ssh
+    d.signal(signal.SIGHUP)  # a full sync, through the slow ssh
     wait_until(gate.exists, 20, "the full sync to connect")
     src.rename(tmp_path / "src.old")
     src.mkdir()
