@@ -75,6 +75,11 @@ class Logs:
             # daemon's pid after the fork, not the parent's.
             handler.setFormatter(logging.Formatter(
                 "inosync[%(process)d]: %(levelname)s %(message)s"))
+            if handler.socket.fileno() < 0:  # type: ignore[attr-defined]  # untyped
+                # Said on the terminal while there is one: behind -d nobody would see it.
+                print(f"inosync: warning: {config.path} sets no logfile and no syslog "
+                      "daemon listens on /dev/log: the log goes nowhere; set logfile = "
+                      '"/var/log/inosync.log" or start a syslog daemon', file=sys.stderr)
         self.use(handler)
 
     def fds(self) -> list[int]:

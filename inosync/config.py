@@ -74,6 +74,7 @@ class Config:
     max_pending: int = 100_000
     full_threshold: int = 20_000
     rescan_interval: float = 60.0
+    resync_interval: float = DAY  # a whole-tree sync per node; 0: never
     pidfile: str | None = None
     logfile: str | None = None
     statusfile: str | None = None
@@ -314,6 +315,21 @@ def _seconds(minimum: float, maximum: float = DAY) -> Callable[[Any], float]:
     return lambda v: float(_number(v, minimum, maximum))
 
 
+def _interval(minimum: float, maximum: float) -> Callable[[Any], float]:
+    """Seconds between periodic jobs, or 0 for never."""
+
+    def check(value: Any) -> float:
+        if value == 0 and not isinstance(value, bool):
+            return 0.0
+        try:
+            return float(_number(value, minimum, maximum))
+        except ValueError:
+            raise ValueError(f"must be 0 (never) or from {minimum:.0f} to {maximum:.0f} "
+                             f"seconds, got {value!r}") from None
+
+    return check
+
+
 def _count(minimum: int, maximum: int) -> Callable[[Any], int]:
     return lambda v: int(_number(v, minimum, maximum, integer=True))
 
@@ -402,6 +418,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_pending": _count(1, 10_000_000),
     "full_threshold": _count(1, 10_000_000),
     "rescan_interval": _seconds(0.1),
+    "resync_interval": _interval(1, 366 * DAY),
     "allow_empty_wpath": _bool,
     "allow_system_wpath": _bool,
     "replay_moves": _bool,

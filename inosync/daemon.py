@@ -25,9 +25,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
+from . import __version__, paths
 from . import config as configmod
-from . import paths
-from .batch import RunPlan, files_list, full_sync_above, plan_run
+from .batch import RunPlan, files_list, full_sync_above, plan_run, plural
 from .config import Config, ConfigError
 from .paths import Identity, identity
 from .replay import can_replay, replay_argv, replay_input
@@ -106,8 +106,10 @@ class Daemon:
         self.signals.starting = False  # from now on TERM winds down through the loop
         self.poller.register(self.signals.wake_r, select.POLLIN)
         self.poller.register(self.watcher.fileno(), select.POLLIN)
-        log.info("watching %s (%d directories); initial sync to %d node(s)",
-                 self.config.wpath, len(self.watcher), len(self.config.rnodes))
+        log.info("inosync %s, config %s: watching %s (%s); initial sync to %s",
+                 __version__, self.config.path, self.config.wpath,
+                 plural(len(self.watcher), "directory", "directories"),
+                 plural(len(self.config.rnodes), "node"))
         try:
             with self.masters, self.runner:
                 code = self.carry_out(self.scheduler.begin(time.monotonic()))
@@ -116,6 +118,8 @@ class Daemon:
                     code = self.carry_out(self.inputs(time.monotonic()))
         finally:
             self.watcher.close()  # ours from the start (a reload may have replaced it)
+        self.write_status(time.monotonic(), stopped=code)
+        log.info("stopped (exit status %d); %s", code, self.scheduler.pending_note())
         return code
 
     def wait(self) -> None:
@@ -351,12 +355,15 @@ class Daemon:
             for r in self.scheduler.status(now, time.time())
         ]
 
-    def write_status(self, now: float) -> None:
+    def write_status(self, now: float, stopped: int | None = None) -> None:
+        """The statusfile, for monitoring; stopped: the exit status, once stopped."""
         path = self.config.statusfile
         if not path:
             return
+        state = {"state": "running"} if stopped is None else {"state": "stopped",
+                                                             "exit_status": stopped}
         data = json.dumps({"pid": os.getpid(), "wpath": self.config.wpath, "time": time.time(),
-                           "nodes": self.scheduler.status(now, time.time())}, indent=1)
+                           **state, "nodes": self.scheduler.status(now, time.time())}, indent=1)
         try:
             replace_file(path, data.encode())
         except OSError as e:

@@ -41,7 +41,11 @@ class Node:
     last_ok: float | None = None  # wall-clock time of the last success
     last_error: str | None = None
     runs: int = 0
+    full_synced_at: float | None = None  # when the last whole-tree sync ended well
+    last_full: float | None = None  # the same, wall-clock time
     changed_runs: int = 0  # runs in a row the source changed under
+    failing_since: float | None = None  # when the current spell of failures began
+    failed_for: float = 0.0  # how long the last spell of failures lasted
 
     # After this many runs in a row that the source changed under, the next
     # one counts as a failure: a "vanished" error that never ends is not churn.
@@ -55,6 +59,14 @@ class Node:
         if not self.pending or self.state is State.RUNNING:
             return False
         return self.state is State.IDLE or (self.retry_at is not None and now >= self.retry_at)
+
+    def resync_at(self, interval: float) -> float | None:
+        """When this node's periodic whole-tree sync is due (None: not while it runs,
+        fails or has one pending anyway, or when turned off)."""
+        if not interval or self.full_synced_at is None or self.state is not State.IDLE \
+                or self.pending.full:
+            return None
+        return self.full_synced_at + interval
 
     def begin(self) -> PathSet:
         """Move everything pending into flight and mark the node running."""
@@ -73,7 +85,12 @@ class Node:
         batch, self.inflight = self.inflight, None
         if outcome in (Outcome.OK, Outcome.VANISHED):
             self.state, self.failures, self.retry_at = State.IDLE, 0, None
+            if self.failing_since is not None:
+                self.failed_for = now - self.failing_since  # for "recovered after N s"
+            self.failing_since = None
             self.last_ok, self.changed_runs = wall, 0
+            if batch is not None and batch.full:
+                self.full_synced_at, self.last_full = now, wall
             return was_failing
         if batch is not None:
             self.pending.requeue(batch)
@@ -84,6 +101,8 @@ class Node:
             self.state = State.WAITING
             return False
         self.changed_runs = 0
+        if not was_failing:
+            self.failing_since = now
         self.failures += 1
         lo = self.retry_max if outcome is Outcome.BROKEN else self.retry_min
         self.retry_at = now + backoff(self.failures, lo, self.retry_max)
@@ -101,8 +120,12 @@ class Node:
 
     def pending_summary(self) -> str:
         """What is waiting for this node, queued and in flight: "3 paths", "full sync"."""
+        return self.all_pending().describe()
+
+    def all_pending(self) -> PathSet:
+        """Queued and in flight together."""
         both = PathSet(self.limit)
         both.update(self.pending)
         if self.inflight is not None:
             both.update(self.inflight)
-        return both.describe()
+        return both

@@ -47,7 +47,7 @@ while (@f >= 2) {
       && parents($new, 1) && rename("$root/$old", "$root/$new")) { $done++ }
   else { $skipped++ }
 }
-print STDERR "replayed $done rename(s), left $skipped to rsync\n";
+print STDERR "renames replayed: $done, left to rsync: $skipped\n";
 exit 0;
 """
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import IO
 
-from .batch import RunPlan
+from .batch import RunPlan, plural
 from .rsync import Outcome, root_rules, with_slash
 
 log = logging.getLogger("inosync")
@@ -133,7 +133,7 @@ class Runner:
         if self.pretend:
             if replay is not None:
                 sample = ", ".join(f"{a!r} -> {b!r}" for a, b in replay.sample)
-                log.info("%s: would replay %d rename(s) first (%s%s)", dest, replay.count,
+                log.info("%s: would replay %s first (%s%s)", dest, plural(replay.count, "rename"),
                          sample, ", ..." if replay.count > len(replay.sample) else "")
             log.info("%s: would run (%s): %s", dest, plan.what, _show(argv, shown))
             stderr.close()
@@ -143,7 +143,7 @@ class Runner:
         try:
             fd = source[0] if source else None
             if replay is not None and replay_stdin is not None:
-                log.debug("%s: replaying %d rename(s) first", dest, replay.count)
+                log.debug("%s: replaying %s first", dest, plural(replay.count, "rename"))
                 proc = _spawn(replay.argv, stderr, replay_stdin)
                 child = _Child(proc, stderr, scratch, time.monotonic(), plan.what, argv, fd, shown)
             else:

@@ -325,6 +325,7 @@ class Scheduler:
         if self.reloading:
             return actions  # the node a run is for may be gone after it
         for node in self.nodes.values():
+            self._resync_if_due(node, now)
             if node.ready(now):
                 actions.append(StartRun(node.dest, node.begin()))
         return actions
@@ -338,6 +339,8 @@ class Scheduler:
         if not self.stopping and self.root_check_at is None and not self.root_check_asked:
             due += [n.retry_at for n in self.nodes.values()
                     if n.state is State.WAITING and n.pending and n.retry_at is not None]
+            resync = [n.resync_at(self.config.resync_interval) for n in self.nodes.values()]
+            due += [t for t in resync if t is not None]
         return min(due) if due else None
 
     # ---- status
@@ -348,13 +351,23 @@ class Scheduler:
             retry = None
             if node.state is State.WAITING and node.retry_at is not None:
                 retry = wall + max(0.0, node.retry_at - now)
+            pending = node.all_pending()
             rows.append({
                 "node": node.dest, "state": node.state.value,
-                "pending": node.pending_summary(), "failures": node.failures,
+                "pending": pending.describe(), "pending_paths": len(pending.paths),
+                "pending_full": pending.full, "failures": node.failures,
                 "last_ok": node.last_ok, "last_error": node.last_error,
-                "next_retry": retry, "runs": node.runs,
+                "next_retry": retry, "runs": node.runs, "last_full_sync": node.last_full,
             })
         return rows
+
+    def pending_note(self) -> str:
+        """What was left to do, for the last line of the log."""
+        left = [f"{n.dest}: {n.pending_summary()}" for n in self.nodes.values()
+                if n.pending or n.inflight is not None]
+        if not left:
+            return "every node had everything"
+        return "pending: " + ", ".join(left) + " (the next start's full sync covers it)"
 
     # ---- signals
 
@@ -389,6 +402,14 @@ class Scheduler:
     def _collect_everything(self, now: float) -> None:
         self.collected.set_full()
         self.flush_at = now
+
+    def _resync_if_due(self, node: Node, now: float) -> None:
+        """The periodic whole-tree sync: repairs what changed on the node behind our back."""
+        due = node.resync_at(self.config.resync_interval)
+        if due is not None and now >= due:
+            node.pending.set_full()
+            log.info("%s: periodic full sync (resync_interval %g s)", node.dest,
+                     self.config.resync_interval)
 
     def _rewatch(self, now: float) -> list[Action]:
         paths = tuple(sorted(self.unwatched))
@@ -448,5 +469,5 @@ class Scheduler:
                     node.dest, node.last_error, f": {tail}" if tail else "",
                     node.pending.describe(), node.failures, max(0.0, wait))
         elif changed:
-            log.info("%s: recovered", node.dest)
+            log.info("%s: recovered after %.0f s", node.dest, node.failed_for)
 

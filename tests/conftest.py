@@ -1,5 +1,6 @@
 """Fixtures: a source tree with two replica directories, `inosync` processes
-stopped at teardown, a session-wide sshd. The helpers they use are in helpers.py."""
+stopped at teardown, a session-wide sshd, a host behind a slow link. The helpers
+they use are in helpers.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers import Inosync, Sshd
+from hosts import TestHost, can_make_namespaces
 
 
 @pytest.fixture
@@ -47,3 +49,18 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     server = Sshd(tmp_path_factory.mktemp("sshd")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def slow_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHost]:
+    """A host behind a 20 Mbit/s link with 50 ms of round trip (tbf + delayproxy.py)."""
+    reason = can_make_namespaces()
+    if reason:
+        pytest.skip(reason)
+    host = TestHost(7, tmp_path_factory.mktemp("slowhost"))
+    try:
+        host.create()
+        host.shape(20)
+        yield host
+    finally:
+        host.destroy()

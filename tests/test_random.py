@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow  # end to end: real processes
 # once lost every change below them.
 SEEDS = [3, 6, 8, 14, 15, 34]
 SSH_SEED = 19
+SLOW_SEED = 23
 OPS = 150
 EDELAY = 0.2
 SETTINGS = {"edelay": EDELAY, "retry_min": 0.5, "retry_max": 2}
@@ -88,11 +89,30 @@ def test_random_changes_converge_over_ssh(tree, run_inosync, sshd, tmp_path):
     check_clean_stop(d)
 
 
+def test_random_changes_converge_over_a_slow_link_with_replay(tree, run_inosync, slow_host,
+                                                             tmp_path):
+    """Renames replayed over ssh on a 20 Mbit/s, 50 ms link, among every other change."""
+    src = tree["src"]
+    node = tmp_path / "remote"
+    node.mkdir()
+    assert slow_host.sshd is not None
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src),
+                        rnodes=[slow_host.dest(node)],
+                        ssh=slow_host.slow_ssh(slow_host.sshd.ssh_command(), 25), **SETTINGS)
+    d = run_inosync(conf, "-v")
+    ops = run_ops(d, src, [node], SLOW_SEED)
+    assert ops.counts.get("rename_file", 0) + ops.counts.get("rename_dir", 0) >= 5, ops.counts
+    # Replay is on by default: renames were done on the node, and no replay failed.
+    assert re.search(r"replay exited 0: renames replayed: [1-9]", d.log()), d.log()[-3000:]
+    assert not re.search(r"replay exited [1-9]", d.log())
+    check_clean_stop(d)
+
+
 # ---- the operations themselves, without a daemon
 
 
 def test_seeds_pause_longer_than_edelay():
-    for seed in [*SEEDS, SSH_SEED]:
+    for seed in [*SEEDS, SSH_SEED, SLOW_SEED]:
         gaps = list(islice(pauses(seed), OPS))
         assert any(p > EDELAY for p in gaps), seed  # batches land while changes go on
         assert sum(p == 0 for p in gaps) > OPS // 2, seed  # and most come in bursts

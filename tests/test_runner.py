@@ -157,4 +157,4 @@ def test_pretend_shows_the_replay(caplog):
     with Runner(pretend=True) as runner, caplog.at_level("INFO", "inosync"):
         runner.start("n1", RunPlan(full=True), argv_of("true"),
                      Replay(["perl"], b"", 4, [("a", "b"), ("b", "c")]))
-    assert "would replay 4 rename(s) first ('a' -> 'b', 'b' -> 'c', ...)" in caplog.text
+    assert "would replay 4 renames first ('a' -> 'b', 'b' -> 'c', ...)" in caplog.text

@@ -74,8 +74,13 @@ def test_changes_wait_for_edelay_then_go_to_every_node_in_one_batch(synced):
     assert runs[A].batch.paths == {"docs/a", "docs/b"} and not runs[A].batch.full
 
 
-def test_idle_scheduler_has_no_deadline(synced):
-    assert synced.next_deadline() is None  # poll() sleeps until something happens
+def test_idle_scheduler_sleeps_until_the_daily_resync(synced):
+    assert synced.next_deadline() == 1.0 + 86_400  # the default resync_interval
+    s = Scheduler(config(resync_interval=0.0))
+    starts(s.begin(0.0))
+    ended(s, A, OK, 1.0)
+    ended(s, B, OK, 1.0)
+    assert s.next_deadline() is None  # poll() sleeps until something happens
 
 
 def test_changes_while_a_node_runs_wait_for_its_next_run(synced):
@@ -121,7 +126,7 @@ def test_failed_node_keeps_its_batch_and_backs_off(synced, caplog):
     assert runs[A].batch.paths == {"p", "q"}
     with caplog.at_level(logging.INFO, "inosync"):
         ended(s, A, OK, 17.0)
-    assert "recovered" in caplog.text
+    assert "recovered after 4 s" in caplog.text  # failing from 13.0 to 17.0
 
 
 def test_backoff_doubles_up_to_retry_max(synced):
@@ -439,3 +444,54 @@ def test_replay_can_be_turned_off():
     ended(s, B, OK, 0.5)
     s.changed(["a", "b"], 1.0, [("a", "b")])
     assert starts(s.tick(3.0))[A].batch.moves == []
+
+
+# ---------------------------------------------------------------- periodic resync
+
+
+def test_periodic_full_sync_per_node_after_resync_interval():
+    s = Scheduler(config(resync_interval=100.0))
+    starts(s.begin(0.0))
+    ended(s, A, OK, 1.0)
+    ended(s, B, OK, 5.0)
+    assert s.next_deadline() == 101.0  # A's full sync ended at 1.0, B's at 5.0
+    assert s.tick(100.9) == []
+    runs = starts(s.tick(101.0))
+    assert set(runs) == {A} and runs[A].batch.full
+    ended(s, A, OK, 102.0)
+    assert s.next_deadline() == 105.0
+    assert starts(s.tick(105.0))[B].batch.full
+    ended(s, B, OK, 106.0)
+    assert s.next_deadline() == 202.0  # counted from the end of the last full sync
+
+
+def test_a_full_sync_for_another_reason_postpones_the_resync():
+    s = Scheduler(config(resync_interval=100.0))
+    starts(s.begin(0.0))
+    ended(s, A, OK, 1.0)
+    ended(s, B, OK, 1.0)
+    s._handle_hup("SIGHUP", 50.0)
+    s.reloaded(s.config, 50.0)  # a reload syncs everything
+    ended(s, A, OK, 52.0)
+    ended(s, B, OK, 52.0)
+    assert s.next_deadline() == 152.0
+
+
+def test_no_resync_while_a_node_fails_or_when_turned_off():
+    s = Scheduler(config(resync_interval=100.0))
+    starts(s.begin(0.0))
+    ended(s, A, OK, 1.0)
+    ended(s, B, 12, 1.0)  # B never had a good full sync: its full sync is retried instead
+    s.changed(["x"], 90.0)
+    starts(s.tick(92.0))
+    ended(s, A, 12, 93.0)  # A fails with a batch pending: retries, not a resync
+    for t in (101.0, 150.0):
+        runs = starts(s.tick(t))
+        assert all(not r.batch.full for d, r in runs.items() if d == A)
+        for d in runs:
+            ended(s, d, 12, t + 0.5)
+    off = Scheduler(config(resync_interval=0.0))
+    starts(off.begin(0.0))
+    ended(off, A, OK, 1.0)
+    ended(off, B, OK, 1.0)
+    assert off.next_deadline() is None

@@ -1,0 +1,137 @@
+"""What a sysadmin relies on every day, end to end: periodic resync, the log
+lines and the statusfile, progress on long work."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+from helpers import inosync_argv, wait_converged, wait_until, write_config
+
+from inosync import __version__
+
+pytestmark = pytest.mark.slow  # end to end: real processes
+
+
+def test_node_changed_behind_our_back_is_repaired_by_the_periodic_resync(tree, run_inosync):
+    src, node = tree["src"], tree["nodes"][0]
+    status = tree["dir"] / "status.json"
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.2, resync_interval=2, statusfile=str(status))
+    d = run_inosync(conf)
+    wait_converged(src, [node])
+    d.wait_log("synced full sync")
+    shutil.rmtree(node / "docs")  # wiped from outside: no event tells us
+    (node / "index.html").write_text("defaced\n")
+    (node / "extra").write_text("not in the source\n")
+    wait_converged(src, [node], timeout=15)
+    assert "periodic full sync (resync_interval 2 s)" in d.log()
+    row = json.loads(status.read_text())["nodes"][0]
+    assert isinstance(row["last_full_sync"], float)
+    assert d.stop() == 0
+
+
+def test_resync_can_be_turned_off(tree, run_inosync):
+    src, node = tree["src"], tree["nodes"][0]
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.2, resync_interval=0)
+    d = run_inosync(conf)
+    wait_converged(src, [node])
+    (node / "extra").write_text("drift\n")
+    with pytest.raises(AssertionError):
+        wait_until(lambda: not (node / "extra").exists(), 3, "a resync that must not come")
+    assert "periodic full sync" not in d.log()
+    assert d.stop() == 0
+
+
+def test_log_reads_well_from_start_to_stop(tree, run_inosync):
+    src, node = tree["src"], tree["nodes"][0]
+    status = tree["dir"] / "status.json"
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.2, statusfile=str(status))
+    d = run_inosync(conf)
+    d.wait_log("synced full sync")
+    first = d.log().splitlines()[0]
+    assert f"inosync {__version__}, config {conf}: watching {src} (3 directories); " \
+           "initial sync to 1 node" in first
+    d.signal(signal.SIGINT)
+    assert d.proc.wait(20) == 0
+    log = d.log()
+    assert "stopping (SIGINT)" in log
+    assert log.splitlines()[-1].endswith("stopped (exit status 0); every node had everything")
+    data = json.loads(status.read_text())
+    assert (data["state"], data["exit_status"]) == ("stopped", 0)
+    row = data["nodes"][0]
+    assert (row["pending_paths"], row["pending_full"], row["pending"]) == (0, False, "0 paths")
+
+
+def test_stop_line_says_what_was_pending_and_recovery_how_long_it_took(tree, run_inosync):
+    src, node = tree["src"], tree["nodes"][0]
+    status = tree["dir"] / "status.json"
+    parked = tree["dir"] / "parked"
+    node.rename(parked)
+    node.write_text("a file where the node's directory should be: every run fails\n")
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.2, retry_min=0.3, retry_max=0.5, statusfile=str(status))
+    d = run_inosync(conf)
+    d.wait_log("rsync failed")
+    row = json.loads(status.read_text())["nodes"][0]
+    assert (row["pending_full"], row["state"]) == (True, "waiting")
+    node.unlink()
+    parked.rename(node)
+    d.wait_log(r"recovered after \d+ s")
+    node.rename(parked)  # failing again, with changes pending
+    node.write_text("broken again\n")
+    for name in ("p1", "p2"):
+        (src / name).write_text(name)
+    d.wait_log("rsync failed", count=2)
+    wait_until(lambda: json.loads(status.read_text())["nodes"][0]["pending_paths"] == 2, 10)
+    assert d.stop() == 0
+    assert d.log().splitlines()[-1].endswith(
+        f"stopped (exit status 0); pending: {node}: 2 paths (the next start's full sync "
+        "covers it)")
+
+
+def test_logfile_is_reopened_on_hup(tree, tmp_path):
+    src, node = tree["src"], tree["nodes"][0]
+    logfile, pidfile = tmp_path / "inosync.log", tmp_path / "inosync.pid"
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.2, logfile=str(logfile), pidfile=str(pidfile))
+    done = subprocess.run([*inosync_argv(), "-c", str(conf), "-d"], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pidfile")
+    pid = int(pidfile.read_text())
+    try:
+        wait_until(lambda: "synced full sync" in logfile.read_text(), 20, "initial sync")
+        logfile.rename(tmp_path / "inosync.log.1")  # what logrotate does
+        os.kill(pid, signal.SIGHUP)
+        wait_until(lambda: logfile.exists() and "reloaded" in logfile.read_text(), 20,
+                   "the reload logged in a new file")
+        assert "reloaded" not in (tmp_path / "inosync.log.1").read_text()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not pidfile.exists(), 30, "the daemon to stop")
+
+
+def test_d_without_a_log_target_says_so_before_detaching(tree, tmp_path):
+    if os.path.exists("/dev/log"):
+        pytest.skip("a syslog daemon listens on /dev/log here")
+    src, node = tree["src"], tree["nodes"][0]
+    pidfile = tmp_path / "inosync.pid"
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.2, pidfile=str(pidfile))
+    done = subprocess.run([*inosync_argv(), "-c", str(conf), "-d"], capture_output=True,
+                          text=True, timeout=30)
+    try:
+        assert done.returncode == 0
+        assert "sets no logfile and no syslog daemon listens on /dev/log" in done.stderr
+        wait_converged(src, [node])
+    finally:
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pidfile")
+        os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        wait_until(lambda: not pidfile.exists(), 30, "the daemon to stop")
