@@ -8,16 +8,25 @@ reported on the terminal, not only in a log nobody is looking at yet.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import logging.handlers
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import __version__
+from .batch import plural
 from .config import DEFAULT_PATH, Config, ConfigError, load
+from .liveline import LiveLine
 from .pidfile import Pidfile, PidfileError
 from .signals import CAUGHT, Signals, StopDuringStartup
+
+if TYPE_CHECKING:
+    from .watch import Watcher
 
 log = logging.getLogger("inosync")
 
@@ -57,9 +66,13 @@ class Logs:
         log.addHandler(handler)
 
     def foreground(self) -> None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = LiveLine(sys.stderr) if sys.stderr.isatty() else logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.use(handler)
+
+    def live(self) -> Callable[[str], None] | None:
+        """Where a live progress line goes: the terminal, if we log to one."""
+        return self.handler.show if isinstance(self.handler, LiveLine) else None
 
     def background(self, config: Config) -> None:
         handler: logging.Handler
@@ -131,8 +144,12 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
         return fail(str(e), EXIT_RUNTIME)
     try:
         watcher = Watcher(config.wpath, config.emask, config.excludes, config.configured_wpath)
+        report_watch_progress(watcher, config, logs.live())
         try:
             watcher.start()
+            live = logs.live()
+            if live is not None:
+                live("")
         except WatchLimitError:
             watcher.close()
             return fail(watch_limit_message(config.wpath), EXIT_RUNTIME)
@@ -162,11 +179,49 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
             if args.daemonize:
                 logs.background(new)
 
-        daemon = Daemon(config, watcher, signals, pretend=args.pretend, on_reload=on_reload)
+        daemon = Daemon(config, watcher, signals, pretend=args.pretend, on_reload=on_reload,
+                        live=logs.live())
         return daemon.run()
     finally:
         if pidfile:
             pidfile.release()
+
+
+def report_watch_progress(watcher: Watcher, config: Config,
+                          live: Callable[[str], None] | None) -> None:
+    """While a big tree is being watched: a log line (and the statusfile) every
+    progress_interval, and on a terminal a live line every second."""
+    every = config.progress_interval
+    if not every:
+        return
+    started = time.monotonic()
+    logged = [started]
+
+    def progress(watched: int) -> None:
+        now = time.monotonic()
+        text = (f"watching {config.wpath}: {plural(watched, 'directory', 'directories')} "
+                f"so far ({now - started:.0f} s)")
+        if live is not None:
+            live(text)
+        if now - logged[0] >= every - 0.5:
+            logged[0] = now
+            log.info("%s", text)
+            write_start_status(config, watched)
+
+    watcher.on_progress = progress
+    watcher.progress_every = min(every, 1.0) if live is not None else every
+
+
+def write_start_status(config: Config, watched: int) -> None:
+    from .daemon import replace_file
+
+    if config.statusfile:
+        data = {"pid": os.getpid(), "wpath": config.wpath, "time": time.time(),
+                "state": "starting", "directories_watched": watched, "nodes": []}
+        try:
+            replace_file(config.statusfile, json.dumps(data, indent=1).encode())
+        except OSError as e:
+            log.warning("cannot write statusfile %s: %s", config.statusfile, e.strerror)
 
 
 def detach(keep: list[int]) -> None:

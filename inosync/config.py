@@ -75,6 +75,7 @@ class Config:
     full_threshold: int = 20_000
     rescan_interval: float = 60.0
     resync_interval: float = DAY  # a whole-tree sync per node; 0: never
+    progress_interval: float = 30.0  # progress lines during long work; 0: none
     pidfile: str | None = None
     logfile: str | None = None
     statusfile: str | None = None
@@ -419,6 +420,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "full_threshold": _count(1, 10_000_000),
     "rescan_interval": _seconds(0.1),
     "resync_interval": _interval(1, 366 * DAY),
+    "progress_interval": _interval(1, DAY),
     "allow_empty_wpath": _bool,
     "allow_system_wpath": _bool,
     "replay_moves": _bool,

@@ -37,6 +37,7 @@ from .scheduler import (
     Action,
     CheckRoot,
     Exit,
+    LogProgress,
     LogStatus,
     Reload,
     Rescan,
@@ -88,8 +89,10 @@ class Daemon:
         signals: Signals,
         pretend: bool = False,
         on_reload: Callable[[Config], None] | None = None,
+        live: Callable[[str], None] | None = None,
     ) -> None:
-        self.scheduler = Scheduler(config)
+        self.scheduler = Scheduler(config, live=live is not None)
+        self.live = live  # shows a line of progress on the terminal, if there is one
         self.watcher = watcher
         self.signals = signals
         self.runner = Runner(pretend)
@@ -155,9 +158,12 @@ class Daemon:
 
     def reaped(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        for e in self.runner.reap():
+        ended = self.runner.reap()
+        for e in ended:
             actions += self.scheduler.run_ended(e.dest, e.returncode, e.stderr, now,
                                                 time.time(), e.took, e.what, e.pretended)
+        if ended and self.live is not None and not self.progress_texts():
+            self.live("")  # the last full sync ended: no progress line left to show
         return actions
 
     def carry_out(self, actions: Iterable[Action]) -> int | None:
@@ -199,6 +205,8 @@ class Daemon:
         elif isinstance(action, LogStatus):
             for line in self.status_lines(now):
                 log.info("status: %s", line)
+        elif isinstance(action, LogProgress):
+            self.report_progress(action.to_log, now)
         return []
 
     # ---- the edges: runs, wpath, reload, status
@@ -251,7 +259,7 @@ class Daemon:
 
         def argv(plan: RunPlan, list_file: str | None, rules_file: str | None) -> list[str]:
             if list_file is None:
-                return full_argv(opts, source, dest)
+                return full_argv(opts, source, dest, progress=True)
             return batch_argv(opts, source, dest, list_file, rules_file)
 
         return argv
@@ -343,6 +351,26 @@ class Daemon:
         self.watcher = watcher
         self.poller.register(watcher.fileno(), select.POLLIN)
 
+    def progress_texts(self) -> dict[str, str]:
+        """For each node in a full sync: how long it has run and how far it got."""
+        texts = {}
+        for dest in self.config.rnodes:
+            running = self.runner.progress(dest)
+            if running is not None:
+                took, done = running
+                texts[dest] = (f"full sync running for {took:.0f} s, "
+                               f"{done.describe() if done else 'listing the tree'}")
+        return texts
+
+    def report_progress(self, to_log: bool, now: float) -> None:
+        texts = self.progress_texts()
+        if to_log:
+            for dest, text in texts.items():
+                log.info("%s: %s", dest, text)
+            self.write_status(now)
+        if self.live is not None and texts:
+            self.live("; ".join(f"{d}: {t}" for d, t in texts.items()))
+
     def status_lines(self, now: float) -> list[str]:
         def when(t: object) -> str:
             return (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
@@ -352,8 +380,17 @@ class Daemon:
             f"{r['node']}: {r['state']}, pending {r['pending']}, last ok {when(r['last_ok'])}, "
             f"last error {r['last_error'] or 'none'}, next retry "
             f"{when(r['next_retry']) if r['next_retry'] else '-'}"
-            for r in self.scheduler.status(now, time.time())
+            + (f"; {r['progress']}" if r.get("progress") else "")
+            for r in self.status_rows(now)
         ]
+
+    def status_rows(self, now: float) -> list[dict[str, object]]:
+        """The scheduler's view of each node, with the progress of running full syncs."""
+        texts = self.progress_texts()
+        rows = self.scheduler.status(now, time.time())
+        for row in rows:
+            row["progress"] = texts.get(str(row["node"]))
+        return rows
 
     def write_status(self, now: float, stopped: int | None = None) -> None:
         """The statusfile, for monitoring; stopped: the exit status, once stopped."""
@@ -363,7 +400,7 @@ class Daemon:
         state = {"state": "running"} if stopped is None else {"state": "stopped",
                                                              "exit_status": stopped}
         data = json.dumps({"pid": os.getpid(), "wpath": self.config.wpath, "time": time.time(),
-                           **state, "nodes": self.scheduler.status(now, time.time())}, indent=1)
+                           **state, "nodes": self.status_rows(now)}, indent=1)
         try:
             replace_file(path, data.encode())
         except OSError as e:

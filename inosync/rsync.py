@@ -85,9 +85,11 @@ def _common(opts: Options, dest: str, rules: Sequence[str] = ()) -> list[str]:
     return argv
 
 
-def full_argv(opts: Options, wpath: str, dest: str) -> list[str]:
-    """One whole-tree run: the node ends up equal to wpath."""
-    return [*_common(opts, dest), with_slash(wpath), with_slash(dest)]
+def full_argv(opts: Options, wpath: str, dest: str, progress: bool = False) -> list[str]:
+    """One whole-tree run: the node ends up equal to wpath. With progress, rsync
+    reports how far it got on stdout (progress.py reads it)."""
+    report = ["--info=progress2"] if progress else []
+    return [*_common(opts, dest), *report, with_slash(wpath), with_slash(dest)]
 
 
 def literal_pattern(name: str) -> str:

@@ -9,6 +9,7 @@ them. Children never block the loop: ``start`` returns at once, and
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shlex
@@ -23,12 +24,16 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import IO
 
+from . import progress
 from .batch import RunPlan, plural
+from .progress import Progress
 from .rsync import Outcome, root_rules, with_slash
 
 log = logging.getLogger("inosync")
 
 STDERR_READ = 1 << 20  # of a run's stderr, enough to tell churn from failure
+PROGRESS_TAIL = 4096  # of rsync's progress output: holds the last few records
+PROGRESS_KEEP = 1 << 20  # past this the progress output starts over (a record per file)
 
 # argv of a run, given the names of its list file and rules file (None: no such file)
 ArgvFor = Callable[[RunPlan, "str | None", "str | None"], list[str]]
@@ -66,6 +71,7 @@ class _Child:
     rsync_argv: list[str] | None = None  # to start once the replay has ended
     source_fd: int | None = None  # wpath, opened: rsync reads it as /proc/self/fd/N
     shown: dict[str, str] | None = None  # for the log: that fd's path -> wpath
+    output: IO[bytes] | None = None  # rsync's stdout, for its progress (full syncs)
 
 
 class Runner:
@@ -85,6 +91,7 @@ class Runner:
             _kill(child.proc, signal.SIGKILL)
             child.proc.wait()
             child.stderr.close()
+            _close_output(child.output)
             _close(child)
         self.children.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -127,6 +134,7 @@ class Runner:
                 replay_stdin = self._scratch_file(replay.data)
                 scratch.append(replay_stdin)
             stderr = tempfile.TemporaryFile(dir=self._scratch_dir())
+            output = _appended(tempfile.TemporaryFile(dir=self.dir)) if plan.full else None
         except OSError as e:
             _remove(scratch)
             return Outcome.RETRY, f"cannot write rsync's list files in {self.dir}: {e.strerror}"
@@ -137,6 +145,7 @@ class Runner:
                          sample, ", ..." if replay.count > len(replay.sample) else "")
             log.info("%s: would run (%s): %s", dest, plan.what, _show(argv, shown))
             stderr.close()
+            _close_output(output)
             _remove(scratch)
             self._pretended.append(Ended(dest, 0, "", 0.0, plan.what, pretended=True))
             return None
@@ -145,17 +154,32 @@ class Runner:
             if replay is not None and replay_stdin is not None:
                 log.debug("%s: replaying %s first", dest, plural(replay.count, "rename"))
                 proc = _spawn(replay.argv, stderr, replay_stdin)
-                child = _Child(proc, stderr, scratch, time.monotonic(), plan.what, argv, fd, shown)
+                child = _Child(proc, stderr, scratch, time.monotonic(), plan.what, argv, fd, shown,
+                               output)
             else:
                 log.debug("%s: running (%s): %s", dest, plan.what, _show(argv, shown))
-                proc = _spawn(argv, stderr, keep_fd=fd)
-                child = _Child(proc, stderr, scratch, time.monotonic(), plan.what)
+                proc = _spawn(argv, stderr, keep_fd=fd, stdout=output)
+                child = _Child(proc, stderr, scratch, time.monotonic(), plan.what, output=output)
         except OSError as e:
             stderr.close()
+            _close_output(output)
             _remove(scratch)
             return Outcome.BROKEN, f"cannot run {e.filename or 'rsync'}: {e.strerror}"
         self.children[dest] = child
         return None
+
+    def progress(self, dest: str) -> tuple[float, Progress | None] | None:
+        """How long dest's full sync has been running and how far it got, by
+        rsync's own count; None if no full sync runs for dest."""
+        child = self.children.get(dest)
+        if child is None or child.output is None:
+            return None
+        fd = child.output.fileno()
+        size = os.fstat(fd).st_size
+        tail = os.pread(fd, PROGRESS_TAIL, max(0, size - PROGRESS_TAIL))
+        if size > PROGRESS_KEEP:
+            os.ftruncate(fd, 0)  # rsync appends (O_APPEND): it goes on at the start
+        return time.monotonic() - child.started, progress.parse(tail)
 
     def signal(self, dest: str, signum: int) -> None:
         """Signal a run's whole process group (rsync and its ssh)."""
@@ -178,6 +202,7 @@ class Runner:
             del self.children[dest]
             stderr = _read_stderr(child.stderr)
             child.stderr.close()
+            _close_output(child.output)
             _remove(child.scratch)
             ended.append(Ended(dest, rc, stderr, time.monotonic() - child.started, child.what))
         return ended
@@ -198,7 +223,7 @@ class Runner:
         child.stderr.truncate()
         log.debug("%s: running (%s): %s", dest, child.what, _show(argv, child.shown or {}))
         try:
-            child.proc = _spawn(argv, child.stderr, keep_fd=child.source_fd)
+            child.proc = _spawn(argv, child.stderr, keep_fd=child.source_fd, stdout=child.output)
         except OSError as e:
             child.stderr.write(f"cannot run {argv[0]}: {e.strerror}\n".encode())
             return 127
@@ -241,15 +266,28 @@ def _private_dir(path: str) -> bool:
 
 
 def _spawn(argv: list[str], stderr: IO[bytes], stdin: str | None = None,
-           keep_fd: int | None = None) -> subprocess.Popen[bytes]:
+           keep_fd: int | None = None, stdout: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
     """A child in its own process group (so a signal reaches its ssh too)."""
     keep = (keep_fd,) if keep_fd is not None else ()
+    out = stdout if stdout is not None else subprocess.DEVNULL
     if stdin is None:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=stderr, start_new_session=True, pass_fds=keep)
     with open(stdin, "rb") as data:
-        return subprocess.Popen(argv, stdin=data, stdout=subprocess.DEVNULL, stderr=stderr,
+        return subprocess.Popen(argv, stdin=data, stdout=out, stderr=stderr,
                                 start_new_session=True, pass_fds=keep)
+
+
+def _appended(f: IO[bytes]) -> IO[bytes]:
+    """f with O_APPEND, which the child shares: once we cut the file short, its
+    next write lands at the new end instead of leaving a hole."""
+    fcntl.fcntl(f.fileno(), fcntl.F_SETFL, fcntl.fcntl(f.fileno(), fcntl.F_GETFL) | os.O_APPEND)
+    return f
+
+
+def _close_output(output: IO[bytes] | None) -> None:
+    if output is not None:
+        output.close()
 
 
 def _close(child: _Child) -> None:

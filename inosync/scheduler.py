@@ -83,12 +83,20 @@ class LogStatus:
 
 
 @dataclass(frozen=True)
+class LogProgress:
+    """Report how far the running full syncs got (to the log too, unless only the
+    terminal's live line is due)."""
+
+    to_log: bool = True
+
+
+@dataclass(frozen=True)
 class Exit:
     code: int
 
 
 Action = Union[StartRun, SignalRun, Rescan, CheckRoot, Rewatch, Reload, WriteStatus, LogStatus,
-               Exit]
+               LogProgress, Exit]
 
 
 # ---- answers the loop gives to CheckRoot
@@ -122,8 +130,11 @@ def stderr_tail(text: str, lines: int = STDERR_LINES) -> str:
 
 
 class Scheduler:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, live: bool = False) -> None:
         self.config = config
+        self.live = live  # a terminal shows a live progress line: update it every second
+        self.progress_at: float | None = None  # next progress report while full syncs run
+        self.progress_logged_at = 0.0
         self.nodes = {dest: self._new_node(dest) for dest in config.rnodes}
         self.retired: dict[str, Node] = {}  # removed by a reload, their run still ending
         self.collected = PathSet(config.max_pending)
@@ -307,6 +318,12 @@ class Scheduler:
         """Time passed: whatever is due now."""
         if self.exited:
             return []
+        actions = self._due(now)
+        if self.exited:
+            return actions
+        return actions + self._progress(now)  # every tick moves progress_at on
+
+    def _due(self, now: float) -> list[Action]:
         actions: list[Action] = []
         if self.root_check_at is not None and now >= self.root_check_at and not self.stopping:
             actions += self._ask_root(now)
@@ -332,8 +349,8 @@ class Scheduler:
 
     def next_deadline(self) -> float | None:
         """When tick() has something to do next, or None: sleep until an input."""
-        due = [t for t in (self.flush_at, self.term_at, self.kill_at, self.root_check_at)
-               if t is not None]
+        due = [t for t in (self.flush_at, self.term_at, self.kill_at, self.root_check_at,
+                           self.progress_at) if t is not None]
         if self.unwatched and self.rewatch_at is not None:
             due.append(self.rewatch_at)
         if not self.stopping and self.root_check_at is None and not self.root_check_asked:
@@ -402,6 +419,26 @@ class Scheduler:
     def _collect_everything(self, now: float) -> None:
         self.collected.set_full()
         self.flush_at = now
+
+    def _progress(self, now: float) -> list[Action]:
+        """A progress report every progress_interval (every second on a terminal)
+        while a full sync runs, counted from its start."""
+        every = self.config.progress_interval
+        full_runs = any(n.inflight is not None and n.inflight.full for n in self.nodes.values())
+        if not every or not full_runs:
+            self.progress_at = None
+            return []
+        step = min(every, 1.0) if self.live else every
+        if self.progress_at is None:
+            self.progress_at, self.progress_logged_at = now + step, now
+            return []
+        if now < self.progress_at:
+            return []
+        self.progress_at = now + step
+        to_log = now - self.progress_logged_at >= every - 1e-6
+        if to_log:
+            self.progress_logged_at = now
+        return [LogProgress(to_log)]
 
     def _resync_if_due(self, node: Node, now: float) -> None:
         """The periodic whole-tree sync: repairs what changed on the node behind our back."""

@@ -32,8 +32,9 @@ import fcntl
 import logging
 import os
 import struct
+import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 try:
@@ -220,6 +221,11 @@ class Watcher:
         # directory may now be at its path. The daemon checks root_is_same().
         self.root_changed = False
         self._strict = True  # ENOSPC raises while starting, is logged later
+        # Told how many directories are watched so far, every progress_every
+        # seconds while a tree is being watched (minutes, on a big one).
+        self.on_progress: Callable[[int], None] | None = None
+        self.progress_every = 0.0
+        self._progress_at = 0.0
 
     def fileno(self) -> int:
         return self.fd
@@ -304,10 +310,13 @@ class Watcher:
         """Watch top and every directory below it that is not excluded."""
         excludes = self.excludes
         stack = [(top, os.path.join(self.root, top))]
+        self._progress_at = time.monotonic() + self.progress_every
         while stack:
             rel, path = stack.pop()
             if not self._add(rel, path):
                 continue
+            if self.on_progress is not None and not len(self.wd_of) % 256:
+                self._report_progress()
             try:
                 with os.scandir(path) as entries:
                     for entry in entries:
@@ -318,6 +327,12 @@ class Watcher:
                                 stack.append((child, entry.path))
             except OSError:
                 continue  # vanished meanwhile: its own events tell the rest
+
+    def _report_progress(self) -> None:
+        now = time.monotonic()
+        if now >= self._progress_at and self.on_progress is not None:
+            self._progress_at = now + self.progress_every
+            self.on_progress(len(self.wd_of))
 
     def _add(self, rel: str, path: str) -> bool:
         try:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import shutil
 import signal
 import subprocess
 
 import pytest
-from helpers import inosync_argv, wait_converged, wait_until, write_config
+from helpers import ROOT, inosync_argv, wait_converged, wait_until, write_config
 
 from inosync import __version__
 
@@ -134,4 +136,82 @@ def test_d_without_a_log_target_says_so_before_detaching(tree, tmp_path):
     finally:
         wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pidfile")
         os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        wait_until(lambda: not pidfile.exists(), 30, "the daemon to stop")
+
+
+def slow_full_sync(tree, **settings: object):
+    """A tree whose full sync takes about 4 s (4 MB at 1 MB/s)."""
+    src, node = tree["src"], tree["nodes"][0]
+    for i in range(8):
+        (src / f"big{i}").write_bytes(os.urandom(500_000))
+    status = tree["dir"] / "status.json"
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.2, rspeed=1000, progress_interval=1, statusfile=str(status),
+                        **settings)
+    return src, node, status, conf
+
+
+def test_a_long_full_sync_reports_its_progress(tree, run_inosync):
+    src, node, status, conf = slow_full_sync(tree)
+    d = run_inosync(conf)
+    d.wait_log(r"full sync running for \d+ s, \d+% \([\d.]+ [kM]B sent, \d+ files", count=2)
+    wait_until(lambda: json.loads(status.read_text())["nodes"][0]["progress"], 10,
+               "progress in the statusfile")
+    d.signal(signal.SIGUSR1)
+    d.wait_log(r"status: .*: running, pending full sync, .*; full sync running for")
+    d.wait_log("synced full sync")
+    assert json.loads(status.read_text())["nodes"][0]["progress"] is None
+    wait_converged(src, [node])
+    assert d.stop() == 0
+
+
+def test_a_terminal_shows_a_live_progress_line(tree, tmp_path):
+    src, node, _, conf = slow_full_sync(tree)
+    controller, terminal = os.openpty()
+    proc = subprocess.Popen([*inosync_argv(), "-c", str(conf)], stdin=subprocess.DEVNULL,
+                            stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    out = b""
+    try:
+        while b"synced full sync" not in out:
+            ready, _, _ = select.select([controller], [], [], 20)
+            assert ready, out[-2000:]
+            out += os.read(controller, 65536)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        os.close(controller)
+    lines = re.findall(rb"\r\x1b\[K([^\r\n]*)", out)
+    assert any(re.match(rb".*node1: full sync running for \d+ s, \d+%", line) for line in lines)
+    assert re.search(rb"\r\x1b\[K\d{4}-\d\d-\d\d [\d:,]+ INFO .*synced full sync", out)
+
+
+def test_the_contrib_logrotate_snippet_rotates_without_losing_lines(tree, tmp_path):
+    logrotate = shutil.which("logrotate") or "/usr/sbin/logrotate"
+    if not os.path.exists(logrotate):
+        pytest.skip("logrotate is not installed (apt-get install logrotate)")
+    src, node = tree["src"], tree["nodes"][0]
+    logfile, pidfile = tmp_path / "inosync.log", tmp_path / "inosync.pid"
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.2, logfile=str(logfile), pidfile=str(pidfile))
+    snippet = (ROOT / "contrib" / "inosync.logrotate").read_text()
+    rotate = tmp_path / "logrotate.conf"
+    rotate.write_text(snippet.replace("/var/log/inosync.log", str(logfile))
+                      .replace("create 0640 root adm", "create 0640 root root"))
+    done = subprocess.run([*inosync_argv(), "-c", str(conf), "-d"], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pidfile")
+    pid = int(pidfile.read_text())
+    try:
+        wait_until(lambda: "synced full sync" in logfile.read_text(), 20, "initial sync")
+        subprocess.run([logrotate, "-f", "-s", str(tmp_path / "state"), str(rotate)],
+                       check=True, capture_output=True)
+        assert "synced full sync" in (tmp_path / "inosync.log.1").read_text()
+        (src / "after-rotation").write_text("x")
+        wait_until(lambda: "synced 1 path" in logfile.read_text(), 20,
+                   "the next line in the new file")
+        assert "reloaded" not in logfile.read_text()  # no HUP: no full sync
+    finally:
+        os.kill(pid, signal.SIGTERM)
         wait_until(lambda: not pidfile.exists(), 30, "the daemon to stop")

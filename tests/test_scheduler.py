@@ -16,6 +16,7 @@ from inosync.scheduler import (
     KILL_AFTER,
     CheckRoot,
     Exit,
+    LogProgress,
     LogStatus,
     Reload,
     Rescan,
@@ -495,3 +496,40 @@ def test_no_resync_while_a_node_fails_or_when_turned_off():
     ended(off, A, OK, 1.0)
     ended(off, B, OK, 1.0)
     assert off.next_deadline() is None
+
+
+# ---------------------------------------------------------------- progress
+
+
+def progress_reports(actions: list) -> list[LogProgress]:
+    return [a for a in actions if isinstance(a, LogProgress)]
+
+
+def test_progress_every_interval_while_a_full_sync_runs():
+    s = Scheduler(config(progress_interval=30.0))
+    starts(s.begin(0.0))
+    assert s.next_deadline() == 30.0
+    assert progress_reports(s.tick(29.0)) == []
+    assert progress_reports(s.tick(30.0)) == [LogProgress(to_log=True)]
+    assert s.next_deadline() == 60.0
+    ended(s, A, OK, 40.0)
+    assert progress_reports(s.tick(60.0)) == [LogProgress(to_log=True)]  # B still runs
+    ended(s, B, OK, 70.0)
+    assert s.progress_at is None and progress_reports(s.tick(90.0)) == []
+    s.changed(["p"], 100.0)
+    s.tick(102.0)  # a batch of paths is no long work: no progress for it
+    assert s.progress_at is None
+
+
+def test_progress_on_a_terminal_every_second_and_in_the_log_every_interval():
+    s = Scheduler(config(progress_interval=3.0), live=True)
+    starts(s.begin(0.0))
+    got = [progress_reports(s.tick(t)) for t in (1.0, 2.0, 3.0, 4.0)]
+    assert got == [[LogProgress(False)], [LogProgress(False)], [LogProgress(True)],
+                   [LogProgress(False)]]
+
+
+def test_no_progress_when_turned_off():
+    s = Scheduler(config(progress_interval=0.0, resync_interval=0.0))
+    starts(s.begin(0.0))
+    assert s.next_deadline() is None and progress_reports(s.tick(100.0)) == []

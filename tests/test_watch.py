@@ -266,3 +266,17 @@ def test_no_moves_when_emask_leaves_out_rename_events(tmp_path):
         assert moves == []  # the old name is not sent: a replay would be the only copy
     finally:
         w.close()
+
+
+def test_progress_is_reported_while_a_tree_is_watched(tmp_path):
+    root = tmp_path / "root"
+    for i in range(1000):
+        (root / f"d{i // 100}" / f"e{i}").mkdir(parents=True)
+    told: list[int] = []
+    w = Watcher(str(root), EMASK, Excludes(()))
+    w.on_progress, w.progress_every = told.append, 0.0  # each time it looks: every 256
+    try:
+        assert w.start() == 1011
+    finally:
+        w.close()
+    assert told == [256, 512, 768]

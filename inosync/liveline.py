@@ -1,0 +1,41 @@
+"""Log lines on a terminal, with one line of progress kept under them.
+
+In the foreground on a terminal, long work (watching a big tree, a full
+sync) shows a live line rewritten in place every second; log lines still
+scroll above it as usual. Anywhere else (a file, a pipe, the journal, -d)
+this is not used: progress goes to the log every progress_interval instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from typing import TextIO
+
+CLEAR = "\r\x1b[K"  # back to the start of the line, erase it
+
+
+class LiveLine(logging.StreamHandler):
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.text = ""
+
+    def show(self, text: str) -> None:
+        """Put text on the live line ("" removes it)."""
+        width = shutil.get_terminal_size().columns - 1  # a wrapped line cannot be erased
+        text = text if len(text) <= width else text[:max(0, width - 3)] + "..."
+        self.acquire()
+        try:
+            self.stream.write(CLEAR + text)
+            self.stream.flush()
+            self.text = text
+        finally:
+            self.release()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text:
+            self.stream.write(CLEAR)
+        super().emit(record)
+        if self.text:
+            self.stream.write(self.text)
+            self.stream.flush()

@@ -1,0 +1,66 @@
+"""How far a long rsync run has got, read from its own ``--info=progress2`` output.
+
+rsync rewrites one line with carriage returns, about once per file sent
+and once a second within a big file::
+
+    "     1,200,000   2%  371.05MB/s    0:00:00 (xfr#6, ir-chk=1023/2345)"
+
+bytes sent so far, percent of the total known so far, rate, time, files
+sent, and files left to check of those found so far: "ir-chk" while its
+incremental scan of the tree is still going (the total still grows: the
+percent is of the part found so far), "to-chk" once the whole list is known.
+Parsing is pure: the runner hands over the tail of the output file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_RECORD = re.compile(
+    rb"\s*([\d,]+)\s+(\d+)%\s+(\S+)\s+\S+"
+    rb"(?:\s+\(xfr#(\d+),\s+(ir|to)-chk=(\d+)/(\d+)\))?\s*$")
+
+
+@dataclass(frozen=True)
+class Progress:
+    sent: int  # bytes sent (or found unchanged) so far
+    percent: int  # of what rsync knows of so far
+    rate: str  # as rsync prints it, e.g. "12.30MB/s"
+    files: int  # files sent so far
+    left: int | None  # files still to check, of ...
+    total: int | None  # ... the files found so far
+    scanning: bool  # rsync is still walking the tree: total and percent still grow
+
+    def describe(self) -> str:
+        """For the log and status: "45% (3.2 GB sent, 1,204 files, 5,000 of 80,000 left
+        to check)"."""
+        files = "1 file" if self.files == 1 else f"{self.files:,} files"
+        text = f"{self.percent}% ({human_bytes(self.sent)} sent, {files}"
+        if self.left is not None and self.total is not None:
+            text += f", {self.left:,} of {self.total:,} left to check"
+            if self.scanning:
+                text += ", still scanning"
+        return text + f", {self.rate})"
+
+
+def parse(tail: bytes) -> Progress | None:
+    """The last whole progress record in this tail of rsync's output, if any."""
+    for record in reversed(re.split(rb"[\r\n]", tail)[:-1]):  # the last piece may be cut
+        m = _RECORD.match(record)
+        if m:
+            files, kind, left, total = m.group(4, 5, 6, 7)
+            return Progress(
+                sent=int(m.group(1).replace(b",", b"")), percent=int(m.group(2)),
+                rate=m.group(3).decode(errors="replace"), files=int(files or 0),
+                left=int(left) if left else None, total=int(total) if total else None,
+                scanning=kind == b"ir")
+    return None
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
