@@ -17,9 +17,9 @@ from .excludes import Excludes
 ROOT = ""
 
 
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """"1 path", "2 paths", "3 directories": for the log."""
-    return f"{count} {noun}" if count == 1 else f"{count} {nouns or noun + 's'}"
+def plural(count: int, noun: str) -> str:
+    """"1 path", "2 paths": for the log."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 class PathSet:

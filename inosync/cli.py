@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .batch import plural
 from .config import DEFAULT_PATH, Config, ConfigError, load
 from .liveline import LiveLine
 from .pidfile import Pidfile, PidfileError
@@ -199,8 +198,7 @@ def report_watch_progress(watcher: Watcher, config: Config,
 
     def progress(watched: int) -> None:
         now = time.monotonic()
-        text = (f"watching {config.wpath}: {plural(watched, 'directory', 'directories')} "
-                f"so far ({now - started:.0f} s)")
+        text = f"watching {config.wpath}: {watched:,} directories so far ({now - started:.0f} s)"
         if live is not None:
             live(text)
         if now - logged[0] >= every - 0.5:

@@ -109,9 +109,10 @@ class Daemon:
         self.signals.starting = False  # from now on TERM winds down through the loop
         self.poller.register(self.signals.wake_r, select.POLLIN)
         self.poller.register(self.watcher.fileno(), select.POLLIN)
+        dirs = len(self.watcher)
         log.info("inosync %s, config %s: watching %s (%s); initial sync to %s",
                  __version__, self.config.path, self.config.wpath,
-                 plural(len(self.watcher), "directory", "directories"),
+                 "1 directory" if dirs == 1 else f"{dirs:,} directories",
                  plural(len(self.config.rnodes), "node"))
         try:
             with self.masters, self.runner:

@@ -33,15 +33,15 @@ class Progress:
     scanning: bool  # rsync is still walking the tree: total and percent still grow
 
     def describe(self) -> str:
-        """For the log and status: "45% (3.2 GB sent, 1,204 files, 5,000 of 80,000 left
-        to check)"."""
+        """For the log and status: "45% (3.2 GB sent, 1,204 files, 5,000 of 80,000
+        left to check, 12.30MB/s)"; no percent while the total is not known yet."""
         files = "1 file" if self.files == 1 else f"{self.files:,} files"
-        text = f"{self.percent}% ({human_bytes(self.sent)} sent, {files}"
+        counts = f"{human_bytes(self.sent)} sent, {files}"
+        if self.scanning and self.total is not None:
+            return f"still scanning the tree ({counts}, {self.total:,} found so far, {self.rate})"
         if self.left is not None and self.total is not None:
-            text += f", {self.left:,} of {self.total:,} left to check"
-            if self.scanning:
-                text += ", still scanning"
-        return text + f", {self.rate})"
+            counts += f", {self.left:,} of {self.total:,} left to check"
+        return f"{self.percent}% ({counts}, {self.rate})"
 
 
 def parse(tail: bytes) -> Progress | None:

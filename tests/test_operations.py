@@ -154,7 +154,8 @@ def slow_full_sync(tree, **settings: object):
 def test_a_long_full_sync_reports_its_progress(tree, run_inosync):
     src, node, status, conf = slow_full_sync(tree)
     d = run_inosync(conf)
-    d.wait_log(r"full sync running for \d+ s, \d+% \([\d.]+ [kM]B sent, \d+ files", count=2)
+    d.wait_log(r"full sync running for \d+ s, (\d+%|still scanning the tree) \([\d.]+ [kM]B "
+               r"sent, \d+ files?", count=2)
     wait_until(lambda: json.loads(status.read_text())["nodes"][0]["progress"], 10,
                "progress in the statusfile")
     d.signal(signal.SIGUSR1)
@@ -182,7 +183,8 @@ def test_a_terminal_shows_a_live_progress_line(tree, tmp_path):
         proc.wait(20)
         os.close(controller)
     lines = re.findall(rb"\r\x1b\[K([^\r\n]*)", out)
-    assert any(re.match(rb".*node1: full sync running for \d+ s, \d+%", line) for line in lines)
+    assert any(re.match(rb".*node1: full sync running for \d+ s, (\d+%|still scanning)", line)
+               for line in lines)
     assert re.search(rb"\r\x1b\[K\d{4}-\d\d-\d\d [\d:,]+ INFO .*synced full sync", out)
 
 

@@ -40,8 +40,12 @@ def test_other_output_is_ignored():
 def test_describe_says_when_rsync_is_still_scanning():
     p = parse(b"\r   1,200,000   2%  371.05MB/s    0:00:00 (xfr#6, ir-chk=1023/2345)\r")
     assert p is not None
-    assert p.describe() == ("2% (1.2 MB sent, 6 files, 1,023 of 2,345 left to check, "
-                            "still scanning, 371.05MB/s)")
+    assert p.describe() == ("still scanning the tree (1.2 MB sent, 6 files, 2,345 found so "
+                            "far, 371.05MB/s)")
+    done = parse(REAL)
+    assert done is not None
+    assert done.describe() == ("100% (60.0 MB sent, 300 files, 0 of 301 left to check, "
+                               "29.69MB/s)")
 
 
 def test_human_bytes():
