@@ -184,6 +184,8 @@ class Sshd:
             # A node is a plain server: bash reads ~/.bashrc for ssh commands when
             # SHLVL is unset, and this machine's (pyenv init) adds 0.2 s to each.
             "SetEnv SHLVL=1",
+            # A session whose client vanished with its link ends by itself.
+            "ClientAliveInterval 5", "ClientAliveCountMax 2",
         ]) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -9,6 +9,7 @@ plain local directory for the test to compare against.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -85,5 +86,13 @@ class TestHost:
     def destroy(self) -> None:
         if self.sshd is not None:
             self.sshd.stop()
+        # Sessions sshd forked outlive it (a shared connection, say): stop them
+        # too, or they wait forever on a link that is about to vanish.
+        pids = ip("netns", "pids", self.netns, check=False).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         ip("link", "del", self.veth, check=False)  # removes the peer too
         ip("netns", "del", self.netns, check=False)
