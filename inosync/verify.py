@@ -78,28 +78,30 @@ def quiet_option(args: Sequence[str]) -> str | None:
 
 def verify_argv(config: Config, dest: str, checksum: bool = False) -> list[str]:
     """The argv of a full sync of dest, made a dry run that itemizes every change."""
-    ours = ["--itemize-changes", _OUT_FORMAT, *(["--checksum"] if checksum else []),
-            "--dry-run"]
     opts = config.rsync_options()
-    opts = dataclasses.replace(opts, extra=(*opts.extra, *ours))
+    opts = dataclasses.replace(opts, extra=(*opts.extra, *_ours(checksum)))
     argv = full_argv(opts, config.wpath, dest)
     check_dry_run(argv)
     return argv
 
 
-def check_dry_run(argv: Sequence[str]) -> None:
-    """Raise UnsafeArgv unless argv is certainly a dry run.
+def _ours(checksum: bool) -> list[str]:
+    # --dry-run last: rsync takes the last word of each option, so nothing in
+    # rsync_args (which come before) can undo it.
+    return ["--itemize-changes", _OUT_FORMAT, *(["--checksum"] if checksum else []),
+            "--dry-run"]
 
-    --dry-run must be the last option (the two words after it are source and
-    destination), so no later option of rsync_args can undo it; the load
-    checks already refuse -n/--dry-run there, and a --no-dry-run is refused
-    here. Not an ``assert``: python -O would drop that.
+
+def check_dry_run(argv: Sequence[str]) -> None:
+    """Raise UnsafeArgv unless argv is certainly a dry run: --dry-run is its last
+    option (the two words after it are source and destination) and a word of
+    its own, right after our other options (so no option takes it as a value).
+
+    Not an ``assert``: python -O would drop that.
     """
-    if len(argv) < 4 or argv[-3] != "--dry-run":
-        raise UnsafeArgv(f"--verify argv does not end in --dry-run SRC DEST: {argv}")
-    undo = [a for a in argv[:-2] if a in ("--no-dry-run", "--no-n")]
-    if undo:
-        raise UnsafeArgv(f"--verify argv holds {undo[0]}: {argv}")
+    if len(argv) < 5 or argv[-3] != "--dry-run" or argv[-4] not in (*_ours(True), *_ours(False)):
+        raise UnsafeArgv(f"--verify argv does not end in our options, --dry-run, SRC DEST: "
+                         f"{list(argv)}")
 
 
 @dataclass
@@ -176,7 +178,8 @@ def report_line(result: Result) -> str:
     examples = ", ".join(f"{item} {shown(name)}" for item, name in drift.sample)
     more = ", ..." if drift.count > len(drift.sample) else ""
     times = f"; {drift.dir_times} only in directory mtime" if drift.dir_times else ""
-    return f"{result.dest}: {plural(drift.count, 'path')} differ{times} (e.g. {examples}{more})"
+    verb = "differs" if drift.count == 1 else "differ"
+    return f"{result.dest}: {plural(drift.count, 'path')} {verb}{times} (e.g. {examples}{more})"
 
 
 def exit_code(results: Iterable[Result]) -> int:
