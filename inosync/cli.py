@@ -1,7 +1,8 @@
 """Command line: inosync [-c FILE] [-d] [-p] [-v] [--check | --verify [--checksum]]
 [--version] [-h].
 
-Exit status: 0 clean stop, 1 runtime failure, 2 usage or configuration error.
+Exit status: 0 clean stop, 1 runtime failure, 2 usage or configuration error;
+--verify: 0 identical, 1 some node differs, 2 error (see verify.exit_code).
 Everything that can be checked is checked before forking, so mistakes are
 reported on the terminal, not only in a log nobody is looking at yet.
 """
