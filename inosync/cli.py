@@ -1,6 +1,8 @@
-"""Command line: inosync [-c FILE] [-d] [-p] [-v] [--version] [-h].
+"""Command line: inosync [-c FILE] [-d] [-p] [-v] [--check | --verify [--checksum]]
+[--version] [-h].
 
-Exit status: 0 clean stop, 1 runtime failure, 2 usage or configuration error.
+Exit status: 0 clean stop, 1 runtime failure, 2 usage or configuration error;
+--verify: 0 identical, 1 some node differs, 2 error (see verify.exit_code).
 Everything that can be checked is checked before forking, so mistakes are
 reported on the terminal, not only in a log nobody is looking at yet.
 """
@@ -44,6 +46,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-p", dest="pretend", action="store_true",
                    help="do not actually call rsync; log what would run")
     p.add_argument("-v", dest="verbose", action="store_true", help="print debugging information")
+    p.add_argument("--check", action="store_true",
+                   help="check the configuration, print what would be synced, and exit")
+    p.add_argument("--verify", action="store_true",
+                   help="compare every node with the source (rsync dry run, changes nothing); "
+                        "exit 0 identical, 1 some node differs, 2 error")
+    p.add_argument("--checksum", action="store_true",
+                   help="with --verify: compare file contents, not only size and time")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p.parse_args(argv)
 
@@ -119,16 +128,65 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         logs = Logs(args.verbose)
         logs.foreground()
+        conflict = one_shot_conflict(args)
+        if conflict:
+            return fail(conflict, EXIT_USAGE)
         try:
             config = load(args.config)
         except ConfigError as e:
             return fail(str(e), EXIT_USAGE)
+        if args.check:
+            return check(config)
+        if args.verify:
+            return verify(config, args.checksum)
         return run(args, config, logs, signals)
     except StopDuringStartup as e:
         log.info("stopped (%s) during start-up; nothing was synced", e)
         return EXIT_OK
     finally:
         signals.close()
+
+
+def one_shot_conflict(args: argparse.Namespace) -> str | None:
+    """Why these options cannot go together, or None."""
+    if args.check and args.verify:
+        return "usage: --check and --verify cannot be combined; run one, then the other"
+    if args.checksum and not args.verify:
+        return "usage: --checksum goes with --verify only"
+    one_shot = "--check" if args.check else "--verify" if args.verify else None
+    if one_shot and (args.daemonize or args.pretend):
+        return f"usage: {one_shot} runs once in the foreground; it cannot be combined with -d or -p"
+    return None
+
+
+def check(config: Config) -> int:
+    """--check: everything a start checks, then the summary; nothing is touched."""
+    from .check import preflight, summary
+
+    problem = preflight(config)
+    if problem:
+        return fail(problem, EXIT_USAGE)
+    print("\n".join(summary(config)))
+    return EXIT_OK
+
+
+def verify(config: Config, checksum: bool) -> int:
+    """--verify: one line per node on stdout; exit 0 identical, 1 differs, 2 error."""
+    from . import verify as verification
+    from .check import preflight
+
+    problem = preflight(config) or verification.problem(config)
+    if problem:
+        return fail(problem, EXIT_USAGE)
+    try:
+        results = verification.verify(config, checksum)
+    except StopDuringStartup as e:
+        return fail(f"--verify stopped by {e} before every node was checked", EXIT_USAGE)
+    except OSError as e:
+        return fail(f"--verify: cannot start {config.rsync}: {e.strerror}", EXIT_USAGE)
+    for result in results:
+        print(verification.report_line(result), flush=True)
+    return verification.exit_code(results)
 
 
 def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) -> int:

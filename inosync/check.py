@@ -1,0 +1,103 @@
+"""``inosync --check``: what a start would do with this configuration.
+
+``summary`` is a pure function of a loaded Config; ``preflight`` holds the
+few checks a start makes later than ``config.load`` (reading wpath, finding
+ssh). Neither watches anything, takes the pidfile or touches a node, so a
+check may run beside the daemon it is about.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import shutil
+import stat
+
+from .config import Config
+from .rsync import Kind, full_argv, node_kind
+
+SHOWN_EXCLUDES = 5  # a long exclude list is summed up by its first few
+
+_KIND_NAMES = {Kind.LOCAL: "local", Kind.SSH: "ssh", Kind.DAEMON: "rsync daemon"}
+# Shown on lines of their own, or not settings at all.
+_NOT_LISTED = {"path", "wpath", "configured_wpath", "base_dir", "rnodes", "rexcludes",
+               "excludes", "edelay"}
+
+
+def preflight(config: Config) -> str | None:
+    """Why a start would fail after the configuration loaded, or None."""
+    try:
+        with os.scandir(config.wpath) as entries:
+            next(entries, None)
+    except OSError as e:
+        return f"{config.path}: wpath {config.wpath} cannot be read: {e.strerror}"
+    if any(node_kind(n) is Kind.SSH for n in config.rnodes):
+        program = config.ssh[0]
+        found = program if "/" in program else shutil.which(program)
+        if not found or not _is_executable(found):
+            return (f"{config.path}: ssh program {program!r} not found or not executable "
+                    "(install openssh-client or fix the ssh setting)")
+    return None
+
+
+def _is_executable(path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and os.access(path, os.X_OK)
+
+
+def summary(config: Config) -> list[str]:
+    """The lines ``inosync --check`` prints: what would be synced where, and how."""
+    lines = [f"config: {config.path}", f"wpath: {config.wpath}"]
+    if config.configured_wpath and config.configured_wpath != config.wpath:
+        lines[-1] += f" (set as {config.configured_wpath})"
+    lines.append(f"nodes: {len(config.rnodes)}")
+    lines += [f"  {node} ({_KIND_NAMES[node_kind(node)]})" for node in config.rnodes]
+    lines.append(_excludes_line(config.excludes.patterns))
+    lines.append(f"edelay: {_show(config.edelay)} s")
+    lines += [f"{name}: {_show(value)}" for name, value in non_defaults(config)]
+    opts = config.rsync_options()
+    lines.append("full sync, per node (rsync argv, shown quoted):")
+    lines += [f"  {shlex.join(full_argv(opts, config.wpath, node))}" for node in config.rnodes]
+    if any(node_kind(n) is Kind.SSH for n in config.rnodes) and config.ssh_control:
+        # The daemon's socket directory exists only while it runs.
+        lines.append("  (the daemon adds -o ControlMaster=auto -o ControlPath=... to -e "
+                     "for its shared ssh connections)")
+    return lines
+
+
+def non_defaults(config: Config) -> list[tuple[str, object]]:
+    """Settings whose value is not the default, in declaration order."""
+    changed = []
+    for f in dataclasses.fields(config):
+        if f.name in _NOT_LISTED:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        value = getattr(config, f.name)
+        if value != default:
+            changed.append((f.name, value))
+    return changed
+
+
+def _excludes_line(patterns: tuple[str, ...]) -> str:
+    if not patterns:
+        return "excludes: none"
+    shown = ", ".join(repr(p) for p in patterns[:SHOWN_EXCLUDES])
+    more = ", ..." if len(patterns) > SHOWN_EXCLUDES else ""
+    return f"excludes: {len(patterns)} ({shown}{more})"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return shlex.join(value)
+    return str(value)

@@ -1,0 +1,250 @@
+"""``inosync --verify``: how far each node has drifted from the source.
+
+For every node, rsync runs the argv of a full sync plus ``--dry-run`` and
+itemized output, so it lists what a sync would change and changes nothing,
+neither the node nor wpath. Everything that full sync would change counts,
+directory times included: the node must equal the source in everything
+``-a`` carries. Nodes are checked in parallel, one rsync each.
+
+The pure parts (``verify_argv``, ``parse_itemized``, ``report_line``,
+``exit_code``) are separate from ``verify``, which runs the children.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from .batch import plural
+from .config import Config
+
+# The tables of value-taking options that check_extra_args parses with too.
+from .rsync import _LONG_WITH_VALUE, _SHORT_WITH_VALUE, describe, full_argv
+from .signals import StopDuringStartup
+
+EXIT_IDENTICAL, EXIT_DIFFERS, EXIT_ERROR = 0, 1, 2
+SAMPLE = 5  # differing paths named per node
+
+# Our lines start with MARKER, so whatever else rsync_args makes rsync print
+# (-v's totals, --stats) is ignored. rsync escapes control characters in
+# names (a newline is "\#012"), so one line is one item whatever the name.
+MARKER = b"@inosync@"
+_OUT_FORMAT = "--out-format=" + MARKER.decode() + "%i@%n"
+_ESCAPE = re.compile(rb"\\#([0-7]{3})")
+VANISHED = 24  # files vanished from the source meanwhile: the rest was compared
+
+
+class UnsafeArgv(AssertionError):
+    """An argv for --verify that could write: a bug, never run."""
+
+
+def problem(config: Config) -> str | None:
+    """Why --verify cannot trust rsync's output with this config, or None."""
+    quiet = quiet_option(config.rsync_args)
+    if quiet:
+        return (f"{config.path}: rsync_args holds {quiet!r}, which silences the list of "
+                "differences --verify reads (every node would look identical); remove it")
+    return None
+
+
+def quiet_option(args: Sequence[str]) -> str | None:
+    """The -q/--quiet in rsync_args, if any: it silences the itemized output
+    (and nothing after it can undo that), so a drifted node would look identical."""
+    takes_value = False
+    for arg in args:
+        if takes_value:
+            takes_value = False
+            continue
+        if arg.startswith("--"):
+            name, has_value, _ = arg.partition("=")
+            if name == "--quiet":
+                return arg
+            takes_value = name in _LONG_WITH_VALUE and not has_value
+            continue
+        for i, letter in enumerate(arg[1:], 1):
+            if letter == "q":
+                return arg
+            if letter in _SHORT_WITH_VALUE:
+                takes_value = i == len(arg) - 1
+                break
+    return None
+
+
+def verify_argv(config: Config, dest: str, checksum: bool = False) -> list[str]:
+    """The argv of a full sync of dest, made a dry run that itemizes every change."""
+    opts = config.rsync_options()
+    opts = dataclasses.replace(opts, extra=(*opts.extra, *_ours(checksum)))
+    argv = full_argv(opts, config.wpath, dest)
+    check_dry_run(argv)
+    return argv
+
+
+def _ours(checksum: bool) -> list[str]:
+    # --dry-run last: rsync takes the last word of each option, so nothing in
+    # rsync_args (which come before) can undo it.
+    return ["--itemize-changes", _OUT_FORMAT, *(["--checksum"] if checksum else []),
+            "--dry-run"]
+
+
+def check_dry_run(argv: Sequence[str]) -> None:
+    """Raise UnsafeArgv unless argv is certainly a dry run: --dry-run is its last
+    option (the two words after it are source and destination) and a word of
+    its own, right after our other options (so no option takes it as a value).
+
+    Not an ``assert``: python -O would drop that.
+    """
+    if len(argv) < 5 or argv[-3] != "--dry-run" or argv[-4] not in (*_ours(True), *_ours(False)):
+        raise UnsafeArgv(f"--verify argv does not end in our options, --dry-run, SRC DEST: "
+                         f"{list(argv)}")
+
+
+@dataclass
+class Drift:
+    """What the dry run of one node listed."""
+
+    count: int = 0  # paths that differ
+    dir_times: int = 0  # of them, directories whose only difference is their mtime
+    sample: list[tuple[str, bytes]] = field(default_factory=list)  # (item, name) first few
+
+
+def parse_itemized(lines: Iterable[bytes], keep: int = SAMPLE) -> Drift:
+    """Count the paths an itemized dry run says would change.
+
+    Each line is MARKER, rsync's %i (``>f+++++++++``, ``*deleting``,
+    ``.d..t......``, ``cL+++++++++``, ``hf``...), "@", rsync's escaped %n.
+    An item whose update type is "." and whose attribute columns are all
+    "." or " " is unchanged (listed only with -vv/-ii) and does not count.
+    """
+    drift = Drift()
+    for line in lines:
+        if not line.startswith(MARKER):
+            continue
+        item, sep, name = line[len(MARKER):].rstrip(b"\n").partition(b"@")
+        if not sep or not _changed(item):
+            continue
+        drift.count += 1
+        if item.startswith(b".d") and item[2:].strip(b". ") == b"t":
+            drift.dir_times += 1
+        if len(drift.sample) < keep:
+            drift.sample.append((item.decode("ascii", "replace").rstrip(), unescape(name)))
+    return drift
+
+
+def _changed(item: bytes) -> bool:
+    if item.startswith(b"*"):  # a message: "*deleting"
+        return True
+    if item[:1] != b".":  # sent (<, >), created or changed locally (c), hard link (h)
+        return True
+    return bool(item[2:].strip(b". "))
+
+
+def unescape(name: bytes) -> bytes:
+    """rsync's output form of a name (``\\#ooo`` for some bytes) back to the name."""
+    return _ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), name)
+
+
+def shown(name: bytes) -> str:
+    """A name on one line, in rsync's escape form: ``\\#ooo`` for control
+    characters, bytes that are not UTF-8, and the backslash itself."""
+    out = []
+    for ch in name.decode("utf-8", "surrogateescape"):
+        code = ord(ch)
+        if code < 0x20 or code == 0x7F or ch == "\\" or 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\#{code & 0xFF:03o}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+@dataclass
+class Result:
+    dest: str
+    drift: Drift | None = None  # None: not checked
+    error: str = ""
+
+
+def report_line(result: Result) -> str:
+    if result.drift is None:
+        return f"{result.dest}: error: {result.error}"
+    drift = result.drift
+    if not drift.count:
+        return f"{result.dest}: identical"
+    examples = ", ".join(f"{item} {shown(name)}" for item, name in drift.sample)
+    more = ", ..." if drift.count > len(drift.sample) else ""
+    times = f"; {drift.dir_times} only in directory mtime" if drift.dir_times else ""
+    verb = "differs" if drift.count == 1 else "differ"
+    return f"{result.dest}: {plural(drift.count, 'path')} {verb}{times} (e.g. {examples}{more})"
+
+
+def exit_code(results: Iterable[Result]) -> int:
+    """0 all identical, 1 some node differs, 2 some node could not be checked.
+
+    An error wins over a difference: an unchecked node may differ too, so
+    "only drift" would be a claim nobody made.
+    """
+    code = EXIT_IDENTICAL
+    for r in results:
+        if r.drift is None:
+            return EXIT_ERROR
+        if r.drift.count:
+            code = EXIT_DIFFERS
+    return code
+
+
+# ---- the children
+
+
+@dataclass
+class _Child:
+    dest: str
+    proc: subprocess.Popen[bytes]
+    out: IO[bytes]
+    err: IO[bytes]
+
+
+def verify(config: Config, checksum: bool = False) -> list[Result]:
+    """Dry-run every node in parallel; their results in rnodes order.
+
+    Each rsync's output goes to a temporary file, not a pipe: a big drift
+    would fill a pipe nobody reads while we wait for another node.
+    """
+    children: list[_Child] = []
+    try:
+        for dest in config.rnodes:
+            out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+            try:
+                proc = subprocess.Popen(verify_argv(config, dest, checksum),
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            except OSError:
+                out.close()
+                err.close()
+                raise
+            children.append(_Child(dest, proc, out, err))
+        return [_result(child) for child in children]
+    except StopDuringStartup:
+        for child in children:
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        raise
+    finally:
+        for child in children:
+            child.proc.wait()
+            child.out.close()
+            child.err.close()
+
+
+def _result(child: _Child) -> Result:
+    code = child.proc.wait()
+    if code not in (0, VANISHED):
+        child.err.seek(0)
+        lines = [ln for ln in child.err.read().decode(errors="replace").splitlines() if ln.strip()]
+        detail = f": {lines[0].strip()}" if lines else ""
+        return Result(child.dest, error=f"rsync {describe(code)}{detail}")
+    child.out.seek(0)
+    return Result(child.dest, parse_itemized(child.out))
