@@ -61,7 +61,8 @@ def summary(config: Config) -> list[str]:
     lines += [f"{name}: {_show(value)}" for name, value in non_defaults(config)]
     opts = config.rsync_options()
     lines.append("full sync, per node (rsync argv, shown quoted):")
-    lines += [f"  {shlex.join(full_argv(opts, config.wpath, node))}" for node in config.rnodes]
+    lines += [f"  {shlex.join(full_argv(opts, config.wpath, node, progress=True))}"
+              for node in config.rnodes]
     if any(node_kind(n) is Kind.SSH for n in config.rnodes) and config.ssh_control:
         # The daemon's socket directory exists only while it runs.
         lines.append("  (the daemon adds -o ControlMaster=auto -o ControlPath=... to -e "

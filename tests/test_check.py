@@ -41,7 +41,8 @@ def test_summary_names_everything_that_matters(tree, tmp_path):
         assert setting in lines
     assert "retry_min" not in text and "emask" not in text  # defaults are not listed
     for node in nodes:  # the exact argv of a full sync, one line per node
-        assert f"  {shlex.join(full_argv(c.rsync_options(), c.wpath, node))}" in lines
+        assert f"  {shlex.join(full_argv(c.rsync_options(), c.wpath, node, progress=True))}" \
+            in lines
     assert "ControlMaster" not in text  # ssh_control is off
 
 
