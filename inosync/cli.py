@@ -201,18 +201,14 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
         return fail(str(e), EXIT_RUNTIME)
     try:
         watcher = Watcher(config.wpath, config.emask, config.excludes, config.configured_wpath)
-        report_watch_progress(watcher, config, logs.live())
         try:
-            watcher.start()
-            live = logs.live()
-            if live is not None:
-                live("")
+            watch(watcher, config, logs.live())
         except WatchLimitError:
             watcher.close()
-            return fail(watch_limit_message(config.wpath), EXIT_RUNTIME)
+            return start_failed(config, watch_limit_message(config.wpath))
         except OSError as e:
             watcher.close()
-            return fail(f"cannot watch {config.wpath}: {e.strerror}", EXIT_RUNTIME)
+            return start_failed(config, f"cannot watch {config.wpath}: {e.strerror}")
         if args.daemonize:
             try:
                 logs.background(config)
@@ -244,6 +240,26 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
             pidfile.release()
 
 
+def watch(watcher: Watcher, config: Config, live: Callable[[str], None] | None) -> None:
+    """Watch the tree, reporting progress meanwhile (only meanwhile: a rescan later
+    is the daemon's business)."""
+    report_watch_progress(watcher, config, live)
+    try:
+        watcher.start()
+    except StopDuringStartup:
+        write_start_status(config, len(watcher), stopped=EXIT_OK)
+        raise
+    finally:
+        watcher.on_progress = None
+        if live is not None:
+            live("")  # no stale line under the last log line
+
+
+def start_failed(config: Config, message: str) -> int:
+    write_start_status(config, 0, stopped=EXIT_RUNTIME)
+    return fail(message, EXIT_RUNTIME)
+
+
 def report_watch_progress(watcher: Watcher, config: Config,
                           live: Callable[[str], None] | None) -> None:
     """While a big tree is being watched: a log line (and the statusfile) every
@@ -268,12 +284,15 @@ def report_watch_progress(watcher: Watcher, config: Config,
     watcher.progress_every = min(every, 1.0) if live is not None else every
 
 
-def write_start_status(config: Config, watched: int) -> None:
+def write_start_status(config: Config, watched: int, stopped: int | None = None) -> None:
+    """The statusfile before the daemon runs: starting, or stopped before it ran."""
     from .daemon import replace_file
 
     if config.statusfile:
-        data = {"pid": os.getpid(), "wpath": config.wpath, "time": time.time(),
-                "state": "starting", "directories_watched": watched, "nodes": []}
+        state = {"state": "starting"} if stopped is None else {"state": "stopped",
+                                                              "exit_status": stopped}
+        data = {"pid": os.getpid(), "wpath": config.wpath, "time": time.time(), **state,
+                "directories_watched": watched, "nodes": []}
         try:
             replace_file(config.statusfile, json.dumps(data, indent=1).encode())
         except OSError as e:

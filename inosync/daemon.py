@@ -31,7 +31,7 @@ from .batch import RunPlan, files_list, full_sync_above, plan_run, plural
 from .config import Config, ConfigError
 from .paths import Identity, identity
 from .replay import can_replay, replay_argv, replay_input
-from .rsync import Kind, Outcome, batch_argv, full_argv, node_kind, ssh_parts
+from .rsync import Kind, Outcome, batch_argv, full_argv, literal_pattern, node_kind, ssh_parts
 from .runner import Replay, Runner
 from .scheduler import (
     Action,
@@ -114,6 +114,7 @@ class Daemon:
                  __version__, self.config.path, self.config.wpath,
                  "1 directory" if dirs == 1 else f"{dirs:,} directories",
                  plural(len(self.config.rnodes), "node"))
+        self.write_status(time.monotonic())  # this process's pid, after -d's fork
         try:
             with self.masters, self.runner:
                 code = self.carry_out(self.scheduler.begin(time.monotonic()))
@@ -227,9 +228,10 @@ class Daemon:
         plan = plan_run(batch.full, listed, full_sync_above(c.full_threshold,
                                                             self.watcher.entries))
         replay = self._replay_for(action.dest, batch.moves)
-        failed = self.runner.start(action.dest, plan,
-                                   self._argv_for(action.dest, f"/proc/self/fd/{source}"),
-                                   replay, (source, c.wpath))
+        progress = batch.full and c.progress_interval > 0  # the long runs it reports on
+        failed = self.runner.start(
+            action.dest, plan, self._argv_for(action.dest, f"/proc/self/fd/{source}", progress),
+            replay, (source, c.wpath), progress)
         if failed is None:
             return []
         outcome, error = failed
@@ -254,13 +256,17 @@ class Daemon:
             return None
         return fd
 
-    def _argv_for(self, dest: str,
-                  source: str) -> Callable[[RunPlan, str | None, str | None], list[str]]:
+    def _argv_for(self, dest: str, source: str,
+                  progress: bool) -> Callable[[RunPlan, str | None, str | None], list[str]]:
         opts = dataclasses.replace(self.config.rsync_options(), ssh=self._ssh_for(dest))
 
         def argv(plan: RunPlan, list_file: str | None, rules_file: str | None) -> list[str]:
             if list_file is None:
-                return full_argv(opts, source, dest, progress=True)
+                # Empty mount points keep their copy on the nodes: left out of
+                # whole-tree runs, which would delete it (see watch.py).
+                kept = tuple(f"/{literal_pattern(rel)}/" for rel in sorted(self.watcher.kept))
+                whole = dataclasses.replace(opts, excludes=(*opts.excludes, *kept))
+                return full_argv(whole, source, dest, progress)
             return batch_argv(opts, source, dest, list_file, rules_file)
 
         return argv

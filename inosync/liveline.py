@@ -9,7 +9,7 @@ this is not used: progress goes to the log every progress_interval instead.
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 from typing import TextIO
 
 CLEAR = "\r\x1b[K"  # back to the start of the line, erase it
@@ -22,7 +22,11 @@ class LiveLine(logging.StreamHandler):
 
     def show(self, text: str) -> None:
         """Put text on the live line ("" removes it)."""
-        width = shutil.get_terminal_size().columns - 1  # a wrapped line cannot be erased
+        try:  # the width of the terminal we write to (stdout may go elsewhere)
+            width = os.get_terminal_size(self.stream.fileno()).columns - 1
+        except (OSError, ValueError):
+            width = 79
+        # A wrapped line cannot be erased with one CLEAR: keep it on one row.
         text = text if len(text) <= width else text[:max(0, width - 3)] + "..."
         self.acquire()
         try:

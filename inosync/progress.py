@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 _RECORD = re.compile(
-    rb"\s*([\d,]+)\s+(\d+)%\s+(\S+)\s+\S+"
+    rb"\s*([\d.,]+)([KMGTP]?)\s+(\d+)%\s+(\S+)\s+\S+"
     rb"(?:\s+\(xfr#(\d+),\s+(ir|to)-chk=(\d+)/(\d+)\))?\s*$")
 
 
@@ -49,13 +49,21 @@ def parse(tail: bytes) -> Progress | None:
     for record in reversed(re.split(rb"[\r\n]", tail)[:-1]):  # the last piece may be cut
         m = _RECORD.match(record)
         if m:
-            files, kind, left, total = m.group(4, 5, 6, 7)
+            files, kind, left, total = m.group(5, 6, 7, 8)
             return Progress(
-                sent=int(m.group(1).replace(b",", b"")), percent=int(m.group(2)),
-                rate=m.group(3).decode(errors="replace"), files=int(files or 0),
+                sent=_number(m.group(1), m.group(2)), percent=int(m.group(3)),
+                rate=m.group(4).decode(errors="replace"), files=int(files or 0),
                 left=int(left) if left else None, total=int(total) if total else None,
                 scanning=kind == b"ir")
     return None
+
+
+def _number(digits: bytes, unit: bytes) -> int:
+    """rsync's number: 1,234,567 (or 1.234.567 where the locale says so), or with
+    rsync_args' -h a unit: 1.23M (-h: powers of 1000; -hh: 1024, read as 1000)."""
+    if not unit:
+        return int(digits.replace(b",", b"").replace(b".", b""))
+    return int(float(digits.replace(b",", b".")) * 1000 ** (b"KMGTP".index(unit) + 1))
 
 
 def human_bytes(n: float) -> str:

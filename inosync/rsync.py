@@ -237,6 +237,8 @@ _SKIPS = "skips some changes, so nodes would silently differ from the source"
 _HIDES = "makes rsync and the watcher disagree about what is in the tree"
 _COPIES_NOTHING = "copies nothing"
 _NOT_CLIENT = "is not a client option"
+_STDERR = ("moves rsync's messages (and its progress) to stderr, which inosync reads to "
+           "judge each run")
 _REFUSED = {
     "--dry-run": "copies nothing while every run is logged as synced; use inosync -p "
                  "to see what would run",
@@ -272,6 +274,7 @@ _REFUSED = {
     "--safe-links": _SKIPS,
     "--remote-option": "passes options to the remote rsync, where none of these checks "
                        "reach",
+    "--stderr": _STDERR, "--msgs2stderr": _STDERR, "--no-msgs2stderr": _STDERR,
 }
 _SHORT = {  # short letters of refused options
     "n": "--dry-run", "f": "--filter", "C": "--cvs-exclude", "R": "--relative",

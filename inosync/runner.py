@@ -100,24 +100,26 @@ class Runner:
         return len(self.children)
 
     def start(self, dest: str, plan: RunPlan, argv_for: ArgvFor,
-              replay: Replay | None = None,
-              source: tuple[int, str] | None = None) -> tuple[Outcome, str] | None:
+              replay: Replay | None = None, source: tuple[int, str] | None = None,
+              progress: bool = False) -> tuple[Outcome, str] | None:
         """Start a run for dest (its replay first, if any); on failure, how it
         counts and why.
 
         source is wpath opened (fd, its path): rsync gets the fd and reads
         /proc/self/fd/N, the very directory the daemon checked, even if a
         deploy swaps the path while ssh connects. The runner owns the fd.
+        With progress, rsync's stdout (its --info=progress2) is kept for
+        progress().
         """
         try:
-            return self._start(dest, plan, argv_for, replay, source)
+            return self._start(dest, plan, argv_for, replay, source, progress)
         finally:
             child = self.children.get(dest)
             if source is not None and (child is None or child.source_fd != source[0]):
                 os.close(source[0])  # not handed to a child: ours to close
 
     def _start(self, dest: str, plan: RunPlan, argv_for: ArgvFor, replay: Replay | None,
-               source: tuple[int, str] | None) -> tuple[Outcome, str] | None:
+               source: tuple[int, str] | None, progress: bool) -> tuple[Outcome, str] | None:
         shown = {f"/proc/self/fd/{source[0]}/": with_slash(source[1])} if source else {}
         scratch: list[str] = []
         replay_stdin = None
@@ -134,10 +136,16 @@ class Runner:
                 replay_stdin = self._scratch_file(replay.data)
                 scratch.append(replay_stdin)
             stderr = tempfile.TemporaryFile(dir=self._scratch_dir())
-            output = _appended(tempfile.TemporaryFile(dir=self.dir)) if plan.full else None
         except OSError as e:
             _remove(scratch)
             return Outcome.RETRY, f"cannot write rsync's list files in {self.dir}: {e.strerror}"
+        try:
+            output = _appended(tempfile.TemporaryFile(dir=self.dir)) if progress else None
+        except OSError as e:
+            stderr.close()
+            _remove(scratch)
+            return Outcome.RETRY, f"cannot make a file for rsync's progress in {self.dir}: " \
+                                  f"{e.strerror}"
         if self.pretend:
             if replay is not None:
                 sample = ", ".join(f"{a!r} -> {b!r}" for a, b in replay.sample)

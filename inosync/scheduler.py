@@ -29,6 +29,7 @@ log = logging.getLogger("inosync")
 GRACE = 10.0  # seconds running rsyncs get to finish on SIGTERM
 KILL_AFTER = 3.0  # seconds between SIGTERM and SIGKILL to a run
 STDERR_LINES = 5
+PROGRESS_STEP = 5.0  # seconds between progress reports (most only for the terminal or none)
 
 
 # ---- actions: what the loop must do
@@ -84,8 +85,8 @@ class LogStatus:
 
 @dataclass(frozen=True)
 class LogProgress:
-    """Report how far the running full syncs got (to the log too, unless only the
-    terminal's live line is due)."""
+    """Report how far the running full syncs got: to the terminal's live line if
+    there is one, and to the log and statusfile when to_log."""
 
     to_log: bool = True
 
@@ -425,10 +426,12 @@ class Scheduler:
         while a full sync runs, counted from its start."""
         every = self.config.progress_interval
         full_runs = any(n.inflight is not None and n.inflight.full for n in self.nodes.values())
-        if not every or not full_runs:
+        if not every or not full_runs or self.stopping:
             self.progress_at = None
             return []
-        step = min(every, 1.0) if self.live else every
+        # Each report also cuts rsync's progress output short (a record per file):
+        # at least every PROGRESS_STEP seconds, whatever the interval.
+        step = min(every, 1.0 if self.live else PROGRESS_STEP)
         if self.progress_at is None:
             self.progress_at, self.progress_logged_at = now + step, now
             return []

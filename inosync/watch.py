@@ -208,6 +208,9 @@ class Watcher:
         self.path_of: dict[int, str] = {}
         self.wd_of: dict[str, int] = {}
         self.unwatched: set[str] = set()  # no watch left for them, since the last read()
+        # Mount points found empty after an unmount: their copy on the nodes
+        # is kept, so whole-tree runs leave them out until inosync restarts.
+        self.kept: set[str] = set()
         self.entries = 0  # names seen while scanning: a size estimate of the tree
         self.ancestor_names: dict[int, set[str]] = {}  # wd of a directory above root
         self._moved_from: dict[int, str] = {}  # cookie -> old path, until its IN_MOVED_TO
@@ -285,6 +288,7 @@ class Watcher:
         self._moves = []
         if root is not None:
             self.root = root
+            self.kept.clear()  # they were in the old tree
         self.identity = identity(self.root)
         self.watch_ancestors()
         self.add_tree("")
@@ -486,9 +490,11 @@ class Watcher:
             if has_content(path, _NOTHING_EXCLUDED):
                 changed.append(base)
             else:
+                self.kept.add(base)
                 log.warning("%s lost its watch (unmounted?) and is empty now: watching it "
-                            "again, not syncing it, so its copy on the nodes is kept (a full "
-                            "sync, at start, HUP or overflow, would remove it)", path)
+                            "again, not syncing it, so its copy on the nodes is kept; full "
+                            "syncs leave it out until inosync restarts (a restart would "
+                            "remove it)", path)
 
     def _handle_self(self, base: str, mask: int, changed: list[str]) -> None:
         """An event about a watched directory itself (no name)."""

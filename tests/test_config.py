@@ -686,6 +686,8 @@ def test_symlinked_wpath_remembers_the_configured_path(write, wdir, tmp_path):
     # found by review: smuggled through the remote side, or skipping silently
     ["-M--ignore-errors"], ["--remote-option=--delete-excluded"], ["-m"], ["--old-dirs"],
     ["--old-d"], ["--safe-links"], ["--prune-empty-dirs"],
+    # rsync's messages and progress on stderr: runs misjudged
+    ["--stderr=all"], ["--stderr", "all"], ["--msgs2stderr"],
 ])
 def test_rsync_args_that_fight_the_design_are_refused(write, wdir, args):
     path = write(*base_lines(wdir), f"rsync_args = {args!r}")

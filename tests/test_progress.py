@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from inosync.progress import Progress, human_bytes, parse
 
 # As rsync 3.5 writes it: records separated by carriage returns, the last one
@@ -51,6 +53,18 @@ def test_describe_says_when_rsync_is_still_scanning():
 def test_human_bytes():
     assert [human_bytes(n) for n in (0, 999, 1000, 3_200_000_000, 5e15)] == [
         "0 B", "999 B", "1.0 kB", "3.2 GB", "5000.0 TB"]
+
+
+@pytest.mark.parametrize("human", [[], ["-h"], ["-hh"]])
+def test_real_rsync_output_parses_with_human_readable_numbers(tmp_path, human):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(b"x" * 3_000_000)
+    out = subprocess.run(["rsync", "-a", *human, "--info=progress2", f"{src}/",
+                          f"{tmp_path / 'dst'}/"], capture_output=True, check=True).stdout
+    p = parse(out)
+    assert p is not None and (p.percent, p.files, p.left) == (100, 1, 0)
+    assert 2_800_000 <= p.sent <= 3_000_000  # -hh counts in 1024s (2.86M), read as 1000s
 
 
 def test_real_rsync_output_parses(tmp_path):

@@ -269,13 +269,14 @@ def test_atomic_deploy_above_wpath_is_followed(tmp_path, run_inosync, how):
 
 
 @contextlib.contextmanager
-def synced_then_unmounted(tree: dict, run_inosync, mnt: Path, name: str) -> Iterator:
+def synced_then_unmounted(tree: dict, run_inosync, mnt: Path, name: str,
+                          **settings: object) -> Iterator:
     """A tmpfs on mnt holding `name`, a daemon that synced it all; unmounted on exit."""
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
     try:
         (mnt / name).write_text("on the mounted fs\n")
         conf = write_config(tree["dir"] / "inosync.conf", wpath=str(tree["src"]),
-                            rnodes=[str(n) for n in tree["nodes"]], edelay=0.2)
+                            rnodes=[str(n) for n in tree["nodes"]], edelay=0.2, **settings)
         d = run_inosync(conf, "-v")
         wait_converged(tree["src"], tree["nodes"])
         yield d
@@ -341,9 +342,12 @@ def test_unmount_leaving_an_empty_mount_point_deletes_nothing(tree, run_inosync)
     src, nodes = tree["src"], tree["nodes"]
     mnt = src / "data"
     mnt.mkdir()  # empty underneath: an unmounted disk leaves nothing
-    with synced_then_unmounted(tree, run_inosync, mnt, "precious.txt") as d:
+    # The periodic resync (daily by default, every 2 s here) leaves it out too.
+    with synced_then_unmounted(tree, run_inosync, mnt, "precious.txt",
+                               resync_interval=2) as d:
         pass
     d.wait_log("lost its watch .unmounted.. and is empty now")
+    d.wait_log("periodic full sync", count=2 * len(nodes))
     (src / "marker").write_text("a later batch\n")
     wait_until(lambda: all((n / "marker").exists() for n in nodes), 20, "a later batch")
     assert all((n / "data" / "precious.txt").exists() for n in nodes)  # kept

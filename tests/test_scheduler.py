@@ -239,7 +239,7 @@ def test_hup_while_runs_are_in_flight(synced):
     s.changed(["p"], 0.0)
     s.tick(2.0)
     assert s.signal(signal.SIGHUP, 3.0) == [Reload()]
-    actions = s.reloaded(config(rnodes=(A, B), edelay=5.0), 3.5)
+    actions = s.reloaded(config(rnodes=(A, B), edelay=5.0, progress_interval=0.0), 3.5)
     assert actions == []  # both still running: full syncs wait for them
     assert s.nodes[A].pending.full
     runs = starts(ended(s, A, OK, 4.0))
@@ -508,14 +508,19 @@ def progress_reports(actions: list) -> list[LogProgress]:
 def test_progress_every_interval_while_a_full_sync_runs():
     s = Scheduler(config(progress_interval=30.0))
     starts(s.begin(0.0))
-    assert s.next_deadline() == 30.0
-    assert progress_reports(s.tick(29.0)) == []
-    assert progress_reports(s.tick(30.0)) == [LogProgress(to_log=True)]
-    assert s.next_deadline() == 60.0
-    ended(s, A, OK, 40.0)
-    assert progress_reports(s.tick(60.0)) == [LogProgress(to_log=True)]  # B still runs
-    ended(s, B, OK, 70.0)
-    assert s.progress_at is None and progress_reports(s.tick(90.0)) == []
+    # Every 5 s (to cut rsync's progress output short), to the log every 30 s;
+    # the loop wakes up at each deadline.
+    reports = {}
+    while (t := s.next_deadline()) is not None and t <= 60.0:
+        reports[t] = progress_reports(s.tick(t))
+    logged = [LogProgress(True)]
+    assert reports == {t: logged if t in (30.0, 60.0) else [LogProgress(False)]
+                       for t in (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0,
+                                 55.0, 60.0)}
+    ended(s, A, OK, 70.0)
+    assert progress_reports(s.tick(90.0)) == [LogProgress(to_log=True)]  # B still runs
+    ended(s, B, OK, 91.0)
+    assert s.progress_at is None and progress_reports(s.tick(120.0)) == []
     s.changed(["p"], 100.0)
     s.tick(102.0)  # a batch of paths is no long work: no progress for it
     assert s.progress_at is None
@@ -527,6 +532,27 @@ def test_progress_on_a_terminal_every_second_and_in_the_log_every_interval():
     got = [progress_reports(s.tick(t)) for t in (1.0, 2.0, 3.0, 4.0)]
     assert got == [[LogProgress(False)], [LogProgress(False)], [LogProgress(True)],
                    [LogProgress(False)]]
+
+
+def test_no_progress_while_stopping():
+    s = Scheduler(config(progress_interval=2.0))
+    starts(s.begin(0.0))
+    s.signal(signal.SIGTERM, 1.0)
+    assert progress_reports(s.tick(3.0)) == [] and s.progress_at is None
+
+
+def test_recovery_says_how_long_the_node_failed(synced, caplog):
+    s = synced
+    s.changed(["p"], 10.0)
+    starts(s.tick(12.0))
+    ended(s, A, 255, 12.5)
+    for t in (13.5, 15.5, 19.5):  # retries that fail too
+        starts(s.tick(t))
+        ended(s, A, 255, t + 0.5)
+    starts(s.tick(27.5))
+    with caplog.at_level(logging.INFO, "inosync"):
+        ended(s, A, OK, 37.5)
+    assert f"{A}: recovered after 25 s" in caplog.text  # failing from 12.5 to 37.5
 
 
 def test_no_progress_when_turned_off():
