@@ -1,3 +1,3 @@
 """inosync: keep remote copies of a directory tree in sync, with inotify and rsync."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
