@@ -16,7 +16,8 @@ import sys
 
 from . import __version__
 from .config import DEFAULT_PATH, Config, ConfigError, load
-from .pidfile import Pidfile, PidfileError
+from .pidfile import DEFAULT_PATH as DEFAULT_PIDFILE
+from .pidfile import Pidfile, PidfileError, choose_pidfile
 from .signals import CAUGHT, Signals, StopDuringStartup
 
 log = logging.getLogger("inosync")
@@ -36,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-p", dest="pretend", action="store_true",
                    help="do not actually call rsync; log what would run")
     p.add_argument("-v", dest="verbose", action="store_true", help="print debugging information")
+    p.add_argument("--pidfile", metavar="FILE", type=pidfile_arg,
+                   help="hold FILE as pidfile, instead of the config's pidfile "
+                        f"(default with -d: {DEFAULT_PIDFILE})")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p.parse_args(argv)
 
@@ -114,11 +118,24 @@ def main(argv: list[str] | None = None) -> int:
         signals.close()
 
 
+def pidfile_arg(value: str) -> str:
+    """--pidfile: absolute, because -d changes to / before the pidfile is removed."""
+    if not value or "\0" in value:
+        raise argparse.ArgumentTypeError("must be a file name")
+    return os.path.abspath(value)
+
+
 def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) -> int:
     from .daemon import Daemon
+    from .paths import own_file_inside
     from .watch import Watcher, WatchLimitError
 
-    pidfile = Pidfile(config.pidfile) if config.pidfile else None
+    if args.pidfile:  # checked as the config's own pidfile is
+        problem = own_file_inside(config.wpath, "--pidfile", args.pidfile, config.excludes)
+        if problem:
+            return fail(problem, EXIT_USAGE)
+    path = choose_pidfile(args.pidfile, config.pidfile, args.daemonize)
+    pidfile = Pidfile(path) if path else None
     try:
         if pidfile:
             pidfile.acquire()

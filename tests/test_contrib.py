@@ -124,8 +124,9 @@ def test_init_script_lsb_header() -> None:
     assert fields["Required-Start"] == ["$remote_fs", "$syslog", "$network"]
     assert fields["Default-Start"] == ["2", "3", "4", "5"]
     assert fields["Default-Stop"] == ["0", "1", "6"]
-    # the one trap of this script: the pidfile path lives in the config file
-    assert re.search(r"PIDFILE .*must .*`?pidfile", text), "must document PIDFILE == pidfile"
+    # the daemon gets PIDFILE itself: nothing to keep equal by hand
+    assert '--pidfile "$PIDFILE"' in text
+    assert not re.search(r"PIDFILE .*must .*`?pidfile", text), "stale PIDFILE == pidfile rule"
 
 
 def test_init_script_usage() -> None:
@@ -151,7 +152,7 @@ class Init:
         self.pidfile = tmp_path / "inosync.pid"
         self.logfile = tmp_path / "inosync.log"
         self.config = tmp_path / "inosync.conf"
-        self.write_config(self.pidfile)
+        self.write_config()  # no pidfile in it: the script passes --pidfile
         self.env = dict(os.environ)
         self.env.update(
             DAEMON=daemon,
@@ -161,14 +162,15 @@ class Init:
             INOSYNC_DEFAULTS=str(tmp_path / "no-such-defaults"),
         )
 
-    def write_config(self, pidfile: Path, wpath: Path | None = None) -> None:
+    def write_config(self, pidfile: Path | None = None, wpath: Path | None = None) -> None:
         settings = {
             "wpath": str(wpath or self.src),
             "rnodes": [f"{self.replica}/"],
             "edelay": 0.2,
-            "pidfile": str(pidfile),
             "logfile": str(self.logfile),
         }
+        if pidfile:
+            settings["pidfile"] = str(pidfile)
         self.config.write_text("".join(f"{k} = {v!r}\n" for k, v in settings.items()))
 
     def __call__(self, action: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -309,20 +311,42 @@ def test_init_script_dead_daemon(init: Init) -> None:
 
 
 def test_init_script_config_error(init: Init, tmp_path: Path) -> None:
-    init.write_config(init.pidfile, wpath=tmp_path / "missing")
+    init.write_config(wpath=tmp_path / "missing")
     result = init("start")
     assert result.returncode == 6, result.stdout + result.stderr  # LSB: not configured
     assert "missing" in result.stderr, "inosync's own message must reach the terminal"
     assert init.our_pids() == []
 
 
-def test_init_script_pidfile_mismatch(init: Init, tmp_path: Path) -> None:
-    """PIDFILE not the config's pidfile: start must fail and say why, not hang."""
-    init.write_config(tmp_path / "elsewhere.pid")
-    result = init("start", START_TIMEOUT="2")
-    assert result.returncode == 1
-    assert "pidfile" in result.stderr
+def test_init_script_pidfile_overrides_config(init: Init, tmp_path: Path) -> None:
+    """The config names another pidfile: the script's PIDFILE wins, so start,
+    status and stop still find the daemon (they used to disagree)."""
+    elsewhere = tmp_path / "elsewhere.pid"
+    init.write_config(elsewhere)
+    started = init("start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = init.pid()
+    assert pid is not None and alive(pid)
+    assert not elsewhere.exists()
+    assert init("status").returncode == 0
+    assert init("stop").returncode == 0
+    assert not alive(pid)
+
+
+def test_init_script_one_daemon_per_pidfile(init: Init) -> None:
+    """A daemon started by hand with the same pidfile behind the script's back
+    is refused; the script's start/stop/status keep to the one daemon."""
+    assert init("start").returncode == 0
+    pid = init.pid()
+    by_hand = subprocess.run([init.env["DAEMON"], "-c", str(init.config), "-d",
+                              "--pidfile", str(init.pidfile)],
+                             capture_output=True, text=True, timeout=30)
+    assert by_hand.returncode == 1
+    assert f"held by running process {pid}" in by_hand.stderr
+    assert [p for p in init.our_pids() if alive(p)] == [pid]
+    assert init("stop").returncode == 0
     assert init("status").returncode == 3
+    assert [p for p in init.our_pids() if alive(p)] == []
 
 
 def test_init_script_daemon_missing(init: Init, tmp_path: Path) -> None:
