@@ -16,6 +16,7 @@ import sys
 
 from . import __version__
 from .config import DEFAULT_PATH, Config, ConfigError, load
+from .journal import JournalFormatter, is_journal
 from .pidfile import DEFAULT_PATH as DEFAULT_PIDFILE
 from .pidfile import Pidfile, PidfileError, choose_pidfile
 from .signals import CAUGHT, Signals, StopDuringStartup
@@ -62,7 +63,8 @@ class Logs:
 
     def foreground(self) -> None:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(JournalFormatter() if is_journal(sys.stderr) else
+                             logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.use(handler)
 
     def background(self, config: Config) -> None:

@@ -5,6 +5,7 @@ stderr is the "journal" named by JOURNAL_STREAM."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -194,3 +195,63 @@ def test_daemonized_notifies_from_the_daemon_pid(tree: dict, listener: Listener)
         wait_until(lambda: not Path(f"/proc/{pid}").exists()
                    or "zombie" in Path(f"/proc/{pid}/status").read_text(), 20, "daemon exit")
     listener.wait("STOPPING=1")
+
+
+# ---- journal priorities
+
+
+def failing_node_run(tree: dict, env: dict[str, str]) -> tuple[str, int]:
+    """A real inosync whose stderr is a file: it syncs one good node, and a node
+    that fails (its parent directory is gone). Its stderr, and its exit code."""
+    src, d = tree["src"], tree["dir"]
+    parent = d / "parent"
+    (parent / "node").mkdir(parents=True)
+    conf = write_config(d / "inosync.conf", wpath=str(src),
+                        rnodes=[str(tree["nodes"][0]), str(parent / "node")], edelay=0.2,
+                        retry_min=30, retry_max=60)
+    stderr = d / "stderr"
+    stderr.write_text("")
+    st = os.stat(stderr)
+    env = {k: v.replace("{stderr}", f"{st.st_dev}:{st.st_ino}") for k, v in env.items()}
+    with open(stderr, "ab") as out:
+        proc = subprocess.Popen([*inosync_argv(), "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=out,
+                                env={**{k: v for k, v in os.environ.items()
+                                        if k != "JOURNAL_STREAM"}, **env})
+    try:
+        wait_until(lambda: "synced full sync" in stderr.read_text(), 20, "the initial sync")
+        shutil.rmtree(parent)
+        (src / "new.txt").write_text("new\n")
+        wait_until(lambda: "rsync failed" in stderr.read_text(), 20, "the node to fail")
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return stderr.read_text(), code
+
+
+def test_journal_priorities_when_stderr_is_the_journal(tree: dict) -> None:
+    text, code = failing_node_run(tree, {"JOURNAL_STREAM": "{stderr}"})
+    assert code == 0
+    lines = text.splitlines()
+    assert lines and all(line[:3] in ("<3>", "<4>", "<6>", "<7>") for line in lines), text
+    assert any(line.startswith("<3>ERROR ") and "rsync failed" in line for line in lines)
+    assert any(line.startswith("<6>INFO ") and "synced full sync" in line for line in lines)
+    assert not any(line[3:7].isdigit() for line in lines), "no timestamp: the journal adds one"
+
+
+def test_no_journal_prefix_otherwise(tree: dict) -> None:
+    """Without JOURNAL_STREAM, or with one that names another stream (a child
+    of a service whose stderr was redirected), lines are as before."""
+    for env in ({}, {"JOURNAL_STREAM": "1:2"}):
+        for p in tree["nodes"]:
+            shutil.rmtree(p, ignore_errors=True)
+            p.mkdir()
+        text, code = failing_node_run(tree, env)
+        assert code == 0
+        lines = text.splitlines()
+        assert not any(line.startswith("<") for line in lines), text
+        error = next(line for line in lines if "rsync failed" in line)
+        assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ERROR ", error), error
