@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import DEFAULT_PATH, Config, ConfigError, load
+from .journal import JournalFormatter, is_journal
 from .liveline import LiveLine
-from .pidfile import Pidfile, PidfileError
+from .pidfile import DEFAULT_PATH as DEFAULT_PIDFILE
+from .pidfile import Pidfile, PidfileError, choose_pidfile
 from .signals import CAUGHT, Signals, StopDuringStartup
 
 if TYPE_CHECKING:
@@ -53,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "exit 0 identical, 1 some node differs, 2 error")
     p.add_argument("--checksum", action="store_true",
                    help="with --verify: compare file contents, not only size and time")
+    p.add_argument("--pidfile", metavar="FILE", type=pidfile_arg,
+                   help="hold FILE as pidfile, instead of the config's pidfile "
+                        f"(default with -d: {DEFAULT_PIDFILE})")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p.parse_args(argv)
 
@@ -75,7 +80,8 @@ class Logs:
 
     def foreground(self) -> None:
         handler = LiveLine(sys.stderr) if sys.stderr.isatty() else logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(JournalFormatter() if is_journal(sys.stderr) else
+                             logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.use(handler)
 
     def live(self) -> Callable[[str], None] | None:
@@ -189,11 +195,24 @@ def verify(config: Config, checksum: bool) -> int:
     return verification.exit_code(results)
 
 
+def pidfile_arg(value: str) -> str:
+    """--pidfile: absolute, because -d changes to / before the pidfile is removed."""
+    if not value or "\0" in value:
+        raise argparse.ArgumentTypeError("must be a file name")
+    return os.path.abspath(value)
+
+
 def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) -> int:
     from .daemon import Daemon
+    from .paths import own_file_inside
     from .watch import Watcher, WatchLimitError
 
-    pidfile = Pidfile(config.pidfile) if config.pidfile else None
+    if args.pidfile:  # checked as the config's own pidfile is
+        problem = own_file_inside(config.wpath, "--pidfile", args.pidfile, config.excludes)
+        if problem:
+            return fail(problem, EXIT_USAGE)
+    path = choose_pidfile(args.pidfile, config.pidfile, args.daemonize)
+    pidfile = Pidfile(path) if path else None
     try:
         if pidfile:
             pidfile.acquire()

@@ -29,6 +29,7 @@ from . import __version__, paths
 from . import config as configmod
 from .batch import RunPlan, files_list, full_sync_above, plan_run, plural
 from .config import Config, ConfigError
+from .notify import Notifier
 from .paths import Identity, identity
 from .replay import can_replay, replay_argv, replay_input
 from .rsync import Kind, Outcome, batch_argv, full_argv, literal_pattern, node_kind, ssh_parts
@@ -53,6 +54,7 @@ from .scheduler import (
 )
 from .signals import Signals
 from .sshcontrol import ControlMasters
+from .statusline import summary
 from .watch import Watcher, WatchLimitError
 
 log = logging.getLogger("inosync")
@@ -100,6 +102,7 @@ class Daemon:
         self.on_reload = on_reload
         self.poller = select.poll()
         self._list_cache: tuple[set[str], list[str]] | None = None
+        self.notify = Notifier.from_environ()  # here: behind -d, in the pid that stays
 
     @property
     def config(self) -> Config:
@@ -118,9 +121,14 @@ class Daemon:
         try:
             with self.masters, self.runner:
                 code = self.carry_out(self.scheduler.begin(time.monotonic()))
+                self.notify.ready()  # the tree is watched: systemctl start may return
+                self.announce()
                 while code is None:
                     self.wait()
-                    code = self.carry_out(self.inputs(time.monotonic()))
+                    actions = self.inputs(time.monotonic())
+                    code = self.carry_out(actions)
+                    if actions:  # nothing done, nothing to tell: no status per event
+                        self.announce()
         finally:
             self.watcher.close()  # ours from the start (a reload may have replaced it)
         self.write_status(time.monotonic(), stopped=code)
@@ -201,7 +209,11 @@ class Daemon:
             w.rewatch(action.paths)
             return s.watch_limit_hit(w.take_unwatched(), now)
         elif isinstance(action, Reload):
-            return self.reload(now)
+            self.notify.reloading()
+            try:
+                return self.reload(now)
+            finally:
+                self.notify.ready()  # a failed reload keeps the old config: ready too
         elif isinstance(action, WriteStatus):
             self.write_status(now)
         elif isinstance(action, LogStatus):
@@ -377,6 +389,15 @@ class Daemon:
             self.write_status(now)
         if self.live is not None and texts:
             self.live("; ".join(f"{d}: {t}" for d, t in texts.items()))
+
+    def announce(self) -> None:
+        """systemd's view of us: STOPPING=1 once stopping, STATUS= when it changed."""
+        if not self.notify.enabled:
+            return
+        if self.scheduler.stopping:
+            self.notify.stopping()
+        self.notify.status(summary(self.scheduler.status(time.monotonic(), time.time()),
+                                   self.scheduler.stopping))
 
     def status_lines(self, now: float) -> list[str]:
         def when(t: object) -> str:

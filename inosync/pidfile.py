@@ -10,6 +10,19 @@ import errno
 import fcntl
 import os
 
+DEFAULT_PATH = "/run/inosync.pid"  # with -d when neither --pidfile nor the config names one
+
+
+def choose_pidfile(given: str | None, configured: str | None, daemonize: bool) -> str | None:
+    """The pidfile to hold: --pidfile, else the config's ``pidfile``, else with -d
+    the default (two -d daemons of one tree must collide on it); None in the
+    foreground, where a service manager tracks the process itself."""
+    if given:
+        return given
+    if configured:
+        return configured
+    return DEFAULT_PATH if daemonize else None
+
 
 class PidfileError(Exception):
     """One-line reason we cannot take the pidfile."""
@@ -38,7 +51,8 @@ class Pidfile:
             os.close(fd)
             raise PidfileError(
                 f"pidfile {self.path} is held by running process {other}; "
-                "stop it first (kill -TERM " + other + ")"
+                f"stop it first (kill -TERM {other}), or give each tree its own pidfile "
+                "(--pidfile FILE or pidfile = ... in its config)"
             ) from None
         os.ftruncate(fd, 0)  # a stale pid must not be read as ours meanwhile
         self.fd = fd

@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow  # end to end: real processes
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "contrib" / "inosync.service"
+TEMPLATE = ROOT / "contrib" / "inosync@.service"
+UNITS = {"inosync.service": "/etc/inosync.conf", "inosync@.service": "/etc/inosync/%i.conf"}
 INIT = ROOT / "contrib" / "inosync.init"
 
 
@@ -124,8 +126,9 @@ def test_init_script_lsb_header() -> None:
     assert fields["Required-Start"] == ["$remote_fs", "$syslog", "$network"]
     assert fields["Default-Start"] == ["2", "3", "4", "5"]
     assert fields["Default-Stop"] == ["0", "1", "6"]
-    # the one trap of this script: the pidfile path lives in the config file
-    assert re.search(r"PIDFILE .*must .*`?pidfile", text), "must document PIDFILE == pidfile"
+    # the daemon gets PIDFILE itself: nothing to keep equal by hand
+    assert '--pidfile "$PIDFILE"' in text
+    assert not re.search(r"PIDFILE .*must .*`?pidfile", text), "stale PIDFILE == pidfile rule"
 
 
 def test_init_script_usage() -> None:
@@ -151,7 +154,7 @@ class Init:
         self.pidfile = tmp_path / "inosync.pid"
         self.logfile = tmp_path / "inosync.log"
         self.config = tmp_path / "inosync.conf"
-        self.write_config(self.pidfile)
+        self.write_config()  # no pidfile in it: the script passes --pidfile
         self.env = dict(os.environ)
         self.env.update(
             DAEMON=daemon,
@@ -161,14 +164,15 @@ class Init:
             INOSYNC_DEFAULTS=str(tmp_path / "no-such-defaults"),
         )
 
-    def write_config(self, pidfile: Path, wpath: Path | None = None) -> None:
+    def write_config(self, pidfile: Path | None = None, wpath: Path | None = None) -> None:
         settings = {
             "wpath": str(wpath or self.src),
             "rnodes": [f"{self.replica}/"],
             "edelay": 0.2,
-            "pidfile": str(pidfile),
             "logfile": str(self.logfile),
         }
+        if pidfile:
+            settings["pidfile"] = str(pidfile)
         self.config.write_text("".join(f"{k} = {v!r}\n" for k, v in settings.items()))
 
     def __call__(self, action: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -309,20 +313,42 @@ def test_init_script_dead_daemon(init: Init) -> None:
 
 
 def test_init_script_config_error(init: Init, tmp_path: Path) -> None:
-    init.write_config(init.pidfile, wpath=tmp_path / "missing")
+    init.write_config(wpath=tmp_path / "missing")
     result = init("start")
     assert result.returncode == 6, result.stdout + result.stderr  # LSB: not configured
     assert "missing" in result.stderr, "inosync's own message must reach the terminal"
     assert init.our_pids() == []
 
 
-def test_init_script_pidfile_mismatch(init: Init, tmp_path: Path) -> None:
-    """PIDFILE not the config's pidfile: start must fail and say why, not hang."""
-    init.write_config(tmp_path / "elsewhere.pid")
-    result = init("start", START_TIMEOUT="2")
-    assert result.returncode == 1
-    assert "pidfile" in result.stderr
+def test_init_script_pidfile_overrides_config(init: Init, tmp_path: Path) -> None:
+    """The config names another pidfile: the script's PIDFILE wins, so start,
+    status and stop still find the daemon (they used to disagree)."""
+    elsewhere = tmp_path / "elsewhere.pid"
+    init.write_config(elsewhere)
+    started = init("start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = init.pid()
+    assert pid is not None and alive(pid)
+    assert not elsewhere.exists()
+    assert init("status").returncode == 0
+    assert init("stop").returncode == 0
+    assert not alive(pid)
+
+
+def test_init_script_one_daemon_per_pidfile(init: Init) -> None:
+    """A daemon started by hand with the same pidfile behind the script's back
+    is refused; the script's start/stop/status keep to the one daemon."""
+    assert init("start").returncode == 0
+    pid = init.pid()
+    by_hand = subprocess.run([init.env["DAEMON"], "-c", str(init.config), "-d",
+                              "--pidfile", str(init.pidfile)],
+                             capture_output=True, text=True, timeout=30)
+    assert by_hand.returncode == 1
+    assert f"held by running process {pid}" in by_hand.stderr
+    assert [p for p in init.our_pids() if alive(p)] == [pid]
+    assert init("stop").returncode == 0
     assert init("status").returncode == 3
+    assert [p for p in init.our_pids() if alive(p)] == []
 
 
 def test_init_script_daemon_missing(init: Init, tmp_path: Path) -> None:
@@ -334,15 +360,17 @@ def test_init_script_daemon_missing(init: Init, tmp_path: Path) -> None:
 # ---- the systemd unit
 
 
-def test_unit_settings() -> None:
-    unit = parse_unit(UNIT.read_text())
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_settings(name: str) -> None:
+    unit = parse_unit((ROOT / "contrib" / name).read_text())
     service, section = unit["Service"], unit["Unit"]
 
     (exec_start,) = service["ExecStart"]
-    assert "inosync -c /etc/inosync.conf" in exec_start
+    assert exec_start.endswith(f"inosync -c {UNITS[name]}")
     assert exec_start.split()[0].startswith("/"), "ExecStart needs an absolute path"
-    assert "-d" not in exec_start.split(), "under systemd inosync runs in the foreground"
-    assert service["Type"] == ["simple"]
+    assert "-d" not in exec_start.split(), "Type=notify wants inosync in the foreground"
+    assert service["Type"] == ["notify"]
+    assert service["NotifyAccess"] == ["main"], "rsync and ssh must not notify"
     (exec_reload,) = service["ExecReload"]
     assert "HUP" in exec_reload and "$MAINPID" in exec_reload
     assert service["Restart"] == ["on-failure"]
@@ -353,6 +381,36 @@ def test_unit_settings() -> None:
     assert "network-online.target" in section["After"][0].split()
     assert "network-online.target" in section["Wants"][0].split()
     assert "multi-user.target" in unit["Install"]["WantedBy"][0].split()
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_hardening(name: str) -> None:
+    """Each option is there, and each one says what to change when."""
+    path = ROOT / "contrib" / name
+    service = parse_unit(path.read_text())["Service"]
+    expected = {
+        "NoNewPrivileges": "yes", "PrivateTmp": "yes", "ProtectSystem": "full",
+        "ProtectHome": "read-only", "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes",
+        "ProtectControlGroups": "yes",
+        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+    }
+    for key, value in expected.items():
+        assert service.get(key) == [value], key
+    instance = "/%i" if "@" in name else ""
+    assert service["RuntimeDirectory"] == [f"inosync{instance}"]
+    # Not set: each would break copying part of a tree (setuid files, devices).
+    for key in ("RestrictSUIDSGID", "PrivateDevices", "ProtectClock", "CapabilityBoundingSet"):
+        assert key not in service, key
+    lines = path.read_text().splitlines()
+    for key in expected:
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"{key}="))
+        comment = [line for line in lines[max(0, at - 8):at] if line.startswith("#")]
+        assert comment, f"{key} has no comment above it"
+    text = path.read_text()
+    for trap in ("/root/.ssh", "/home", "ReadWritePaths=", "Type=notify-reload", "AF_NETLINK",
+                 "never add -d"):
+        assert trap in text, f"{name} does not say anything about {trap}"
 
 
 # Lines from systemd-analyze that are about this machine, not about the unit.
@@ -372,7 +430,7 @@ def verify(unit: Path) -> tuple[int, list[str]]:
     return result.returncode, (result.stdout + result.stderr).splitlines()
 
 
-def runnable_copy(directory: Path, text: str) -> Path:
+def runnable_copy(directory: Path, text: str, name: str = "inosync.service") -> Path:
     """The unit, with ExecStart pointing at a program that exists on this machine."""
     program = inosync_program() or "/bin/true"
     text = text.replace("ExecStart=/usr/local/bin/inosync ", f"ExecStart={program} ")
@@ -380,27 +438,33 @@ def runnable_copy(directory: Path, text: str) -> Path:
     if not os.path.exists("/bin/kill"):  # part of every systemd system; maybe not of this one
         text = text.replace("ExecReload=/bin/kill ", f"ExecReload={shutil.which('kill')} ")
     directory.mkdir()
-    path = directory / "inosync.service"
+    path = directory / name
     path.write_text(text)
     return path
 
 
-def test_unit_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_systemd_analyze_verify(tmp_path: Path, name: str) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
-    text = UNIT.read_text()
+    text = (ROOT / "contrib" / name).read_text()
+    assert "\nType=notify\n" in text
+    # A template is verified through an instance (systemd finds the template
+    # beside it); verify names the template file in what it reports.
+    instance = name.replace("@.", "@www.")
 
     # First make sure that verify reports unit errors here at all: if a broken
     # unit passes, a clean pass below would mean nothing.
-    broken = runnable_copy(tmp_path / "broken", text.replace("Type=simple", "Type=bogus"))
-    code, lines = verify(broken)
-    if not any("inosync.service" in line for line in lines):
+    broken = runnable_copy(tmp_path / "broken",
+                           text.replace("\nType=notify\n", "\nType=bogus\n"), name)
+    code, lines = verify(broken.with_name(instance))
+    if not any(name in line for line in lines):
         output = " | ".join(lines) or "no output, even for a broken unit"
         pytest.skip(f"systemd-analyze verify cannot run here (exit {code}): {output}")
 
-    unit = runnable_copy(tmp_path / "good", text)
-    code, lines = verify(unit)
-    about_unit = [line for line in lines if "inosync.service" in line]
+    unit = runnable_copy(tmp_path / "good", text, name)
+    code, lines = verify(unit.with_name(instance))
+    about_unit = [line for line in lines if name in line]
     assert not about_unit, "systemd-analyze verify:\n" + "\n".join(about_unit)
     if code != 0:
         if all(ENVIRONMENT_TROUBLE.search(line) for line in lines if line.strip()):

@@ -1,0 +1,41 @@
+"""The daemon's state in one line, for systemd's STATUS= (`systemctl status`).
+
+Made from the rows of Scheduler.status(), so the scheduler stays pure and
+the line says what the statusfile says, only shorter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from .batch import plural
+
+NOTHING = plural(0, "path")  # what a node's "pending" says when nothing is pending
+ERROR_MAX = 100
+
+
+def summary(rows: Sequence[Mapping[str, object]], stopping: bool = False) -> str:
+    """E.g. "initial sync to 3 nodes", "idle; 3 nodes in sync", "syncing 2 paths
+    to 1 node", "1 node failing: www1:/var/www/: exit 255 (...)"."""
+    running = [r for r in rows if r["state"] == "running"]
+    if stopping:
+        return f"stopping; {plural(len(running), 'rsync')} still running" if running \
+            else "stopping"
+    failing = [r for r in rows if r["failures"]]
+    if failing:
+        first = failing[0]
+        error = str(first["last_error"] or "failed")
+        if len(error) > ERROR_MAX:
+            error = error[:ERROR_MAX - 3] + "..."
+        return f"{plural(len(failing), 'node')} failing: {first['node']}: {error}"
+    busy = [r for r in rows if r["state"] == "running" or r["pending"] != NOTHING]
+    if not busy:
+        return f"idle; {plural(len(rows), 'node')} in sync"
+    initial = [r for r in busy if r["last_ok"] is None]
+    if initial:
+        return f"initial sync to {plural(len(initial), 'node')}"
+    what = {str(r["pending"]) for r in busy}
+    if what == {"full sync"}:
+        return f"full sync to {plural(len(busy), 'node')}"
+    changes = what.pop() if len(what) == 1 else "changes"
+    return f"syncing {changes} to {plural(len(busy), 'node')}"
