@@ -38,6 +38,11 @@ def preflight(config: Config) -> str | None:
         if not found or not _is_executable(found):
             return (f"{config.path}: ssh program {program!r} not found or not executable "
                     "(install openssh-client or fix the ssh setting)")
+    for node in config.rnodes:
+        parent = os.path.dirname(node.rstrip("/"))
+        if node_kind(node) is Kind.LOCAL and not os.path.isdir(parent):
+            return (f"{config.path}: node {node}: its parent directory {parent} does not "
+                    "exist (rsync makes only the last directory); create it")
     return None
 
 
@@ -61,8 +66,11 @@ def summary(config: Config) -> list[str]:
     lines += [f"{name}: {_show(value)}" for name, value in non_defaults(config)]
     opts = config.rsync_options()
     lines.append("full sync, per node (rsync argv, shown quoted):")
-    lines += [f"  {shlex.join(full_argv(opts, config.wpath, node, progress=True))}"
+    progress = config.progress_interval > 0  # as the daemon decides
+    lines += [f"  {shlex.join(full_argv(opts, config.wpath, node, progress))}"
               for node in config.rnodes]
+    lines.append("  (the daemon gives rsync wpath as /proc/self/fd/N, a descriptor it opened "
+                 "and checked, and leaves out empty mount points whose copy it keeps)")
     if any(node_kind(n) is Kind.SSH for n in config.rnodes) and config.ssh_control:
         # The daemon's socket directory exists only while it runs.
         lines.append("  (the daemon adds -o ControlMaster=auto -o ControlPath=... to -e "

@@ -160,8 +160,9 @@ def one_shot_conflict(args: argparse.Namespace) -> str | None:
     if args.checksum and not args.verify:
         return "usage: --checksum goes with --verify only"
     one_shot = "--check" if args.check else "--verify" if args.verify else None
-    if one_shot and (args.daemonize or args.pretend):
-        return f"usage: {one_shot} runs once in the foreground; it cannot be combined with -d or -p"
+    if one_shot and (args.daemonize or args.pretend or args.pidfile):
+        return (f"usage: {one_shot} runs once in the foreground; it cannot be combined with "
+                "-d, -p or --pidfile")
     return None
 
 
@@ -217,7 +218,7 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
         if pidfile:
             pidfile.acquire()
     except PidfileError as e:
-        return fail(str(e), EXIT_RUNTIME)
+        return fail(str(e), EXIT_RUNTIME if e.held else EXIT_USAGE)
     try:
         watcher = Watcher(config.wpath, config.emask, config.excludes, config.configured_wpath)
         try:

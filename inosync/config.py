@@ -274,10 +274,13 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
     own = {name: getattr(config, name) for name in _DAEMON_FILES if getattr(config, name)}
     own["the directory for rsync list files (TMPDIR)"] = os.path.join(
         tempfile.gettempdir(), "inosync-lists")
+    for value in rsync.option_values(config.rsync_args, "--log-file"):
+        own["rsync_args --log-file"] = os.path.join(config.base_dir, value)
     for name, path in own.items():
         why = paths.own_file_inside(wpath, name, path, config.excludes)
         if why:
-            return (name if name in _DAEMON_FILES else "wpath"), why
+            setting = name if name in _DAEMON_FILES else "rsync_args" if "--" in name else "wpath"
+            return setting, why
     return None
 
 

@@ -25,7 +25,12 @@ def choose_pidfile(given: str | None, configured: str | None, daemonize: bool) -
 
 
 class PidfileError(Exception):
-    """One-line reason we cannot take the pidfile."""
+    """One-line reason we cannot take the pidfile; held: another process has it
+    (a runtime state), else the path itself is unusable (a usage error)."""
+
+    def __init__(self, message: str, held: bool = False) -> None:
+        super().__init__(message)
+        self.held = held
 
 
 class Pidfile:
@@ -43,7 +48,10 @@ class Pidfile:
             if e.errno == errno.ELOOP:
                 raise PidfileError(
                     f"pidfile {self.path} is a symlink; refusing to follow it") from None
-            raise PidfileError(f"cannot open pidfile {self.path}: {e.strerror}") from None
+            default = " (the default with -d; name another with --pidfile FILE)" \
+                if self.path == DEFAULT_PATH else ""
+            raise PidfileError(f"cannot open pidfile {self.path}{default}: {e.strerror}") \
+                from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -52,7 +60,7 @@ class Pidfile:
             raise PidfileError(
                 f"pidfile {self.path} is held by running process {other}; "
                 f"stop it first (kill -TERM {other}), or give each tree its own pidfile "
-                "(--pidfile FILE or pidfile = ... in its config)"
+                "(--pidfile FILE or pidfile = ... in its config)", held=True
             ) from None
         os.ftruncate(fd, 0)  # a stale pid must not be read as ours meanwhile
         self.fd = fd

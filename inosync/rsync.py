@@ -339,6 +339,19 @@ def check_extra_args(args: Sequence[str]) -> None:
                          "the next word inosync adds (wpath, say) as that value")
 
 
+def option_values(args: Sequence[str], long_name: str) -> list[str]:
+    """The values rsync_args gives a long option (--opt=value or --opt value)."""
+    values = []
+    for i, arg in enumerate(args):
+        name, has_value, value = arg.partition("=")
+        if name == long_name:
+            if has_value:
+                values.append(value)
+            elif i + 1 < len(args):
+                values.append(args[i + 1])
+    return values
+
+
 def _plain_program(value: str) -> bool:
     return bool(value) and not any(c.isspace() for c in value) and not value.startswith("-")
 

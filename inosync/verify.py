@@ -44,18 +44,33 @@ class UnsafeArgv(AssertionError):
     """An argv for --verify that could write: a bug, never run."""
 
 
+# Options in rsync_args that make the itemized list lie, and why.
+_UNTRUSTED = {
+    "--quiet": ("q", "silences the list of differences --verify reads (every node would "
+                     "look identical)"),
+    "--link-dest": ("", "hides files rsync would replace by a hard link (a drifted node "
+                        "would look identical)"),
+    "--ignore-times": ("I", "lists every file as different"),
+}
+
+
 def problem(config: Config) -> str | None:
     """Why --verify cannot trust rsync's output with this config, or None."""
-    quiet = quiet_option(config.rsync_args)
-    if quiet:
-        return (f"{config.path}: rsync_args holds {quiet!r}, which silences the list of "
-                "differences --verify reads (every node would look identical); remove it")
+    for name, (letter, why) in _UNTRUSTED.items():
+        found = find_option(config.rsync_args, name, letter)
+        if found:
+            return f"{config.path}: rsync_args holds {found!r}, which {why}; remove it"
     return None
 
 
 def quiet_option(args: Sequence[str]) -> str | None:
-    """The -q/--quiet in rsync_args, if any: it silences the itemized output
-    (and nothing after it can undo that), so a drifted node would look identical."""
+    """The -q/--quiet in rsync_args, if any."""
+    return find_option(args, "--quiet", "q")
+
+
+def find_option(args: Sequence[str], long_name: str, letter: str) -> str | None:
+    """The item of rsync_args that gives this option (long, or its short letter),
+    values of other options skipped."""
     takes_value = False
     for arg in args:
         if takes_value:
@@ -63,14 +78,14 @@ def quiet_option(args: Sequence[str]) -> str | None:
             continue
         if arg.startswith("--"):
             name, has_value, _ = arg.partition("=")
-            if name == "--quiet":
+            if name == long_name:
                 return arg
             takes_value = name in _LONG_WITH_VALUE and not has_value
             continue
-        for i, letter in enumerate(arg[1:], 1):
-            if letter == "q":
+        for i, short in enumerate(arg[1:], 1):
+            if letter and short == letter:
                 return arg
-            if letter in _SHORT_WITH_VALUE:
+            if short in _SHORT_WITH_VALUE:
                 takes_value = i == len(arg) - 1
                 break
     return None
@@ -88,8 +103,11 @@ def verify_argv(config: Config, dest: str, checksum: bool = False) -> list[str]:
 def _ours(checksum: bool) -> list[str]:
     # --dry-run last: rsync takes the last word of each option, so nothing in
     # rsync_args (which come before) can undo it.
-    return ["--itemize-changes", _OUT_FORMAT, *(["--checksum"] if checksum else []),
-            "--dry-run"]
+    # --info=name1: a -vv in rsync_args would also list unchanged items, some
+    # (hard links) looking like changes. --log-file=/dev/null: a --log-file in
+    # rsync_args gets no entries for a dry run.
+    return ["--itemize-changes", _OUT_FORMAT, "--info=name1", "--log-file=/dev/null",
+            *(["--checksum"] if checksum else []), "--dry-run"]
 
 
 def check_dry_run(argv: Sequence[str]) -> None:

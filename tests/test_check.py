@@ -71,6 +71,14 @@ def test_preflight_finds_ssh_only_when_a_node_needs_it(tree, tmp_path):
     assert "'no-such-ssh-inosync' not found" in (preflight(named) or "")
 
 
+def test_preflight_finds_a_local_node_whose_parent_is_missing(tree, tmp_path):
+    deep = tmp_path / "no" / "such" / "node"
+    c = load_config(tmp_path, wpath=str(tree["src"]), rnodes=[str(deep)])
+    assert f"its parent directory {deep.parent} does not exist" in (preflight(c) or "")
+    (tmp_path / "no" / "such").mkdir(parents=True)
+    assert preflight(c) is None  # rsync makes the last directory itself
+
+
 @pytest.mark.skipif(os.getuid() == 0, reason="root reads any directory")
 def test_preflight_unreadable_wpath(tree, tmp_path):
     c = load_config(tmp_path, wpath=str(tree["src"]), rnodes=[str(tree["nodes"][0])])

@@ -608,6 +608,16 @@ def test_daemon_file_inside_wpath_is_refused(write, wdir, setting):
     assert setting in message and "inside wpath" in message
 
 
+@pytest.mark.parametrize("form", ["--log-file={}", "--log-file {}"])
+def test_rsync_log_file_inside_wpath_is_refused(write, wdir, form):
+    """rsync writing its log into wpath: every sync would be a change to sync."""
+    args = form.format(wdir / "rsync.log").split(" ")
+    path = write(*base_lines(wdir), f"rsync_args = {args!r}")
+    message = error_of(path)
+    assert_line(message, path, 3)
+    assert "rsync_args --log-file" in message and "inside wpath" in message
+
+
 def test_daemon_file_in_an_excluded_directory_is_fine(write, wdir):
     config = load(write(*base_lines(wdir), 'rexcludes = ["/.state/"]',
                         f"statusfile = {str(wdir / '.state' / 'status.json')!r}"))

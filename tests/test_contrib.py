@@ -312,6 +312,24 @@ def test_init_script_dead_daemon(init: Init) -> None:
     assert init("status").returncode == 3
 
 
+def test_init_script_never_stops_a_process_that_took_a_stale_pid(init: Init,
+                                                                  tmp_path: Path) -> None:
+    """A stale pidfile naming a process whose command line says "inosync" (a pager
+    on its log, say): the daemon's flock is gone, so that process is not ours."""
+    sleeper = tmp_path / "view-inosync-log"
+    shutil.copy("/bin/sleep", sleeper)
+    victim = subprocess.Popen([str(sleeper), "60"])
+    try:
+        init.pidfile.write_text(f"{victim.pid}\n")
+        assert init("status").returncode == 1  # dead, pidfile left behind
+        result = init("stop")
+        assert result.returncode == 0 and "stale" in result.stdout, result.stdout
+        assert victim.poll() is None  # still running: never signalled
+    finally:
+        victim.kill()
+        victim.wait()
+
+
 def test_init_script_config_error(init: Init, tmp_path: Path) -> None:
     init.write_config(wpath=tmp_path / "missing")
     result = init("start")
@@ -397,7 +415,7 @@ def test_unit_hardening(name: str) -> None:
     }
     for key, value in expected.items():
         assert service.get(key) == [value], key
-    instance = "/%i" if "@" in name else ""
+    instance = "-%i" if "@" in name else ""  # apart: stopping one never removes another's
     assert service["RuntimeDirectory"] == [f"inosync{instance}"]
     # Not set: each would break copying part of a tree (setuid files, devices).
     for key in ("RestrictSUIDSGID", "PrivateDevices", "ProtectClock", "CapabilityBoundingSet"):

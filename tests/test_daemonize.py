@@ -111,7 +111,7 @@ def test_symlinked_pidfile_refused(bg, tmp_path):
     victim.write_text("precious\n")
     os.symlink(victim, bg.pidfile)
     done = bg.start()
-    assert done.returncode == 1 and "symlink" in done.stderr
+    assert done.returncode == 2 and "symlink" in done.stderr  # a usage error: fix the path
     assert victim.read_text() == "precious\n"
 
 

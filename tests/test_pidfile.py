@@ -151,6 +151,14 @@ def test_pidfile_option_in_the_foreground(no_pidfile_config: Path, tree: dict,
 
 
 @pytest.mark.slow
+def test_pidfile_that_cannot_be_opened_is_a_usage_error(no_pidfile_config: Path,
+                                                        tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "x.pid"
+    done = start_d(no_pidfile_config, "--pidfile", str(missing))
+    assert done.returncode == 2  # the path is wrong: restarting cannot fix that
+    assert f"cannot open pidfile {missing}: No such file or directory" in done.stderr
+
+
 def test_pidfile_option_inside_wpath_refused(no_pidfile_config: Path, tree: dict) -> None:
     pidfile = tree["src"] / "inosync.pid"
     done = start_d(no_pidfile_config, "--pidfile", str(pidfile))

@@ -143,8 +143,10 @@ def test_exit_code_error_wins_over_drift():
 
 @pytest.mark.parametrize(("argv", "wrong"), [
     (["--check", "--verify"], "cannot be combined"),
-    (["--verify", "-d"], "-d or -p"), (["--verify", "-p"], "-d or -p"),
-    (["--check", "-d"], "-d or -p"), (["--check", "-p"], "-d or -p"),
+    (["--verify", "-d"], "-d, -p"), (["--verify", "-p"], "-d, -p"),
+    (["--check", "-d"], "-d, -p"), (["--check", "-p"], "-d, -p"),
+    (["--check", "--pidfile", "/x.pid"], "--pidfile"),
+    (["--verify", "--pidfile", "/x.pid"], "--pidfile"),
     (["--checksum"], "--checksum goes with --verify"),
     (["--check", "--checksum"], "--checksum goes with --verify"),
 ])

@@ -294,6 +294,35 @@ def test_usage_errors(tree, tmp_path, args):
     assert done.stdout == "" and not any(node.iterdir())
 
 
+@pytest.mark.parametrize(("rsync_args", "why"), [
+    (["--link-dest=/srv/old"], "hides files rsync would replace by a hard link"),
+    (["-aI"], "lists every file as different"), (["--ignore-times"], "every file")])
+def test_rsync_args_that_make_the_list_lie_are_refused(tree, tmp_path, rsync_args, why):
+    conf = config_for(tmp_path, tree["src"], [str(tree["nodes"][0])], rsync_args=rsync_args)
+    done = run(conf, "--verify")
+    assert done.returncode == 2 and done.stdout == "" and why in done.stderr, done.stderr
+
+
+def test_hard_links_already_right_are_no_drift(tree, tmp_path):
+    """-H with -vv: rsync lists a hard link that is already right as "hf" with blanks."""
+    src, node = tree["src"], tree["nodes"][0]
+    os.link(src / "index.html", src / "docs" / "index-link.html")
+    subprocess.run([RSYNC, "-aH", "--delete", "--modify-window=-1", f"{src}/", f"{node}/"],
+                   check=True)
+    conf = config_for(tmp_path, src, [str(node)], rsync_args=["-H", "-vv"])
+    done = run(conf, "--verify")
+    assert (done.returncode, done.stdout) == (0, f"{node}: identical\n"), done.stdout
+
+
+def test_a_log_file_in_rsync_args_gets_nothing_from_verify(tree, tmp_path):
+    src, node = tree["src"], tree["nodes"][0]
+    mirror(src, node)
+    logfile = tmp_path / "rsync.log"
+    conf = config_for(tmp_path, src, [str(node)], rsync_args=[f"--log-file={logfile}"])
+    assert run(conf, "--verify").returncode == 0
+    assert not logfile.exists()
+
+
 def test_quiet_rsync_args_refused(tree, tmp_path):
     conf = config_for(tmp_path, tree["src"], [str(tree["nodes"][0])], rsync_args=["-vq"])
     done = run(conf, "--verify")
