@@ -162,6 +162,8 @@ class Init:
             PIDFILE=str(self.pidfile),
             # never let a real /etc/default/inosync on this machine take over
             INOSYNC_DEFAULTS=str(tmp_path / "no-such-defaults"),
+            # the daemon's scratch directory: a test that SIGKILLs it leaves it here
+            TMPDIR=str(tmp_path),
         )
 
     def write_config(self, pidfile: Path | None = None, wpath: Path | None = None) -> None:
