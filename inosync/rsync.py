@@ -9,7 +9,7 @@ import enum
 import os
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 
@@ -307,49 +307,60 @@ def check_extra_args(args: Sequence[str]) -> None:
     inosync cannot account for (its batches, its rules, its watcher), and any
     word that is not an option (rsync would take it as one more source).
     """
-    takes_value = False
-    previous = ""
-    for arg in args:
-        if takes_value:
-            takes_value = False
-            if previous == "--rsync-path" and not _plain_program(arg):
-                raise ValueError(f"--rsync-path must name one program (got {arg!r}): "
-                                 "options there would pass none of these checks")
-            continue
-        previous = arg
-        if arg == "--" or not arg.startswith("-") or arg == "-":
+    for arg, name, value in options(args):
+        if not name or name == "--":
             raise ValueError(f"item {arg!r} is not an option: rsync would take it as "
                              "another source or destination")
+        _refuse(name if name.startswith("--") else _SHORT.get(name[1], name), arg)
+        if name == "--rsync-path" and value is not None and not _plain_program(value):
+            raise ValueError(f"--rsync-path must name one program (got {value!r}): "
+                             "options there would pass none of these checks")
+        if value is None and _takes_value(name, arg):
+            raise ValueError(f"ends with {args[-1]!r}, which takes a value: rsync would take "
+                             "the next word inosync adds (wpath, say) as that value")
+
+
+def _takes_value(name: str, arg: str) -> bool:
+    if name.startswith("--"):
+        return name in _LONG_WITH_VALUE and "=" not in arg
+    return name[1] in _SHORT_WITH_VALUE
+
+
+def options(args: Sequence[str]) -> Iterator[tuple[str, str, str | None]]:
+    """Each option rsync_args gives, as rsync reads them: (the item, the option's
+    name, its value or None). A short cluster gives each letter ("-a", "-v"),
+    and the value of an option that takes one ("--opt=v", "--opt v", "-Bv",
+    "-B v") is never read as an option of its own; a word that is no option
+    gives the name "". check_extra_args, --verify and the config read
+    rsync_args through this one walk, so they never disagree."""
+    words = iter(args)
+    for arg in words:
+        if not arg.startswith("-") or arg == "-":
+            yield arg, "", None  # not an option: rsync takes it as a path
+            continue
         if arg.startswith("--"):
             name, has_value, value = arg.partition("=")
-            _refuse(name, arg)
-            if name == "--rsync-path" and has_value and not _plain_program(value):
-                raise ValueError(f"--rsync-path must name one program (got {value!r}): "
-                                 "options there would pass none of these checks")
-            takes_value = name in _LONG_WITH_VALUE and not has_value
+            if not has_value and name in _LONG_WITH_VALUE:
+                yield arg, name, next(words, None)
+            else:
+                yield arg, name, value if has_value else None
             continue
         for i, letter in enumerate(arg[1:], 1):
-            if letter in _SHORT:
-                _refuse(_SHORT[letter], arg)
             if letter in _SHORT_WITH_VALUE:
-                takes_value = i == len(arg) - 1
+                yield arg, f"-{letter}", arg[i + 1:] or next(words, None)
                 break
-    if takes_value:
-        raise ValueError(f"ends with {args[-1]!r}, which takes a value: rsync would take "
-                         "the next word inosync adds (wpath, say) as that value")
+            yield arg, f"-{letter}", None
+
+
+def find_option(args: Sequence[str], long_name: str, letter: str = "") -> str | None:
+    """The item of rsync_args that gives this option (long, or its short letter)."""
+    short = f"-{letter}" if letter else None
+    return next((arg for arg, name, _ in options(args) if name in (long_name, short)), None)
 
 
 def option_values(args: Sequence[str], long_name: str) -> list[str]:
     """The values rsync_args gives a long option (--opt=value or --opt value)."""
-    values = []
-    for i, arg in enumerate(args):
-        name, has_value, value = arg.partition("=")
-        if name == long_name:
-            if has_value:
-                values.append(value)
-            elif i + 1 < len(args):
-                values.append(args[i + 1])
-    return values
+    return [value for _, name, value in options(args) if name == long_name and value is not None]
 
 
 def _plain_program(value: str) -> bool:

@@ -23,9 +23,7 @@ from typing import IO
 
 from .batch import plural
 from .config import Config
-
-# The tables of value-taking options that check_extra_args parses with too.
-from .rsync import _LONG_WITH_VALUE, _SHORT_WITH_VALUE, describe, full_argv
+from .rsync import describe, find_option, full_argv
 from .signals import StopDuringStartup
 
 EXIT_IDENTICAL, EXIT_DIFFERS, EXIT_ERROR = 0, 1, 2
@@ -66,29 +64,6 @@ def problem(config: Config) -> str | None:
 def quiet_option(args: Sequence[str]) -> str | None:
     """The -q/--quiet in rsync_args, if any."""
     return find_option(args, "--quiet", "q")
-
-
-def find_option(args: Sequence[str], long_name: str, letter: str) -> str | None:
-    """The item of rsync_args that gives this option (long, or its short letter),
-    values of other options skipped."""
-    takes_value = False
-    for arg in args:
-        if takes_value:
-            takes_value = False
-            continue
-        if arg.startswith("--"):
-            name, has_value, _ = arg.partition("=")
-            if name == long_name:
-                return arg
-            takes_value = name in _LONG_WITH_VALUE and not has_value
-            continue
-        for i, short in enumerate(arg[1:], 1):
-            if letter and short == letter:
-                return arg
-            if short in _SHORT_WITH_VALUE:
-                takes_value = i == len(arg) - 1
-                break
-    return None
 
 
 def verify_argv(config: Config, dest: str, checksum: bool = False) -> list[str]:
