@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
-import shutil
-import stat
 
+from . import paths
 from .config import Config
 from .rsync import Kind, full_argv, node_kind
 
@@ -34,8 +33,7 @@ def preflight(config: Config) -> str | None:
         return f"{config.path}: wpath {config.wpath} cannot be read: {e.strerror}"
     if any(node_kind(n) is Kind.SSH for n in config.rnodes):
         program = config.ssh[0]
-        found = program if "/" in program else shutil.which(program)
-        if not found or not _is_executable(found):
+        if paths.program(program) is None:
             return (f"{config.path}: ssh program {program!r} not found or not executable "
                     "(install openssh-client or fix the ssh setting)")
     for node in config.rnodes:
@@ -44,14 +42,6 @@ def preflight(config: Config) -> str | None:
             return (f"{config.path}: node {node}: its parent directory {parent} does not "
                     "exist (rsync makes only the last directory); create it")
     return None
-
-
-def _is_executable(path: str) -> bool:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and os.access(path, os.X_OK)
 
 
 def summary(config: Config) -> list[str]:

@@ -371,12 +371,11 @@ def _emask(value: Any) -> tuple[str, ...]:
 
 
 def _executable(value: Any) -> str:
-    path = _string(value)
-    if "/" not in path:
-        path = shutil.which(path) or path
-    st = os.stat(path) if os.path.exists(path) else None
-    if st is None or not stat.S_ISREG(st.st_mode) or not os.access(path, os.X_OK):
-        raise ValueError(f"{path} is not an executable file (install rsync or fix the path)")
+    name = _string(value)
+    path = paths.program(name)
+    if path is None:
+        shown = name if "/" in name else shutil.which(name) or name
+        raise ValueError(f"{shown} is not an executable file (install rsync or fix the path)")
     return path
 
 

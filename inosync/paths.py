@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
@@ -191,3 +192,16 @@ def system_inside(wpath: str) -> str | None:
         if os.path.isdir(d) and inside(real(d), wpath):
             return real(d)
     return None
+
+
+def program(name: str) -> str | None:
+    """Where a program is, looked up as rsync and ssh do (a bare name on PATH),
+    if it is an executable regular file there; else None."""
+    path = name if "/" in name else shutil.which(name)
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return path if stat.S_ISREG(st.st_mode) and os.access(path, os.X_OK) else None
