@@ -29,6 +29,15 @@ def inosync_argv() -> list[str]:
     return [script] if script else [sys.executable, "-m", "inosync"]
 
 
+def alive(pid: int) -> bool:
+    """Running and not a zombie (a container's init may never reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # gone, or going while we read
+        return False
+    return state != "Z"
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> object:
     deadline = time.monotonic() + timeout
     delay = 0.02

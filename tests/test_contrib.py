@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import alive
 
 pytestmark = pytest.mark.slow  # end to end: real processes
 
@@ -40,16 +41,6 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.25)
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie (a container's pid 1 may never reap)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def inosync_program() -> str | None:

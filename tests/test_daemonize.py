@@ -8,18 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import inosync_argv, wait_converged, wait_until, write_config
+from helpers import alive, inosync_argv, wait_converged, wait_until, write_config
 
 pytestmark = pytest.mark.slow  # end to end: real processes
-
-
-def alive(pid: int) -> bool:
-    """Running and not a zombie (a container's init may never reap it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class Background:

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import inosync_argv, wait_converged, wait_until, write_config
+from helpers import alive, inosync_argv, wait_converged, wait_until, write_config
 
 from inosync.cli import parse_args
 from inosync.pidfile import DEFAULT_PATH, choose_pidfile
@@ -47,14 +47,6 @@ def test_empty_pidfile_option_is_a_usage_error(capsys: pytest.CaptureFixture[str
 
 
 # ---- real processes
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def pid_in(path: Path) -> int:
