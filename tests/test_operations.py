@@ -3,6 +3,7 @@ lines and the statusfile, progress on long work."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -10,6 +11,8 @@ import select
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from helpers import ROOT, inosync_argv, wait_converged, wait_until, write_config
@@ -98,45 +101,43 @@ def test_stop_line_says_what_was_pending_and_recovery_how_long_it_took(tree, run
         "covers it)")
 
 
-def test_logfile_is_reopened_on_hup(tree, tmp_path):
-    src, node = tree["src"], tree["nodes"][0]
-    logfile, pidfile = tmp_path / "inosync.log", tmp_path / "inosync.pid"
-    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
-                        edelay=0.2, logfile=str(logfile), pidfile=str(pidfile))
+@contextlib.contextmanager
+def daemonized(tree, tmp_path: Path, **settings: object) -> Iterator[tuple[int, str]]:
+    """inosync -d on tree's source and first node: (its pid, what it said on the
+    terminal before detaching); stopped with SIGTERM at the end."""
+    pidfile = tmp_path / "inosync.pid"
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(tree["src"]),
+                        rnodes=[str(tree["nodes"][0])], edelay=0.2, pidfile=str(pidfile),
+                        **settings)
     done = subprocess.run([*inosync_argv(), "-c", str(conf), "-d"], capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pidfile")
     pid = int(pidfile.read_text())
     try:
+        yield pid, done.stderr
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not pidfile.exists(), 30, "the daemon to stop")
+
+
+def test_logfile_is_reopened_on_hup(tree, tmp_path):
+    logfile = tmp_path / "inosync.log"
+    with daemonized(tree, tmp_path, logfile=str(logfile)) as (pid, _):
         wait_until(lambda: "synced full sync" in logfile.read_text(), 20, "initial sync")
         logfile.rename(tmp_path / "inosync.log.1")  # what logrotate does
         os.kill(pid, signal.SIGHUP)
         wait_until(lambda: logfile.exists() and "reloaded" in logfile.read_text(), 20,
                    "the reload logged in a new file")
         assert "reloaded" not in (tmp_path / "inosync.log.1").read_text()
-    finally:
-        os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not pidfile.exists(), 30, "the daemon to stop")
 
 
 def test_d_without_a_log_target_says_so_before_detaching(tree, tmp_path):
     if os.path.exists("/dev/log"):
         pytest.skip("a syslog daemon listens on /dev/log here")
-    src, node = tree["src"], tree["nodes"][0]
-    pidfile = tmp_path / "inosync.pid"
-    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
-                        edelay=0.2, pidfile=str(pidfile))
-    done = subprocess.run([*inosync_argv(), "-c", str(conf), "-d"], capture_output=True,
-                          text=True, timeout=30)
-    try:
-        assert done.returncode == 0
-        assert "sets no logfile and no syslog daemon listens on /dev/log" in done.stderr
-        wait_converged(src, [node])
-    finally:
-        wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pidfile")
-        os.kill(int(pidfile.read_text()), signal.SIGTERM)
-        wait_until(lambda: not pidfile.exists(), 30, "the daemon to stop")
+    with daemonized(tree, tmp_path) as (_, said):
+        assert "sets no logfile and no syslog daemon listens on /dev/log" in said
+        wait_converged(tree["src"], [tree["nodes"][0]])
 
 
 def slow_full_sync(tree, **settings: object):
@@ -192,20 +193,12 @@ def test_the_contrib_logrotate_snippet_rotates_without_losing_lines(tree, tmp_pa
     logrotate = shutil.which("logrotate") or "/usr/sbin/logrotate"
     if not os.path.exists(logrotate):
         pytest.skip("logrotate is not installed (apt-get install logrotate)")
-    src, node = tree["src"], tree["nodes"][0]
-    logfile, pidfile = tmp_path / "inosync.log", tmp_path / "inosync.pid"
-    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
-                        edelay=0.2, logfile=str(logfile), pidfile=str(pidfile))
+    src, logfile = tree["src"], tmp_path / "inosync.log"
     snippet = (ROOT / "contrib" / "inosync.logrotate").read_text()
     rotate = tmp_path / "logrotate.conf"
     rotate.write_text(snippet.replace("/var/log/inosync.log", str(logfile))
                       .replace("create 0640 root adm", "create 0640 root root"))
-    done = subprocess.run([*inosync_argv(), "-c", str(conf), "-d"], capture_output=True,
-                          text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pidfile")
-    pid = int(pidfile.read_text())
-    try:
+    with daemonized(tree, tmp_path, logfile=str(logfile)):
         wait_until(lambda: "synced full sync" in logfile.read_text(), 20, "initial sync")
         subprocess.run([logrotate, "-f", "-s", str(tmp_path / "state"), str(rotate)],
                        check=True, capture_output=True)
@@ -214,6 +207,3 @@ def test_the_contrib_logrotate_snippet_rotates_without_losing_lines(tree, tmp_pa
         wait_until(lambda: "synced 1 path" in logfile.read_text(), 20,
                    "the next line in the new file")
         assert "reloaded" not in logfile.read_text()  # no HUP: no full sync
-    finally:
-        os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not pidfile.exists(), 30, "the daemon to stop")
