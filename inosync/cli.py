@@ -10,7 +10,6 @@ reported on the terminal, not only in a log nobody is looking at yet.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import logging.handlers
 import os
@@ -306,17 +305,9 @@ def report_watch_progress(watcher: Watcher, config: Config,
 
 def write_start_status(config: Config, watched: int, stopped: int | None = None) -> None:
     """The statusfile before the daemon runs: starting, or stopped before it ran."""
-    from .daemon import replace_file
+    from .daemon import write_statusfile
 
-    if config.statusfile:
-        state = {"state": "starting"} if stopped is None else {"state": "stopped",
-                                                              "exit_status": stopped}
-        data = {"pid": os.getpid(), "wpath": config.wpath, "time": time.time(), **state,
-                "directories_watched": watched, "nodes": []}
-        try:
-            replace_file(config.statusfile, json.dumps(data, indent=1).encode())
-        except OSError as e:
-            log.warning("cannot write statusfile %s: %s", config.statusfile, e.strerror)
+    write_statusfile(config, "starting", [], stopped, directories_watched=watched)
 
 
 def detach(keep: list[int]) -> None:

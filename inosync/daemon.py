@@ -83,6 +83,22 @@ def replace_file(path: str, data: bytes) -> None:
         raise
 
 
+def write_statusfile(config: Config, state: str, nodes: list[dict[str, object]],
+                     stopped: int | None = None, **extra: object) -> None:
+    """The statusfile, if the config names one: state ("starting", "running"), or
+    "stopped" with the exit status once stopped, extra fields, and the nodes."""
+    if not config.statusfile:
+        return
+    fields = {"state": state} if stopped is None else {"state": "stopped",
+                                                      "exit_status": stopped}
+    data = {"pid": os.getpid(), "wpath": config.wpath, "time": time.time(), **fields, **extra,
+            "nodes": nodes}
+    try:
+        replace_file(config.statusfile, json.dumps(data, indent=1).encode())
+    except OSError as e:
+        log.warning("cannot write statusfile %s: %s", config.statusfile, e.strerror)
+
+
 class Daemon:
     def __init__(
         self,
@@ -422,14 +438,5 @@ class Daemon:
 
     def write_status(self, now: float, stopped: int | None = None) -> None:
         """The statusfile, for monitoring; stopped: the exit status, once stopped."""
-        path = self.config.statusfile
-        if not path:
-            return
-        state = {"state": "running"} if stopped is None else {"state": "stopped",
-                                                             "exit_status": stopped}
-        data = json.dumps({"pid": os.getpid(), "wpath": self.config.wpath, "time": time.time(),
-                           **state, "nodes": self.status_rows(now)}, indent=1)
-        try:
-            replace_file(path, data.encode())
-        except OSError as e:
-            log.warning("cannot write statusfile %s: %s", path, e.strerror)
+        if self.config.statusfile:  # else the rows are not worth computing
+            write_statusfile(self.config, "running", self.status_rows(now), stopped)
