@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 
 from .batch import plural
 
-NOTHING = plural(0, "path")  # what a node's "pending" says when nothing is pending
 ERROR_MAX = 100
 
 
@@ -28,14 +27,15 @@ def summary(rows: Sequence[Mapping[str, object]], stopping: bool = False) -> str
         if len(error) > ERROR_MAX:
             error = error[:ERROR_MAX - 3] + "..."
         return f"{plural(len(failing), 'node')} failing: {first['node']}: {error}"
-    busy = [r for r in rows if r["state"] == "running" or r["pending"] != NOTHING]
+    busy = [r for r in rows
+            if r["state"] == "running" or r["pending_paths"] or r["pending_full"]]
     if not busy:
         return f"idle; {plural(len(rows), 'node')} in sync"
     initial = [r for r in busy if r["last_ok"] is None]
     if initial:
         return f"initial sync to {plural(len(initial), 'node')}"
-    what = {str(r["pending"]) for r in busy}
-    if what == {"full sync"}:
+    if all(r["pending_full"] for r in busy):
         return f"full sync to {plural(len(busy), 'node')}"
+    what = {str(r["pending"]) for r in busy}
     changes = what.pop() if len(what) == 1 else "changes"
     return f"syncing {changes} to {plural(len(busy), 'node')}"
