@@ -218,6 +218,9 @@ class _Rule:
     # final element ends or starts with text; ("gate", 0, text): it can only
     # match if the final element starts with text (then the regex decides).
     key: tuple[str, int, bytes] | None = None
+    # Anchored rules only (None otherwise): one regex per path element the
+    # rule can match, for may_match_below; see _anchored_steps.
+    steps: tuple[re.Pattern[bytes], ...] | None = None
 
     def matches(self, path: bytes, is_dir: bool) -> bool:
         if self.dir_only and not is_dir:
@@ -286,7 +289,50 @@ def _compile_rule(include: bool, pat: bytes) -> _Rule | None:
         dir_slash=wild2 and pat.endswith(b"***"),
         regex=re.compile(prefix + body, re.DOTALL),
         key=key,
+        steps=_anchored_steps(unanchored, wild) if anchored else None,
     )
+
+
+def _anchored_steps(pat: bytes, wild: bool) -> tuple[re.Pattern[bytes], ...]:
+    """Split an anchored pattern (leading "/" removed) into per-element regexes.
+
+    Up to its first "**", an anchored pattern matches exactly one path
+    element per "/"-separated part, as "*", "?" and "[...]" never match "/".
+    So element k of a path it matches must fullmatch step k.  The part holding
+    that "**" (which crosses "/") is the last step: its text before the "**"
+    must match a prefix of the element, after which anything may follow.
+    Parts are cut only at a "/" outside a class: "[x/]" is one element's
+    byte class, and an escaped "\\/" still stands for the separator.
+    """
+    if not wild:  # a literal: backslashes are ordinary bytes
+        return tuple(re.compile(re.escape(part)) for part in pat.split(b"/"))
+    parts: list[bytes] = []
+    start = i = 0
+    while i < len(pat):
+        ch = pat[i]
+        if ch == _STAR and _at(pat, i + 1) == _STAR:
+            parts.append(_element_regex(pat[start:i]) + b".*")
+            break
+        if ch == _SLASH or (ch == _BACKSLASH and _at(pat, i + 1) == _SLASH):
+            parts.append(_element_regex(pat[start:i]))
+            i += 1 if ch == _SLASH else 2
+            start = i
+        elif ch == _BACKSLASH:
+            i += 2
+        elif ch == _OPEN:
+            i = _parse_class(pat, i + 1)[1]
+        else:
+            i += 1
+    else:
+        parts.append(_element_regex(pat[start:]))
+    return tuple(re.compile(part, re.DOTALL) for part in parts)
+
+
+def _element_regex(text: bytes) -> bytes:
+    # Never None in practice: the whole pattern compiled and the cuts fall
+    # between its tokens.  Should it be, matching anything is the safe side.
+    body = _wild_regex(text)
+    return b".*" if body is None else body
 
 
 def _lookup_key(anchored: bool, wild: bool, wild2: bool,
@@ -430,6 +476,33 @@ class Excludes:
                 return True
             slash = path.find(b"/", slash + 1)
         return self._level_excluded(path, is_dir)
+
+    def may_match_below(self, dirpath: str) -> bool:
+        """Could an exclude rule in effect match anything strictly below dirpath?
+
+        Conservative: False only when no path under the directory dirpath
+        (relative to the transfer root, "/"-separated) can be excluded,
+        whatever names and types it holds.  Renaming a directory for which
+        this is True may carry excluded, node-local data to a place where it
+        is no longer excluded, where rsync would then delete it.  "+ " rules
+        are ignored: they protect nothing we could count on.  An unanchored
+        rule can match below any directory.  An anchored one can unless an
+        element of dirpath fails the rule's part at the same depth (up to a
+        part holding "**", which matches across "/"); when the rule matches
+        dirpath itself or an ancestor, everything below is excluded already.
+        """
+        elements = os.fsencode(dirpath).split(b"/") if dirpath else []
+        for rule in self._rules:
+            if rule.include:
+                continue
+            if rule.steps is None:
+                return True
+            # zip compares the common prefix only: a rule with more steps may
+            # match below dirpath; one with as many or fewer matches dirpath or
+            # an ancestor (or, ending at a "**", anything from there on).
+            if all(step.fullmatch(element) for step, element in zip(rule.steps, elements)):
+                return True
+        return False
 
     def _level_excluded_dir(self, path: bytes) -> bool:
         return self._level_excluded(path, True)

@@ -546,3 +546,147 @@ def test_index_agrees_on_prefixes_suffixes_and_tails(patterns):
     for path in ["bab", "ba", "b", "a/bab", "ab.o", "x.o", "ax.o", "a/ba", "a", "ab", "c/a/bab"]:
         for is_dir in (False, True):
             assert ex.excluded(path, is_dir) == _linear_excluded(ex, path, is_dir), (path, is_dir)
+
+
+# ---------------------------------------------------------------------------
+# 4. may_match_below: could a rename of a directory move excluded paths?
+
+
+MAY_MATCH_BELOW = [
+    # (patterns, dirpath, expected)
+    ([], "site", False),
+    (["/site/uploads"], "site", True),
+    (["/site/uploads"], "site.old", False),
+    (["/site/uploads"], "other", False),
+    (["/site/uploads"], "site/uploads", True),  # dirpath itself is excluded
+    (["/site/uploads"], "site/uploads/x", True),  # so is an ancestor of it
+    (["/site/uploads"], "site/css", False),
+    (["/site/uploads"], "x/site", False),  # anchored: only at the root
+    (["/s*/cache/"], "site", True),
+    (["/s*/cache/"], "www", False),
+    (["/s*/cache/"], "site/cache", True),
+    (["/s*/cache/"], "site/other", False),
+    (["/*/***"], "a", True),
+    (["/*/***"], "a/b/c", True),
+    (["/a/"], "a", True),
+    (["/a/"], "b", False),
+    (["/[ab]?/c"], "ax", True),
+    (["/[ab]?/c"], "cx", False),
+    (["/[ab]?/c"], "axy", False),
+    (["/a[[:digit:]]/x"], "a1", True),
+    (["/a[[:digit:]]/x"], "ab", False),
+    (["/?/x"], fs(b"\xff"), True),  # "?" is one byte...
+    (["/??/x"], fs(b"\xc3\xa9"), True),  # ...so two for a UTF-8 "é"
+    # Unanchored rules can match below any directory.
+    (["config.local.php"], "zzz", True),
+    (["*.swp"], "zzz", True),
+    (["cache/"], "zzz", True),
+    (["a/b"], "zzz", True),
+    (["**/x"], "zzz", True),
+    (["- *.swp"], "zzz", True),
+    # "**" crosses "/": the elements from its part on no longer line up.
+    (["/a/**/b"], "a", True),
+    (["/a/**/b"], "a/x/y", True),
+    (["/a/**/b"], "b", False),
+    (["/**/b"], "x/y", True),
+    (["/si**"], "site", True),  # the text before "**" must still fit
+    (["/si**"], "si", True),
+    (["/si**"], "www", False),
+    (["/x/a**b"], "x/bab", False),
+    (["/a\\**"], "a*x", True),  # "\\*" is a literal star, the "*" after it single
+    (["/a\\**"], "ab", False),
+    # A "/" inside a class belongs to one element; an escaped one separates.
+    (["/a[x/]b/c"], "axb", True),
+    (["/a[x/]b/c"], "a", False),
+    (["/a\\/b*"], "a", True),
+    (["/a\\/b*"], "a\\", False),
+    (["/a\\/b"], "a\\", True),  # literal pattern: the backslash is a plain byte
+    (["/a\\/b"], "a", False),
+    # Include rules protect nothing; "!" drops the rules before it.
+    (["+ /site/uploads"], "site", False),
+    (["+ *.swp"], "zzz", False),
+    (["+ /site", "/site/uploads"], "site", True),
+    (["/site/uploads", "!"], "site", False),
+    (["*.swp", "!", "/a/x"], "b", False),
+    (["*.swp", "!", "/a/x"], "a", True),
+    # Rules that match nothing: "/" (rsync never filters the root), "//",
+    # an empty element, malformed classes and a trailing backslash.
+    (["/"], "a", False),
+    (["//"], "a", False),
+    (["/a//b"], "a/b", False),
+    (["/a[", "[b", "x*\\", "/[[:bogus:]]"], "a", False),
+]
+
+
+@pytest.mark.parametrize(("patterns", "dirpath", "expected"), MAY_MATCH_BELOW)
+def test_may_match_below(patterns: list[str], dirpath: str, expected: bool) -> None:
+    assert Excludes(patterns).may_match_below(dirpath) is expected
+
+
+BELOW_ATOMS = ["a", "b", "ab", "*", "**", "***", "?", "[ab]", "[!a]", "[a/]", "\\a", "\\*", "\\/"]
+BELOW_NAMES = ["a", "b", "ab", "ba", "*", "\\a"]  # pattern literals among them
+below_patterns = st.builds(
+    lambda sign, head, parts, tail: sign + head + "/".join(parts) + tail,
+    st.sampled_from(["", "", "- ", "+ "]),
+    st.sampled_from(["/", "/", "", "**/"]),
+    st.lists(st.lists(st.sampled_from(BELOW_ATOMS), min_size=1, max_size=3).map("".join),
+             min_size=1, max_size=3),
+    st.sampled_from(["", "", "/", "/***"]),
+)
+
+
+def _paths_below(dirpath: str) -> Iterator[str]:
+    """Every path 1 to 3 elements below dirpath with names from BELOW_NAMES."""
+    level = [dirpath]
+    for _ in range(3):
+        level = [f"{parent}/{name}" for parent in level for name in BELOW_NAMES]
+        yield from level
+
+
+@st.composite
+def below_cases(draw: st.DrawFn) -> tuple[list[str], str]:
+    """A directory and rules, some spelt from a path through it so they often match."""
+    elements = draw(st.lists(st.sampled_from(["a", "b", "ab", "ba", "*"]), min_size=1, max_size=3))
+    target = elements + draw(st.lists(st.sampled_from(BELOW_NAMES), max_size=2))
+
+    def spell(element: str) -> str:
+        chars = "".join(draw(st.sampled_from([*char_variants(c), f"[{c}/]"])) for c in element)
+        return draw(st.sampled_from([chars] * 4 + ["*", "**", "a**"]))
+
+    def derived() -> str:
+        keep = draw(st.integers(1, len(target)))
+        anchored = draw(st.booleans())
+        parts = target[:keep] if anchored else target[-keep:]
+        body = spell(parts[0])
+        for part in parts[1:]:  # an escaped "\\/" is a separator too
+            body += draw(st.sampled_from(["/", "/", "\\/"])) + spell(part)
+        sign = draw(st.sampled_from(["", "- ", "+ "]))
+        return sign + ("/" if anchored else "") + body + draw(st.sampled_from(["", "/", "/***"]))
+
+    patterns = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["derived"] * 3 + ["free", "clear"]))
+        patterns.append(derived() if kind == "derived" else "!" if kind == "clear"
+                        else draw(below_patterns))
+    return patterns, "/".join(elements)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(case=below_cases())
+def test_may_match_below_never_misses(case: tuple[list[str], str]) -> None:
+    """If some concrete path below dirpath is excluded, may_match_below says so."""
+    patterns, dirpath = case
+    try:
+        ex = Excludes(patterns)
+    except ExcludeSyntaxError:
+        return
+    if ex.may_match_below(dirpath):
+        return
+    exclude_rules = [rule for rule in ex._rules if not rule.include]
+    for path in _paths_below(dirpath):
+        data = os.fsencode(path)
+        for is_dir in (False, True):
+            # Either oracle: rsync's first-match verdict (ancestors included),
+            # or any exclude rule at all, as includes must protect nothing.
+            assert not ex.excluded(path, is_dir), (patterns, path, is_dir)
+            assert not any(rule.matches(data, is_dir) for rule in exclude_rules), (path, is_dir)
