@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .excludes import Excludes
+from .replay import Move
 
 ROOT = ""
 
@@ -27,17 +28,24 @@ class PathSet:
 
     It never holds more than ``limit`` paths: past that it collapses to
     ``full``, so an event storm costs bounded memory and one whole-tree rsync.
+
+    It also holds the renames to replay on a node first (see replay.py),
+    oldest first, and whether the next run must compare file contents
+    (``checksum``): once a replay ran, rsync checks what it moved by content
+    until a run gets through. Renames are only a shortcut, and only valid as
+    an unbroken chain from what the node last had: once a set is told the
+    chain broke (``drop_moves``), it takes no more of them until taken.
     """
 
-    __slots__ = ("paths", "full", "limit", "moves")
+    __slots__ = ("paths", "full", "limit", "moves", "moves_dropped", "checksum")
 
     def __init__(self, limit: int = 100_000) -> None:
         self.paths: set[str] = set()
         self.full = False
         self.limit = limit
-        # Renames to replay on the node first, oldest first (see replay.py).
-        # Only a shortcut: dropped past the limit, rsync sends the data then.
-        self.moves: list[tuple[str, str]] = []
+        self.moves: list[Move] = []
+        self.moves_dropped = False
+        self.checksum = False
 
     def __bool__(self) -> bool:
         return self.full or bool(self.paths)
@@ -61,7 +69,10 @@ class PathSet:
 
     def update(self, other: PathSet) -> None:
         """Add other, which is newer: its renames happened after ours."""
-        self._add_moves(self.moves + other.moves)
+        self.add_moves(other.moves)
+        if other.moves_dropped:
+            self.drop_moves()
+        self.checksum |= other.checksum
         if other.full:
             self.set_full()
         elif not self.full:
@@ -70,22 +81,33 @@ class PathSet:
                 self.set_full()
 
     def requeue(self, older: PathSet) -> None:
-        """Put back a batch that did not get through: its renames came first."""
-        moves = older.moves + self.moves
+        """Put back a batch that did not get through. Its paths only: its renames
+        may have been replayed (some, all), and are never replayed twice; the
+        ones collected since assumed it was through, so they go too. What a
+        replay may have moved is compared by content until a run gets through."""
         self.update(older)
-        self._add_moves(moves)
+        self.drop_moves()
+        self.checksum |= bool(older.moves)
 
-    def add_moves(self, moves: list[tuple[str, str]]) -> None:
-        self._add_moves(self.moves + moves)
+    def add_moves(self, moves: list[Move]) -> None:
+        if self.moves_dropped:
+            return
+        self.moves = self.moves + moves
+        if len(self.moves) > self.limit:  # memory stays bounded; rsync sends the data
+            self.drop_moves()
 
-    def _add_moves(self, moves: list[tuple[str, str]]) -> None:
-        self.moves = moves if len(moves) <= self.limit else []
+    def drop_moves(self) -> None:
+        """The chain of renames broke (a failed run, lost events, a reload): none
+        of those collected, nor any more until the set is taken."""
+        self.moves, self.moves_dropped = [], True
 
     def take(self) -> PathSet:
         """Return the contents as a new set and leave this one empty."""
         taken = PathSet(self.limit)
         taken.paths, taken.full, taken.moves = self.paths, self.full, self.moves
+        taken.moves_dropped, taken.checksum = self.moves_dropped, self.checksum
         self.paths, self.full, self.moves = set(), False, []
+        self.moves_dropped = self.checksum = False
         return taken
 
     def describe(self) -> str:

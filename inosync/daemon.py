@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import select
+import shutil
 import tempfile
 import time
 from collections import deque
@@ -27,13 +28,14 @@ from collections.abc import Callable, Iterable
 
 from . import __version__, paths
 from . import config as configmod
+from . import replay as replaymod
 from .batch import RunPlan, files_list, full_sync_above, plan_run, plural
 from .config import Config, ConfigError
 from .notify import Notifier
 from .paths import Identity, identity
-from .replay import can_replay, replay_argv, replay_input
+from .replay import Move, can_replay, replay_argv, replay_input
 from .rsync import Kind, Outcome, batch_argv, full_argv, literal_pattern, node_kind, ssh_parts
-from .runner import Replay, Runner
+from .runner import Ended, Replay, Runner
 from .scheduler import (
     Action,
     CheckRoot,
@@ -118,6 +120,12 @@ class Daemon:
         self.on_reload = on_reload
         self.poller = select.poll()
         self._list_cache: tuple[set[str], list[str]] | None = None
+        # The move replay: off for every node when an rsync option would fight
+        # it; per node once it cannot run there; locally without perl.
+        self.replay_blocker = replaymod.blocker(config.rsync_args) if config.replay_moves \
+            else None
+        self.no_replay: dict[str, str] = {}
+        self.perl_here: bool | None = None
         self.notify = Notifier.from_environ()  # here: behind -d, in the pid that stays
 
     @property
@@ -152,7 +160,9 @@ class Daemon:
         return code
 
     def wait(self) -> None:
-        deadline = self.scheduler.next_deadline()
+        due = [t for t in (self.scheduler.next_deadline(), self.runner.next_deadline())
+               if t is not None]
+        deadline = min(due) if due else None
         timeout = None
         if deadline is not None:
             timeout = min(MAX_SLEEP_MS, max(0, int((deadline - time.monotonic()) * 1000) + 1))
@@ -167,6 +177,7 @@ class Daemon:
         actions: list[Action] = []
         for signum in self.signals.take():
             actions += s.signal(signum, now)
+        self.runner.expire(now)
         actions += self.reaped(now)
         events = self.watcher.read()
         if events.paths:
@@ -186,6 +197,7 @@ class Daemon:
         actions: list[Action] = []
         ended = self.runner.reap()
         for e in ended:
+            self.replay_ended(e)
             actions += self.scheduler.run_ended(e.dest, e.returncode, e.stderr, now,
                                                 time.time(), e.took, e.what, e.pretended)
         if ended and self.live is not None and not self.progress_texts():
@@ -255,10 +267,14 @@ class Daemon:
         listed = [] if batch.full else self._files_list(batch.paths)
         plan = plan_run(batch.full, listed, full_sync_above(c.full_threshold,
                                                             self.watcher.entries))
-        replay = self._replay_for(action.dest, batch.moves)
+        replay = None if plan.full else self._replay_for(action.dest, batch.moves)
         progress = batch.full and c.progress_interval > 0  # the long runs it reports on
+        # What a replay moved is compared by content: a node that did not hold
+        # what the rename assumed (a failed run, drift) can never keep other data.
+        checksum = replay is not None or batch.checksum
         failed = self.runner.start(
-            action.dest, plan, self._argv_for(action.dest, f"/proc/self/fd/{source}", progress),
+            action.dest, plan,
+            self._argv_for(action.dest, f"/proc/self/fd/{source}", progress, checksum),
             replay, (source, c.wpath), progress)
         if failed is None:
             return []
@@ -284,9 +300,11 @@ class Daemon:
             return None
         return fd
 
-    def _argv_for(self, dest: str, source: str,
-                  progress: bool) -> Callable[[RunPlan, str | None, str | None], list[str]]:
+    def _argv_for(self, dest: str, source: str, progress: bool,
+                  checksum: bool = False) -> Callable[[RunPlan, str | None, str | None], list[str]]:
         opts = dataclasses.replace(self.config.rsync_options(), ssh=self._ssh_for(dest))
+        if checksum:
+            opts = dataclasses.replace(opts, extra=(*opts.extra, "--checksum"))
 
         def argv(plan: RunPlan, list_file: str | None, rules_file: str | None) -> list[str]:
             if list_file is None:
@@ -299,12 +317,50 @@ class Daemon:
 
         return argv
 
-    def _replay_for(self, dest: str, moves: list[tuple[str, str]]) -> Replay | None:
+    def _replay_for(self, dest: str, moves: list[Move]) -> Replay | None:
         """The renames to replay on dest before its run, if any can be."""
-        if not moves or not can_replay(dest):
+        c = self.config
+        if not moves or not can_replay(dest) or self.replay_blocker or dest in self.no_replay:
             return None
-        return Replay(replay_argv(dest, self._ssh_for(dest)), replay_input(dest, moves),
-                      len(moves), moves[:3])
+        if node_kind(dest) is Kind.LOCAL and not self._local_perl():
+            return None
+        data = replay_input(dest, moves, c.excludes, replaymod.sets_perms(c.rsync_args))
+        return Replay(replay_argv(dest, self._ssh_for(dest)), data, len(moves),
+                      [(m.old, m.new) for m in moves[:3]], timeout=float(c.timeout))
+
+    def _local_perl(self) -> bool:
+        """Whether perl can run here (for local nodes); said once when it cannot."""
+        if self.perl_here is None:
+            self.perl_here = shutil.which("perl") is not None
+            if not self.perl_here:
+                self._no_replay_here("no perl on this machine (PATH has none)")
+        return self.perl_here
+
+    def _no_replay_here(self, why: str) -> None:
+        self.perl_here = False
+        log.warning("%s: renames to local nodes are sent as data, not replayed", why)
+
+    def replay_ended(self, e: Ended) -> None:
+        """What a run's replay said: a node where it cannot run gets no more tries
+        (said once); rsync sent what the replay did not move either way."""
+        rc, said = e.replay_rc, e.replay_said
+        if rc is None or rc == 0 or rc == -1 or e.dest in self.no_replay:
+            return  # done, or cut short by its time limit (the run failed: logged there)
+        if node_kind(e.dest) is Kind.LOCAL:
+            if rc == 127 and self.perl_here is not False:
+                self._no_replay_here(said or "cannot run perl")
+            elif rc != 127:
+                log.warning("%s: the move replay failed (exit %d: %s); rsync sent the data",
+                            e.dest, rc, said or "no message")
+            return
+        if rc == 127 or rc == replaymod.EXIT_UNSUPPORTED:
+            why = "no perl there" if rc == 127 else said or "unsupported system"
+            self.no_replay[e.dest] = why
+            log.warning("%s: %s: renames to this node are sent as data, not replayed",
+                        e.dest, why)
+        elif rc != 255:  # 255: ssh could not connect, which rsync's own exit tells
+            log.warning("%s: the move replay failed (exit %d: %s); rsync sent the data",
+                        e.dest, rc, said or "no message")
 
     def _ssh_for(self, dest: str) -> list[str]:
         """The ssh command for dest: through its shared connection, unless turned off."""

@@ -1,72 +1,257 @@
 """Replaying renames on a node before its rsync run, so moved data is not sent again.
 
 A batch's renames (old path, new path, in the order they happened) are
-replayed on the node by one small program, then the batch's rsync runs as
-always, over the old and the new paths: rsync stays the source of truth,
-and replay is only a shortcut. Whatever the node holds, the replay touches
-nothing but the two paths of each rename (and makes the new path's missing
-parent directories), and gives up on a rename quietly when it cannot do it
-as asked: the source missing there, a target that is a non-empty directory,
-a parent that is not a real directory (a symlink is never followed), a name
-with "..". rsync then sends what the replay did not move.
+replayed on the node by one small program, then the batch's rsync runs
+over the old and the new paths, comparing file contents (``--checksum``):
+rsync stays the source of truth, and the replay is only a shortcut that
+can never leave a file holding other data than the source's, whatever the
+node held or however the replay went. The rules that make it so:
 
-The program is a constant Perl script (perl-base is Essential on Debian, so
-every node has it), run as a child of the daemon for local nodes and
-through the configured ssh command for ssh nodes. The node's directory and
-the names go as NUL-separated data on its stdin, never into a command
-line; only the constant script is quoted for the remote shell. rsync://
-nodes have no command channel: no replay there.
+* A batch's renames are replayed at most once: a batch that failed goes
+  back to the queue with its paths only, and every rename collected for
+  that node meanwhile is dropped too (they assumed the failed batch was
+  through). A retry of a replayed batch still compares contents.
+* A rename of a directory under which an exclude rule could match is not
+  replayed (it would carry node-local, excluded data away from where the
+  exclude protects it: ``rexcludes = ['/site/uploads']`` and ``mv site
+  site.old``); a name-only rule (``*.swp``, ``config.local.php``) matches
+  under every directory, so it turns directory renames off. Files are
+  always replayed.
+* On the node, each step is taken from a directory handle opened from the
+  node's root down without following any symlink (``openat`` with
+  ``O_NOFOLLOW``, ``renameat2``, ``mkdirat``): a user on the node who swaps
+  a directory for a symlink cannot make the replay write anywhere else. A
+  rename whose source is missing, of the wrong type, or that the kernel
+  refuses is left to rsync, and so is every later rename that reads a name
+  the skipped one should have filled.
+* Missing parents of a new path are made (mode 0700) only when rsync sets
+  permissions (``-p``, part of ``-a``): the batch lists the path below
+  them, so rsync gives them the source's mode, owner and times. With
+  ``--no-perms`` no parent is made.
+* Any rsync option not known to leave the replay equivalent (``--backup``,
+  ``--inplace``, ``--max-delete``, ``--iconv``, ...) turns it off.
+* It runs under a time limit (the ``timeout`` setting); it cannot run
+  without perl, or on a machine whose system call numbers it does not know:
+  then rsync sends the data, and the log says so once.
+
+The program is a constant Perl script (perl-base is Essential on Debian),
+run as a child of the daemon for local nodes and through the configured
+ssh command for ssh nodes. The node's directory and the names go as
+NUL-separated data on its stdin, never into a command line; only the
+constant script is quoted for the remote shell. rsync:// nodes have no
+command channel: no replay there.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Sequence
+from typing import NamedTuple
 
-from .rsync import Kind, node_kind, ssh_parts
+from .excludes import Excludes
+from .rsync import Kind, node_kind, options, ssh_parts
 
-# stdin: root NUL (old NUL new NUL)*; stdout: nothing; stderr: one summary line.
+
+class Move(NamedTuple):
+    """One rename inside wpath, as the watcher saw it."""
+
+    old: str
+    new: str
+    is_dir: bool = False
+
+
+VERSION = "inosync-replay-2"  # first field of the input: script and data must agree
+
+# Exit statuses of the script (besides 0 and the shell's 127 for "no perl").
+EXIT_UNSUPPORTED = 3  # cannot replay safely on this machine: never try again there
+EXIT_BAD_INPUT = 4  # the data did not match the script: a bug, said loudly
+
+# stdin: VERSION NUL root NUL make_parents NUL (kind NUL old NUL new NUL)*
+#   kind: "f" a non-directory moved, "d" a directory moved, "-" not to be
+#   replayed (its names are only marked as not holding the source's data).
+# stderr: one summary line. Syscall numbers: openat, mkdirat, renameat2, close.
 SCRIPT = r"""
-use strict; use warnings;
+use strict; use warnings; use Config; use Fcntl qw(O_RDONLY O_DIRECTORY O_NOFOLLOW);
+my %nr = (x86_64 => [257, 258, 316, 3], i386 => [295, 296, 353, 6],
+          arm => [322, 323, 382, 6], generic => [56, 34, 276, 57]);
+my $arch = $Config{archname};
+my $k = $^O ne 'linux' ? '' : $arch =~ /^x86_64-linux(?!-gnux32)/ && $Config{ptrsize} == 8
+  ? 'x86_64' : $arch =~ /^i[3-6]86-linux/ ? 'i386' : $arch =~ /^arm[^-]*-linux/ ? 'arm'
+  : $arch =~ /^(?:aarch64|riscv64|loongarch64)-linux/ ? 'generic' : '';
+if (!$k) { print STDERR "cannot replay safely here: unknown system ($^O, $arch)\n"; exit 3; }
+my ($OPENAT, $MKDIRAT, $RENAME, $CLOSE) = @{$nr{$k}};
+my $PATH = 010000000; my $AT_CWD = -100;
 local $/ = "\0";
 my @f = <STDIN>; chomp @f;
-my $root = shift @f;
-my ($done, $skipped) = (0, 0);
-sub safe { my $p = shift; return 0 if !defined $p || $p eq "" || $p =~ m{^/};
-  for my $c (split m{/}, $p, -1) { return 0 if $c eq "" || $c eq "." || $c eq ".."; } 1 }
-sub realdir { my @st = lstat(shift); return @st && -d _ && ! -l _; }
-sub parents { my ($rel, $make) = @_; my @c = split m{/}, $rel; pop @c;
-  my $p = $root; return 0 unless realdir($p);
-  for my $c (@c) { $p .= "/$c";
-    if ($make && !lstat($p)) { mkdir($p, 0700) or return 0; }
-    return 0 unless realdir($p); } 1 }
-while (@f >= 2) {
-  my ($old, $new) = splice(@f, 0, 2);
-  if (safe($old) && safe($new) && parents($old, 0) && lstat("$root/$old")
-      && parents($new, 1) && rename("$root/$old", "$root/$new")) { $done++ }
-  else { $skipped++ }
+if (@f < 3 || $f[0] ne 'inosync-replay-2' || (@f - 3) % 3) { print STDERR "bad input\n"; exit 4; }
+my (undef, $root, $mkparents) = splice(@f, 0, 3);
+if ($root =~ m{^~([^/]*)(/.*)?$}s) {  # what the remote shell makes of it for rsync
+  my $home = $1 eq '' ? ($ENV{HOME} // (getpwuid($<))[7]) : (getpwnam($1))[7];
+  if (!defined $home || $home eq '') { print STDERR "renames replayed: 0, left to rsync: "
+    . (@f / 3) . " (no home directory for ~$1)\n"; exit 0; }
+  $root = $home . ($2 // '');
 }
-print STDERR "renames replayed: $done, left to rsync: $skipped\n";
+sub opn { my ($d, $n, $fl) = @_; return syscall($OPENAT, $d + 0, "$n", $fl + 0); }
+sub cls { syscall($CLOSE, $_[0] + 0) if $_[0] >= 0; }
+my $rfd = opn($AT_CWD, $root, O_RDONLY | O_DIRECTORY);
+my ($done, $left, @taint) = (0, 0);
+sub names_ok { my $p = shift; return 0 if $p eq '' || $p =~ m{^/};
+  for (split m{/}, $p, -1) { return 0 if $_ eq '' || $_ eq '.' || $_ eq '..'; } 1 }
+sub under { my ($p, $t) = @_; $p eq $t || index($p, "$t/") == 0 }
+sub tainted { my $p = shift; for (@taint) { return 1 if under($p, $_) } 0 }
+sub parent {  # (fd of the directory holding $rel, its last name), or () if not a real dir
+  my ($rel, $make) = @_; my @c = split m{/}, $rel; my $name = pop @c;
+  my $fd = opn($rfd, '.', $PATH | O_DIRECTORY);
+  for my $c (@c) {
+    my $next = opn($fd, $c, $PATH | O_DIRECTORY | O_NOFOLLOW);
+    if ($next < 0 && $make && $!{ENOENT} && syscall($MKDIRAT, $fd + 0, "$c", 0700) == 0) {
+      $next = opn($fd, $c, $PATH | O_DIRECTORY | O_NOFOLLOW); }
+    cls($fd); return () if $next < 0; $fd = $next;
+  }
+  return ($fd, $name);
+}
+sub is_dir { my $t = opn($_[0], $_[1], $PATH | O_DIRECTORY | O_NOFOLLOW); cls($t); $t >= 0 }
+sub exists_ { my $t = opn($_[0], $_[1], $PATH | O_NOFOLLOW); cls($t); $t >= 0 }
+sub replay {
+  my ($kind, $old, $new) = @_;
+  return 0 if $rfd < 0 || $kind eq '-' || !names_ok($old) || !names_ok($new)
+    || tainted($old) || under($new, $old);
+  my ($ofd, $oname) = parent($old, 0); return 0 unless defined $ofd;
+  my $ok = exists_($ofd, $oname) && ($kind eq 'd') == is_dir($ofd, $oname);
+  my ($nfd, $nname) = $ok ? parent($new, $mkparents) : ();
+  if (defined $nfd) {
+    $ok = syscall($RENAME, $ofd + 0, "$oname", $nfd + 0, "$nname", 0) == 0;
+    if (!$ok && $!{ENOSYS}) { print STDERR "cannot replay safely here: no renameat2\n"; exit 3; }
+    cls($nfd);
+  } else { $ok = 0 }
+  cls($ofd);
+  return $ok;
+}
+while (@f) {
+  my ($kind, $old, $new) = splice(@f, 0, 3);
+  if (replay($kind, $old, $new)) {
+    $done++;  # what was at new is gone; what was below old is below new now
+    @taint = map { under($_, $old) ? $new . substr($_, length $old) : $_ }
+             grep { !under($_, $new) } @taint;
+  } else { $left++; push @taint, $old, $new; }
+}
+print STDERR "renames replayed: $done, left to rsync: $left\n";
 exit 0;
 """
+
+_SUMMARY = re.compile(r"renames replayed: (\d+), left to rsync: (\d+)")
+
+# rsync options known to leave a replayed rename equivalent to rsync sending the
+# data (what a rename keeps: data, inode, times, owner, mode; what rsync then
+# compares and fixes). Anything else turns the replay off: --backup and
+# --backup-dir (a replayed rename destroys the old target rsync would back up),
+# --inplace (it would keep the old target's inode and its other hard links),
+# --max-delete (a rename over a file deletes it uncounted), --iconv (names
+# differ on the node), --link-dest and the like, and options not known here.
+_NEUTRAL = frozenset({
+    "--archive", "--recursive", "--links", "--perms", "--times", "--group", "--owner",
+    "--devices", "--specials", "--verbose", "--quiet", "--no-motd", "--human-readable",
+    "--no-human-readable", "--compress", "--no-compress", "--compress-level", "--zl",
+    "--compress-choice", "--zc", "--skip-compress", "--old-compress", "--new-compress",
+    "--hard-links", "--acls", "--xattrs", "--numeric-ids", "--checksum", "--checksum-choice",
+    "--cc", "--checksum-seed", "--sparse", "--whole-file", "--no-whole-file", "--partial",
+    "--progress", "--itemize-changes", "--stats", "--info", "--debug", "--executability",
+    "--omit-dir-times", "--omit-link-times", "--atimes", "--crtimes", "--open-noatime",
+    "--ipv4", "--ipv6", "--protect-args", "--secluded-args", "--bwlimit", "--rsync-path",
+    "--chmod", "--chown", "--usermap", "--groupmap", "--no-owner", "--no-group",
+    "--no-times", "--no-perms", "--no-o", "--no-g", "--no-t", "--no-p", "--fsync",
+    "--delete", "--del", "--delete-before", "--delete-during", "--delete-delay",
+    "--delete-after", "--force", "--delay-updates", "--outbuf", "--8-bit-output",
+    "--out-format", "--log-format", "--log-file", "--log-file-format", "--block-size",
+    "--max-alloc", "--fake-super", "--super", "--no-super", "--munge-links", "--fuzzy",
+    "--ignore-times", "--keep-dirlinks", "--preallocate", "--one-file-system",
+})
+_LETTERS = {  # short options, by their long names
+    "a": "--archive", "r": "--recursive", "l": "--links", "p": "--perms", "t": "--times",
+    "g": "--group", "o": "--owner", "D": "--devices", "v": "--verbose", "q": "--quiet",
+    "h": "--human-readable", "z": "--compress", "H": "--hard-links", "A": "--acls",
+    "X": "--xattrs", "c": "--checksum", "S": "--sparse", "W": "--whole-file",
+    "P": "--partial", "i": "--itemize-changes", "E": "--executability",
+    "O": "--omit-dir-times", "J": "--omit-link-times", "U": "--atimes", "N": "--crtimes",
+    "4": "--ipv4", "6": "--ipv6", "s": "--secluded-args", "8": "--8-bit-output",
+    "y": "--fuzzy", "I": "--ignore-times", "K": "--keep-dirlinks", "x": "--one-file-system",
+    "B": "--block-size",
+}
+
+
+def _long(name: str) -> str:
+    return name if name.startswith("--") else _LETTERS.get(name[1:], name)
+
+
+def blocker(rsync_args: Sequence[str]) -> str | None:
+    """The first item of rsync_args that turns the replay off, or None."""
+    for arg, name, _ in options(rsync_args):
+        if _long(name) not in _NEUTRAL:
+            return arg
+    return None
+
+
+def sets_perms(rsync_args: Sequence[str]) -> bool:
+    """True if rsync sets permissions (inosync passes -a; the last word wins)."""
+    perms = True
+    for _, name, _ in options(rsync_args):
+        long = _long(name)
+        if long in ("--perms", "--archive"):
+            perms = True
+        elif long in ("--no-perms", "--no-p"):
+            perms = False
+    return perms
 
 
 def can_replay(dest: str) -> bool:
     return node_kind(dest) is not Kind.DAEMON
 
 
+def ssh_host(dest: str) -> str:
+    """[user@]host as ssh wants it: an IPv6 literal without its brackets."""
+    host = ssh_parts(dest)[0]
+    return re.sub(r"\[([^\]/]*)\]$", r"\1", host)
+
+
 def replay_argv(dest: str, ssh: Sequence[str], perl: str = "perl") -> list[str]:
     """The command that replays renames on dest (reading them from stdin)."""
     if node_kind(dest) is Kind.SSH:
-        host, _ = ssh_parts(dest)
-        return [*ssh, host, f"{perl} -e {shlex.quote(SCRIPT)}"]
+        return [*ssh, ssh_host(dest), f"{perl} -e {shlex.quote(SCRIPT)}"]
     return [perl, "-e", SCRIPT]
 
 
-def replay_input(dest: str, moves: Sequence[tuple[str, str]]) -> bytes:
-    """stdin of the replay: the node's directory, then each rename's two paths."""
+def node_root(dest: str) -> str:
+    """The node's directory as the replay reads it: for an ssh node, the path
+    after the colon, relative to the login directory ("~" and "~user" mean
+    what the remote shell makes of them for rsync)."""
     root = ssh_parts(dest)[1] if node_kind(dest) is Kind.SSH else dest
-    root = root.rstrip("/") or ("/" if root.startswith("/") else ".")
-    fields = [root] + [p for move in moves for p in move]
+    return root.rstrip("/") or ("/" if root.startswith("/") else ".")
+
+
+def kinds(moves: Sequence[Move], excludes: Excludes) -> list[tuple[str, str, str]]:
+    """Each rename with how to replay it: "f" a file, "d" a directory, "-" not
+    at all (a directory under which an exclude could protect node-local data)."""
+    def kind(m: Move) -> str:
+        if not m.is_dir:
+            return "f"
+        if excludes.may_match_below(m.old) or excludes.may_match_below(m.new):
+            return "-"
+        return "d"
+
+    return [(kind(m), m.old, m.new) for m in moves]
+
+
+def replay_input(dest: str, moves: Sequence[Move], excludes: Excludes,
+                 make_parents: bool = True) -> bytes:
+    """stdin of the replay: the node's directory, then each rename."""
+    fields = [VERSION, node_root(dest), "1" if make_parents else "0"]
+    fields += [f for triple in kinds(moves, excludes) for f in triple]
     return b"".join(os.fsencode(f) + b"\0" for f in fields)
+
+
+def summary(stderr: str) -> tuple[int, int] | None:
+    """(renames replayed, left to rsync) from the script's last line, if it got there."""
+    found = _SUMMARY.findall(stderr)
+    return (int(found[-1][0]), int(found[-1][1])) if found else None

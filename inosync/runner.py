@@ -49,6 +49,10 @@ class Ended:
     took: float
     what: str
     pretended: bool = False
+    # How its replay went, if it had one: exit status (127: perl not found, -1:
+    # cut short by its time limit) and what it wrote.
+    replay_rc: int | None = None
+    replay_said: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class Replay:
     data: bytes  # its stdin
     count: int
     sample: list[tuple[str, str]]  # the first few, for the log
+    timeout: float = 0.0  # seconds it may take (0: no limit); past it the run failed
 
 
 @dataclass
@@ -72,6 +77,9 @@ class _Child:
     source_fd: int | None = None  # wpath, opened: rsync reads it as /proc/self/fd/N
     shown: dict[str, str] | None = None  # for the log: that fd's path -> wpath
     output: IO[bytes] | None = None  # rsync's stdout, for its progress (full syncs)
+    replay_until: float | None = None  # while the replay runs: when it is cut short
+    replay_rc: int | None = None
+    replay_said: str = ""
 
 
 class Runner:
@@ -159,15 +167,23 @@ class Runner:
             return None
         try:
             fd = source[0] if source else None
+            started = time.monotonic()
+            proc, why = None, ""
             if replay is not None and replay_stdin is not None:
                 log.debug("%s: replaying %s first", dest, plural(replay.count, "rename"))
-                proc = _spawn(replay.argv, stderr, replay_stdin)
-                child = _Child(proc, stderr, scratch, time.monotonic(), plan.what, argv, fd, shown,
-                               output)
+                try:
+                    proc = _spawn(replay.argv, stderr, replay_stdin)
+                except OSError as e:  # no perl here: the replay is only a shortcut
+                    why = f"cannot run {e.filename or replay.argv[0]}: {e.strerror}"
+            if proc is not None and replay is not None:
+                child = _Child(proc, stderr, scratch, started, plan.what, argv, fd, shown,
+                               output, replay_until=started + replay.timeout
+                               if replay.timeout else None)
             else:
                 log.debug("%s: running (%s): %s", dest, plan.what, _show(argv, shown))
                 proc = _spawn(argv, stderr, keep_fd=fd, stdout=output)
-                child = _Child(proc, stderr, scratch, time.monotonic(), plan.what, output=output)
+                child = _Child(proc, stderr, scratch, started, plan.what, output=output,
+                               replay_rc=127 if why else None, replay_said=why)
         except OSError as e:
             stderr.close()
             _close_output(output)
@@ -212,8 +228,23 @@ class Runner:
             child.stderr.close()
             _close_output(child.output)
             _remove(child.scratch)
-            ended.append(Ended(dest, rc, stderr, time.monotonic() - child.started, child.what))
+            ended.append(Ended(dest, rc, stderr, time.monotonic() - child.started, child.what,
+                               replay_rc=child.replay_rc, replay_said=child.replay_said))
         return ended
+
+    def next_deadline(self) -> float | None:
+        """When a running replay is to be cut short (monotonic), if any runs."""
+        due = [c.replay_until for c in self.children.values() if c.replay_until is not None]
+        return min(due) if due else None
+
+    def expire(self, now: float) -> None:
+        """Kill the replays past their time limit: their run fails (reap tells),
+        without its rsync: the node may be unreachable in a way ssh cannot see."""
+        for child in self.children.values():
+            if child.replay_until is not None and now >= child.replay_until:
+                child.replay_until = None
+                child.replay_rc = -1
+                _kill(child.proc, signal.SIGKILL)
 
     def _replayed(self, dest: str, child: _Child, rc: int) -> int | None:
         """The replay ended (whatever it did, rsync decides): start the rsync.
@@ -222,10 +253,19 @@ class Runner:
         rsync could not be started)."""
         argv, child.rsync_argv = child.rsync_argv, None
         assert argv is not None
+        timed_out = child.replay_rc == -1
+        child.replay_until = None
+        summary = _read_stderr(child.stderr) or ""
+        child.replay_rc, child.replay_said = (-1 if timed_out else rc), summary.strip()[-500:]
+        if timed_out:
+            _close(child)
+            child.stderr.seek(0)
+            child.stderr.truncate()
+            child.stderr.write(b"inosync: the move replay did not end in time\n")
+            return 30  # rsync's "timeout in data send/receive": retried
         if rc < 0:  # we stopped it (shutdown, reload): no rsync after it
             _close(child)
             return rc
-        summary = _read_stderr(child.stderr) or ""
         log.debug("%s: replay exited %d: %s", dest, rc, summary.strip()[-200:])
         child.stderr.seek(0)
         child.stderr.truncate()

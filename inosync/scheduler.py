@@ -22,6 +22,7 @@ from typing import Union
 from .batch import PathSet, plural
 from .config import Config
 from .nodes import Node, State
+from .replay import Move
 from .rsync import Outcome, classify, describe
 
 log = logging.getLogger("inosync")
@@ -168,7 +169,7 @@ class Scheduler:
         return self.tick(now)
 
     def changed(self, paths: Iterable[str], now: float,
-                moves: list[tuple[str, str]] | None = None) -> list[Action]:
+                moves: list[Move] | None = None) -> list[Action]:
         """The watcher saw these paths change (and these renames, in order):
         debounce them into one batch."""
         for path in paths:
@@ -182,6 +183,7 @@ class Scheduler:
     def overflowed(self, now: float) -> list[Action]:
         """Events were lost: rescan and sync everything, once wpath is known to be the same."""
         self.lost_events = True
+        self.collected.drop_moves()  # a rename may be among the lost events
         if self.root_check_at is not None or self.root_check_asked:
             return []  # a check is due anyway; its answer rescans
         self.quick_check = True
@@ -301,12 +303,14 @@ class Scheduler:
                 old.wpath, old.emask, old.excludes.patterns):
             self.collected = PathSet(new.max_pending)
             self.unwatched, self.rewatch_at = set(), None
+        self.collected.drop_moves()
         self.nodes = {d: self.nodes.get(d) or self.retired.pop(d, None) or self._new_node(d)
                       for d in new.rnodes}
         for node in self.nodes.values():
             node.retry_min, node.retry_max = new.retry_min, new.retry_max
             node.pending.limit = new.max_pending
             node.pending.set_full()
+            node.pending.drop_moves()  # seen under the old settings (excludes, rsync_args)
         log.info("reloaded; full sync to %s", plural(len(self.nodes), "node"))
         return actions + self.tick(now)
 
@@ -419,6 +423,7 @@ class Scheduler:
 
     def _collect_everything(self, now: float) -> None:
         self.collected.set_full()
+        self.collected.drop_moves()
         self.flush_at = now
 
     def _progress(self, now: float) -> list[Action]:

@@ -50,6 +50,7 @@ except ImportError as e:  # pragma: no cover - depends on the interpreter
 from .batch import is_real_dir
 from .excludes import Excludes
 from .paths import Identity, has_content, identity
+from .replay import Move
 
 # pyinotify's own stderr handler would print into a daemon's /dev/null (or a
 # closed fd) and duplicate our log lines in the foreground.
@@ -184,7 +185,7 @@ class WatchEvents:
     unwatched: set[str] = field(default_factory=set)  # directories left without a watch
     # Renames within root, in order: (old path, new path). Both paths are in
     # paths too; replaying these on a node first only saves sending data.
-    moves: list[tuple[str, str]] = field(default_factory=list)
+    moves: list[Move] = field(default_factory=list)
 
 
 class Watcher:
@@ -215,7 +216,7 @@ class Watcher:
         self.ancestor_names: dict[int, set[str]] = {}  # wd of a directory above root
         self._moved_from: dict[int, str] = {}  # cookie -> old path, until its IN_MOVED_TO
         self._dir_moved_from: dict[int, str] = {}  # the same for directories, all emasks
-        self._moves: list[tuple[str, str]] = []
+        self._moves: list[Move] = []
         # A rename is reported as one only if both its events mark paths changed.
         self._track_moves = IN_MOVED_FROM & self.sync_mask and IN_MOVED_TO & self.sync_mask
         # Reported by the next read(), then reset:
@@ -438,7 +439,7 @@ class Watcher:
         if self.excludes and self.excludes.excluded(path, is_dir):
             return
         if self._track_moves and mask & (IN_MOVED_FROM | IN_MOVED_TO):
-            self._pair_move(mask, cookie, path)
+            self._pair_move(mask, cookie, path, is_dir)
         if is_dir and mask & IN_MOVED_FROM:
             # Its watches stay until we know where it went: a rename within
             # the tree keeps them (renamed), one out of it drops them.
@@ -453,7 +454,7 @@ class Watcher:
         if mask & self.sync_mask:
             changed.append(path)
 
-    def _pair_move(self, mask: int, cookie: int, path: str) -> None:
+    def _pair_move(self, mask: int, cookie: int, path: str, is_dir: bool) -> None:
         """Pair IN_MOVED_FROM and IN_MOVED_TO by cookie: a rename within root.
 
         A rename out of root, out of an excluded name or into one has only
@@ -464,7 +465,7 @@ class Watcher:
         else:
             old = self._moved_from.pop(cookie, None)
             if old is not None:
-                self._moves.append((old, path))
+                self._moves.append(Move(old, path, is_dir))
 
     def _watch_ended(self, wd: int, base: str, changed: list[str]) -> None:
         """The kernel dropped a watch (IN_IGNORED) that we did not remove.

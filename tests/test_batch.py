@@ -18,6 +18,7 @@ from inosync.batch import (
     is_real_dir,
     sendable,
 )
+from inosync.replay import Move
 
 # ---------------------------------------------------------------- PathSet
 
@@ -419,24 +420,48 @@ def test_encode_list_utf8_names_are_utf8():
 # ---------------------------------------------------------------- renames carried by a batch
 
 
-def test_moves_keep_their_order_across_merges_and_requeues():
-    pending, flight = PathSet(), PathSet()
-    flight.add_moves([("a", "b")])  # in flight: happened first
-    pending.add_moves([("b", "c")])  # arrived meanwhile
-    pending.requeue(flight)  # the run failed
-    assert pending.moves == [("a", "b"), ("b", "c")]
-    newer = PathSet()
-    newer.add_moves([("c", "d")])
+def test_moves_keep_their_order_across_merges():
+    pending, newer = PathSet(), PathSet()
+    pending.add_moves([Move("a", "b")])
+    newer.add_moves([Move("b", "c"), Move("c", "d", True)])
     pending.update(newer)
-    assert pending.moves == [("a", "b"), ("b", "c"), ("c", "d")]
+    assert pending.moves == [Move("a", "b"), Move("b", "c"), Move("c", "d", True)]
     taken = pending.take()
-    assert taken.moves[-1] == ("c", "d") and pending.moves == []
+    assert taken.moves[-1] == Move("c", "d", True) and pending.moves == []
+
+
+def test_a_requeued_batch_carries_its_paths_only_and_drops_the_renames_since():
+    """Issue 15.1: a retry replaying the renames again undid a swap (x t, y x, t y)."""
+    pending, flight = PathSet(), PathSet()
+    flight.add("x"), flight.add("y"), flight.add("t")
+    flight.add_moves([Move("x", "t"), Move("y", "x"), Move("t", "y")])
+    pending.add_moves([Move("y", "z")])  # arrived meanwhile: assumed the batch was through
+    pending.requeue(flight)  # the run failed after its replay
+    assert pending.moves == [] and pending.paths == {"x", "y", "t"}
+    assert pending.checksum  # what the replay moved is compared by content
+    later = PathSet()
+    later.add_moves([Move("z", "w")])
+    pending.update(later)
+    assert pending.moves == []  # the chain broke: no more until taken
+    taken = pending.take()
+    assert taken.checksum and not pending.checksum and not pending.moves_dropped
+    pending.add_moves([Move("w", "v")])
+    assert pending.moves == [Move("w", "v")]  # after the retry, a new chain
+
+
+def test_a_requeued_batch_without_renames_needs_no_checksum():
+    pending, flight = PathSet(), PathSet()
+    flight.add("a")
+    pending.requeue(flight)
+    assert not pending.checksum
 
 
 def test_moves_are_dropped_past_the_limit_and_kept_when_full():
     s = PathSet(limit=2)
-    s.add_moves([("a", "b"), ("b", "c")])
+    s.add_moves([Move("a", "b"), Move("b", "c")])
     s.set_full()
-    assert s.moves == [("a", "b"), ("b", "c")]  # a whole-tree run still profits
-    s.add_moves([("c", "d")])
+    assert s.moves == [Move("a", "b"), Move("b", "c")]
+    s.add_moves([Move("c", "d")])
     assert s.moves == []  # past the limit: rsync sends the data, memory stays bounded
+    s.add_moves([Move("d", "e")])
+    assert s.moves == []  # and no later one: it would not start where the node is

@@ -1,12 +1,11 @@
 """Renames replayed on the nodes, end to end, over a local and an ssh node.
 
-How a test knows a rename was replayed, not sent again: before it, the
-node's copy of the file is changed in place, keeping its size and mtime, so
-rsync's quick check takes it as unchanged. If the node then holds that
-copy under the new name, the node renamed it. Every test also ends with
-each node identical to the source (rsync stays the source of truth: the
-node's altered copy is a drift a later full sync would repair, so tests
-that use it compare only what they say).
+How a test knows a rename was replayed, not sent again: the node's file
+under the new name is the very file it had under the old one (a hard link
+kept outside the node holds it, so its inode number cannot be reused; rsync
+sends data into a new file, while after a replay it compares contents,
+finds them equal and leaves the file alone). Every test also ends
+with each node identical to the source, compared by checksum.
 """
 
 from __future__ import annotations
@@ -26,17 +25,20 @@ pytestmark = pytest.mark.slow  # end to end: real processes
 SIZE = 200_000
 
 
-def drift(node_file: Path) -> None:
-    """Change the node's copy in place, same size, same mtime: rsync won't notice."""
-    st = node_file.stat()
-    data = bytearray(node_file.read_bytes())
-    data[:7] = b"REPLAY!"
-    node_file.write_bytes(bytes(data))
-    os.utime(node_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+def mark(node_file: Path) -> Path:
+    """A hard link to the node's copy, beside the node: the same file under the
+    new name means it was renamed there."""
+    keep = node_file.parent
+    while keep.name != "node":
+        keep = keep.parent
+    link = keep.parent / "kept" / str(node_file.relative_to(keep)).replace("/", "%")
+    link.parent.mkdir(exist_ok=True)
+    os.link(node_file, link)
+    return link
 
 
-def replayed(node_file: Path) -> bool:
-    return node_file.read_bytes()[:7] == b"REPLAY!"
+def replayed(node_file: Path, kept: Path) -> bool:
+    return node_file.exists() and os.path.samefile(node_file, kept)
 
 
 EVERY_KIND = pytest.mark.parametrize("replica", ["local", "ssh", "slow ssh"], indirect=True)
@@ -85,11 +87,11 @@ def test_file_rename_is_replayed(replica):
     start, src, node = replica
     (src / "episode.mp3").write_bytes(payload("e"))
     d = start()
-    drift(node / "episode.mp3")
+    ino = mark(node / "episode.mp3")
     runs = d.log().count("synced ")
     (src / "episode.mp3").rename(src / "episode-final.mp3")
     wait_until(lambda: d.log().count("synced ") > runs, 20, "the batch")
-    assert replayed(node / "episode-final.mp3")
+    assert replayed(node / "episode-final.mp3", ino)
     assert not (node / "episode.mp3").exists()
     assert "replay exited 0: renames replayed: 1, left to rsync: 0" in d.log()
 
@@ -101,11 +103,12 @@ def test_directory_rename_is_replayed(replica):
     for i in range(5):
         (src / "www.new" / f"f{i}").write_bytes(payload(str(i)))
     d = start()
-    drift(node / "www.new" / "f3")
+    ino = mark(node / "www.new" / "f3")
     runs = d.log().count("synced ")
     (src / "www.new").rename(src / "www")
     wait_until(lambda: d.log().count("synced ") > runs, 20, "the batch")
-    assert replayed(node / "www" / "f3") and not (node / "www.new").exists()
+    assert replayed(node / "www" / "f3", ino) and not (node / "www.new").exists()
+    assert tree_diff(src, node) == []
 
 
 @FAST_KINDS
@@ -114,8 +117,7 @@ def test_chain_swap_and_move_into_a_new_directory_in_one_window(replica):
     for name in ("a", "x", "y", "m"):
         (src / name).write_bytes(payload(name))
     d = start()
-    for name in ("a", "x", "y", "m"):
-        drift(node / name)
+    ino = {name: mark(node / name) for name in ("a", "x", "y", "m")}
 
     def change() -> None:
         os.rename(src / "a", src / "b")  # a chain: a -> b -> c
@@ -129,14 +131,14 @@ def test_chain_swap_and_move_into_a_new_directory_in_one_window(replica):
     runs = d.log().count("synced ")
     change()
     wait_until(lambda: d.log().count("synced ") > runs, 20, "the batch")
-    assert replayed(node / "c")
+    assert replayed(node / "c", ino["a"])
     # The rename into the directory made a moment before came before its
     # watch did: no event pairs it, so rsync sent m (the node still ends equal).
     target = node / "new" / "deeper" / "m"
-    wait_until(lambda: target.exists() and target.read_bytes()[7:] == payload("m")[7:], 20)
-    assert (node / "x").read_bytes()[7:20] == payload("y")[7:20]  # swapped, not re-sent
-    assert replayed(node / "x") and replayed(node / "y")
+    wait_until(lambda: target.exists() and target.read_bytes() == payload("m"), 20)
+    assert replayed(node / "x", ino["y"]) and replayed(node / "y", ino["x"])  # swapped
     assert not (node / "a").exists() and not (node / "b").exists()
+    assert tree_diff(src, node) == []
 
 
 @FAST_KINDS
@@ -178,10 +180,14 @@ def test_node_ends_identical_whatever_it_holds(replica, case):
 
 @FAST_KINDS
 def test_renames_queued_while_the_node_fails(replica, tmp_path):
+    """A failed run's renames, and those collected behind it, are never replayed
+    (issue 15.1): they assumed a node state the failure may not have left; the
+    retry sends the paths, and the renames after it are replayed again."""
     start, src, node = replica
     (src / "a").write_bytes(payload("a"))
+    (src / "later").write_bytes(payload("l"))
     d = start()
-    drift(node / "a")
+    ino = mark(node / "later")
     parked = tmp_path / "parked"
     node.rename(parked)
     node.write_text("a file where the node's directory was: every run fails\n")
@@ -191,8 +197,10 @@ def test_renames_queued_while_the_node_fails(replica, tmp_path):
     wait_until(lambda: d.log().count("rsync failed") + d.log().count("retry") >= 2, 20)
     node.unlink()
     parked.rename(node)
-    wait_until(lambda: (node / "c").exists() and not (node / "a").exists(), 30, "the replay")
-    assert replayed(node / "c")
+    wait_until(lambda: (node / "c").exists() and not (node / "a").exists(), 30, "the retry")
+    assert (node / "c").read_bytes() == payload("a")
+    converge_after(d, src, node, lambda: (src / "later").rename(src / "later2"))
+    assert replayed(node / "later2", ino)
 
 
 @FAST_KINDS
@@ -200,9 +208,9 @@ def test_replay_can_be_turned_off(replica):
     start, src, node = replica
     (src / "f").write_bytes(payload("f"))
     d = start(replay_moves=False)
-    drift(node / "f")
+    ino = mark(node / "f")
     converge_after(d, src, node, lambda: (src / "f").rename(src / "g"))
-    assert not replayed(node / "g")  # sent again from the source
+    assert not replayed(node / "g", ino)  # sent again from the source
     assert "replaying" not in d.log() and "replay exited" not in d.log()
 
 

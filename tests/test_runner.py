@@ -121,14 +121,16 @@ def test_scratch_directory_taken_by_someone_else_is_not_used(tmp_path, impostor)
 
 
 def test_replay_runs_first_then_rsync(tmp_path):
-    from inosync.replay import replay_argv, replay_input
+    from inosync.excludes import Excludes
+    from inosync.replay import Move, replay_argv, replay_input
     from inosync.runner import Replay
 
     node = tmp_path / "node"
     node.mkdir()
     (node / "old").write_text("data")
-    moves = [("old", "new")]
-    replay = Replay(replay_argv(str(node), []), replay_input(str(node), moves), 1, moves)
+    moves = [Move("old", "new")]
+    replay = Replay(replay_argv(str(node), []), replay_input(str(node), moves, Excludes(())), 1,
+                    [("old", "new")])
     seen = tmp_path / "seen"
     with Runner() as runner:
         # The "rsync" here records what the node held when it started.

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from inosync.config import Config
+from inosync.replay import Move
 from inosync.scheduler import (
     GRACE,
     KILL_AFTER,
@@ -420,22 +421,35 @@ def test_runs_in_milliseconds(tmp_path: Path):
 
 def test_renames_travel_with_the_batch_in_order(synced):
     s = synced
-    s.changed(["a", "b"], 10.0, [("a", "b")])
-    s.changed(["b", "c"], 11.0, [("b", "c")])
+    s.changed(["a", "b"], 10.0, [Move("a", "b")])
+    s.changed(["b", "c"], 11.0, [Move("b", "c")])
     runs = starts(s.tick(12.0))
-    assert runs[A].batch.moves == [("a", "b"), ("b", "c")]
+    assert runs[A].batch.moves == [Move("a", "b"), Move("b", "c")]
     assert runs[A].batch.paths == {"a", "b", "c"}  # rsync still sees every path
 
 
-def test_renames_of_a_failed_run_come_before_newer_ones(synced):
+def test_renames_of_a_failed_run_are_never_replayed_again(synced):
+    """Issue 15.1: the retry carries paths only, compared by content; the renames
+    collected meanwhile go too (they assumed the failed batch was through)."""
     s = synced
-    s.changed(["a", "b"], 0.0, [("a", "b")])
+    s.changed(["a", "b"], 0.0, [Move("a", "b")])
     s.tick(2.0)
     ended(s, B, OK, 2.5)
-    s.changed(["b", "c"], 2.5, [("b", "c")])
-    ended(s, A, 255, 3.0)
-    runs = starts(s.tick(4.5))
-    assert runs[A].batch.moves == [("a", "b"), ("b", "c")]
+    s.changed(["b", "c"], 2.5, [Move("b", "c")])
+    s.tick(3.6)  # flushed to A's pending while A runs
+    ended(s, A, 255, 3.7)
+    runs = starts(s.tick(5.5))
+    assert runs[A].batch.moves == [] and runs[A].batch.paths == {"a", "b", "c"}
+    assert runs[A].batch.checksum
+
+
+def test_lost_events_and_reloads_break_the_chain_of_renames(synced):
+    s = synced
+    s.changed(["a", "b"], 0.0, [Move("a", "b")])
+    s.overflowed(0.1)
+    assert s.collected.moves == [] and s.collected.moves_dropped
+    s.changed(["c", "d"], 0.2, [Move("c", "d")])
+    assert s.collected.moves == []
 
 
 def test_replay_can_be_turned_off():

@@ -14,6 +14,7 @@ import pytest
 from helpers import ROOT, wait_until
 
 from inosync.excludes import Excludes
+from inosync.replay import Move
 from inosync.watch import (
     IN_CREATE,
     IN_ISDIR,
@@ -226,7 +227,7 @@ def test_renames_within_root_are_reported_in_order(watched):
     os.rename(root / "a" / "g", root / "c" / "h")  # into the moved directory
     (root / "marker").touch()
     paths, moves = all_events(w, "marker")
-    assert moves == [("f", "a/g"), ("a/b", "c"), ("a/g", "c/h")]
+    assert moves == [Move("f", "a/g"), Move("a/b", "c", is_dir=True), Move("a/g", "c/h")]
     assert {"f", "a/g", "a/b", "c", "c/h"} <= set(paths)  # rsync still sees every path
 
 
