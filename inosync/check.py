@@ -12,7 +12,7 @@ import dataclasses
 import os
 import shlex
 
-from . import paths
+from . import paths, replay
 from .config import Config
 from .rsync import Kind, full_argv, node_kind
 
@@ -50,8 +50,12 @@ def summary(config: Config) -> list[str]:
     if config.configured_wpath and config.configured_wpath != config.wpath:
         lines[-1] += f" (set as {config.configured_wpath})"
     lines.append(f"nodes: {len(config.rnodes)}")
-    lines += [f"  {node} ({_KIND_NAMES[node_kind(node)]})" for node in config.rnodes]
+    lines += [_node_line(node) for node in config.rnodes]
     lines.append(_excludes_line(config.excludes.patterns))
+    off = replay.off_because(config.replay_moves, config.rsync_args)
+    lines.append(f"move replay: off ({off})" if off else
+                 "move replay: on for local and ssh nodes (directories under which an exclude "
+                 "may match are sent as data; see README, Moves and ssh connections)")
     lines.append(f"edelay: {_show(config.edelay)} s")
     lines += [f"{name}: {_show(value)}" for name, value in non_defaults(config)]
     opts = config.rsync_options()
@@ -66,6 +70,14 @@ def summary(config: Config) -> list[str]:
         lines.append("  (the daemon adds -o ControlMaster=auto -o ControlPath=... to -e "
                      "for its shared ssh connections)")
     return lines
+
+
+def _node_line(node: str) -> str:
+    kind = node_kind(node)
+    line = f"  {node} ({_KIND_NAMES[kind]}"
+    if kind is Kind.SSH:
+        line += f": {replay.meaning(node)}"
+    return line + ")"
 
 
 def non_defaults(config: Config) -> list[tuple[str, object]]:

@@ -122,8 +122,7 @@ class Daemon:
         self._list_cache: tuple[set[str], list[str]] | None = None
         # The move replay: off for every node when an rsync option would fight
         # it; per node once it cannot run there; locally without perl.
-        self.replay_blocker = replaymod.blocker(config.rsync_args) if config.replay_moves \
-            else None
+        self.replay_blocker = replaymod.off_because(config.replay_moves, config.rsync_args)
         self.no_replay: dict[str, str] = {}
         self.perl_here: bool | None = None
         self.notify = Notifier.from_environ()  # here: behind -d, in the pid that stays
@@ -137,10 +136,13 @@ class Daemon:
         self.poller.register(self.signals.wake_r, select.POLLIN)
         self.poller.register(self.watcher.fileno(), select.POLLIN)
         dirs = len(self.watcher)
-        log.info("inosync %s, config %s: watching %s (%s); initial sync to %s",
+        off = replaymod.off_because(self.config.replay_moves, self.config.rsync_args)
+        log.info("inosync %s, config %s: watching %s (%s); initial sync to %s%s",
                  __version__, self.config.path, self.config.wpath,
                  "1 directory" if dirs == 1 else f"{dirs:,} directories",
-                 plural(len(self.config.rnodes), "node"))
+                 plural(len(self.config.rnodes), "node"),
+                 f"; renames sent as data, not replayed: {off}"
+                 if off and self.config.replay_moves else "")
         self.write_status(time.monotonic())  # this process's pid, after -d's fork
         try:
             with self.masters, self.runner:

@@ -205,6 +205,33 @@ def sets_perms(rsync_args: Sequence[str]) -> bool:
     return perms
 
 
+def off_because(replay_moves: bool, rsync_args: Sequence[str]) -> str | None:
+    """Why renames are not replayed on any node (for the start line and --check)."""
+    if not replay_moves:
+        return "replay_moves = False"
+    arg = blocker(rsync_args)
+    if arg is not None:
+        return (f"rsync_args has {arg}, not known to leave a replayed rename the same as "
+                "sending the data (a backup, an in-place update or a deletion limit it "
+                "would bypass)")
+    return None
+
+
+def meaning(dest: str) -> str:
+    """Where a node's files are, in words, as rsync and the replay both read it."""
+    kind = node_kind(dest)
+    if kind is not Kind.SSH:
+        return dest
+    host, path = ssh_parts(dest)
+    tilde = re.match(r"~([^/]*)/*(.*)$", path, re.DOTALL)
+    if tilde:
+        home = "the home directory of " + (tilde.group(1) or "the login user")
+        return f"{tilde.group(2)} in {home}" if tilde.group(2) else home
+    if not path.startswith("/"):
+        return f"{path} in the login directory" if path else "the login directory"
+    return path
+
+
 def can_replay(dest: str) -> bool:
     return node_kind(dest) is not Kind.DAEMON
 
