@@ -448,6 +448,10 @@ CHURN_23 = [
     'rsync: [sender] send_files failed to open "/w/d/x": Not a directory (20)\n'
     "rsync error: some files/attrs were not transferred (see previous errors) (code 23) "
     "at main.c(1394) [sender=3.5.0]\n",
+    # the same, seen when rsync stats d/x again to send d's own list
+    'rsync: [sender] readlink_stat("/w/d/x") failed: Not a directory (20)\n'
+    "rsync error: some files/attrs were not transferred (see previous errors) (code 23) "
+    "at main.c(1394) [sender=3.5.0]\n",
     # a listed file became a directory between listing and sending
     'rsync: [sender] read errors mapping "/w/x": Is a directory (21)\n'
     'rsync: [sender] read errors mapping "/w/x": Is a directory (21)\n'
@@ -467,6 +471,8 @@ FAILURE_23 = [
     "Operation not permitted (1)\n",
     # the same messages as the churn above, but for real I/O errors
     'rsync: [sender] send_files failed to open "/w/d/x": Permission denied (13)\n'
+    "rsync error: some files/attrs were not transferred (see previous errors) (code 23)\n",
+    'rsync: [sender] readlink_stat("/w/d/x") failed: Permission denied (13)\n'
     "rsync error: some files/attrs were not transferred (see previous errors) (code 23)\n",
     'rsync: [sender] read errors mapping "/w/x": Input/output error (5)\n'
     "ERROR: x failed verification -- update discarded.\n"
@@ -519,9 +525,12 @@ def _parent_to_file(src: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("listed, change, extra, line", [
     ("x", _to_dir, [], 'rsync: [sender] read errors mapping "{src}/x": Is a directory (21)'),
-    # without --no-inc-recursive rsync stats d/x again just before sending it
     ("d/x", _parent_to_file, ["--no-inc-recursive"],
      'rsync: [sender] send_files failed to open "{src}/d/x": Not a directory (20)'),
+    # with incremental recursion (inosync's way) rsync stats d/x again when it
+    # sends d's own list, after the list file ended
+    ("d/x", _parent_to_file, [],
+     'rsync: [sender] readlink_stat("{src}/d/x") failed: Not a directory (20)'),
 ])
 def test_real_rsync_churn_lines(tmp_path, listed, change, extra, line):
     """The source changes after rsync listed a path and before it sends it: the
