@@ -183,9 +183,15 @@ _TRANSIENT = {
 # else in a run's stderr makes its exit 23 a real failure.
 _SOURCE_CHANGED = re.compile(
     r"(?:file|directory) has vanished: "
-    r'|rsync: \[sender\] (?:link_stat|readlink_stat|change_dir|opendir|send_files failed to open'
+    r'|rsync: \[sender\] (?:link_stat|change_dir|opendir'
     r'|readlink) ".*" failed: (?:No such file or directory \(2\)|Not a directory \(20\))$'
-    r'|rsync: \[sender\] read errors mapping ".*": No data available \(61\)$'
+    # flist.c's "readlink_stat(%s) failed"; ENOENT there is "file has vanished".
+    r'|rsync: \[sender\] readlink_stat\(".*"\) failed: Not a directory \(20\)$'
+    # A listed file's directory became a file (ENOENT here is "file has vanished").
+    r'|rsync: \[sender\] send_files failed to open ".*": Not a directory \(20\)$'
+    # A listed file shrank (61) or became a directory (21) while rsync read it.
+    r'|rsync: \[sender\] read errors mapping ".*": '
+    r"(?:No data available \(61\)|Is a directory \(21\))$"
     r"|IO error encountered -- skipping file deletion$"
     r"|rsync (?:error|warning): some files(?:/attrs were not transferred| vanished) "
 )

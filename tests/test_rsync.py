@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shlex
 import shutil
+import struct
 import subprocess
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -438,6 +443,21 @@ CHURN_23 = [
     # a listed path whose parent became a file meanwhile
     'rsync: [sender] link_stat "/w/./d/x" failed: Not a directory (20)\n'
     "rsync error: some files/attrs were not transferred (see previous errors) (code 23)\n",
+    # rsync 3.5.0's own words (test_real_rsync_churn_lines below makes them):
+    # a listed file's directory became a file between listing and sending
+    'rsync: [sender] send_files failed to open "/w/d/x": Not a directory (20)\n'
+    "rsync error: some files/attrs were not transferred (see previous errors) (code 23) "
+    "at main.c(1394) [sender=3.5.0]\n",
+    # the same, seen when rsync stats d/x again to send d's own list
+    'rsync: [sender] readlink_stat("/w/d/x") failed: Not a directory (20)\n'
+    "rsync error: some files/attrs were not transferred (see previous errors) (code 23) "
+    "at main.c(1394) [sender=3.5.0]\n",
+    # a listed file became a directory between listing and sending
+    'rsync: [sender] read errors mapping "/w/x": Is a directory (21)\n'
+    'rsync: [sender] read errors mapping "/w/x": Is a directory (21)\n'
+    "ERROR: x failed verification -- update discarded.\n"
+    "rsync error: some files/attrs were not transferred (see previous errors) (code 23) "
+    "at main.c(1394) [sender=3.5.0]\n",
 ]
 FAILURE_23 = [
     "",  # nothing said: not provably churn
@@ -449,6 +469,14 @@ FAILURE_23 = [
     "ERROR: big failed verification -- update discarded.\n",
     'file has vanished: "/w/a"\nrsync: [generator] failed to set times on "/d/x": '
     "Operation not permitted (1)\n",
+    # the same messages as the churn above, but for real I/O errors
+    'rsync: [sender] send_files failed to open "/w/d/x": Permission denied (13)\n'
+    "rsync error: some files/attrs were not transferred (see previous errors) (code 23)\n",
+    'rsync: [sender] readlink_stat("/w/d/x") failed: Permission denied (13)\n'
+    "rsync error: some files/attrs were not transferred (see previous errors) (code 23)\n",
+    'rsync: [sender] read errors mapping "/w/x": Input/output error (5)\n'
+    "ERROR: x failed verification -- update discarded.\n"
+    "rsync error: some files/attrs were not transferred (see previous errors) (code 23)\n",
 ]
 
 
@@ -465,3 +493,81 @@ def test_exit_23_with_any_other_error_is_a_failure(stderr):
 def test_churn_messages_do_not_excuse_other_exit_codes():
     assert classify(12, CHURN_23[0]) is Outcome.RETRY
     assert classify(3, CHURN_23[2]) is Outcome.BROKEN
+
+
+# ---------------------------------------------------------------- exit 23: churn from real rsync
+
+
+def _until(done, what: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 10
+    while not done():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"rsync never {what}: {proc.communicate()[1]!r}")
+        time.sleep(0.001)
+
+
+def _unread(fd: int) -> int:
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
+def _to_dir(src: Path) -> None:
+    (src / "x").unlink()
+    _write(src / "x" / "in", "i")  # not empty: an empty directory may have size 0
+
+
+def _parent_to_file(src: Path) -> None:
+    shutil.rmtree(src / "d")
+    (src / "d").write_text("now a file")
+
+
+@needs_rsync
+@pytest.mark.slow
+@pytest.mark.parametrize("listed, change, extra, line", [
+    ("x", _to_dir, [], 'rsync: [sender] read errors mapping "{src}/x": Is a directory (21)'),
+    ("d/x", _parent_to_file, ["--no-inc-recursive"],
+     'rsync: [sender] send_files failed to open "{src}/d/x": Not a directory (20)'),
+    # with incremental recursion (inosync's way) rsync stats d/x again when it
+    # sends d's own list, after the list file ended
+    ("d/x", _parent_to_file, [],
+     'rsync: [sender] readlink_stat("{src}/d/x") failed: Not a directory (20)'),
+])
+def test_real_rsync_churn_lines(tmp_path, listed, change, extra, line):
+    """The source changes after rsync listed a path and before it sends it: the
+    list comes through a fifo, and the change is made once rsync has read the
+    name after the listed one (so it has looked at the listed path), before
+    the end of the list (so it has not sent anything yet)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _write(src / listed, "data " * 1000)
+    _write(src / "y", "y")
+    dst.mkdir()
+    fifo = tmp_path / "list"
+    os.mkfifo(fifo)
+    argv = batch_argv(Options(rsync=RSYNC, extra=extra), str(src), str(dst), str(fifo))
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    fd = -1
+
+    def opened() -> bool:
+        nonlocal fd
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:  # ENXIO: rsync has not opened the list yet
+            if e.errno != errno.ENXIO:
+                raise
+        return fd >= 0
+
+    try:
+        _until(opened, "opened the list", proc)
+        for part in (os.fsencode(listed) + b"\0", b"y"):
+            os.write(fd, part)
+            _until(lambda: _unread(fd) == 0, "read the list", proc)
+        change(src)
+        os.write(fd, b"\0")
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    _, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 23, stderr
+    assert line.format(src=src) in stderr.splitlines(), stderr
+    assert classify(proc.returncode, stderr) is Outcome.SOURCE_CHANGED
