@@ -14,7 +14,7 @@ import shlex
 
 from . import paths, replay
 from .config import Config
-from .rsync import Kind, full_argv, node_kind
+from .rsync import Kind, full_argv, node_kind, ssh_parts
 
 SHOWN_EXCLUDES = 5  # a long exclude list is summed up by its first few
 
@@ -75,8 +75,8 @@ def summary(config: Config) -> list[str]:
 def _node_line(node: str) -> str:
     kind = node_kind(node)
     line = f"  {node} ({_KIND_NAMES[kind]}"
-    if kind is Kind.SSH:
-        line += f": {replay.meaning(node)}"
+    if kind is Kind.SSH and not ssh_parts(node)[1].startswith("/"):
+        line += f": {replay.meaning(node)}"  # as rsync and the replay both read it
     return line + ")"
 
 

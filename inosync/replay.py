@@ -253,7 +253,10 @@ def node_root(dest: str) -> str:
     """The node's directory as the replay reads it: for an ssh node, the path
     after the colon, relative to the login directory ("~" and "~user" mean
     what the remote shell makes of them for rsync)."""
-    root = ssh_parts(dest)[1] if node_kind(dest) is Kind.SSH else dest
+    if node_kind(dest) is Kind.SSH:
+        root = ssh_parts(dest)[1]
+    else:
+        root = dest if not dest.startswith("~") else "./" + dest  # rsync takes it literally
     return root.rstrip("/") or ("/" if root.startswith("/") else ".")
 
 

@@ -33,6 +33,7 @@ def test_summary_names_everything_that_matters(tree, tmp_path):
     assert f"wpath: {tree['src']} (set as {link})" in lines  # the real path, and as set
     assert f"  {nodes[0]} (local)" in lines
     assert "  root@db1:/srv/www (ssh)" in lines
+    assert "move replay: on for local and ssh nodes" in "\n".join(lines)
     assert "  rsync://h/mod/www (rsync daemon)" in lines
     assert "excludes: 7 ('*.tmp0', '*.tmp1', '*.tmp2', '*.tmp3', '*.tmp4', ...)" in lines
     assert "edelay: 2.5 s" in lines
@@ -154,3 +155,30 @@ def test_check_while_the_daemon_runs(tree, tmp_path, run_inosync):
     assert done.returncode == 0, done.stderr
     assert pidfile.read_text() == held and d.proc.poll() is None
     assert d.stop() == 0
+
+
+@pytest.mark.parametrize("dest, meaning", [
+    ("root@db1:site", "site in the login directory"),
+    ("root@db1:", "the login directory"),
+    ("root@db1:~/site", "site in the home directory of the login user"),
+    ("root@db1:~www/site/", "site/ in the home directory of www"),
+    ("root@[::1]:~", "the home directory of the login user"),
+])
+def test_summary_says_what_an_ssh_node_path_means(tree, tmp_path, dest, meaning):
+    """Issue 15.6: one meaning of every node spelling, for rsync, the replay and --check."""
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(tree["src"]), rnodes=[dest])
+    assert f"  {dest} (ssh: {meaning})" in summary(load(str(conf)))
+
+
+@pytest.mark.parametrize("args, shown", [
+    (["--backup", "--backup-dir=/var/backups/www"], "--backup"),
+    (["-zb"], "-zb"),
+    (["--inplace"], "--inplace"),
+    (["--max-delete=100"], "--max-delete=100"),
+])
+def test_summary_says_which_option_turns_the_replay_off(tree, tmp_path, args, shown):
+    """Issue 15.3: an option a replayed rename would bypass turns replay off, said here."""
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(tree["src"]),
+                        rnodes=[str(tree["nodes"][0])], rsync_args=args)
+    lines = summary(load(str(conf)))
+    assert any(line.startswith(f"move replay: off (rsync_args has {shown},") for line in lines)
