@@ -346,16 +346,17 @@ class Daemon:
         """What a run's replay said: a node where it cannot run gets no more tries
         (said once); rsync sent what the replay did not move either way."""
         rc, said = e.replay_rc, e.replay_said
-        if rc is None or rc == 0 or rc == -1 or e.dest in self.no_replay:
-            return  # done, or cut short by its time limit (the run failed: logged there)
+        if rc is None or rc <= 0 or e.dest in self.no_replay:
+            return  # done; cut short by its time limit (the run failed: logged there) or by us
+        cannot = rc in (127, replaymod.EXIT_UNSUPPORTED)
         if node_kind(e.dest) is Kind.LOCAL:
-            if rc == 127 and self.perl_here is not False:
+            if cannot and self.perl_here is not False:
                 self._no_replay_here(said or "cannot run perl")
-            elif rc != 127:
+            elif not cannot:
                 log.warning("%s: the move replay failed (exit %d: %s); rsync sent the data",
                             e.dest, rc, said or "no message")
             return
-        if rc == 127 or rc == replaymod.EXIT_UNSUPPORTED:
+        if cannot:
             why = "no perl there" if rc == 127 else said or "unsupported system"
             self.no_replay[e.dest] = why
             log.warning("%s: %s: renames to this node are sent as data, not replayed",
