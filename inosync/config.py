@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import paths, rsync
+from . import paths, rsync, unverified
 from .excludes import Excludes, ExcludeSyntaxError, read_exclude_file
 from .rsync import Options as RsyncOptions  # "rsync" is also a setting of Config
 from .watch import EVENT_FLAGS
@@ -79,6 +79,7 @@ class Config:
     pidfile: str | None = None
     logfile: str | None = None
     statusfile: str | None = None
+    state_dir: str = "/var/lib/inosync"  # what must outlive a restart (unverified.py)
     allow_empty_wpath: bool = False
     allow_system_wpath: bool = False
     replay_moves: bool = True
@@ -276,10 +277,12 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
         tempfile.gettempdir(), "inosync-lists")
     for value in rsync.option_values(config.rsync_args, "--log-file"):
         own["rsync_args --log-file"] = os.path.join(config.base_dir, value)
+    own["state_dir"] = os.path.join(config.state_dir, "node" + unverified.SUFFIX)
     for name, path in own.items():
         why = paths.own_file_inside(wpath, name, path, config.excludes)
         if why:
-            setting = name if name in _DAEMON_FILES else "rsync_args" if "--" in name else "wpath"
+            setting = name if name in (*_DAEMON_FILES, "state_dir") else \
+                "rsync_args" if "--" in name else "wpath"
             return setting, why
     return None
 
@@ -404,7 +407,8 @@ def _path_checks(base_dir: str) -> dict[str, Callable[[Any], Any]]:
         return _executable(local(name) if "/" in name else name)
 
     return {"wpath": local, "rnodes": lambda v: _rnodes(v, base_dir),
-            **{name: optional for name in _DAEMON_FILES}, "rsync": program}
+            **{name: optional for name in _DAEMON_FILES}, "state_dir": local,
+            "rsync": program}
 
 
 _CHECKS: dict[str, Callable[[Any], Any]] = {

@@ -57,6 +57,7 @@ from .scheduler import (
 from .signals import Signals
 from .sshcontrol import ControlMasters
 from .statusline import summary
+from .unverified import Marks
 from .watch import Watcher, WatchLimitError
 
 log = logging.getLogger("inosync")
@@ -125,6 +126,8 @@ class Daemon:
         self.replay_blocker = replaymod.off_because(config.replay_moves, config.rsync_args)
         self.no_replay: dict[str, str] = {}
         self.perl_here: bool | None = None
+        self.marks = Marks(config.state_dir)  # read at start only
+        self.comparing: set[str] = set()  # nodes whose run compares contents
         self.notify = Notifier.from_environ()  # here: behind -d, in the pid that stays
 
     @property
@@ -146,7 +149,8 @@ class Daemon:
         self.write_status(time.monotonic())  # this process's pid, after -d's fork
         try:
             with self.masters, self.runner:
-                code = self.carry_out(self.scheduler.begin(time.monotonic()))
+                compare = self.marks.marked(self.config.rnodes)
+                code = self.carry_out(self.scheduler.begin(time.monotonic(), compare))
                 self.notify.ready()  # the tree is watched: systemctl start may return
                 self.announce()
                 while code is None:
@@ -200,6 +204,10 @@ class Daemon:
         ended = self.runner.reap()
         for e in ended:
             self.replay_ended(e)
+            if e.dest in self.comparing:
+                self.comparing.discard(e.dest)
+                if e.returncode in (0, 24) and not e.pretended:
+                    self.marks.clear(e.dest)  # what a replay moved is confirmed
             actions += self.scheduler.run_ended(e.dest, e.returncode, e.stderr, now,
                                                 time.time(), e.took, e.what, e.pretended)
         if ended and self.live is not None and not self.progress_texts():
@@ -274,6 +282,8 @@ class Daemon:
         # What a replay moved is compared by content: a node that did not hold
         # what the rename assumed (a failed run, drift) can never keep other data.
         checksum = replay is not None or batch.checksum
+        if checksum:
+            self.comparing.add(action.dest)
         failed = self.runner.start(
             action.dest, plan,
             self._argv_for(action.dest, f"/proc/self/fd/{source}", progress, checksum),
@@ -326,7 +336,10 @@ class Daemon:
             return None
         if node_kind(dest) is Kind.LOCAL and not self._local_perl():
             return None
-        data = replay_input(dest, moves, c.excludes, replaymod.sets_perms(c.rsync_args))
+        if not self.runner.pretend and not self.marks.mark(dest):
+            return None  # a stop before its rsync would go unnoticed at the next start
+        data = replay_input(dest, moves, c.excludes, replaymod.sets_perms(c.rsync_args),
+                            c.timeout)
         return Replay(replay_argv(dest, self._ssh_for(dest)), data, len(moves),
                       [(m.old, m.new) for m in moves[:3]], timeout=float(c.timeout))
 
@@ -430,7 +443,7 @@ class Daemon:
                 self.on_reload(old)
             where = f"{e.filename}: " if e.filename else ""
             return self.scheduler.reload_failed(f"{where}{e.strerror}", now)
-        return self.scheduler.reloaded(new, now)
+        return self.scheduler.reloaded(new, now, self.marks.marked(new.rnodes))
 
     def _switch_watcher(self, new: Config) -> None:
         """Watch the new tree; raises before changing anything."""

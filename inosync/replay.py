@@ -62,18 +62,21 @@ class Move(NamedTuple):
     is_dir: bool = False
 
 
-VERSION = "inosync-replay-2"  # first field of the input: script and data must agree
+VERSION = "inosync-replay-3"  # first field of the input: script and data must agree
 
 # Exit statuses of the script (besides 0 and the shell's 127 for "no perl").
 EXIT_UNSUPPORTED = 3  # cannot replay safely on this machine: never try again there
 EXIT_BAD_INPUT = 4  # the data did not match the script: a bug, said loudly
 
-# stdin: VERSION NUL root NUL make_parents NUL (kind NUL old NUL new NUL)*
+# stdin: VERSION NUL root NUL make_parents NUL time_limit NUL (kind NUL old NUL new NUL)*
 #   kind: "f" a non-directory moved, "d" a directory moved, "-" not to be
 #   replayed (its names are only marked as not holding the source's data).
+#   No renames at all: only wait for any earlier replay on the node to end.
+# stdout: a byte before each rename (a closed connection ends it there);
 # stderr: one summary line. Syscall numbers: openat, mkdirat, renameat2, close.
 SCRIPT = r"""
-use strict; use warnings; use Config; use Fcntl qw(O_RDONLY O_DIRECTORY O_NOFOLLOW);
+use strict; use warnings; use Config;
+use Fcntl qw(:flock :mode O_RDONLY O_DIRECTORY O_NOFOLLOW);
 my %nr = (x86_64 => [257, 258, 316, 3], i386 => [295, 296, 353, 6],
           arm => [322, 323, 382, 6], generic => [56, 34, 276, 57]);
 my $arch = $Config{archname};
@@ -85,43 +88,60 @@ my ($OPENAT, $MKDIRAT, $RENAME, $CLOSE) = @{$nr{$k}};
 my $PATH = 010000000; my $AT_CWD = -100;
 local $/ = "\0";
 my @f = <STDIN>; chomp @f;
-if (@f < 3 || $f[0] ne 'inosync-replay-2' || (@f - 3) % 3) { print STDERR "bad input\n"; exit 4; }
-my (undef, $root, $mkparents) = splice(@f, 0, 3);
+if (@f < 4 || $f[0] ne 'inosync-replay-3' || (@f - 4) % 3) { print STDERR "bad input\n"; exit 4; }
+my (undef, $root, $mkparents, $limit) = splice(@f, 0, 4);
+alarm($limit) if $limit > 0;  # ends itself even where the daemon's kill cannot reach
+$| = 1;
+my ($done, $left, $why, @taint) = (0, 0, '');
+sub finish { print STDERR "renames replayed: $done, left to rsync: $left$why\n"; exit 0; }
 if ($root =~ m{^~([^/]*)(/.*)?$}s) {  # what the remote shell makes of it for rsync
   my $home = $1 eq '' ? ($ENV{HOME} // (getpwuid($<))[7]) : (getpwnam($1))[7];
-  if (!defined $home || $home eq '') { print STDERR "renames replayed: 0, left to rsync: "
-    . (@f / 3) . " (no home directory for ~$1)\n"; exit 0; }
+  if (!defined $home || $home eq '') { $left = @f / 3; $why = " (no home directory for ~$1)";
+    finish(); }
   $root = $home . ($2 // '');
 }
 sub opn { my ($d, $n, $fl) = @_; return syscall($OPENAT, $d + 0, "$n", $fl + 0); }
 sub cls { syscall($CLOSE, $_[0] + 0) if $_[0] >= 0; }
+# Trusted like sshd's StrictModes: ours or root's, and (but for a symlink) not
+# writable by group or others; no one else can swap it, move it or hold it open.
+sub trusted { my @st = stat("/proc/self/fd/$_[0]");
+  return @st && ($st[4] == 0 || $st[4] == $>) && (S_ISLNK($st[2]) || !($st[2] & 022)); }
 my $rfd = opn($AT_CWD, $root, O_RDONLY | O_DIRECTORY);
-my ($done, $left, @taint) = (0, 0);
+my $lock;  # the root's handle, held (and locked) until the end
+if ($rfd >= 0) {  # one replay at a time per node: a retry waits for one cut short
+  open($lock, '<&=', $rfd) && flock($lock, LOCK_EX)
+    or do { print STDERR "cannot replay safely here: cannot lock $root: $!\n"; exit 3; };
+  if (!trusted($rfd)) { $why = " (the node's directory may be changed by another user)";
+    $rfd = -1; }
+}
 sub names_ok { my $p = shift; return 0 if $p eq '' || $p =~ m{^/};
   for (split m{/}, $p, -1) { return 0 if $_ eq '' || $_ eq '.' || $_ eq '..'; } 1 }
 sub under { my ($p, $t) = @_; $p eq $t || index($p, "$t/") == 0 }
 sub tainted { my $p = shift; for (@taint) { return 1 if under($p, $_) } 0 }
-sub parent {  # (fd of the directory holding $rel, its last name), or () if not a real dir
+sub parent {  # (fd of the trusted directory holding $rel, its last name), or ()
   my ($rel, $make) = @_; my @c = split m{/}, $rel; my $name = pop @c;
   my $fd = opn($rfd, '.', $PATH | O_DIRECTORY);
   for my $c (@c) {
     my $next = opn($fd, $c, $PATH | O_DIRECTORY | O_NOFOLLOW);
     if ($next < 0 && $make && $!{ENOENT} && syscall($MKDIRAT, $fd + 0, "$c", 0700) == 0) {
       $next = opn($fd, $c, $PATH | O_DIRECTORY | O_NOFOLLOW); }
-    cls($fd); return () if $next < 0; $fd = $next;
+    cls($fd); return () if $next < 0;
+    $fd = $next; if (!trusted($fd)) { cls($fd); return (); }
   }
   return ($fd, $name);
 }
 sub is_dir { my $t = opn($_[0], $_[1], $PATH | O_DIRECTORY | O_NOFOLLOW); cls($t); $t >= 0 }
-sub exists_ { my $t = opn($_[0], $_[1], $PATH | O_NOFOLLOW); cls($t); $t >= 0 }
+sub movable { my $t = opn($_[0], $_[1], $PATH | O_NOFOLLOW); my $ok = $t >= 0 && trusted($t);
+  cls($t); $ok }
 sub replay {
   my ($kind, $old, $new) = @_;
   return 0 if $rfd < 0 || $kind eq '-' || !names_ok($old) || !names_ok($new)
     || tainted($old) || under($new, $old);
   my ($ofd, $oname) = parent($old, 0); return 0 unless defined $ofd;
-  my $ok = exists_($ofd, $oname) && ($kind eq 'd') == is_dir($ofd, $oname);
+  my $ok = movable($ofd, $oname) && ($kind eq 'd') == is_dir($ofd, $oname);
   my ($nfd, $nname) = $ok ? parent($new, $mkparents) : ();
   if (defined $nfd) {
+    print(STDOUT ".") or exit 5;  # the daemon gave up on us (connection closed): stop here
     $ok = syscall($RENAME, $ofd + 0, "$oname", $nfd + 0, "$nname", 0) == 0;
     if (!$ok && $!{ENOSYS}) { print STDERR "cannot replay safely here: no renameat2\n"; exit 3; }
     cls($nfd);
@@ -137,8 +157,7 @@ while (@f) {
              grep { !under($_, $new) } @taint;
   } else { $left++; push @taint, $old, $new; }
 }
-print STDERR "renames replayed: $done, left to rsync: $left\n";
-exit 0;
+finish();
 """
 
 _SUMMARY = re.compile(r"renames replayed: (\d+), left to rsync: (\d+)")
@@ -149,7 +168,10 @@ _SUMMARY = re.compile(r"renames replayed: (\d+), left to rsync: (\d+)")
 # --backup-dir (a replayed rename destroys the old target rsync would back up),
 # --inplace (it would keep the old target's inode and its other hard links),
 # --max-delete (a rename over a file deletes it uncounted), --iconv (names
-# differ on the node), --link-dest and the like, and options not known here.
+# differ on the node), -s/--secluded-args (the remote shell no longer reads the
+# node's path, so a leading ~ is literal for rsync), --rsync-path (its program
+# may work elsewhere or as someone else than the replay), --link-dest and the
+# like, and options not known here.
 _NEUTRAL = frozenset({
     "--archive", "--recursive", "--links", "--perms", "--times", "--group", "--owner",
     "--devices", "--specials", "--verbose", "--quiet", "--no-motd", "--human-readable",
@@ -159,7 +181,7 @@ _NEUTRAL = frozenset({
     "--cc", "--checksum-seed", "--sparse", "--whole-file", "--no-whole-file", "--partial",
     "--progress", "--itemize-changes", "--stats", "--info", "--debug", "--executability",
     "--omit-dir-times", "--omit-link-times", "--atimes", "--crtimes", "--open-noatime",
-    "--ipv4", "--ipv6", "--protect-args", "--secluded-args", "--bwlimit", "--rsync-path",
+    "--ipv4", "--ipv6", "--bwlimit",
     "--chmod", "--chown", "--usermap", "--groupmap", "--no-owner", "--no-group",
     "--no-times", "--no-perms", "--no-o", "--no-g", "--no-t", "--no-p", "--fsync",
     "--delete", "--del", "--delete-before", "--delete-during", "--delete-delay",
@@ -274,9 +296,10 @@ def kinds(moves: Sequence[Move], excludes: Excludes) -> list[tuple[str, str, str
 
 
 def replay_input(dest: str, moves: Sequence[Move], excludes: Excludes,
-                 make_parents: bool = True) -> bytes:
-    """stdin of the replay: the node's directory, then each rename."""
-    fields = [VERSION, node_root(dest), "1" if make_parents else "0"]
+                 make_parents: bool = True, limit: int = 0) -> bytes:
+    """stdin of the replay: the node's directory, whether to make parents, its time
+    limit in seconds (0: none), then each rename."""
+    fields = [VERSION, node_root(dest), "1" if make_parents else "0", str(limit)]
     fields += [f for triple in kinds(moves, excludes) for f in triple]
     return b"".join(os.fsencode(f) + b"\0" for f in fields)
 

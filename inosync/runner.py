@@ -80,6 +80,7 @@ class _Child:
     replay_until: float | None = None  # while the replay runs: when it is cut short
     replay_rc: int | None = None
     replay_said: str = ""
+    stop_after_replay: bool = False  # asked to stop while its replay ran: no rsync after
 
 
 class Runner:
@@ -206,10 +207,19 @@ class Runner:
         return time.monotonic() - child.started, progress.parse(tail)
 
     def signal(self, dest: str, signum: int) -> None:
-        """Signal a run's whole process group (rsync and its ssh)."""
+        """Signal a run's whole process group (rsync and its ssh).
+
+        A replay asked to stop politely (SIGTERM) is let finish, then no rsync
+        starts: a node left with some renames done and others not is what
+        --checksum after a replay is for, and a stop loses that until the next
+        start. SIGKILL, and the replay's time limit, still end it at once."""
         child = self.children.get(dest)
-        if child is not None:
-            _kill(child.proc, signum)
+        if child is None:
+            return
+        if signum == signal.SIGTERM and child.rsync_argv is not None:
+            child.stop_after_replay = True
+            return
+        _kill(child.proc, signum)
 
     def reap(self) -> list[Ended]:
         """The runs that have exited since the last call."""
@@ -263,9 +273,9 @@ class Runner:
             child.stderr.truncate()
             child.stderr.write(b"inosync: the move replay did not end in time\n")
             return 30  # rsync's "timeout in data send/receive": retried
-        if rc < 0:  # we stopped it (shutdown, reload): no rsync after it
+        if rc < 0 or child.stop_after_replay:  # we stopped it (shutdown, reload)
             _close(child)
-            return rc
+            return rc if rc < 0 else -signal.SIGTERM
         log.debug("%s: replay exited %d: %s", dest, rc, summary.strip()[-200:])
         child.stderr.seek(0)
         child.stderr.truncate()

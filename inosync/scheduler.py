@@ -162,11 +162,21 @@ class Scheduler:
 
     # ---- inputs
 
-    def begin(self, now: float) -> list[Action]:
-        """The daemon starts: a full sync to every node."""
+    def begin(self, now: float, compare: Iterable[str] = ()) -> list[Action]:
+        """The daemon starts: a full sync to every node; those in compare (a replay
+        there was never confirmed) compare file contents."""
         for node in self.nodes.values():
             node.pending.set_full()
+        self._compare_contents(compare)
         return self.tick(now)
+
+    def _compare_contents(self, dests: Iterable[str]) -> None:
+        for dest in dests:
+            node = self.nodes.get(dest)
+            if node is not None:
+                node.pending.checksum = True
+                log.info("%s: a move replay there was never confirmed; its full sync "
+                         "compares file contents", dest)
 
     def changed(self, paths: Iterable[str], now: float,
                 moves: list[Move] | None = None) -> list[Action]:
@@ -289,8 +299,9 @@ class Scheduler:
         handler: Callable[[str, float], list[Action]] = getattr(self, f"_handle_{name[3:].lower()}")
         return handler(name, now)
 
-    def reloaded(self, new: Config, now: float) -> list[Action]:
-        """The new configuration is in effect (the loop switched the watcher if needed)."""
+    def reloaded(self, new: Config, now: float, compare: Iterable[str] = ()) -> list[Action]:
+        """The new configuration is in effect (the loop switched the watcher if needed);
+        compare: nodes whose full sync compares contents (see begin)."""
         self.reloading = False
         old, self.config = self.config, new
         actions: list[Action] = []
@@ -311,6 +322,7 @@ class Scheduler:
             node.pending.limit = new.max_pending
             node.pending.set_full()
             node.pending.drop_moves()  # seen under the old settings (excludes, rsync_args)
+        self._compare_contents(compare)
         log.info("reloaded; full sync to %s", plural(len(self.nodes), "node"))
         return actions + self.tick(now)
 

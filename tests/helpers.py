@@ -110,6 +110,8 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 def write_config(path: Path, **settings: object) -> Path:
+    """A config file; its daemon keeps its state beside it, never in /var/lib."""
+    settings.setdefault("state_dir", str(path.parent / "state"))
     lines = [f"{name} = {value!r}" for name, value in settings.items()]
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o644)

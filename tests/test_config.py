@@ -645,8 +645,12 @@ def test_tree_holding_var_log_is_refused(write):
 def test_root_as_wpath_when_asked_still_keeps_daemon_files_out(write):
     path = write('wpath = "/"', 'rnodes = ["h:/backup/"]', "allow_system_wpath = True")
     assert "rsync list files" in error_of(path)  # /tmp is in the tree and not excluded
+    path = write('wpath = "/"', 'rnodes = ["h:/backup/"]', "allow_system_wpath = True",
+                 'rexcludes = ["/tmp/", "/proc/", "/sys/", "/dev/", "/run/"]')
+    assert "state_dir /var/lib/inosync/node.unverified lies inside wpath" in error_of(path)
     config = load(write('wpath = "/"', 'rnodes = ["h:/backup/"]', "allow_system_wpath = True",
-                        'rexcludes = ["/tmp/", "/proc/", "/sys/", "/dev/", "/run/"]'))
+                        'rexcludes = ["/tmp/", "/proc/", "/sys/", "/dev/", "/run/", '
+                        '"/var/lib/inosync/"]'))
     assert config.wpath == "/"
 
 
