@@ -160,3 +160,49 @@ def test_pretend_shows_the_replay(caplog):
         runner.start("n1", RunPlan(full=True), argv_of("true"),
                      Replay(["perl"], b"", 4, [("a", "b"), ("b", "c")]))
     assert "would replay 4 renames first ('a' -> 'b', 'b' -> 'c', ...)" in caplog.text
+
+
+def test_a_replay_past_its_time_limit_is_killed_and_its_run_fails(tmp_path):
+    """Issue 15.9: without a limit a hung replay kept its node "running" forever."""
+    from inosync.runner import Replay
+
+    seen = tmp_path / "seen"
+    with Runner() as runner:
+        replay = Replay(["sleep", "60"], b"", 1, [("a", "b")], timeout=0.2)
+        runner.start("n1", RunPlan(full=True), argv_of("sh", "-c", f"echo ran > {seen}"),
+                     replay)
+        deadline = runner.next_deadline()
+        assert deadline is not None and deadline <= time.monotonic() + 0.2
+        assert runner.reap() == []
+        time.sleep(0.25)
+        runner.expire(time.monotonic())
+        (ended,) = wait_reaped(runner)
+    assert ended.returncode == 30 and "did not end in time" in (ended.stderr or "")
+    assert ended.replay_rc == -1 and not seen.exists()  # no rsync after it
+    assert runner.next_deadline() is None
+
+
+def test_a_polite_stop_lets_the_replay_finish_then_runs_no_rsync(tmp_path):
+    from inosync.runner import Replay
+
+    done, seen = tmp_path / "done", tmp_path / "seen"
+    with Runner() as runner:
+        replay = Replay(["sh", "-c", f"sleep 0.3; touch {done}"], b"", 1, [("a", "b")])
+        runner.start("n1", RunPlan(full=True), argv_of("sh", "-c", f"touch {seen}"), replay)
+        runner.signal("n1", signal.SIGTERM)
+        (ended,) = wait_reaped(runner)
+    assert ended.returncode == -signal.SIGTERM and done.exists() and not seen.exists()
+
+
+def test_a_replay_that_cannot_start_is_skipped_and_rsync_runs(tmp_path):
+    """Issue 15.7: no perl here made every run fail "cannot run perl"."""
+    from inosync.runner import Replay
+
+    seen = tmp_path / "seen"
+    with Runner() as runner:
+        replay = Replay([str(tmp_path / "no-perl-here")], b"", 1, [("a", "b")])
+        assert runner.start("n1", RunPlan(full=True),
+                            argv_of("sh", "-c", f"echo ran > {seen}"), replay) is None
+        (ended,) = wait_reaped(runner)
+    assert ended.returncode == 0 and seen.read_text() == "ran\n"
+    assert ended.replay_rc == 127 and "no-perl-here" in ended.replay_said

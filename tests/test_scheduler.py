@@ -573,3 +573,9 @@ def test_no_progress_when_turned_off():
     s = Scheduler(config(progress_interval=0.0, resync_interval=0.0))
     starts(s.begin(0.0))
     assert s.next_deadline() is None and progress_reports(s.tick(100.0)) == []
+
+
+def test_nodes_with_an_unconfirmed_replay_compare_contents_at_start_and_reload():
+    s = Scheduler(config())
+    runs = starts(s.begin(0.0, compare=[A]))
+    assert runs[A].batch.full and runs[A].batch.checksum and not runs[B].batch.checksum
