@@ -32,7 +32,7 @@ from .config import Config, ConfigError
 from .notify import Notifier
 from .paths import Identity, identity
 from .replay import can_replay, replay_argv, replay_input
-from .rsync import Kind, Outcome, batch_argv, full_argv, literal_pattern, node_kind, ssh_parts
+from .rsync import Kind, Outcome, batch_argv, full_argv, literal_pattern, node_kind, ssh_host
 from .runner import Replay, Runner
 from .scheduler import (
     Action,
@@ -310,7 +310,7 @@ class Daemon:
         """The ssh command for dest: through its shared connection, unless turned off."""
         if node_kind(dest) is not Kind.SSH:
             return list(self.config.ssh)
-        return self.masters.command(self.config.ssh, ssh_parts(dest)[0])
+        return self.masters.command(self.config.ssh, ssh_host(dest))
 
     def _files_list(self, changed: set[str]) -> list[str]:
         """files_list(), computed once for all nodes that start at the same moment.

@@ -7,10 +7,11 @@ import shutil
 import stat
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import wait_converged, wait_until, write_config
+from helpers import Sshd, wait_converged, wait_until, write_config
 
 from inosync.sshcontrol import ControlMasters, user_controls
 
@@ -88,3 +89,52 @@ def test_long_tmpdir_falls_back_to_a_short_socket_directory(tmp_path, monkeypatc
         masters.command(["ssh"], "h")
         assert masters.dir.startswith(("/run/", "/tmp/"))
         assert len(f"{masters.dir}/{'0' * 40}") < 108
+
+
+def short_tmpdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # short: sockets live there
+
+
+def control_dirs(tmpdir: Path) -> list[Path]:
+    return list(tmpdir.glob("inosync-ssh-*"))
+
+
+def has_ipv6_loopback() -> bool:
+    out = subprocess.run(["ip", "-6", "addr", "show", "lo"], capture_output=True, text=True)
+    return "inet6 ::1/128" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def sshd6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    if not (shutil.which("sshd") or os.path.exists("/usr/sbin/sshd")):
+        pytest.skip("sshd is not installed (apt-get install openssh-server)")
+    if not has_ipv6_loopback():
+        pytest.skip("no ::1 on lo (`ip -6 addr show lo`): IPv6 is off here")
+    server = Sshd(tmp_path_factory.mktemp("sshd6"), address="::1").start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_ipv6_literal_node_syncs_and_its_master_closes(tree, run_inosync, sshd6, tmp_path):
+    src = tree["src"]
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    tmpdir = short_tmpdir()
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2,
+                        rnodes=[f"root@[::1]:{remote}"], ssh=sshd6.ssh_command())
+    d = run_inosync(conf, "-v", env={"TMPDIR": str(tmpdir)})
+    try:
+        wait_converged(src, [remote])
+        (src / "second.txt").write_text("over the shared connection\n")
+        wait_converged(src, [remote])
+        (control,) = control_dirs(tmpdir)
+        assert len(masters_running(str(control))) == 1
+        assert d.stop() == 0
+        # ssh -O exit reached it: with "[::1]" ssh looked the host up and failed,
+        # and the master stayed for ControlPersist (300 s).
+        wait_until(lambda: not masters_running(str(control)), 10, "the master to close")
+    finally:
+        for pid in masters_running(str(tmpdir)):
+            os.kill(int(pid), 9)
+        shutil.rmtree(tmpdir, ignore_errors=True)
