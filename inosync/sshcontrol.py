@@ -11,6 +11,10 @@ node opens the master connection; later runs reuse it. If the node went away
 ``ServerAliveInterval`` ends a master whose link hangs. On stop every
 master is closed (``ssh -O exit``) and the directory removed.
 
+The directory is checked each time a command is built: a tmp cleaner may
+remove it under a long-running daemon, and ssh cannot make a socket in a
+directory that is gone. A new one is made then.
+
 A user whose ssh command already sets Control* options (or ``-S``) keeps
 exactly that command: nothing is added.
 """
@@ -24,6 +28,8 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from types import TracebackType
+
+from .paths import private_dir
 
 log = logging.getLogger("inosync")
 
@@ -47,7 +53,12 @@ def _socket_dir() -> str:
     """
     for parent in (tempfile.gettempdir(), "/run", "/tmp"):
         if len(parent) <= _MAX_DIR and os.path.isdir(parent) and os.access(parent, os.W_OK):
-            return tempfile.mkdtemp(prefix="inosync-ssh-", dir=parent)
+            try:
+                return tempfile.mkdtemp(prefix="inosync-ssh-", dir=parent)
+            except OSError as e:
+                log.warning("cannot make a directory for ssh control sockets in %s: %s; "
+                            "one connection per run", parent, e.strerror)
+                return ""
     log.warning("no directory short enough for ssh control sockets: one connection per run")
     return ""
 
@@ -73,17 +84,33 @@ class ControlMasters:
             except (OSError, subprocess.TimeoutExpired):
                 log.debug("could not close the ssh master for %s", host)
         self.used.clear()
-        if self.dir:
+        if self.dir and private_dir(self.dir):
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def command(self, ssh: Sequence[str], host: str) -> list[str]:
-        """The ssh command for a connection to host: sharing one master, if we may."""
-        if self.enabled and not self.dir:
-            self.dir = _socket_dir()
-            self.enabled = bool(self.dir)
-        if not self.enabled or user_controls(ssh):
+        """The ssh command for a connection to host (as ssh takes it: rsync.ssh_host):
+        sharing one master, if we may."""
+        if not self.enabled or user_controls(ssh) or not self._usable_dir():
             return list(ssh)
         shared = [*ssh, "-o", "ControlMaster=auto", "-o", f"ControlPath={self.dir}/%C",
                   "-o", f"ControlPersist={PERSIST}"]
         self.used[host] = shared
         return shared
+
+    def _usable_dir(self) -> bool:
+        """True once the socket directory is there and ours, made again if it is not.
+
+        A tmp cleaner may remove it under a daemon that runs for months, and
+        a directory of that name made since, or a symlink, is not ours. The
+        masters whose sockets went with it cannot be reached any more; they
+        end after ControlPersist of idleness.
+        """
+        if self.dir and private_dir(self.dir):
+            return True
+        lost, self.dir = self.dir, _socket_dir()
+        if not self.dir:
+            self.enabled = False  # warned: one connection per run from now on
+        elif lost:
+            log.warning("the directory for ssh control sockets %s was removed or is no longer "
+                        "private; now using %s", lost, self.dir)
+        return bool(self.dir)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -26,6 +28,12 @@ def test_users_own_control_options_are_kept(ssh):
         assert masters.command(ssh, "h") == ssh
 
 
+def control_path(cmd: list[str]) -> str:
+    paths = [w.split("=", 1)[1] for w in cmd if w.startswith("ControlPath=")]
+    assert len(paths) == 1, cmd
+    return paths[0]
+
+
 def test_shared_connection_options_in_a_private_directory():
     with ControlMasters() as masters:
         assert masters.dir == ""  # made for the first ssh node, not before
@@ -40,6 +48,44 @@ def test_shared_connection_options_in_a_private_directory():
 def test_turned_off_adds_nothing():
     with ControlMasters(enabled=False) as masters:
         assert masters.command(["ssh"], "h") == ["ssh"]
+
+
+# ---- the socket directory, made again when a tmp cleaner removed it
+
+
+def test_removed_socket_directory_is_made_again(caplog):
+    with caplog.at_level(logging.WARNING, logger="inosync"), ControlMasters() as masters:
+        first = masters.command(["ssh"], "h")
+        shutil.rmtree(masters.dir)
+        again = masters.command(["ssh"], "h")
+        assert os.path.dirname(control_path(again)) == masters.dir != os.path.dirname(
+            control_path(first))
+        assert stat.S_IMODE(os.lstat(masters.dir).st_mode) == 0o700
+        masters.command(["ssh"], "h")
+    warnings = [r for r in caplog.records if "socket" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+
+
+@pytest.mark.parametrize("change", ["symlink", "mode", "file"])
+def test_socket_directory_no_longer_private_is_not_used(change, tmp_path):
+    with ControlMasters() as masters:
+        masters.command(["ssh"], "h")
+        old = masters.dir
+        if change == "mode":
+            os.chmod(old, 0o755)
+        else:
+            os.rmdir(old)
+            if change == "symlink":
+                os.symlink(tmp_path, old)
+            else:
+                Path(old).write_text("")
+        cmd = masters.command(["ssh"], "h")
+        assert masters.dir != old and os.path.dirname(control_path(cmd)) == masters.dir
+    assert os.path.lexists(old)  # not ours any more: left alone
+    if change == "mode":
+        shutil.rmtree(old)
+    else:
+        os.unlink(old)
 
 
 def masters_running(control_dir: str) -> list[str]:
@@ -97,6 +143,42 @@ def short_tmpdir() -> Path:
 
 def control_dirs(tmpdir: Path) -> list[Path]:
     return list(tmpdir.glob("inosync-ssh-*"))
+
+
+@pytest.mark.slow
+def test_socket_directory_removed_under_a_running_daemon(tree, run_inosync, sshd, tmp_path):
+    src = tree["src"]
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    tmpdir = short_tmpdir()
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2, retry_min=0.5,
+                        retry_max=2, rnodes=[f"root@127.0.0.1:{remote}"], ssh=sshd.ssh_command())
+    d = run_inosync(conf, "-v", env={"TMPDIR": str(tmpdir)})
+    wait_converged(src, [remote])
+    (first,) = control_dirs(tmpdir)
+    orphans = masters_running(str(first))
+    shutil.rmtree(first)  # a tmp cleaner; the master's socket goes with it
+    try:
+        for i in range(3):
+            (src / f"after-the-cleaner-{i}.txt").write_text(f"{i}\n")
+            wait_converged(src, [remote], timeout=20)
+        d.wait_log("WARNING.*socket")
+        (second,) = control_dirs(tmpdir)
+        assert second != first and stat.S_IMODE(second.lstat().st_mode) == 0o700
+        assert len(masters_running(str(second))) == 1
+        assert "rsync failed" not in d.log()
+        assert len(re.findall("WARNING.*socket", d.log())) == 1
+        assert d.stop() == 0
+        wait_until(lambda: not masters_running(str(second)), 10, "the new master to close")
+    finally:
+        # The first master lost its socket: nobody can reach it any more, and it
+        # ends after ControlPersist. Not in a test run.
+        for pid in orphans:
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def has_ipv6_loopback() -> bool:
