@@ -310,7 +310,7 @@ class Daemon:
         """The ssh command for dest: through its shared connection, unless turned off."""
         if node_kind(dest) is not Kind.SSH:
             return list(self.config.ssh)
-        return self.masters.command(self.config.ssh, ssh_host(dest))
+        return self.masters.command(self.config.ssh, ssh_host(dest), self.config.timeout)
 
     def _files_list(self, changed: set[str]) -> list[str]:
         """files_list(), computed once for all nodes that start at the same moment.

@@ -9,13 +9,15 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import Sshd, wait_converged, wait_until, write_config
+from hosts import TestHost, can_make_namespaces
 
-from inosync.sshcontrol import ControlMasters, user_controls
+from inosync.sshcontrol import ControlMasters, user_controls, user_keepalive
 
 
 @pytest.mark.parametrize("ssh", [
@@ -25,7 +27,7 @@ from inosync.sshcontrol import ControlMasters, user_controls
 def test_users_own_control_options_are_kept(ssh):
     assert user_controls(ssh)
     with ControlMasters() as masters:
-        assert masters.command(ssh, "h") == ssh
+        assert masters.command(ssh, "h", 60) == ssh
 
 
 def control_path(cmd: list[str]) -> str:
@@ -37,7 +39,7 @@ def control_path(cmd: list[str]) -> str:
 def test_shared_connection_options_in_a_private_directory():
     with ControlMasters() as masters:
         assert masters.dir == ""  # made for the first ssh node, not before
-        cmd = masters.command(["ssh", "-p", "2222"], "root@h")
+        cmd = masters.command(["ssh", "-p", "2222"], "root@h", 60)
         assert cmd[:3] == ["ssh", "-p", "2222"]
         assert f"ControlPath={masters.dir}/%C" in cmd and "ControlMaster=auto" in cmd
         assert stat.S_IMODE(os.stat(masters.dir).st_mode) == 0o700
@@ -47,7 +49,57 @@ def test_shared_connection_options_in_a_private_directory():
 
 def test_turned_off_adds_nothing():
     with ControlMasters(enabled=False) as masters:
-        assert masters.command(["ssh"], "h") == ["ssh"]
+        assert masters.command(["ssh"], "h", 60) == ["ssh"]
+
+
+# ---- ServerAlive: a master whose peer vanished ends within about rsync's timeout
+
+
+def alive_options(cmd: list[str]) -> dict[str, int]:
+    found = {}
+    for before, word in zip(cmd, cmd[1:]):
+        if before == "-o" and word.startswith("ServerAlive"):
+            name, value = word.split("=")
+            found[name] = int(value)
+    return found
+
+
+def test_server_alive_added_to_the_shared_connection():
+    with ControlMasters() as masters:
+        cmd = masters.command(["ssh", "-p", "2222"], "root@h", 60)
+    assert alive_options(cmd) == {"ServerAliveInterval": 15, "ServerAliveCountMax": 3}
+
+
+@pytest.mark.parametrize("timeout", [1, 2, 5, 10, 59, 60, 61, 600, 86400])
+def test_server_alive_notices_a_dead_peer_within_about_the_timeout(timeout):
+    with ControlMasters() as masters:
+        found = alive_options(masters.command(["ssh"], "h", timeout))
+    # ssh gives up after CountMax + 1 unanswered intervals of silence.
+    silence = found["ServerAliveInterval"] * (found["ServerAliveCountMax"] + 1)
+    assert found["ServerAliveInterval"] >= 1
+    assert timeout - 4 < silence <= max(timeout, 4)
+
+
+@pytest.mark.parametrize("ssh", [
+    ["ssh", "-o", "ServerAliveInterval=5"], ["ssh", "-oServerAliveInterval=5"],
+    ["ssh", "-o", "ServerAliveInterval 5"], ["ssh", "-o", "ServerAliveInterval", "5"],
+    ["ssh", "-o", "serveralivecountmax=2"], ["ssh", "-oSERVERALIVEINTERVAL=0"],
+    ["ssh", "-o", "  ServerAliveInterval = 5"], ["ssh", "-qo", "ServerAliveCountMax=1"],
+    ["ssh", "-qoServerAliveInterval=9"],
+])
+def test_users_own_server_alive_options_are_kept(ssh):
+    assert user_keepalive(ssh)
+    with ControlMasters() as masters:
+        cmd = masters.command(ssh, "h", 60)
+    assert cmd[:len(ssh)] == ssh and not alive_options(cmd[len(ssh):])
+
+
+@pytest.mark.parametrize("ssh", [
+    ["ssh"], ["ssh", "-i", "/keys/ServerAliveInterval"], ["ssh", "-o", "TCPKeepAlive=no"],
+    ["ssh", "-p", "22", "-o", "ConnectTimeout=5"],
+])
+def test_other_options_are_no_server_alive(ssh):
+    assert not user_keepalive(ssh)
 
 
 # ---- the socket directory, made again when a tmp cleaner removed it
@@ -55,13 +107,13 @@ def test_turned_off_adds_nothing():
 
 def test_removed_socket_directory_is_made_again(caplog):
     with caplog.at_level(logging.WARNING, logger="inosync"), ControlMasters() as masters:
-        first = masters.command(["ssh"], "h")
+        first = masters.command(["ssh"], "h", 60)
         shutil.rmtree(masters.dir)
-        again = masters.command(["ssh"], "h")
+        again = masters.command(["ssh"], "h", 60)
         assert os.path.dirname(control_path(again)) == masters.dir != os.path.dirname(
             control_path(first))
         assert stat.S_IMODE(os.lstat(masters.dir).st_mode) == 0o700
-        masters.command(["ssh"], "h")
+        masters.command(["ssh"], "h", 60)
     warnings = [r for r in caplog.records if "socket" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
 
@@ -69,7 +121,7 @@ def test_removed_socket_directory_is_made_again(caplog):
 @pytest.mark.parametrize("change", ["symlink", "mode", "file"])
 def test_socket_directory_no_longer_private_is_not_used(change, tmp_path):
     with ControlMasters() as masters:
-        masters.command(["ssh"], "h")
+        masters.command(["ssh"], "h", 60)
         old = masters.dir
         if change == "mode":
             os.chmod(old, 0o755)
@@ -79,7 +131,7 @@ def test_socket_directory_no_longer_private_is_not_used(change, tmp_path):
                 os.symlink(tmp_path, old)
             else:
                 Path(old).write_text("")
-        cmd = masters.command(["ssh"], "h")
+        cmd = masters.command(["ssh"], "h", 60)
         assert masters.dir != old and os.path.dirname(control_path(cmd)) == masters.dir
     assert os.path.lexists(old)  # not ours any more: left alone
     if change == "mode":
@@ -132,7 +184,7 @@ def test_long_tmpdir_falls_back_to_a_short_socket_directory(tmp_path, monkeypatc
     long_dir.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(long_dir))
     with ControlMasters() as masters:
-        masters.command(["ssh"], "h")
+        masters.command(["ssh"], "h", 60)
         assert masters.dir.startswith(("/run/", "/tmp/"))
         assert len(f"{masters.dir}/{'0' * 40}") < 108
 
@@ -217,6 +269,80 @@ def test_ipv6_literal_node_syncs_and_its_master_closes(tree, run_inosync, sshd6,
         # and the master stayed for ControlPersist (300 s).
         wait_until(lambda: not masters_running(str(control)), 10, "the master to close")
     finally:
+        for pid in masters_running(str(tmpdir)):
+            os.kill(int(pid), 9)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# ---- a dead connection: its packets dropped on the way, both ends kept in the dark
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHost]:
+    reason = can_make_namespaces()
+    if reason:
+        pytest.skip(reason)
+    made = TestHost(8, tmp_path_factory.mktemp("host8"))
+    try:
+        yield made.create()
+    finally:
+        made.destroy()
+
+
+def without_server_alive(ssh: list[str]) -> list[str]:
+    words: list[str] = []
+    for word in ssh:
+        if word.startswith("ServerAlive"):
+            words.pop()  # its -o
+        else:
+            words.append(word)
+    return words
+
+
+def master_port(pid: str, address: str) -> int:
+    """The local port of the master's TCP connection to address."""
+    out = subprocess.run(["ss", "-Htnp", "dst", address], capture_output=True, text=True).stdout
+    ports = [int(m.group(1)) for line in out.splitlines()
+             for m in [re.search(rf":(\d+) +\S+:22 .*\bpid={pid},", line)] if m]
+    assert len(ports) == 1, out
+    return ports[0]
+
+
+def drop_master_connection(host: TestHost, control_dir: str) -> str:
+    (pid,) = masters_running(control_dir)
+    host.drop_connection(master_port(pid, host.address))
+    return pid
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_dead_connection_ends_by_itself_with_server_alive(tree, run_inosync, host, tmp_path):
+    src = tree["src"]
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    tmpdir = short_tmpdir()
+    assert host.sshd is not None
+    ssh = without_server_alive(host.sshd.ssh_command())
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2, retry_min=0.5,
+                        retry_max=2, timeout=4, rnodes=[host.dest(remote)], ssh=ssh)
+    d = run_inosync(conf, "-v", env={"TMPDIR": str(tmpdir)})
+    try:
+        wait_converged(src, [remote])
+        assert "ServerAliveInterval=1 -o ServerAliveCountMax=3" in d.log()
+        (control,) = control_dirs(tmpdir)
+        dead = drop_master_connection(host, str(control))
+        started = time.monotonic()
+        # No run touches it: ssh's own keepalives find the peer gone (4 s of
+        # silence, as timeout = 4).
+        wait_until(lambda: dead not in masters_running(str(control)), 15,
+                   "the master on the dead connection to end")
+        assert time.monotonic() - started < 8
+        (src / "after-the-master-ended.txt").write_text("x\n")
+        wait_converged(src, [remote], timeout=10)
+        assert "rsync failed" not in d.log()
+        assert d.stop() == 0
+    finally:
+        host.pass_all()
         for pid in masters_running(str(tmpdir)):
             os.kill(int(pid), 9)
         shutil.rmtree(tmpdir, ignore_errors=True)
