@@ -53,7 +53,7 @@ from .scheduler import (
     WriteStatus,
 )
 from .signals import Signals
-from .sshcontrol import ControlMasters
+from .sshcontrol import ControlMasters, connection_lost
 from .statusline import summary
 from .watch import Watcher, WatchLimitError
 
@@ -188,6 +188,8 @@ class Daemon:
         for e in ended:
             actions += self.scheduler.run_ended(e.dest, e.returncode, e.stderr, now,
                                                 time.time(), e.took, e.what, e.pretended)
+            if node_kind(e.dest) is Kind.SSH and connection_lost(e.returncode):
+                self.masters.connection_failed(ssh_host(e.dest))  # else every retry reuses it
         if ended and self.live is not None and not self.progress_texts():
             self.live("")  # the last full sync ended: no progress line left to show
         return actions

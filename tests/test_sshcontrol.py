@@ -1,4 +1,5 @@
-"""One ssh connection per node: a ControlMaster shared by every run, closed on stop."""
+"""One ssh connection per node: a ControlMaster shared by every run, closed on stop,
+replaced when its connection fails."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import tempfile
@@ -17,7 +19,8 @@ import pytest
 from helpers import Sshd, wait_converged, wait_until, write_config
 from hosts import TestHost, can_make_namespaces
 
-from inosync.sshcontrol import ControlMasters, user_controls, user_keepalive
+from inosync import sshcontrol
+from inosync.sshcontrol import ControlMasters, connection_lost, user_controls, user_keepalive
 
 
 @pytest.mark.parametrize("ssh", [
@@ -41,7 +44,8 @@ def test_shared_connection_options_in_a_private_directory():
         assert masters.dir == ""  # made for the first ssh node, not before
         cmd = masters.command(["ssh", "-p", "2222"], "root@h", 60)
         assert cmd[:3] == ["ssh", "-p", "2222"]
-        assert f"ControlPath={masters.dir}/%C" in cmd and "ControlMaster=auto" in cmd
+        assert os.path.dirname(control_path(cmd)) == masters.dir and "ControlMaster=auto" in cmd
+        assert control_path(masters.command(["ssh"], "other", 60)) != control_path(cmd)
         assert stat.S_IMODE(os.stat(masters.dir).st_mode) == 0o700
         folder = masters.dir
     assert not os.path.exists(folder)
@@ -100,6 +104,88 @@ def test_users_own_server_alive_options_are_kept(ssh):
 ])
 def test_other_options_are_no_server_alive(ssh):
     assert not user_keepalive(ssh)
+
+
+# ---- a master whose connection failed is replaced
+
+
+@pytest.mark.parametrize("code", [255, 12, 30, 10, 5])
+def test_connection_failures(code):
+    assert connection_lost(code)
+
+
+@pytest.mark.parametrize("code", [0, 23, 24, 11, 1, 2, 3, 25, 126, 127, 20, -9, -15, 35])
+def test_other_failures_keep_the_connection(code):
+    assert not connection_lost(code)
+
+
+def fake_master(path: str) -> socket.socket:
+    """A socket where a master's would be: it takes connections and never answers,
+    like a master stuck on a dead link (so `ssh -O exit` waits on it)."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    sock.listen(8)
+    sock.setblocking(False)
+    return sock
+
+
+def reached(sock: socket.socket) -> bool:
+    try:
+        sock.accept()[0].close()
+    except BlockingIOError:
+        return False
+    return True
+
+
+def test_failed_connection_gets_a_new_master_and_every_one_is_closed(monkeypatch):
+    monkeypatch.setattr(sshcontrol, "CLOSE_WAIT", 0.5)
+    ssh = ["ssh", "-o", "BatchMode=yes"]
+    with ControlMasters() as masters:
+        first = control_path(masters.command(ssh, "root@h", 60))
+        masters.connection_failed("root@h")  # no master was ever opened: nothing to replace
+        assert control_path(masters.command(ssh, "root@h", 60)) == first
+        old = fake_master(first)
+        masters.connection_failed("root@h")
+        second = control_path(masters.command(ssh, "root@h", 60))
+        assert second != first and os.path.dirname(second) == os.path.dirname(first)
+        wait_until(lambda: reached(old), 10, "ssh -O exit to reach the replaced master")
+        new = fake_master(second)
+        started = time.monotonic()
+    # The current master is closed on stop; the `ssh -O exit` children that
+    # found no answer are killed after CLOSE_WAIT, not waited for.
+    assert time.monotonic() - started < 0.5 + 3
+    assert reached(new)
+    assert not os.path.exists(os.path.dirname(first))
+
+
+def test_changed_ssh_command_gets_a_new_master(monkeypatch):
+    monkeypatch.setattr(sshcontrol, "CLOSE_WAIT", 0.5)
+    with ControlMasters() as masters:
+        first = control_path(masters.command(["ssh", "-p", "22"], "root@h", 60))
+        old = fake_master(first)
+        # A reload changed the port: the open master was made for the old one.
+        second = control_path(masters.command(["ssh", "-p", "2222"], "root@h", 60))
+        assert second != first
+        wait_until(lambda: reached(old), 10, "ssh -O exit to reach the old master")
+        assert control_path(masters.command(["ssh", "-p", "2222"], "root@h", 60)) == second
+
+
+def test_percent_in_tmpdir_is_no_ssh_token(monkeypatch):
+    odd = tempfile.mkdtemp(prefix="a%h", dir="/tmp")  # short: sockets live there
+    monkeypatch.setattr(tempfile, "tempdir", odd)
+    try:
+        with ControlMasters() as masters:
+            path = control_path(masters.command(["ssh"], "h", 60))
+            assert masters.dir.startswith(odd)
+            assert path == f"{masters.dir}/0-0".replace("%", "%%")
+    finally:
+        os.rmdir(odd)
+
+
+def test_failed_connection_without_sharing_changes_nothing():
+    with ControlMasters(enabled=False) as masters:
+        masters.connection_failed("h")
+        assert masters.command(["ssh"], "h", 60) == ["ssh"]
 
 
 # ---- the socket directory, made again when a tmp cleaner removed it
@@ -184,9 +270,10 @@ def test_long_tmpdir_falls_back_to_a_short_socket_directory(tmp_path, monkeypatc
     long_dir.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(long_dir))
     with ControlMasters() as masters:
-        masters.command(["ssh"], "h", 60)
+        path = control_path(masters.command(["ssh"], "h", 60))
         assert masters.dir.startswith(("/run/", "/tmp/"))
-        assert len(f"{masters.dir}/{'0' * 40}") < 108
+        # ssh binds "PATH.<16 random characters>" first, then renames it to PATH.
+        assert len(path) + 17 < 108
 
 
 def short_tmpdir() -> Path:
@@ -274,6 +361,28 @@ def test_ipv6_literal_node_syncs_and_its_master_closes(tree, run_inosync, sshd6,
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+@pytest.mark.slow
+def test_tmpdir_of_45_bytes_still_shares_the_connection(tree, run_inosync, sshd, tmp_path):
+    src = tree["src"]
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    base = short_tmpdir()
+    tmpdir = base / ("x" * (45 - len(str(base)) - 1))
+    tmpdir.mkdir()
+    assert len(str(tmpdir)) == 45
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2,
+                        rnodes=[f"root@127.0.0.1:{remote}"], ssh=sshd.ssh_command())
+    d = run_inosync(conf, "-v", env={"TMPDIR": str(tmpdir)})
+    try:
+        wait_converged(src, [remote])
+        (control,) = control_dirs(tmpdir)
+        assert len(masters_running(str(control))) == 1
+        assert "too long" not in d.log()
+        assert d.stop() == 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 # ---- a dead connection: its packets dropped on the way, both ends kept in the dark
 
 
@@ -312,6 +421,42 @@ def drop_master_connection(host: TestHost, control_dir: str) -> str:
     (pid,) = masters_running(control_dir)
     host.drop_connection(master_port(pid, host.address))
     return pid
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_dead_connection_is_replaced(tree, run_inosync, host, tmp_path):
+    src = tree["src"]
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    tmpdir = short_tmpdir()
+    assert host.sshd is not None
+    # Keepalives switched off by the user: only replacing the master can help.
+    ssh = [*without_server_alive(host.sshd.ssh_command()), "-o", "ServerAliveInterval=0"]
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2, retry_min=0.5,
+                        retry_max=2, timeout=3, rnodes=[host.dest(remote)], ssh=ssh)
+    d = run_inosync(conf, "-v", env={"TMPDIR": str(tmpdir)})
+    try:
+        wait_converged(src, [remote])
+        (control,) = control_dirs(tmpdir)
+        dead = drop_master_connection(host, str(control))
+        (src / "after-the-link-died.txt").write_text("x\n")
+        # One run waits out the timeout (3 s) on the dead master; the next
+        # one, 0.5 s later, opens a new connection.
+        wait_converged(src, [remote], timeout=20)
+        d.wait_log("rsync failed: exit (30|12|255)")
+        wait_until(lambda: dead not in masters_running(str(control)), 10,
+                   "the dead master to be told to exit")
+        assert len(masters_running(str(control))) == 1  # the new one
+        (src / "and-later.txt").write_text("y\n")
+        wait_converged(src, [remote], timeout=10)
+        assert d.stop() == 0
+        wait_until(lambda: not masters_running(str(control)), 10, "the master to close")
+    finally:
+        host.pass_all()
+        for pid in masters_running(str(tmpdir)):
+            os.kill(int(pid), 9)
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 @pytest.mark.slow
