@@ -68,7 +68,8 @@ def summary(config: Config) -> list[str]:
     if any(node_kind(n) is Kind.SSH for n in config.rnodes) and config.ssh_control:
         # The daemon's socket directory exists only while it runs.
         lines.append("  (the daemon adds -o ControlMaster=auto -o ControlPath=... to -e "
-                     "for its shared ssh connections)")
+                     "for its shared ssh connections, and ServerAlive options if the ssh "
+                     "command sets none)")
     return lines
 
 

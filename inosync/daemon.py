@@ -34,7 +34,7 @@ from .config import Config, ConfigError
 from .notify import Notifier
 from .paths import Identity, identity
 from .replay import Move, can_replay, replay_argv, replay_input
-from .rsync import Kind, Outcome, batch_argv, full_argv, literal_pattern, node_kind, ssh_parts
+from .rsync import Kind, Outcome, batch_argv, full_argv, literal_pattern, node_kind, ssh_host
 from .runner import Ended, Replay, Runner
 from .scheduler import (
     Action,
@@ -55,7 +55,7 @@ from .scheduler import (
     WriteStatus,
 )
 from .signals import Signals
-from .sshcontrol import ControlMasters
+from .sshcontrol import ControlMasters, connection_lost
 from .statusline import summary
 from .unverified import Marks
 from .watch import Watcher, WatchLimitError
@@ -210,6 +210,8 @@ class Daemon:
                     self.marks.clear(e.dest)  # what a replay moved is confirmed
             actions += self.scheduler.run_ended(e.dest, e.returncode, e.stderr, now,
                                                 time.time(), e.took, e.what, e.pretended)
+            if node_kind(e.dest) is Kind.SSH and connection_lost(e.returncode):
+                self.masters.connection_failed(ssh_host(e.dest))  # else every retry reuses it
         if ended and self.live is not None and not self.progress_texts():
             self.live("")  # the last full sync ended: no progress line left to show
         return actions
@@ -382,7 +384,7 @@ class Daemon:
         """The ssh command for dest: through its shared connection, unless turned off."""
         if node_kind(dest) is not Kind.SSH:
             return list(self.config.ssh)
-        return self.masters.command(self.config.ssh, ssh_parts(dest)[0])
+        return self.masters.command(self.config.ssh, ssh_host(dest), self.config.timeout)
 
     def _files_list(self, changed: set[str]) -> list[str]:
         """files_list(), computed once for all nodes that start at the same moment.

@@ -205,3 +205,12 @@ def program(name: str) -> str | None:
     except OSError:
         return None
     return path if stat.S_ISREG(st.st_mode) and os.access(path, os.X_OK) else None
+
+
+def private_dir(path: str) -> bool:
+    """A real directory (not a symlink), ours, that nobody else may enter."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077

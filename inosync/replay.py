@@ -51,7 +51,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from .excludes import Excludes
-from .rsync import Kind, node_kind, options, ssh_parts
+from .rsync import Kind, node_kind, options, ssh_host, ssh_parts
 
 
 class Move(NamedTuple):
@@ -256,12 +256,6 @@ def meaning(dest: str) -> str:
 
 def can_replay(dest: str) -> bool:
     return node_kind(dest) is not Kind.DAEMON
-
-
-def ssh_host(dest: str) -> str:
-    """[user@]host as ssh wants it: an IPv6 literal without its brackets."""
-    host = ssh_parts(dest)[0]
-    return re.sub(r"\[([^\]/]*)\]$", r"\1", host)
 
 
 def replay_argv(dest: str, ssh: Sequence[str], perl: str = "perl") -> list[str]:

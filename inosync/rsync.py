@@ -42,6 +42,20 @@ def ssh_parts(dest: str) -> tuple[str, str]:
     return dest[: m.end() - 1], dest[m.end() :]
 
 
+def ssh_host(dest: str) -> str:
+    """[user@]host of an ssh destination as ssh takes it on its command line.
+
+    rsync wants an IPv6 literal in brackets ("root@[::1]:/srv", or its colons
+    would end the host); ssh wants it bare ("root@::1"), and looks "[::1]"
+    up as a name.
+    """
+    host = ssh_parts(dest)[0]
+    if host.endswith("]") and "[" in host:
+        at = host.index("[")
+        return host[:at] + host[at + 1 : -1]
+    return host
+
+
 def with_slash(path: str) -> str:
     """rsync copies a directory's contents (not the directory) when it ends in '/'."""
     return path if path.endswith("/") else path + "/"

@@ -43,6 +43,7 @@ class TestHost:
         self.netns = f"inosync-t{tag}"
         self.veth = f"vi{tag}"  # our end; interface names are at most 15 bytes
         self.peer = f"vp{tag}"
+        self.sink = f"vs{tag}"  # where drop_connection() sends packets to vanish
         self.address = f"{SUBNET}.{index}.2"
         self.local = f"{SUBNET}.{index}.1"
         self.workdir = workdir
@@ -83,6 +84,36 @@ class TestHost:
     def link(self, up: bool) -> None:
         ip("link", "set", self.veth, "up" if up else "down")
 
+    def drop_connection(self, local_port: int) -> None:
+        """Drop every packet of our TCP connection from local_port to this host, both
+        ways, and tell neither end: a firewall or NAT on the path that lost its
+        state. New connections pass.
+
+        Each packet is dropped where it arrives (ingress), so neither sending
+        kernel sees a local drop, which TCP would count and give up on. This
+        kernel has no tc action that drops (no gact): the packets are
+        redirected (mirred) to a veth left down, where they vanish.
+        """
+        ours, theirs = (([], self.veth, "dport"), (["-n", self.netns], self.peer, "sport"))
+        for side, dev, field in (ours, theirs):
+            if ip(*side, "link", "show", self.sink, check=False).returncode:
+                ip(*side, "link", "add", self.sink, "type", "veth", "peer", "name",
+                   f"{self.sink}p")
+                subprocess.run(["tc", *side, "qdisc", "add", "dev", dev, "clsact"], check=True,
+                               capture_output=True)
+            subprocess.run(["tc", *side, "filter", "add", "dev", dev, "ingress", "protocol", "ip",
+                            "u32", "match", "ip", "protocol", "6", "0xff",
+                            "match", "ip", field, str(local_port), "0xffff",
+                            "action", "mirred", "egress", "redirect", "dev", self.sink],
+                           check=True, capture_output=True)
+
+    def pass_all(self) -> None:
+        """Undo drop_connection(): every packet passes again."""
+        for side, dev in (([], self.veth), (["-n", self.netns], self.peer)):
+            subprocess.run(["tc", *side, "qdisc", "del", "dev", dev, "clsact"],
+                           capture_output=True)
+            ip(*side, "link", "del", self.sink, check=False)
+
     def destroy(self) -> None:
         if self.sshd is not None:
             self.sshd.stop()
@@ -95,4 +126,5 @@ class TestHost:
             except ProcessLookupError:
                 pass
         ip("link", "del", self.veth, check=False)  # removes the peer too
+        ip("link", "del", self.sink, check=False)
         ip("netns", "del", self.netns, check=False)

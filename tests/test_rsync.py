@@ -25,6 +25,8 @@ from inosync.rsync import (
     describe,
     full_argv,
     node_kind,
+    ssh_host,
+    ssh_parts,
     with_slash,
 )
 
@@ -84,6 +86,19 @@ def test_node_kind_daemon(dest):
 @pytest.mark.parametrize("dest", ["[::1]:/p", "user@[fe80::1]:/var/www/"])
 def test_node_kind_ipv6_literal_is_ssh(dest):
     assert node_kind(dest) is Kind.SSH
+
+
+@pytest.mark.parametrize(("dest", "host"), [
+    ("root@[::1]:/srv", "root@::1"),
+    ("[::1]:/srv", "::1"),
+    ("user@[fe80::1%eth0]:www/", "user@fe80::1%eth0"),
+    ("host:/srv", "host"),
+    ("user@host.example.com:", "user@host.example.com"),
+    ("user@10.0.0.1:/p:q", "user@10.0.0.1"),
+])
+def test_ssh_host_is_what_ssh_takes(dest, host):
+    assert ssh_host(dest) == host
+    assert ssh_parts(dest)[0].replace("[", "").replace("]", "") == host  # rsync's spelling
 
 
 def test_with_slash():
