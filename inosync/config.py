@@ -250,6 +250,34 @@ def _check_together(config: Config, where: Callable[[str], str]) -> None:
     if problem:
         setting, why = problem
         raise ConfigError(f"{where(setting)}: {why}")
+    popt = popt_rsync_line()
+    if popt:
+        raise ConfigError(f"{popt}: this line gives rsync options that inosync never sees "
+                          "(and so cannot check); remove it, and put options in rsync_args")
+
+
+POPT_FILES = ("/etc/popt",)
+POPT_DIRS = ("/etc/popt.d",)
+
+
+def popt_rsync_line() -> str | None:
+    """"file:line" of a popt line for rsync (an alias or exec that adds options to
+    every run), or None. ~/.popt is out of reach: rsync runs with an empty HOME."""
+    names = list(POPT_FILES)
+    for folder in POPT_DIRS:
+        try:
+            names += sorted(os.path.join(folder, n) for n in os.listdir(folder))
+        except OSError:
+            pass
+    for name in names:
+        try:
+            with open(name, "rb") as f:
+                for number, line in enumerate(f, 1):
+                    if line.split()[:1] == [b"rsync"]:
+                        return f"{name}:{number}"
+        except OSError:
+            continue
+    return None
 
 
 def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
@@ -277,6 +305,10 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
         tempfile.gettempdir(), "inosync-lists")
     for value in rsync.option_values(config.rsync_args, "--log-file"):
         own["rsync_args --log-file"] = os.path.join(config.base_dir, value)
+    why = paths.others_may_change(config.state_dir)
+    if why:
+        return "state_dir", (f"state_dir {config.state_dir}: {why}; another user could take "
+                             "away what it keeps (which nodes must be compared by content)")
     own["state_dir"] = os.path.join(config.state_dir, "node" + unverified.SUFFIX)
     for name, path in own.items():
         why = paths.own_file_inside(wpath, name, path, config.excludes)
@@ -341,6 +373,12 @@ def _count(minimum: int, maximum: int) -> Callable[[Any], int]:
     return lambda v: int(_number(v, minimum, maximum, integer=True))
 
 
+# rsync (3.2.4+) escapes every other shell character of a remote path, and leaves
+# these to the remote shell: a path with one means one thing to rsync and another
+# to the move replay and --check.
+_SHELL_READS = "*?[]\n\r"
+
+
 def _rnodes(value: Any, base_dir: str) -> tuple[str, ...]:
     """The destinations; local ones made absolute (relative ones are relative to base_dir)."""
     nodes = _string_list(value, "rsync destinations")
@@ -349,6 +387,12 @@ def _rnodes(value: Any, base_dir: str) -> tuple[str, ...]:
     for node in nodes:
         if node.startswith("-"):
             raise ValueError(f"entry {node!r} starts with '-' and would be taken as an option")
+        if rsync.node_kind(node) is rsync.Kind.SSH and any(
+                c in rsync.ssh_parts(node)[1] for c in _SHELL_READS):
+            raise ValueError(f"entry {node!r}: rsync leaves * ? [ ] and line breaks in an ssh "
+                             "node's path to the remote shell, which would expand or split "
+                             "them (rsync and the move replay would work in different "
+                             "places); rename the directory")
     if len(set(nodes)) != len(nodes):
         raise ValueError("lists the same destination twice")
     return tuple(os.path.normpath(os.path.join(base_dir, n))

@@ -123,7 +123,6 @@ class Daemon:
         self._list_cache: tuple[set[str], list[str]] | None = None
         # The move replay: off for every node when an rsync option would fight
         # it; per node once it cannot run there; locally without perl.
-        self.replay_blocker = replaymod.off_because(config.replay_moves, config.rsync_args)
         self.no_replay: dict[str, str] = {}
         self.perl_here: bool | None = None
         self.marks = Marks(config.state_dir)  # read at start only
@@ -334,7 +333,9 @@ class Daemon:
     def _replay_for(self, dest: str, moves: list[Move]) -> Replay | None:
         """The renames to replay on dest before its run, if any can be."""
         c = self.config
-        if not moves or not can_replay(dest) or self.replay_blocker or dest in self.no_replay:
+        # From the settings in force: a reload may add --backup, say.
+        off = replaymod.off_because(c.replay_moves, c.rsync_args)
+        if not moves or not can_replay(dest) or off or dest in self.no_replay:
             return None
         if node_kind(dest) is Kind.LOCAL and not self._local_perl():
             return None
@@ -361,6 +362,12 @@ class Daemon:
         """What a run's replay said: a node where it cannot run gets no more tries
         (said once); rsync sent what the replay did not move either way."""
         rc, said = e.replay_rc, e.replay_said
+        if rc == 0 and "(untrusted: " in said and e.dest not in self.no_replay:
+            why = said.split("(untrusted: ", 1)[1].rstrip(")\n ")
+            self.no_replay[e.dest] = why
+            log.warning("%s: %s: renames to this node are sent as data, not replayed (see "
+                        "README, Moves and ssh connections)", e.dest, why)
+            return
         if rc is None or rc <= 0 or e.dest in self.no_replay:
             return  # done; cut short by its time limit (the run failed: logged there) or by us
         cannot = rc in (127, replaymod.EXIT_UNSUPPORTED)
@@ -445,6 +452,10 @@ class Daemon:
                 self.on_reload(old)
             where = f"{e.filename}: " if e.filename else ""
             return self.scheduler.reload_failed(f"{where}{e.strerror}", now)
+        off = replaymod.off_because(new.replay_moves, new.rsync_args)
+        if off != replaymod.off_because(old.replay_moves, old.rsync_args):
+            log.info("renames are %s", f"sent as data, not replayed: {off}" if off
+                     else "replayed again")
         return self.scheduler.reloaded(new, now, self.marks.marked(new.rnodes))
 
     def _switch_watcher(self, new: Config) -> None:

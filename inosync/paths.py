@@ -186,6 +186,34 @@ def foreign_symlink(path: str) -> str | None:
     return None
 
 
+def others_may_change(path: str) -> str | None:
+    """Why someone but root or us could remove, rename or replace what lies at path
+    (or will: a missing end is judged by the directories above it), or None.
+
+    Like sshd's StrictModes: each directory on the way (symlinks resolved) must
+    belong to root or us and not be writable by group or others; a sticky one
+    (/tmp) is fine for a path below it that is ours, since no one else may
+    rename or remove our entries there. A symlink on the way must be ours or
+    root's (foreign_symlink).
+    """
+    foreign = foreign_symlink(path)
+    if foreign:
+        return f"{foreign} leads to it"
+    here = "/"
+    for part in [p for p in os.path.realpath(path).split("/") if p] + [""]:
+        try:
+            st = os.lstat(here)
+        except OSError:
+            return None  # made later, by us
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid not in (0, os.getuid()):
+            return f"{here} belongs to uid {st.st_uid} (chown root {here})"
+        if mode & 0o022 and not (mode & stat.S_ISVTX and part):  # sticky: ours below stay
+            return f"{here} is writable by others (mode {mode:04o}; chmod go-w {here})"
+        here = os.path.join(here, part)
+    return None
+
+
 def system_inside(wpath: str) -> str | None:
     """A system directory inside (or equal to) wpath, or None."""
     for d in SYSTEM_DIRS:

@@ -76,7 +76,7 @@ EXIT_BAD_INPUT = 4  # the data did not match the script: a bug, said loudly
 # stderr: one summary line. Syscall numbers: openat, mkdirat, renameat2, close.
 SCRIPT = r"""
 use strict; use warnings; use Config;
-use Fcntl qw(:flock :mode O_RDONLY O_DIRECTORY O_NOFOLLOW);
+use Fcntl qw(:flock :mode O_RDONLY O_RDWR O_CREAT O_DIRECTORY O_NOFOLLOW);
 my %nr = (x86_64 => [257, 258, 316, 3], i386 => [295, 296, 353, 6],
           arm => [322, 323, 382, 6], generic => [56, 34, 276, 57]);
 my $arch = $Config{archname};
@@ -93,7 +93,9 @@ my (undef, $root, $mkparents, $limit) = splice(@f, 0, 4);
 alarm($limit) if $limit > 0;  # ends itself even where the daemon's kill cannot reach
 $| = 1;
 my ($done, $left, $why, @taint) = (0, 0, '');
-sub finish { print STDERR "renames replayed: $done, left to rsync: $left$why\n"; exit 0; }
+my ($lock, $lockpath);
+sub finish { unlink($lockpath) if defined $lockpath;  # then the lock goes with the handle
+  print STDERR "renames replayed: $done, left to rsync: $left$why\n"; exit 0; }
 if ($root =~ m{^~([^/]*)(/.*)?$}s) {  # what the remote shell makes of it for rsync
   my $home = $1 eq '' ? ($ENV{HOME} // (getpwuid($<))[7]) : (getpwnam($1))[7];
   if (!defined $home || $home eq '') { $left = @f / 3; $why = " (no home directory for ~$1)";
@@ -107,12 +109,27 @@ sub cls { syscall($CLOSE, $_[0] + 0) if $_[0] >= 0; }
 sub trusted { my @st = stat("/proc/self/fd/$_[0]");
   return @st && ($st[4] == 0 || $st[4] == $>) && (S_ISLNK($st[2]) || !($st[2] & 022)); }
 my $rfd = opn($AT_CWD, $root, O_RDONLY | O_DIRECTORY);
-my $lock;  # the root's handle, held (and locked) until the end
-if ($rfd >= 0) {  # one replay at a time per node: a retry waits for one cut short
-  open($lock, '<&=', $rfd) && flock($lock, LOCK_EX)
-    or do { print STDERR "cannot replay safely here: cannot lock $root: $!\n"; exit 3; };
-  if (!trusted($rfd)) { $why = " (the node's directory may be changed by another user)";
-    $rfd = -1; }
+# The lock, held until the end: one replay at a time per node (a retry
+sub take_lock {  # waits for one cut short); a file only we may open: no one else can hold it
+  my @r = stat("/proc/self/fd/$rfd"); my $name = "inosync-replay-$r[0]-$r[1].lock";
+  for my $d ('/run/lock', '/var/lock', '/tmp') {
+    for (1 .. 5) {  # the holder removes it when done: lock the file still at the path
+      sysopen($lock, "$d/$name", O_RDWR | O_CREAT | O_NOFOLLOW, 0600) or last;
+      my @l = stat($lock);
+      return 0 if !S_ISREG($l[2]) || $l[4] != $> || $l[3] != 1 || $l[2] & 077
+        || !flock($lock, LOCK_EX);
+      my @p = lstat("$d/$name");
+      if (@p && $p[0] == $l[0] && $p[1] == $l[1]) { $lockpath = "$d/$name"; return 1; }
+      close($lock);
+    }
+  }
+  return 0;
+}
+if ($rfd >= 0) {
+  if (!take_lock()) { print STDERR "cannot replay safely here: no lock file of ours "
+    . "(inosync-replay-*.lock in /run/lock, /var/lock or /tmp)\n"; exit 3; }
+  if (!trusted($rfd)) { $why = " (untrusted: the node's directory may be changed by "
+    . "another user)"; $rfd = -1; }
 }
 sub names_ok { my $p = shift; return 0 if $p eq '' || $p =~ m{^/};
   for (split m{/}, $p, -1) { return 0 if $_ eq '' || $_ eq '.' || $_ eq '..'; } 1 }

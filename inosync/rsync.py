@@ -56,6 +56,17 @@ def ssh_host(dest: str) -> str:
     return host
 
 
+# rsync takes options from popt alias files too: ~/.popt ($HOME's) and /etc/popt
+# (config.py refuses rsync lines there). Its children get an empty HOME, so its
+# command line alone decides (ssh finds its keys by the password database).
+EMPTY_HOME = "/nonexistent"
+
+
+def child_environment() -> dict[str, str]:
+    """The environment of rsync (and of what inosync runs beside it)."""
+    return {**os.environ, "HOME": EMPTY_HOME}
+
+
 def with_slash(path: str) -> str:
     """rsync copies a directory's contents (not the directory) when it ends in '/'."""
     return path if path.endswith("/") else path + "/"

@@ -9,6 +9,7 @@ them. Children never block the loop: ``start`` returns at once, and
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import logging
 import os
@@ -27,7 +28,7 @@ from typing import IO
 from . import progress
 from .batch import RunPlan, plural
 from .progress import Progress
-from .rsync import Outcome, root_rules, with_slash
+from .rsync import Outcome, child_environment, root_rules, with_slash
 
 log = logging.getLogger("inosync")
 
@@ -323,17 +324,41 @@ def _private_dir(path: str) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_us(parent: int) -> Callable[[], None]:
+    """In the child, before exec: be killed when the daemon dies, however it dies.
+
+    A replay or an rsync that outlived a daemon killed outright would go on
+    renaming or writing on a node that the next start has already repaired
+    (the signal survives exec; it reaches ssh, whose end closes the node's side).
+    """
+    def arm() -> None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # died before the line above: too late for it
+            os._exit(1)
+
+    return arm
+
+
 def _spawn(argv: list[str], stderr: IO[bytes], stdin: str | None = None,
            keep_fd: int | None = None, stdout: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
-    """A child in its own process group (so a signal reaches its ssh too)."""
+    """A child in its own process group (so a signal reaches its ssh too), killed if
+    the daemon dies."""
     keep = (keep_fd,) if keep_fd is not None else ()
     out = stdout if stdout is not None else subprocess.DEVNULL
+    arm = _die_with_us(os.getpid())
+    env = child_environment()
     if stdin is None:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=stderr, start_new_session=True, pass_fds=keep)
+                                stderr=stderr, start_new_session=True, pass_fds=keep,
+                                preexec_fn=arm, env=env)
     with open(stdin, "rb") as data:
         return subprocess.Popen(argv, stdin=data, stdout=out, stderr=stderr,
-                                start_new_session=True, pass_fds=keep)
+                                start_new_session=True, pass_fds=keep, preexec_fn=arm,
+                                env=env)
 
 
 def _appended(f: IO[bytes]) -> IO[bytes]:

@@ -23,7 +23,7 @@ from typing import IO
 
 from .batch import plural
 from .config import Config
-from .rsync import describe, find_option, full_argv
+from .rsync import child_environment, describe, find_option, full_argv
 from .signals import StopDuringStartup
 
 EXIT_IDENTICAL, EXIT_DIFFERS, EXIT_ERROR = 0, 1, 2
@@ -213,7 +213,8 @@ def verify(config: Config, checksum: bool = False) -> list[Result]:
             out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
             try:
                 proc = subprocess.Popen(verify_argv(config, dest, checksum),
-                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                        env=child_environment())
             except OSError:
                 out.close()
                 err.close()
