@@ -252,8 +252,9 @@ def _check_together(config: Config, where: Callable[[str], str]) -> None:
         raise ConfigError(f"{where(setting)}: {why}")
     popt = popt_rsync_line()
     if popt:
-        raise ConfigError(f"{popt}: this line gives rsync options that inosync never sees "
-                          "(and so cannot check); remove it, and put options in rsync_args")
+        raise ConfigError(f"{config.path}: {popt}: this line gives rsync options that "
+                          "inosync never sees (and so cannot check); remove it, and put "
+                          "options in rsync_args")
 
 
 POPT_FILES = ("/etc/popt",)

@@ -831,3 +831,37 @@ def test_bind_mount_overlap_is_refused(write, tmp_path):
         assert "lies inside wpath" in message
     finally:
         subprocess.run(["umount", str(bind)], check=True)
+
+
+# ---------------------------------------------------------------- issue 15: what rsync reads
+
+
+def test_rsync_lines_in_etc_popt_are_refused(write, wdir, tmp_path, monkeypatch):
+    """popt aliases add options to every rsync run that rsync_args never shows (a
+    --backup the move replay would bypass, a --dry-run that copies nothing)."""
+    from inosync import config as configmod
+
+    popt = tmp_path / "popt"
+    popt.write_text("# nothing\nrsync alias -a -a --backup\n")
+    monkeypatch.setattr(configmod, "POPT_FILES", (str(popt),))
+    assert f"{popt}:2: this line gives rsync options that inosync never sees" in \
+        error_of(write(*base_lines(wdir)))
+    popt.write_text("ls alias -l -la\n")  # other programs' lines are theirs
+    assert load(write(*base_lines(wdir))).rnodes
+
+
+@pytest.mark.parametrize("dest", ["h:/srv/site[1]", "h:/srv/*", "h:/srv/a?", "h:/srv/a\nb"])
+def test_ssh_node_paths_the_remote_shell_would_expand_are_refused(write, wdir, dest):
+    assert "to the remote shell, which would expand or split them" in \
+        error_of(write(base_lines(wdir)[0], f"rnodes = [{dest!r}]"))
+
+
+def test_state_dir_where_others_may_change_it_is_refused(write, wdir, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert f"{shared} is writable by others (mode 0777" in \
+        error_of(write(*base_lines(wdir), f"state_dir = {str(shared / 'state')!r}"))
+    shared.chmod(0o1777)  # sticky: no one else may rename or remove ours below it
+    assert load(write(*base_lines(wdir), f"state_dir = {str(shared / 'state')!r}")).state_dir == \
+        str(shared / "state")
