@@ -64,3 +64,17 @@ def slow_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHost]:
         yield host
     finally:
         host.destroy()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def replay_lock_files() -> Iterator[None]:
+    """The replay's lock files (/run/lock/inosync-replay-*.lock) that tests left:
+    a replay killed on purpose does not remove its own."""
+    def present() -> set[Path]:
+        return {p for d in ("/run/lock", "/var/lock", "/tmp")
+                for p in Path(d).glob("inosync-replay-*.lock")}
+
+    before = present()
+    yield
+    for path in present() - before:
+        path.unlink(missing_ok=True)
