@@ -2,10 +2,12 @@
 
 ``RandomOps(src, seed)`` makes seeded random changes with hard names
 (creates, writes, renames, deletes, symlinks, hard links, modes, file <->
-directory swaps); ``drive(ops, count)`` runs them in bursts with short
-random pauses. tests/test_random.py runs them against a live daemon, and
-``python bench/soak.py`` does the same for longer (it puts tests/ on
-``sys.path`` to import this module). Everything random comes from
+directory swaps; with ``swaps=True`` also swaps through a temporary name,
+log-style rotations, and "twins", files of one size and one mtime, which
+``twin_renames()`` swaps and rotates); ``drive(ops, count)`` runs them in
+bursts with short random pauses. tests/test_random.py runs them against a
+live daemon, and ``python bench/soak.py`` does the same for longer (it puts
+tests/ on ``sys.path`` to import this module). Everything random comes from
 ``random.Random(seed)``: the same seed makes the same operations on the same
 tree, whatever the timing (pauses come from a separate generator). Only the
 standard library is used.
@@ -20,6 +22,7 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 # Names that break naive tools (shells, line-based lists, UTF-8 decoders);
@@ -49,6 +52,8 @@ class Entry:
     kind: str  # "f" regular file, "d" directory, "l" symlink, "o" anything else
     depth: int  # number of components of rel
     nlink: int
+    size: int = 0
+    mtime_ns: int = 0
 
 
 class RandomOps:
@@ -73,11 +78,27 @@ class RandomOps:
       skips a file whose size and mtime (in whole seconds) match the node's
       copy, so a path that gets another content of the same size within the
       same second keeps the old content on the nodes.
+
+    ``swaps=True`` adds three operations (off by default, so that a seed
+    makes the same operations it always made): ``twins`` writes two files
+    of one size back to back in one directory, with one mtime (as a coarse
+    file clock gives them); ``swap`` swaps two files through a temporary
+    name (``mv x t; mv y x; mv t y``) and ``rotate`` moves one into
+    another's place (``mv cur prev; mv next cur``), both on files of
+    different sizes. ``twin_renames(n)`` swaps and rotates twins, n times.
+    rsync's quick check (size and mtime) cannot tell twins apart: once
+    their renames are done on a node, only doing each of them there once
+    leaves the node equal to the source. Twins are renamed by
+    ``twin_renames()`` only, never by a step: renamed while an rsync reads
+    them (a change racing a running batch), the node gets their new
+    contents from that rsync, and the next batch's replay renames them once
+    more (tests/test_random.py calls it while the daemon is idle).
     """
 
     def __init__(self, root: Path | str, seed: int, *, max_entries: int = 200,
                  max_depth: int = 5, hardlink_writes: bool = False,
-                 same_size: bool = False, names: Sequence[str] = NAMES) -> None:
+                 same_size: bool = False, swaps: bool = False,
+                 names: Sequence[str] = NAMES) -> None:
         self.root = str(root)
         self.names = list(names)
         self.seed = seed
@@ -99,6 +120,8 @@ class RandomOps:
             (self.op_chmod, 4), (self.op_utime, 4), (self.op_atomic_save, 5),
             (self.op_hardlink, 3),
         ]
+        if swaps:
+            self._ops += [(self.op_twins, 6), (self.op_swap, 4), (self.op_rotate, 4)]
         self._shrink = [(self.op_rmtree, 3), (self.op_unlink, 5), (self.op_dir_to_file, 1)]
         # A small tree grows: whole subtrees go less often.
         self._grow = [(f, 1 if f in (self.op_rmtree, self.op_dir_to_file) else w)
@@ -118,7 +141,8 @@ class RandomOps:
                 st = e.stat(follow_symlinks=False)
                 kind = ("d" if stat.S_ISDIR(st.st_mode) else "f" if stat.S_ISREG(st.st_mode)
                         else "l" if stat.S_ISLNK(st.st_mode) else "o")
-                found.append(Entry(child, kind, depth + 1, st.st_nlink))
+                found.append(Entry(child, kind, depth + 1, st.st_nlink, st.st_size,
+                                   st.st_mtime_ns))
                 if kind == "d":
                     visit(child, depth + 1)
 
@@ -175,6 +199,14 @@ class RandomOps:
 
     def _join(self, parent: str, name: str) -> str:
         return f"{parent}/{name}" if parent else name
+
+    def _twin_pairs(self, tree: list[Entry]) -> list[tuple[Entry, Entry]]:
+        """Pairs of non-empty files in one directory with the same size and mtime."""
+        groups: dict[tuple[str, int, int], list[Entry]] = {}
+        for e in self._files(tree):
+            if e.size:
+                groups.setdefault((os.path.dirname(e.rel), e.size, e.mtime_ns), []).append(e)
+        return [pair for group in groups.values() for pair in combinations(group, 2)]
 
     def _subtree_depth(self, tree: list[Entry], top: Entry) -> int:
         """How many levels top and what is below it occupy (1 for an empty dir)."""
@@ -403,6 +435,104 @@ class RandomOps:
         rel = self._join(parent, self._name(parent))
         os.link(self.path(f.rel), self.path(rel), follow_symlinks=False)
         return f"hard link {rel!r} -> {f.rel!r}"
+
+    def op_twins(self, tree: list[Entry]) -> str | None:
+        parent = self.rng.choice(self._dirs(tree))
+        size = self._size(1, self.rng.choice((10, 1000, 5000)))
+        first = self._join(parent, self._name(parent))
+        self._open_write(first, os.O_CREAT | os.O_EXCL, self.rng.randbytes(size))
+        second = self._join(parent, self._name(parent))
+        self._open_write(second, os.O_CREAT | os.O_EXCL, self.rng.randbytes(size))
+        st = os.lstat(self.path(first))
+        os.utime(self.path(second), ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        return f"twins {first!r} {second!r} ({size} bytes)"
+
+    def op_swap(self, tree: list[Entry]) -> str | None:
+        pair = self._two_files(tree)
+        return None if pair is None else self._swap(*pair)
+
+    def op_rotate(self, tree: list[Entry]) -> str | None:
+        pair = self._two_files(tree)
+        return None if pair is None else self._rotate(tree, *pair)
+
+    def _two_files(self, tree: list[Entry]) -> tuple[str, str] | None:
+        """Two files of different sizes (never twins)."""
+        files = self._files(tree)
+        if not files:
+            return None
+        a = self.rng.choice(files)
+        b = self._choice([e for e in files if e.size != a.size])
+        return None if b is None else (a.rel, b.rel)
+
+    def _fresh(self, parent: str) -> str:
+        """A path in parent that does not exist (a rename there overwrites nothing)."""
+        rel = self._join(parent, self._name(parent))
+        while os.path.lexists(self.path(rel)):
+            rel = f"{rel}.{self.rng.randrange(100)}"
+        return rel
+
+    def _swap(self, x: str, y: str) -> str:
+        tmp = self._fresh(os.path.dirname(x))
+        os.rename(self.path(x), self.path(tmp))
+        os.rename(self.path(y), self.path(x))
+        os.rename(self.path(tmp), self.path(y))
+        return f"swap {x!r} <-> {y!r} through {tmp!r}"
+
+    def _rotate(self, tree: list[Entry], cur: str, nxt: str,
+                keep: frozenset[str] = frozenset()) -> str:
+        parent = os.path.dirname(cur)
+        # Over the file a rotation before left there (not one in keep), or to a new name.
+        olds = [e.rel for e in self._files(tree) if os.path.dirname(e.rel) == parent
+                and e.rel not in (cur, nxt) and e.rel not in keep]
+        prev = (self.rng.choice(olds) if olds and self.rng.random() < 0.5
+                else self._fresh(parent))
+        os.rename(self.path(cur), self.path(prev))
+        os.rename(self.path(nxt), self.path(cur))
+        return f"rotate {nxt!r} -> {cur!r} -> {prev!r}"
+
+    def add_twins(self, count: int) -> None:
+        """count more pairs of twins, recorded as steps are."""
+        for _ in range(count):
+            try:
+                what = self.op_twins(self.walk())
+            except OSError as e:
+                self.failed += 1
+                what = f"twins: failed: {e}"
+            else:
+                self.counts["twins"] = self.counts.get("twins", 0) + 1
+            self.history.append(what or "twins: skipped")
+
+    def twin_renames(self, count: int) -> list[str]:
+        """Swaps and rotations of up to count pairs of twins, recorded as steps
+        are; what was done. Each file is renamed once at most: renames of
+        one pair that undo each other would change nothing."""
+        tree = self.walk()
+        pairs = self._twin_pairs(tree)
+        twins = {e.rel for pair in pairs for e in pair}
+        used: set[str] = set()
+        done: list[str] = []
+        while len(done) < count:
+            pairs = [(a, b) for a, b in pairs if a.rel not in used and b.rel not in used]
+            if not pairs:
+                break
+            a, b = self.rng.choice(pairs)
+            x, y = (a.rel, b.rel) if self.rng.random() < 0.5 else (b.rel, a.rel)
+            used |= {x, y}
+            name = self.rng.choice(("twin_swap", "twin_rotate"))
+            try:
+                if name == "twin_swap":
+                    what = self._swap(x, y)
+                else:
+                    what = self._rotate(tree, x, y, keep=frozenset(twins | used))
+            except OSError as e:
+                self.failed += 1
+                what = f"{name}: failed: {e}"
+            else:
+                self.counts[name] = self.counts.get(name, 0) + 1
+                what = "twins: " + what
+            self.history.append(what)
+            done.append(what)
+        return done
 
 
 PAUSES = (0.0, 0.01, 0.05, 0.1, 0.3, 0.5)

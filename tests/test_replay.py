@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from flakyrsync import runs, write_flaky_rsync
 from helpers import tree_diff, wait_converged, wait_until, write_config
 from randomops import ODD_NAMES
 
@@ -201,6 +202,42 @@ def test_renames_queued_while_the_node_fails(replica, tmp_path):
     assert (node / "c").read_bytes() == payload("a")
     converge_after(d, src, node, lambda: (src / "later").rename(src / "later2"))
     assert replayed(node / "later2", ino)
+
+
+@FAST_KINDS
+def test_renames_are_done_once_when_rsync_fails_after_them(replica, tmp_path):
+    """A run whose rsync failed after its replay goes back to the queue, but
+    the node has its renames already: doing them again with the next attempt
+    would swap x and y back and rotate the wrong file into prev. rsync would
+    leave both so: the files are twins (same size, same mtime).
+
+    The first batch run after the changes sends everything, then exits 23
+    (as rsync does when the node's disk fills up at the very end)."""
+    start, src, node = replica
+    twins = {"x": "x", "y": "y", "cur": "current", "next": "next"}
+    for name, tag in twins.items():
+        (src / name).write_bytes(payload(tag))
+    # Written back to back: on a coarse file clock they share one mtime.
+    stamp = (src / "x").stat().st_mtime_ns
+    for name in twins:
+        os.utime(src / name, ns=(stamp, stamp))
+    armed = tmp_path / "fail-the-next-batch"
+    flaky = write_flaky_rsync(tmp_path / "rsync", armed=armed)
+    d = start(rsync=str(flaky))
+    armed.touch()
+    runs_before = d.log().count("synced ")
+    os.rename(src / "x", src / "t")  # a swap of x and y through t
+    os.rename(src / "y", src / "x")
+    os.rename(src / "t", src / "y")
+    os.rename(src / "cur", src / "prev")  # a rotation
+    os.rename(src / "next", src / "cur")
+    d.wait_log(r"rsync failed: exit 23 \(partial transfer due to error\): flaky rsync")
+    assert "replay exited 0: renames replayed: 5, left to rsync: 0" in d.log()
+    assert ("done-then-23", "exit 23") in runs(flaky)  # the transfer was complete
+    wait_until(lambda: d.log().count("synced ") > runs_before, 20, "the batch sent again")
+    left = tree_diff(src, node)  # by checksum: size and mtime match either way
+    assert not left, f"the node's files differ from the source's: {left}"
+    assert "Traceback" not in d.log()
 
 
 @FAST_KINDS
