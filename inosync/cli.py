@@ -127,16 +127,8 @@ def fail(message: str, code: int) -> int:
     return code
 
 
-# rsync reads these from the environment, unseen in its command line: they change
-# whether the remote shell reads a node's path (a leading ~ expands or not). The
-# command line alone decides, so that rsync, the replay and --check agree.
-RSYNC_ENVIRONMENT = ("RSYNC_PROTECT_ARGS", "RSYNC_OLD_ARGS")
-
-
 def main(argv: list[str] | None = None) -> int:
     signals = Signals()  # first: a signal during start-up must not kill us unlogged
-    for name in RSYNC_ENVIRONMENT:
-        os.environ.pop(name, None)
     try:
         args = parse_args(argv)
         logs = Logs(args.verbose)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import fnmatch
 import math
 import os
 import shutil
@@ -274,7 +275,8 @@ def popt_rsync_line() -> str | None:
         try:
             with open(name, "rb") as f:
                 for number, line in enumerate(f, 1):
-                    if line.split()[:1] == [b"rsync"]:
+                    words = line.split()[:1]  # popt matches it as a pattern, as fnmatch
+                    if words and fnmatch.fnmatchcase("rsync", os.fsdecode(words[0])):
                         return f"{name}:{number}"
         except OSError:
             continue

@@ -371,15 +371,12 @@ class Daemon:
         if rc is None or rc <= 0 or e.dest in self.no_replay:
             return  # done; cut short by its time limit (the run failed: logged there) or by us
         cannot = rc in (127, replaymod.EXIT_UNSUPPORTED)
-        if node_kind(e.dest) is Kind.LOCAL:
-            if cannot and self.perl_here is not False:
+        if node_kind(e.dest) is Kind.LOCAL and rc == 127:  # no perl: no local node has it
+            if self.perl_here is not False:
                 self._no_replay_here(said or "cannot run perl")
-            elif not cannot:
-                log.warning("%s: the move replay failed (exit %d: %s); rsync sent the data",
-                            e.dest, rc, said or "no message")
             return
         if cannot:
-            why = "no perl there" if rc == 127 else said or "unsupported system"
+            why = "no perl there" if rc == 127 else said.strip() or "unsupported system"
             self.no_replay[e.dest] = why
             log.warning("%s: %s: renames to this node are sent as data, not replayed",
                         e.dest, why)

@@ -109,25 +109,31 @@ sub cls { syscall($CLOSE, $_[0] + 0) if $_[0] >= 0; }
 sub trusted { my @st = stat("/proc/self/fd/$_[0]");
   return @st && ($st[4] == 0 || $st[4] == $>) && (S_ISLNK($st[2]) || !($st[2] & 022)); }
 my $rfd = opn($AT_CWD, $root, O_RDONLY | O_DIRECTORY);
-# The lock, held until the end: one replay at a time per node (a retry
-sub take_lock {  # waits for one cut short); a file only we may open: no one else can hold it
-  my @r = stat("/proc/self/fd/$rfd"); my $name = "inosync-replay-$r[0]-$r[1].lock";
-  for my $d ('/run/lock', '/var/lock', '/tmp') {
-    for (1 .. 5) {  # the holder removes it when done: lock the file still at the path
-      sysopen($lock, "$d/$name", O_RDWR | O_CREAT | O_NOFOLLOW, 0600) or last;
-      my @l = stat($lock);
-      return 0 if !S_ISREG($l[2]) || $l[4] != $> || $l[3] != 1 || $l[2] & 077
-        || !flock($lock, LOCK_EX);
-      my @p = lstat("$d/$name");
-      if (@p && $p[0] == $l[0] && $p[1] == $l[1]) { $lockpath = "$d/$name"; return 1; }
-      close($lock);
-    }
+# The lock, held until the end: one replay at a time per node (a retry waits for
+# one cut short). Its file lies in a directory of ours that no one else may write
+# (root: /run/inosync-replay; another user: ~/.inosync-replay, by the password
+# database), so no one else can open it, hold it, or put anything at its name.
+sub lock_dir {
+  my $d = $> == 0 ? '/run/inosync-replay' : ((getpwuid($>))[7] // '') . '/.inosync-replay';
+  mkdir($d, 0700);
+  my @st = lstat($d);
+  return @st && S_ISDIR($st[2]) && $st[4] == $> && !($st[2] & 077) ? $d : undef;
+}
+sub take_lock {
+  my $d = lock_dir() // return 0;
+  my @r = stat("/proc/self/fd/$rfd"); my $path = "$d/$r[0]-$r[1].lock";
+  for (1 .. 100) {  # the holder removes it when done: lock the file still at the path
+    sysopen($lock, $path, O_RDWR | O_CREAT | O_NOFOLLOW, 0600) or return 0;
+    flock($lock, LOCK_EX) or return 0;
+    my @l = stat($lock); my @p = lstat($path);
+    if (@p && $p[0] == $l[0] && $p[1] == $l[1]) { $lockpath = $path; return 1; }
+    close($lock);
   }
   return 0;
 }
 if ($rfd >= 0) {
-  if (!take_lock()) { print STDERR "cannot replay safely here: no lock file of ours "
-    . "(inosync-replay-*.lock in /run/lock, /var/lock or /tmp)\n"; exit 3; }
+  if (!take_lock()) { print STDERR "cannot replay safely here: no lock of ours (in "
+    . "/run/inosync-replay, or ~/.inosync-replay for a user but root): $!\n"; exit 3; }
   if (!trusted($rfd)) { $why = " (untrusted: the node's directory may be changed by "
     . "another user)"; $rfd = -1; }
 }

@@ -56,15 +56,18 @@ def ssh_host(dest: str) -> str:
     return host
 
 
-# rsync takes options from popt alias files too: ~/.popt ($HOME's) and /etc/popt
-# (config.py refuses rsync lines there). Its children get an empty HOME, so its
-# command line alone decides (ssh finds its keys by the password database).
-EMPTY_HOME = "/nonexistent"
+# rsync takes options from outside its command line too: popt alias files
+# (~/.popt, found through $HOME, and /etc/popt, whose rsync lines config.py
+# refuses) and these variables. Its children get neither HOME nor these, so
+# the command line alone decides (ssh finds ~ by the password database, not
+# $HOME; RSYNC_PASSWORD, RSYNC_PROXY and the like stay for rsync:// nodes).
+OPTION_VARIABLES = ("HOME", "RSYNC_PROTECT_ARGS", "RSYNC_OLD_ARGS", "RSYNC_ICONV",
+                    "RSYNC_PARTIAL_DIR")
 
 
 def child_environment() -> dict[str, str]:
     """The environment of rsync (and of what inosync runs beside it)."""
-    return {**os.environ, "HOME": EMPTY_HOME}
+    return {k: v for k, v in os.environ.items() if k not in OPTION_VARIABLES}
 
 
 def with_slash(path: str) -> str:

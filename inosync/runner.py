@@ -332,8 +332,9 @@ def _die_with_us(parent: int) -> Callable[[], None]:
     """In the child, before exec: be killed when the daemon dies, however it dies.
 
     A replay or an rsync that outlived a daemon killed outright would go on
-    renaming or writing on a node that the next start has already repaired
-    (the signal survives exec; it reaches ssh, whose end closes the node's side).
+    renaming or writing on a node that the next start has already repaired.
+    The signal survives exec, not fork: a replay's ssh gets it (its end closes
+    the node's side), rsync's own ssh ends when rsync's pipes close.
     """
     def arm() -> None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

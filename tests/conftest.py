@@ -68,13 +68,13 @@ def slow_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHost]:
 
 @pytest.fixture(scope="session", autouse=True)
 def replay_lock_files() -> Iterator[None]:
-    """The replay's lock files (/run/lock/inosync-replay-*.lock) that tests left:
-    a replay killed on purpose does not remove its own."""
-    def present() -> set[Path]:
-        return {p for d in ("/run/lock", "/var/lock", "/tmp")
-                for p in Path(d).glob("inosync-replay-*.lock")}
-
-    before = present()
+    """The replay's lock directory (/run/inosync-replay), and the lock files that
+    tests left in it: a replay killed on purpose does not remove its own."""
+    locks = Path("/run/inosync-replay")
+    existed = locks.exists()
+    before = set(locks.glob("*.lock"))
     yield
-    for path in present() - before:
+    for path in set(locks.glob("*.lock")) - before:
         path.unlink(missing_ok=True)
+    if not existed and locks.is_dir() and not any(locks.iterdir()):
+        locks.rmdir()
