@@ -276,7 +276,9 @@ def test_a_replay_does_not_outlive_a_killed_daemon(daemon, tree, tmp_path):
     perl = "/usr/bin/perl"
     (hook / "perl").write_text(f'#!/bin/sh\nexec {perl} -I{hook} -MPauseAfterFirstRename "$@"\n')
     (hook / "perl").chmod(0o755)
-    d = daemon(env={"PATH": f"{hook}:{os.environ['PATH']}", "PAUSE_MARK": str(mark)})
+    # TMPDIR: a daemon killed outright leaves its scratch directory behind.
+    d = daemon(env={"PATH": f"{hook}:{os.environ['PATH']}", "PAUSE_MARK": str(mark),
+                    "TMPDIR": str(tmp_path)})
     node = tmp_path / "node"
     (src / "t1").rename(src / "job")
     (src / "job").rename(src / "done" / "1")
