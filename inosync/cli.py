@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from . import __version__
@@ -172,7 +172,7 @@ def check(config: Config) -> int:
     problem = preflight(config)
     if problem:
         return fail(problem, EXIT_USAGE)
-    print("\n".join(summary(config)))
+    print_lines(summary(config))
     return EXIT_OK
 
 
@@ -190,9 +190,21 @@ def verify(config: Config, checksum: bool) -> int:
         return fail(f"--verify stopped by {e} before every node was checked", EXIT_USAGE)
     except OSError as e:
         return fail(f"--verify: cannot start {config.rsync}: {e.strerror}", EXIT_USAGE)
-    for result in results:
-        print(verification.report_line(result), flush=True)
-    return verification.exit_code(results)
+    print_lines(verification.report_line(result) for result in results)
+    return verification.exit_code(results)  # what was found, read to the end or not
+
+
+def print_lines(lines: Iterable[str]) -> None:
+    """Print to stdout. A reader that went away (``| head -1``, ``| true``) ends the
+    output, not the command: no traceback, and the exit status stays the
+    answer (a pager that read one line of --verify must not turn OK into 1)."""
+    try:
+        for line in lines:
+            print(line, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the flush at exit would raise again
+        os.close(devnull)
 
 
 def pidfile_arg(value: str) -> str:

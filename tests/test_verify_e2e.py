@@ -329,3 +329,21 @@ def test_quiet_rsync_args_refused(tree, tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert "rsync_args holds '-vq'" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("option", ["--check", "--verify"])
+def test_a_reader_that_goes_away_is_no_error(tree, tmp_path, option):
+    """Issue 17.4: `inosync --check | true` printed a BrokenPipeError traceback, and
+    `--verify | true` exited 1 though every node was identical."""
+    src, nodes = tree["src"], tree["nodes"]
+    for node in nodes:
+        mirror(src, node)
+    conf = config_for(tmp_path, src, [str(n) for n in nodes])
+    proc = subprocess.Popen([*inosync_argv(), "-c", str(conf), option],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
