@@ -181,14 +181,16 @@ class Scheduler:
     def changed(self, paths: Iterable[str], now: float,
                 moves: list[Move] | None = None) -> list[Action]:
         """The watcher saw these paths change (and these renames, in order):
-        debounce them into one batch."""
+        debounce them into one batch. The first change of a batch is news for
+        the statusfile and systemd ("1 path waiting, sync in 10 s")."""
+        was_empty = not self.collected
         for path in paths:
             self.collected.add(path)
         if moves and self.config.replay_moves:
             self.collected.add_moves(moves)
         if self.flush_at is None:
             self.flush_at = now + self.config.edelay
-        return []
+        return [WriteStatus()] if was_empty and self.collected else []
 
     def overflowed(self, now: float) -> list[Action]:
         """Events were lost: rescan and sync everything, once wpath is known to be the same."""
@@ -386,14 +388,34 @@ class Scheduler:
             if node.state is State.WAITING and node.retry_at is not None:
                 retry = wall + max(0.0, node.retry_at - now)
             pending = node.all_pending()
+            pending.update(self.collected)  # every node gets it at the flush
             rows.append({
                 "node": node.dest, "state": node.state.value,
-                "pending": pending.describe(), "pending_paths": len(pending.paths),
-                "pending_full": pending.full, "failures": node.failures,
+                "pending": self._pending_text(pending, now), "pending_paths": len(pending.paths),
+                "pending_full": pending.full, "waiting_paths": len(self.collected.paths),
+                "sync_in": self._sync_in(now), "failures": node.failures,
                 "last_ok": node.last_ok, "last_error": node.last_error,
                 "next_retry": retry, "runs": node.runs, "last_full_sync": node.last_full,
             })
         return rows
+
+    def _sync_in(self, now: float) -> float | None:
+        """Seconds until what is collected goes to the nodes (None: nothing is)."""
+        if not self.collected or self.flush_at is None:
+            return None
+        return max(0.0, self.flush_at - now)
+
+    def _pending_text(self, pending: PathSet, now: float) -> str:
+        """"2 paths", or with changes still collected during edelay "1 path waiting,
+        sync in 28 s" or "3 paths (1 waiting, sync in 28 s)"."""
+        sync_in = self._sync_in(now)
+        if sync_in is None:
+            return pending.describe()
+        waiting = self.collected.describe() if not self.collected.full else "full sync"
+        when = f"sync in {sync_in:.0f} s"
+        if pending.full == self.collected.full and len(pending) == len(self.collected):
+            return f"{waiting} waiting, {when}"
+        return f"{pending.describe()} ({waiting.split()[0]} waiting, {when})"
 
     def pending_note(self) -> str:
         """What was left to do, for the last line of the log."""

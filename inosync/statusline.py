@@ -34,6 +34,9 @@ def summary(rows: Sequence[Mapping[str, object]], stopping: bool = False) -> str
     initial = [r for r in busy if r["last_ok"] is None]
     if initial:
         return f"initial sync to {plural(len(initial), 'node')}"
+    if all(r["state"] != "running" and r["pending_paths"] == r.get("waiting_paths")
+           and not r["pending_full"] for r in busy):
+        return f"{busy[0]['pending']} ({plural(len(busy), 'node')})"  # during edelay
     if all(r["pending_full"] for r in busy):
         return f"full sync to {plural(len(busy), 'node')}"
     what = {str(r["pending"]) for r in busy}

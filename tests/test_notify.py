@@ -181,7 +181,8 @@ def test_status_line_through_a_story() -> None:
     assert line(s, 1.5) == "idle; 2 nodes in sync"
 
     s.changed(["docs/a.txt", "docs/b.txt"], 2.0)
-    assert line(s, 2.0) == "idle; 2 nodes in sync"  # still collecting: nothing to send yet
+    # Still collecting (edelay 2 s): said, with when it goes out (issue 17.2).
+    assert line(s, 2.0) == "2 paths waiting, sync in 2 s (2 nodes)"
     runs = starts(s.tick(4.0))
     assert set(runs) == {A, B}
     assert line(s, 4.0) == "syncing 2 paths to 2 nodes"

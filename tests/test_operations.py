@@ -207,3 +207,22 @@ def test_the_contrib_logrotate_snippet_rotates_without_losing_lines(tree, tmp_pa
         wait_until(lambda: "synced 1 path" in logfile.read_text(), 20,
                    "the next line in the new file")
         assert "reloaded" not in logfile.read_text()  # no HUP: no full sync
+
+
+def test_a_change_waiting_for_edelay_is_shown(tree, run_inosync):
+    """Issue 17.2: during edelay USR1 said "pending 0 paths" and the statusfile
+    pending_paths 0, yet stop said "1 path pending"."""
+    src, node = tree["src"], tree["nodes"][0]
+    status = tree["dir"] / "status.json"
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=30, statusfile=str(status))
+    d = run_inosync(conf)
+    d.wait_log("synced full sync")
+    (src / "new.txt").write_text("new\n")
+    wait_until(lambda: json.loads(status.read_text())["nodes"][0]["pending_paths"] == 1, 10)
+    row = json.loads(status.read_text())["nodes"][0]
+    assert row["pending"].startswith("1 path waiting, sync in ") and row["sync_in"] > 20
+    d.signal(signal.SIGUSR1)
+    d.wait_log(r"status: .*: idle, pending 1 path waiting, sync in \d+ s")
+    assert d.stop() == 0
+    assert "1 path pending at shutdown" in d.log()

@@ -67,7 +67,7 @@ def synced() -> Scheduler:
 
 def test_changes_wait_for_edelay_then_go_to_every_node_in_one_batch(synced):
     s = synced
-    assert s.changed(["docs/a"], 10.0) == []
+    assert s.changed(["docs/a"], 10.0) == [WriteStatus()]  # news: something is waiting
     assert s.changed(["docs/b", "docs/a"], 11.0) == []
     assert s.next_deadline() == 12.0  # edelay from the first change, not the last
     assert s.tick(11.9) == []
@@ -579,3 +579,21 @@ def test_nodes_with_an_unconfirmed_replay_compare_contents_at_start_and_reload()
     s = Scheduler(config())
     runs = starts(s.begin(0.0, compare=[A]))
     assert runs[A].batch.full and runs[A].batch.checksum and not runs[B].batch.checksum
+
+
+def test_changes_collected_during_edelay_show_as_pending_with_when_they_go():
+    """Issue 17.2: with a long edelay, USR1, the statusfile and STATUS= said
+    "pending 0 paths" for a change that stop then reported pending."""
+    s = Scheduler(config(edelay=30.0))
+    s.begin(0.0)
+    ended(s, A, OK, 0.5)
+    ended(s, B, 255, 0.5)  # B fails and keeps its full sync pending
+    s.changed(["docs/a"], 2.0)
+    rows = {r["node"]: r for r in s.status(4.0, 1004.0)}
+    assert rows[A]["pending"] == "1 path waiting, sync in 28 s"
+    assert (rows[A]["pending_paths"], rows[A]["waiting_paths"], rows[A]["sync_in"]) == \
+        (1, 1, 28.0)
+    assert rows[B]["pending"].startswith("full sync")
+    s.tick(32.0)  # flushed: no longer waiting
+    rows = {r["node"]: r for r in s.status(32.0, 1032.0)}
+    assert rows[A]["sync_in"] is None and rows[A]["waiting_paths"] == 0
