@@ -70,6 +70,7 @@ def test_sdist_holds_tests_docs_and_service_files(sdist: Path, tmp_path: Path) -
     # Leftovers of a demo or benchmark run, or bytecode, are not shipped.
     assert not list(tree.rglob("__pycache__"))
     assert not (tree / "demo" / "src").exists() and not (tree / "bench" / "results").exists()
+    assert not (tree / "demo" / "state").exists()
 
 
 def test_unit_tests_pass_in_the_unpacked_sdist(sdist: Path, tmp_path: Path) -> None:
