@@ -16,7 +16,6 @@ import os
 import shlex
 import shutil
 import signal
-import stat
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,7 @@ from typing import IO
 
 from . import progress
 from .batch import RunPlan, plural
+from .paths import private_dir
 from .progress import Progress
 from .rsync import Outcome, child_environment, root_rules, with_slash
 
@@ -298,7 +298,7 @@ class Runner:
         directory (or a symlink) of that name meanwhile, it is not ours to
         write rules into. A new one is made instead.
         """
-        if not _private_dir(self.dir):
+        if not private_dir(self.dir):
             self.dir = tempfile.mkdtemp(prefix="inosync-")
             log.warning("the directory for rsync list files was removed; now using %s",
                         self.dir)
@@ -313,15 +313,6 @@ class Runner:
             _remove([name])
             raise
         return name
-
-
-def _private_dir(path: str) -> bool:
-    """A real directory (not a symlink), ours, that nobody else may enter."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
