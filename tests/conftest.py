@@ -51,6 +51,25 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     server.stop()
 
 
+@pytest.fixture
+def own_sshd(tmp_path: Path) -> Iterator[Callable[..., Sshd]]:
+    """An sshd whose sessions get these environment variables (via authorized_keys)."""
+    started: list[Sshd] = []
+
+    def start(**env: str) -> Sshd:
+        server = Sshd(tmp_path / f"sshd{len(started)}")
+        server.config.write_text(server.config.read_text() + "PermitUserEnvironment yes\n")
+        keys = server.dir / "authorized_keys"
+        options = ",".join(f'environment="{k}={v}"' for k, v in env.items())
+        keys.write_text(f"{options} {keys.read_text()}")
+        started.append(server.start())
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def slow_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHost]:
     """A host behind a 20 Mbit/s link with 50 ms of round trip (tbf + delayproxy.py)."""

@@ -51,6 +51,16 @@ def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str
         delay = min(delay * 1.5, 0.25)
 
 
+def in_syscall(pid: int, numbers: set[str]) -> bool:
+    """True while pid's child sits in one of these system calls (strace holds it there)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return any(Path(f"/proc/{c}/syscall").read_text().split()[0] in numbers
+                   for c in children)
+    except (OSError, IndexError):
+        return False
+
+
 def tree_diff(src: Path | str, dst: Path | str, excludes: tuple[str, ...] = ()) -> list[str]:
     """What rsync would still change to make dst equal src (checksums, deletions).
 

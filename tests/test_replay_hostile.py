@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import RSYNC, Sshd, tree_diff, wait_until, write_config
+from helpers import RSYNC, Sshd, in_syscall, tree_diff, wait_until, write_config
 
 from inosync.excludes import Excludes
 from inosync.replay import Move, replay_argv, replay_input
@@ -31,25 +31,6 @@ USER_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.
 
 
 # ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def own_sshd(tmp_path: Path) -> Iterator[Callable[..., Sshd]]:
-    """An sshd whose sessions get these environment variables (via authorized_keys)."""
-    started: list[Sshd] = []
-
-    def start(**env: str) -> Sshd:
-        server = Sshd(tmp_path / f"sshd{len(started)}")
-        server.config.write_text(server.config.read_text() + "PermitUserEnvironment yes\n")
-        keys = server.dir / "authorized_keys"
-        options = ",".join(f'environment="{k}={v}"' for k, v in env.items())
-        keys.write_text(f"{options} {keys.read_text()}")
-        started.append(server.start())
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 @pytest.fixture
@@ -165,13 +146,6 @@ def test_a_replayed_rename_does_not_hand_the_node_user_a_protected_file(
 # ------------------------------------- 2. a handle's directory moved out of the node
 
 
-def in_syscall(pid: int, numbers: set[str]) -> bool:
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        return any(Path(f"/proc/{c}/syscall").read_text().split()[0] in numbers
-                   for c in children)
-    except (OSError, IndexError):
-        return False
 
 
 @pytest.mark.slow

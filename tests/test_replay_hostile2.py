@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers import Sshd, inosync_argv, tree_diff, wait_until, write_config
+from test_replay_hostile import PAUSE
 
 NOBODY = 65534
 USER_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else None
@@ -205,20 +206,6 @@ def test_a_node_where_the_replay_can_never_work_is_said_once(daemon, tree, tmp_p
 # ------------- 5. the marks in a state_dir whose parent another user may write
 
 
-PAUSE = r"""
-package PauseAfterFirstRename;
-my $n = 0;
-BEGIN {
-  *CORE::GLOBAL::syscall = sub {
-    my $r = CORE::syscall($_[0], @_[1 .. $#_]);
-    if (($_[0] == 316 || $_[0] == 276) && $r == 0 && ++$n == 1) {
-      open my $f, '>', $ENV{PAUSE_MARK}; close $f; sleep 60;
-    }
-    return $r;
-  };
-}
-1;
-"""
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_replay_hostile import in_syscall
+from helpers import in_syscall
 from test_replay_hostile2 import NOBODY, as_nobody
 
 import inosync.config as configmod

@@ -7,33 +7,12 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from helpers import RSYNC, Sshd, tree_diff, wait_converged, wait_until, write_config
 
 pytestmark = pytest.mark.slow  # end to end: real processes
-
-
-@pytest.fixture
-def own_sshd(tmp_path: Path) -> Iterator[Callable]:
-    """An sshd of the test's own whose sessions get these environment variables
-    (PATH without perl, another HOME), set through authorized_keys."""
-    started: list[Sshd] = []
-
-    def start(**env: str) -> Sshd:
-        server = Sshd(tmp_path / f"sshd{len(started)}")
-        server.config.write_text(server.config.read_text() + "PermitUserEnvironment yes\n")
-        keys = server.dir / "authorized_keys"
-        options = ",".join(f'environment="{k}={v}"' for k, v in env.items())
-        keys.write_text(f"{options} {keys.read_text()}")
-        started.append(server.start())
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import wait_until
+from helpers import in_syscall, wait_until
 
 from inosync.excludes import Excludes
 from inosync.replay import (
@@ -203,14 +203,6 @@ def test_summary_is_read_from_the_last_line():
     assert summary("perl: not found\n") is None
 
 
-def in_syscall(pid: int, numbers: set[str]) -> bool:
-    """True while pid's child sits in one of these system calls (strace holds it there)."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        return any(Path(f"/proc/{c}/syscall").read_text().split()[0] in numbers
-                   for c in children)
-    except (OSError, IndexError):
-        return False
 
 
 @pytest.mark.slow
