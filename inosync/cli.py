@@ -10,10 +10,13 @@ reported on the terminal, not only in a log nobody is looking at yet.
 from __future__ import annotations
 
 import argparse
+import errno
+import io
 import logging
 import logging.handlers
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -23,6 +26,7 @@ from . import __version__
 from .config import DEFAULT_PATH, Config, ConfigError, load
 from .journal import JournalFormatter, is_journal
 from .liveline import LiveLine
+from .paths import kind, strict_modes
 from .pidfile import DEFAULT_PATH as DEFAULT_PIDFILE
 from .pidfile import Pidfile, PidfileError, choose_pidfile
 from .signals import CAUGHT, Signals, StopDuringStartup
@@ -61,6 +65,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+class LogFile(logging.handlers.WatchedFileHandler):
+    """The log file: reopened by name when logrotate has moved it (Watched), and
+    opened, then and at start, without following a symlink at the last step
+    and only if it is a regular file: a link or FIFO planted at the path must
+    not make root append to another file, nor hang."""
+
+    def _open(self) -> io.TextIOWrapper:
+        flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | os.O_NOCTTY | os.O_CLOEXEC)
+        fd = os.open(self.baseFilename, flags, 0o640)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise OSError(errno.EINVAL, f"{kind(mode)}, not a regular file",
+                              self.baseFilename)
+            os.set_blocking(fd, True)
+            return open(fd, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
+
+
 class Logs:
     """Where log lines go: stderr in the foreground, syslog or a file behind -d."""
 
@@ -91,7 +117,7 @@ class Logs:
         handler: logging.Handler
         if config.logfile:
             # Watched: reopens by itself after logrotate moves the file.
-            handler = logging.handlers.WatchedFileHandler(config.logfile)
+            handler = LogFile(config.logfile)
             handler.setFormatter(logging.Formatter(
                 "%(asctime)s inosync[%(process)d] %(levelname)s %(message)s"))
         else:
@@ -224,6 +250,9 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
         if problem:
             return fail(problem, EXIT_USAGE)
     path = choose_pidfile(args.pidfile, config.pidfile, args.daemonize)
+    why = path and strict_modes(path, "writes", writes=True)  # the config's: at load
+    if why:
+        return fail(f"pidfile {path}: {why}", EXIT_USAGE)
     pidfile = Pidfile(path) if path else None
     try:
         if pidfile:

@@ -122,8 +122,11 @@ def load(path: str, base_dir: str | None = None) -> Config:
 
 
 def _read(path: str) -> str:
+    why = paths.strict_modes(path, "runs")  # it is code: trusted as sshd trusts keys
+    if why:
+        raise ConfigError(f"{path}: {why}")
     try:
-        data, st = paths.read_regular_file(path)
+        data, st = paths.read_regular_file(paths.real(path))
     except OSError as e:
         raise ConfigError(f"{path}: cannot read configuration: {e.strerror}") from None
     check_owner(path, st)
@@ -234,8 +237,11 @@ def _exclude_file(value: Any, where: str, config_path: str) -> list[str]:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: rexcludes_from must be a file name (a string)")
     name = os.path.join(os.path.dirname(os.path.abspath(config_path)), value)
+    why = paths.strict_modes(name, "reads")
+    if why:
+        raise ConfigError(f"{where}: rexcludes_from {name}: {why}")
     try:
-        return read_exclude_file(name)
+        return read_exclude_file(paths.real(name))
     except OSError as e:
         raise ConfigError(f"{where}: rexcludes_from: cannot read {name}: {e.strerror}") from None
 
@@ -247,7 +253,7 @@ def _check_together(config: Config, where: Callable[[str], str]) -> None:
                           f"retry_max ({config.retry_max})")
     if not os.path.isdir(config.wpath):
         raise ConfigError(f"{where('wpath')}: wpath {config.wpath} is not a directory")
-    problem = layout_problem(config, config.wpath)
+    problem = trust_problem(config) or layout_problem(config, config.wpath)
     if problem:
         setting, why = problem
         raise ConfigError(f"{where(setting)}: {why}")
@@ -283,6 +289,23 @@ def popt_rsync_line() -> str | None:
     return None
 
 
+def trust_problem(config: Config) -> tuple[str, str] | None:
+    """Why a file the daemon writes, or its state_dir, is not safe for it to use:
+    (the setting to blame, why), or None. Strict modes (paths.strict_modes):
+    whoever can write on the way to a file root writes by name decides which
+    file that is."""
+    for name in _DAEMON_FILES:
+        path = getattr(config, name)
+        why = path and paths.strict_modes(path, "writes", writes=True)
+        if why:
+            return name, f"{name} {path}: {why}"
+    why = paths.strict_modes(config.state_dir, "keeps its state in", directory=True)
+    if why:
+        return "state_dir", (f"state_dir {config.state_dir}: {why}; another user could take "
+                             "away what it keeps (which nodes must be compared by content)")
+    return None
+
+
 def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
     """Why syncing the real directory wpath with this config could delete or loop:
     (the setting to blame, why), or None.
@@ -308,10 +331,6 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
         tempfile.gettempdir(), "inosync-lists")
     for value in rsync.option_values(config.rsync_args, "--log-file"):
         own["rsync_args --log-file"] = os.path.join(config.base_dir, value)
-    why = paths.others_may_change(config.state_dir)
-    if why:
-        return "state_dir", (f"state_dir {config.state_dir}: {why}; another user could take "
-                             "away what it keeps (which nodes must be compared by content)")
     own["state_dir"] = os.path.join(config.state_dir, "node" + unverified.SUFFIX)
     for name, path in own.items():
         why = paths.own_file_inside(wpath, name, path, config.excludes)

@@ -16,11 +16,13 @@ runner.start() -> (SIGCHLD) runner.reap() -> scheduler.run_ended().
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
 import select
 import shutil
+import stat
 import tempfile
 import time
 from collections import deque
@@ -70,7 +72,15 @@ def replace_file(path: str, data: bytes) -> None:
 
     The temporary file is created beside the target with a random name and
     O_EXCL|O_NOFOLLOW (mkstemp): a symlink planted there is never followed.
+    Only a regular file is replaced: a symlink, FIFO or directory at path
+    means someone else put it there (config load refuses them too).
     """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = stat.S_IFREG
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, f"{paths.kind(mode)}, not a regular file", path)
     folder, name = os.path.split(path)
     fd, tmp = tempfile.mkstemp(dir=folder or ".", prefix=f".{name}.", suffix=".tmp")
     try:

@@ -54,9 +54,11 @@ def read_regular_file(path: str) -> tuple[bytes, os.stat_result]:
     """The contents and status of a regular file; OSError for anything else.
 
     Opened without blocking and checked before reading, so a FIFO or a
-    device is refused instead of hanging the start or a reload.
+    device is refused instead of hanging the start or a reload; and without
+    following a symlink at the last step (ELOOP): pass the path resolved
+    after strict_modes found every link on the way trusted.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -186,32 +188,117 @@ def foreign_symlink(path: str) -> str | None:
     return None
 
 
-def others_may_change(path: str) -> str | None:
-    """Why someone but root or us could remove, rename or replace what lies at path
-    (or will: a missing end is judged by the directories above it), or None.
+MAX_SYMLINKS = 40  # as the kernel follows at most 40 links in one lookup
 
-    Like sshd's StrictModes: each directory on the way (symlinks resolved) must
-    belong to root or us and not be writable by group or others; a sticky one
-    (/tmp) is fine for a path below it that is ours, since no one else may
-    rename or remove our entries there. A symlink on the way must be ours or
-    root's (foreign_symlink).
+
+def strict_modes(path: str, verb: str, writes: bool = False,
+                 directory: bool = False) -> str | None:
+    """Why what lies at the absolute path must not be trusted, or None.
+
+    Like sshd's StrictModes (secure_filename) and sudo: every directory on
+    the way (through every symlink, each link's own target included) must
+    belong to root or us and not be writable by group or others; a sticky
+    directory (/tmp) is no exception, since anyone may create a name there
+    first. Every symlink on the way must be root's or ours. What lies at
+    the end, if anything yet, must be a regular file (a directory with
+    directory=True) of root or us, not writable by group or others; a file
+    inosync writes (writes=True) must not be a symlink: it is opened with
+    O_NOFOLLOW. A missing part is judged by the directories above it: it
+    will be made by us. verb says what inosync does with it ("reads").
     """
-    foreign = foreign_symlink(path)
-    if foreign:
-        return f"{foreign} leads to it"
+    parts = [p for p in path.split("/") if p]
     here = "/"
-    for part in [p for p in os.path.realpath(path).split("/") if p] + [""]:
+    links = 0
+    why = _directory_problem(here, os.lstat(here), verb)
+    while parts and not why:
+        part = parts.pop(0)
+        if part in (".", ".."):
+            here = os.path.dirname(here) if part == ".." else here
+            continue
+        there = os.path.join(here, part)
         try:
-            st = os.lstat(here)
+            st = os.lstat(there)
         except OSError:
-            return None  # made later, by us
-        mode = stat.S_IMODE(st.st_mode)
-        if st.st_uid not in (0, os.getuid()):
-            return f"{here} belongs to uid {st.st_uid} (chown root {here})"
-        if mode & 0o022 and not (mode & stat.S_ISVTX and part):  # sticky: ours below stay
-            return f"{here} is writable by others (mode {mode:04o}; chmod go-w {here})"
-        here = os.path.join(here, part)
+            return None  # missing: made later, by us, in a directory found safe
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            why = _symlink_problem(there, st, writes and not parts, links)
+            target = os.readlink(there)
+            here = "/" if target.startswith("/") else here
+            parts[:0] = [p for p in target.split("/") if p]
+        elif not parts:
+            why = _end_problem(there, st, verb, directory)
+        elif stat.S_ISDIR(st.st_mode):
+            why = _directory_problem(there, st, verb)
+            here = there
+        else:
+            return None  # not a directory: opening it fails, and says so
+    return why
+
+
+def _who() -> str:
+    return "root" if os.getuid() == 0 else f"uid {os.getuid()}"
+
+
+def _trusted(st: os.stat_result) -> bool:
+    return st.st_uid in (0, os.getuid())
+
+
+def _directory_problem(folder: str, st: os.stat_result, verb: str) -> str | None:
+    mode = stat.S_IMODE(st.st_mode)
+    if not _trusted(st):
+        return (f"directory {folder} is owned by uid {st.st_uid} (mode {mode:04o}), who "
+                f"could replace what {_who()} {verb}; fix with: chown root {folder}, or "
+                "move the file to a directory root owns")
+    if not mode & 0o022:
+        return None
+    if mode & stat.S_ISVTX:
+        return (f"directory {folder} is writable by others (owner uid {st.st_uid}, mode "
+                f"{mode:04o}); sticky is no exception: anyone could make the name first, "
+                f"and {_who()} {verb} it by name; fix with: move it to a directory only "
+                f"{_who()} can write (such as /etc/inosync, /var/log, /run or /var/lib/inosync)")
+    return (f"directory {folder} is writable by group or others (owner uid {st.st_uid}, mode "
+            f"{mode:04o}); anyone who can write there could replace what {_who()} {verb}; "
+            f"fix with: chmod go-w {folder}")
+
+
+def _symlink_problem(link: str, st: os.stat_result, last: bool, links: int) -> str | None:
+    if not _trusted(st):
+        return (f"symlink {link} is owned by uid {st.st_uid}, who decides where it leads; "
+                f"fix with: name the path it should lead to instead, or remove it and make "
+                f"it again as {_who()}")
+    if last:
+        return (f"{link} is a symlink; inosync does not follow one to a file it writes; "
+                f"fix with: name the file itself ({os.path.realpath(link)})")
+    if links > MAX_SYMLINKS:
+        return f"{link}: too many levels of symlinks"
     return None
+
+
+def _end_problem(path: str, st: os.stat_result, verb: str, directory: bool) -> str | None:
+    mode = stat.S_IMODE(st.st_mode)
+    wanted = stat.S_ISDIR if directory else stat.S_ISREG
+    if not wanted(st.st_mode):
+        return (f"{path} is {kind(st.st_mode)}, not a "
+                f"{'directory' if directory else 'regular file'}; fix with: remove it, "
+                "or name another path")
+    if not _trusted(st):
+        return (f"{path} is owned by uid {st.st_uid} (mode {mode:04o}), not by {_who()}, "
+                f"who {verb} it; fix with: chown root {path}")
+    if mode & 0o022:
+        return (f"{path} is writable by group or others (owner uid {st.st_uid}, mode "
+                f"{mode:04o}); anyone who can write it decides what {_who()} {verb}; "
+                f"fix with: chmod go-w {path}")
+    return None
+
+
+def kind(mode: int) -> str:
+    """What a file of this mode is, for messages: "a FIFO", "a directory"..."""
+    kinds = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
+             (stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def system_inside(wpath: str) -> str | None:

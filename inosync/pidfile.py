@@ -9,6 +9,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
+
+from .paths import kind
 
 DEFAULT_PATH = "/run/inosync.pid"  # with -d when neither --pidfile nor the config names one
 
@@ -41,7 +44,8 @@ class Pidfile:
 
     def acquire(self) -> None:
         """Open and lock the file; raise PidfileError if a live process holds it."""
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        # O_NONBLOCK: a FIFO planted there must not hang the start.
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
         try:
             fd = os.open(self.path, flags, 0o644)
         except OSError as e:
@@ -52,6 +56,11 @@ class Pidfile:
                 if self.path == DEFAULT_PATH else ""
             raise PidfileError(f"cannot open pidfile {self.path}{default}: {e.strerror}") \
                 from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise PidfileError(f"pidfile {self.path} is {kind(mode)}, not a regular file; "
+                               "remove it, or name another pidfile")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

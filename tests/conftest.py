@@ -13,6 +13,24 @@ import pytest
 from helpers import Inosync, Sshd
 from hosts import TestHost, can_make_namespaces
 
+from inosync.paths import strict_modes
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """tmp_path away from /tmp: inosync refuses a file it opens by name below a
+    directory others may write (strict modes), and /tmp is one (sticky 1777).
+    The tests' files go to a directory of the user running them instead (pytest
+    still keeps the last three runs there); --basetemp DIR chooses another."""
+    if config.option.basetemp or "PYTEST_DEBUG_TEMPROOT" in os.environ:
+        return
+    root = Path.home() / ".cache" / "inosync-tests"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    why = strict_modes(str(root.resolve()), "keeps tests in", directory=True)
+    if why:
+        raise pytest.UsageError(f"no private directory for the tests' files: {why}; "
+                                "or give one with --basetemp DIR")
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = str(root)
+
 
 @pytest.fixture
 def run_inosync(tmp_path: Path) -> Iterator[Callable[..., Inosync]]:

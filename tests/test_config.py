@@ -860,8 +860,11 @@ def test_state_dir_where_others_may_change_it_is_refused(write, wdir, tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    assert f"{shared} is writable by others (mode 0777" in \
+    assert f"{shared} is writable by group or others (owner uid 0, mode 0777" in \
         error_of(write(*base_lines(wdir), f"state_dir = {str(shared / 'state')!r}"))
-    shared.chmod(0o1777)  # sticky: no one else may rename or remove ours below it
+    shared.chmod(0o1777)  # sticky is no exception: anyone could make the name first
+    assert f"{shared} is writable by others (owner uid 0, mode 1777); sticky is no exception" \
+        in error_of(write(*base_lines(wdir), f"state_dir = {str(shared / 'state')!r}"))
+    shared.chmod(0o755)
     assert load(write(*base_lines(wdir), f"state_dir = {str(shared / 'state')!r}")).state_dir == \
         str(shared / "state")
