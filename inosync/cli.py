@@ -86,6 +86,14 @@ class LogFile(logging.handlers.WatchedFileHandler):
             os.close(fd)
             raise
 
+    def emit(self, record: logging.LogRecord) -> None:
+        # The reopen runs outside logging's own guard: a file that cannot be
+        # opened (a link planted at the path) must lose the line, not stop the daemon.
+        try:
+            super().emit(record)
+        except OSError:
+            self.handleError(record)
+
 
 class Logs:
     """Where log lines go: stderr in the foreground, syslog or a file behind -d."""

@@ -13,8 +13,6 @@ import pytest
 from helpers import Inosync, Sshd
 from hosts import TestHost, can_make_namespaces
 
-from inosync.paths import strict_modes
-
 
 def pytest_configure(config: pytest.Config) -> None:
     """tmp_path away from /tmp: inosync refuses a file it opens by name below a
@@ -23,6 +21,8 @@ def pytest_configure(config: pytest.Config) -> None:
     still keeps the last three runs there); --basetemp DIR chooses another."""
     if config.option.basetemp or "PYTEST_DEBUG_TEMPROOT" in os.environ:
         return
+    from inosync.paths import strict_modes
+
     root = Path.home() / ".cache" / "inosync-tests"
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     why = strict_modes(str(root.resolve()), "keeps tests in", directory=True)
