@@ -26,7 +26,7 @@ from . import __version__
 from .config import DEFAULT_PATH, Config, ConfigError, load
 from .journal import JournalFormatter, is_journal
 from .liveline import LiveLine
-from .paths import kind, strict_modes
+from .paths import file_kind, strict_modes
 from .pidfile import DEFAULT_PATH as DEFAULT_PIDFILE
 from .pidfile import Pidfile, PidfileError, choose_pidfile
 from .signals import CAUGHT, Signals, StopDuringStartup
@@ -78,7 +78,7 @@ class LogFile(logging.handlers.WatchedFileHandler):
         try:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
-                raise OSError(errno.EINVAL, f"{kind(mode)}, not a regular file",
+                raise OSError(errno.EINVAL, f"{file_kind(mode)}, not a regular file",
                               self.baseFilename)
             os.set_blocking(fd, True)
             return open(fd, "a", encoding=self.encoding, errors=self.errors)

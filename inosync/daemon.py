@@ -80,7 +80,7 @@ def replace_file(path: str, data: bytes) -> None:
     except FileNotFoundError:
         mode = stat.S_IFREG
     if not stat.S_ISREG(mode):
-        raise OSError(errno.EINVAL, f"{paths.kind(mode)}, not a regular file", path)
+        raise OSError(errno.EINVAL, f"{paths.file_kind(mode)}, not a regular file", path)
     folder, name = os.path.split(path)
     fd, tmp = tempfile.mkstemp(dir=folder or ".", prefix=f".{name}.", suffix=".tmp")
     try:

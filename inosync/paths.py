@@ -206,7 +206,7 @@ def strict_modes(path: str, verb: str, writes: bool = False,
     O_NOFOLLOW. A missing part is judged by the directories above it: it
     will be made by us. verb says what inosync does with it ("reads").
     """
-    parts = [p for p in path.split("/") if p]
+    parts = [p for p in os.path.abspath(path).split("/") if p]
     here = "/"
     links = 0
     why = _directory_problem(here, os.lstat(here), verb)
@@ -257,9 +257,12 @@ def _directory_problem(folder: str, st: os.stat_result, verb: str) -> str | None
                 f"{mode:04o}); sticky is no exception: anyone could make the name first, "
                 f"and {_who()} {verb} it by name; fix with: move it to a directory only "
                 f"{_who()} can write (such as /etc/inosync, /var/log, /run or /var/lib/inosync)")
+    # Only its group (Ubuntu's /var/log is root:syslog 0775): moving out may be the fix.
+    elsewhere = "" if mode & 0o002 else (f", or move the file to a directory only {_who()} "
+                                         "can write (such as a new /var/log/inosync)")
     return (f"directory {folder} is writable by group or others (owner uid {st.st_uid}, mode "
             f"{mode:04o}); anyone who can write there could replace what {_who()} {verb}; "
-            f"fix with: chmod go-w {folder}")
+            f"fix with: chmod go-w {folder}{elsewhere}")
 
 
 def _symlink_problem(link: str, st: os.stat_result, last: bool, links: int) -> str | None:
@@ -279,7 +282,7 @@ def _end_problem(path: str, st: os.stat_result, verb: str, directory: bool) -> s
     mode = stat.S_IMODE(st.st_mode)
     wanted = stat.S_ISDIR if directory else stat.S_ISREG
     if not wanted(st.st_mode):
-        return (f"{path} is {kind(st.st_mode)}, not a "
+        return (f"{path} is {file_kind(st.st_mode)}, not a "
                 f"{'directory' if directory else 'regular file'}; fix with: remove it, "
                 "or name another path")
     if not _trusted(st):
@@ -292,7 +295,7 @@ def _end_problem(path: str, st: os.stat_result, verb: str, directory: bool) -> s
     return None
 
 
-def kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
     """What a file of this mode is, for messages: "a FIFO", "a directory"..."""
     kinds = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
              (stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO"),

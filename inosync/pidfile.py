@@ -11,7 +11,7 @@ import fcntl
 import os
 import stat
 
-from .paths import kind
+from .paths import file_kind
 
 DEFAULT_PATH = "/run/inosync.pid"  # with -d when neither --pidfile nor the config names one
 
@@ -59,7 +59,7 @@ class Pidfile:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             os.close(fd)
-            raise PidfileError(f"pidfile {self.path} is {kind(mode)}, not a regular file; "
+            raise PidfileError(f"pidfile {self.path} is {file_kind(mode)}, not a regular file; "
                                "remove it, or name another pidfile")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -73,6 +73,18 @@ def test_config_in_a_directory_others_may_write_is_refused_not_run(tmp_path, tre
     assert not ran.exists()
 
 
+def test_log_in_a_group_writable_directory_is_refused(tmp_path, tree):
+    """As Ubuntu's /var/log (root:syslog 0775): the group could swap the file."""
+    logs = tmp_path / "log"
+    logs.mkdir()
+    logs.chmod(0o775)
+    conf = config_in(tmp_path / "etc", tree, logfile=str(logs / "inosync.log"))
+    assert refusal(conf).endswith(
+        f"directory {logs} is writable by group or others (owner uid 0, mode 0775); anyone who "
+        f"can write there could replace what root writes; fix with: chmod go-w {logs}, or move "
+        "the file to a directory only root can write (such as a new /var/log/inosync)")
+
+
 def test_config_below_sticky_tmp_is_refused_and_says_where_to_put_it(tree):
     folder = Path(tempfile.mkdtemp(dir="/tmp"))  # a private directory, in /tmp (1777)
     try:
