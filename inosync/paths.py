@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
 import shutil
 import stat
 from collections.abc import Iterable
@@ -166,24 +167,104 @@ def own_file_inside(wpath: str, name: str, path: str, excludes: Excludes) -> str
             "again and again; move it out of wpath, or exclude its directory in rexcludes")
 
 
-def foreign_symlink(path: str) -> str | None:
-    """The first symlink on path owned by someone but root or us, or None.
+MAXSYMLINKS = 40  # as the kernel: more links than this on one path is a loop
 
-    Whoever owns such a link decides which tree the daemon (root, often)
-    reads and pushes to every node.
+
+class Resolved(NamedTuple):
+    """A path as the kernel resolves it, and whether that may be trusted."""
+
+    path: str  # absolute, symlinks resolved; a part that does not exist stays as is
+    problem: str | None  # why it must not be followed (None: it may)
+
+
+def resolve(path: str) -> Resolved:
+    """path resolved one name at a time, as the kernel does, following a symlink
+    only if no one but root or us decides where it leads.
+
+    A symlink is trusted like rsync 3.5 and sshd's StrictModes would: it
+    must be root's or ours, and so must the directory holding it and every
+    one above (and none writable by group or others, unless sticky), or
+    someone else could replace it. The links a link leads through are
+    checked the same way: the whole chain, not only the path as written.
+    The path comes from this walk itself, so what was checked is what it names.
     """
-    here = "/"
-    for part in [p for p in path.split("/") if p]:
-        here = os.path.join(here, part)
+    todo = _names(os.path.join(os.getcwd(), path))
+    todo.reverse()  # a stack: the next name last
+    here: list[tuple[str, str | None]] = [("/", _untrusted_dir("/"))]  # (dir, why not trusted)
+    links = 0
+    while todo:
+        name = todo.pop()
+        if name == "..":
+            if len(here) > 1:
+                here.pop()
+            continue
+        folder, folder_why = here[-1]
+        full = os.path.join(folder, name)
         try:
-            st = os.lstat(here)
-        except OSError:
-            return None
-        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (0, os.getuid()):
-            return f"{here} (a symlink owned by uid {st.st_uid})"
+            st = os.lstat(full)
+        except OSError:  # missing (or unreadable): the rest stays as written
+            return Resolved(os.path.normpath(os.path.join(full, *reversed(todo))), None)
         if stat.S_ISLNK(st.st_mode):
-            here = os.path.realpath(here)
+            links += 1
+            why = _untrusted_link(full, st, folder_why, links)
+            if why:
+                return Resolved(full, why)
+            target = os.readlink(full)
+            if target.startswith("/"):
+                del here[1:]
+            todo.extend(reversed(_names(target)))
+        elif stat.S_ISDIR(st.st_mode):
+            here.append((full, folder_why or _untrusted_dir(full, st)))
+        else:  # a file: nothing below it; the caller finds it is not a directory
+            return Resolved(os.path.normpath(os.path.join(full, *reversed(todo))), None)
+    return Resolved(here[-1][0], None)
+
+
+def _names(path: str) -> list[str]:
+    return [n for n in path.split("/") if n not in ("", ".")]
+
+
+def _untrusted_dir(path: str, st: os.stat_result | None = None) -> str | None:
+    """Why someone but root or us could change the entries of directory path, or None."""
+    try:
+        st = st or os.lstat(path)
+    except OSError as e:
+        return f"{path} cannot be checked ({e.strerror})"
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid not in (0, os.getuid()):
+        return f"{path} belongs to uid {st.st_uid}"
+    if mode & 0o022 and not mode & stat.S_ISVTX:  # sticky: only the owner renames an entry
+        return f"{path} is writable by others (mode {mode:04o})"
     return None
+
+
+def _untrusted_link(link: str, st: os.stat_result, folder_why: str | None,
+                    count: int) -> str | None:
+    """Why the symlink at link must not be followed, or None."""
+    if count > MAXSYMLINKS:
+        return f"{link}: more than {MAXSYMLINKS} symlinks on the way (a loop?)"
+    if st.st_uid not in (0, os.getuid()):
+        return (f"it leads through {link}, a symlink owned by uid {st.st_uid}"
+                f"{_user(st.st_uid)}, not by root: that user decides where it leads "
+                f"(fix: chown -h root {link}, or name the real directory)")
+    if folder_why:
+        return (f"it leads through the symlink {link}, but {folder_why}: another user "
+                "could replace the link (fix the directory's owner or mode, or name the "
+                "real directory)")
+    return None
+
+
+def _user(uid: int) -> str:
+    try:
+        return f" ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return ""
+
+
+def foreign_symlink(path: str) -> str | None:
+    """Why a symlink on path, or on the links it leads through, is not to be
+    followed (see resolve), or None."""
+    return resolve(path).problem
 
 
 def others_may_change(path: str) -> str | None:
@@ -194,11 +275,12 @@ def others_may_change(path: str) -> str | None:
     belong to root or us and not be writable by group or others; a sticky one
     (/tmp) is fine for a path below it that is ours, since no one else may
     rename or remove our entries there. A symlink on the way must be ours or
-    root's (foreign_symlink).
+    root's, in a directory no one else may change, and so must the links it
+    leads through (resolve).
     """
     foreign = foreign_symlink(path)
     if foreign:
-        return f"{foreign} leads to it"
+        return foreign
     here = "/"
     for part in [p for p in os.path.realpath(path).split("/") if p] + [""]:
         try:
