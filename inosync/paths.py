@@ -190,7 +190,9 @@ def resolve(path: str) -> Resolved:
     """
     todo = _names(os.path.join(os.getcwd(), path))
     todo.reverse()  # a stack: the next name last
-    here: list[tuple[str, str | None]] = [("/", _untrusted_dir("/"))]  # (dir, why not trusted)
+    # The directories walked down, each with why it or one above is not trusted
+    # (why, fix), or None.
+    here: list[tuple[str, tuple[str, str] | None]] = [("/", _untrusted_dir("/"))]
     links = 0
     while todo:
         name = todo.pop()
@@ -224,21 +226,22 @@ def _names(path: str) -> list[str]:
     return [n for n in path.split("/") if n not in ("", ".")]
 
 
-def _untrusted_dir(path: str, st: os.stat_result | None = None) -> str | None:
-    """Why someone but root or us could change the entries of directory path, or None."""
+def _untrusted_dir(path: str, st: os.stat_result | None = None) -> tuple[str, str] | None:
+    """Why someone but root or us could change the entries of directory path, and
+    the fix; or None."""
     try:
         st = st or os.lstat(path)
     except OSError as e:
-        return f"{path} cannot be checked ({e.strerror})"
+        return f"{path} cannot be checked ({e.strerror})", f"check {path}"
     mode = stat.S_IMODE(st.st_mode)
     if st.st_uid not in (0, os.getuid()):
-        return f"{path} belongs to uid {st.st_uid}"
+        return f"{path} belongs to uid {st.st_uid}{_user(st.st_uid)}", f"chown root {path}"
     if mode & 0o022 and not mode & stat.S_ISVTX:  # sticky: only the owner renames an entry
-        return f"{path} is writable by others (mode {mode:04o})"
+        return f"{path} is writable by others (mode {mode:04o})", f"chmod go-w {path}"
     return None
 
 
-def _untrusted_link(link: str, st: os.stat_result, folder_why: str | None,
+def _untrusted_link(link: str, st: os.stat_result, folder: tuple[str, str] | None,
                     count: int) -> str | None:
     """Why the symlink at link must not be followed, or None."""
     if count > MAXSYMLINKS:
@@ -247,10 +250,9 @@ def _untrusted_link(link: str, st: os.stat_result, folder_why: str | None,
         return (f"it leads through {link}, a symlink owned by uid {st.st_uid}"
                 f"{_user(st.st_uid)}, not by root: that user decides where it leads "
                 f"(fix: chown -h root {link}, or name the real directory)")
-    if folder_why:
-        return (f"it leads through the symlink {link}, but {folder_why}: another user "
-                "could replace the link (fix the directory's owner or mode, or name the "
-                "real directory)")
+    if folder:
+        return (f"it leads through the symlink {link}, but {folder[0]}: another user could "
+                f"replace the link (fix: {folder[1]}, or name the real directory)")
     return None
 
 

@@ -77,6 +77,19 @@ def test_wpath_through_a_strangers_symlink_is_refused_at_start(tmp_path, how):
         assert f"chown -h root {culprit}" in message
 
 
+def test_a_link_in_a_directory_others_may_write_is_refused(tmp_path):
+    """Not sticky: anyone may rename our link away and put theirs (or a directory
+    of theirs) at its name."""
+    site = tree(tmp_path / "data" / "site", "site")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    conf = write_config(tmp_path / "c.conf", wpath=str(link(shared / "site", site)),
+                        rnodes=["h:/srv/www/"])
+    assert (f"but {shared} is writable by others (mode 0777): another user could replace "
+            f"the link (fix: chmod go-w {shared}") in error_of(conf)
+
+
 def test_the_command_line_says_it_in_one_line_and_exits_2(tmp_path):
     site = tree(tmp_path / "data" / "site", "site")
     wpath, culprit = strangers_chain(tmp_path, "behind ours", site)
