@@ -184,11 +184,12 @@ def resolve(path: str) -> Resolved:
     A symlink is trusted like rsync 3.5 and sshd's StrictModes would: it
     must be root's or ours, and so must the directory holding it and every
     one above (and none writable by group or others, unless sticky), or
-    someone else could replace it. The links a link leads through are
-    checked the same way: the whole chain, not only the path as written.
-    The path comes from this walk itself, so what was checked is what it names.
+    someone else could replace it, also between our lstat and readlink. The
+    links a link leads through are checked the same way: the whole chain,
+    not only the path as written. The path comes from this walk itself, so
+    what was checked is what it names.
     """
-    todo = _names(os.path.join(os.getcwd(), path))
+    todo = _names(path if path.startswith("/") else os.path.join(os.getcwd(), path))
     todo.reverse()  # a stack: the next name last
     # The directories walked down, each with why it or one above is not trusted
     # (why, fix), or None.
@@ -211,7 +212,10 @@ def resolve(path: str) -> Resolved:
             why = _untrusted_link(full, st, folder_why, links)
             if why:
                 return Resolved(full, why)
-            target = os.readlink(full)
+            try:
+                target = os.readlink(full)
+            except OSError as e:  # gone meanwhile: by root's or our hand (see above)
+                return Resolved(full, f"{full} cannot be read ({e.strerror})")
             if target.startswith("/"):
                 del here[1:]
             todo.extend(reversed(_names(target)))
@@ -245,7 +249,7 @@ def _untrusted_link(link: str, st: os.stat_result, folder: tuple[str, str] | Non
                     count: int) -> str | None:
     """Why the symlink at link must not be followed, or None."""
     if count > MAXSYMLINKS:
-        return f"{link}: more than {MAXSYMLINKS} symlinks on the way (a loop?)"
+        return f"it leads through more than {MAXSYMLINKS} symlinks (a loop at {link}?)"
     if st.st_uid not in (0, os.getuid()):
         return (f"it leads through {link}, a symlink owned by uid {st.st_uid}"
                 f"{_user(st.st_uid)}, not by root: that user decides where it leads "
