@@ -167,6 +167,84 @@ def own_file_inside(wpath: str, name: str, path: str, excludes: Excludes) -> str
             "again and again; move it out of wpath, or exclude its directory in rexcludes")
 
 
+def foreign_symlink(path: str) -> str | None:
+    """The first symlink on path owned by someone but root or us, or None.
+
+    Whoever owns such a link decides which tree the daemon (root, often)
+    reads and pushes to every node.
+    """
+    here = "/"
+    for part in [p for p in path.split("/") if p]:
+        here = os.path.join(here, part)
+        try:
+            st = os.lstat(here)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (0, os.getuid()):
+            return f"{here} (a symlink owned by uid {st.st_uid})"
+        if stat.S_ISLNK(st.st_mode):
+            here = os.path.realpath(here)
+    return None
+
+
+def others_may_change(path: str) -> str | None:
+    """Why someone but root or us could remove, rename or replace what lies at path
+    (or will: a missing end is judged by the directories above it), or None.
+
+    Like sshd's StrictModes: each directory on the way (symlinks resolved) must
+    belong to root or us and not be writable by group or others; a sticky one
+    (/tmp) is fine for a path below it that is ours, since no one else may
+    rename or remove our entries there. A symlink on the way must be ours or
+    root's (foreign_symlink).
+    """
+    foreign = foreign_symlink(path)
+    if foreign:
+        return f"{foreign} leads to it"
+    here = "/"
+    for part in [p for p in os.path.realpath(path).split("/") if p] + [""]:
+        try:
+            st = os.lstat(here)
+        except OSError:
+            return None  # made later, by us
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid not in (0, os.getuid()):
+            return f"{here} belongs to uid {st.st_uid} (chown root {here})"
+        if mode & 0o022 and not (mode & stat.S_ISVTX and part):  # sticky: ours below stay
+            return f"{here} is writable by others (mode {mode:04o}; chmod go-w {here})"
+        here = os.path.join(here, part)
+    return None
+
+
+def system_inside(wpath: str) -> str | None:
+    """A system directory inside (or equal to) wpath, or None."""
+    for d in SYSTEM_DIRS:
+        if os.path.isdir(d) and inside(real(d), wpath):
+            return real(d)
+    return None
+
+
+def program(name: str) -> str | None:
+    """Where a program is, looked up as rsync and ssh do (a bare name on PATH),
+    if it is an executable regular file there; else None."""
+    path = name if "/" in name else shutil.which(name)
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return path if stat.S_ISREG(st.st_mode) and os.access(path, os.X_OK) else None
+
+
+def private_dir(path: str) -> bool:
+    """A real directory (not a symlink), ours, that nobody else may enter."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
 MAXSYMLINKS = 40  # as the kernel: more links than this on one path is a loop
 
 
@@ -265,68 +343,3 @@ def _user(uid: int) -> str:
         return f" ({pwd.getpwuid(uid).pw_name})"
     except KeyError:
         return ""
-
-
-def foreign_symlink(path: str) -> str | None:
-    """Why a symlink on path, or on the links it leads through, is not to be
-    followed (see resolve), or None."""
-    return resolve(path).problem
-
-
-def others_may_change(path: str) -> str | None:
-    """Why someone but root or us could remove, rename or replace what lies at path
-    (or will: a missing end is judged by the directories above it), or None.
-
-    Like sshd's StrictModes: each directory on the way (symlinks resolved) must
-    belong to root or us and not be writable by group or others; a sticky one
-    (/tmp) is fine for a path below it that is ours, since no one else may
-    rename or remove our entries there. A symlink on the way must be ours or
-    root's, in a directory no one else may change, and so must the links it
-    leads through (resolve).
-    """
-    foreign = foreign_symlink(path)
-    if foreign:
-        return foreign
-    here = "/"
-    for part in [p for p in os.path.realpath(path).split("/") if p] + [""]:
-        try:
-            st = os.lstat(here)
-        except OSError:
-            return None  # made later, by us
-        mode = stat.S_IMODE(st.st_mode)
-        if st.st_uid not in (0, os.getuid()):
-            return f"{here} belongs to uid {st.st_uid} (chown root {here})"
-        if mode & 0o022 and not (mode & stat.S_ISVTX and part):  # sticky: ours below stay
-            return f"{here} is writable by others (mode {mode:04o}; chmod go-w {here})"
-        here = os.path.join(here, part)
-    return None
-
-
-def system_inside(wpath: str) -> str | None:
-    """A system directory inside (or equal to) wpath, or None."""
-    for d in SYSTEM_DIRS:
-        if os.path.isdir(d) and inside(real(d), wpath):
-            return real(d)
-    return None
-
-
-def program(name: str) -> str | None:
-    """Where a program is, looked up as rsync and ssh do (a bare name on PATH),
-    if it is an executable regular file there; else None."""
-    path = name if "/" in name else shutil.which(name)
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return path if stat.S_ISREG(st.st_mode) and os.access(path, os.X_OK) else None
-
-
-def private_dir(path: str) -> bool:
-    """A real directory (not a symlink), ours, that nobody else may enter."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
