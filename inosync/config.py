@@ -215,7 +215,10 @@ def _build(path: str, ns: dict[str, Any], lines: dict[str, int], base_dir: str) 
         raise ConfigError(f"{where('rexcludes')}: rexcludes: {e}") from None
     if "wpath" in values:
         values["configured_wpath"] = values["wpath"]
-        values["wpath"] = paths.real(values["wpath"])
+        resolved = paths.resolve(values["wpath"])
+        if resolved.problem:  # it would let another user choose what root sends
+            raise ConfigError(f"{where('wpath')}: wpath {values['wpath']}: {resolved.problem}")
+        values["wpath"] = resolved.path
     config = Config(**values)
     _check_together(config, where)
     return config
@@ -323,7 +326,7 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
                          "all the time; watch a narrower tree, or set allow_system_wpath = "
                          "True and exclude what must not be copied")
     local_nodes = [n for n in config.rnodes if rsync.node_kind(n) is rsync.Kind.LOCAL]
-    why = paths.node_overlap(wpath, local_nodes)
+    why = local_node_problem(local_nodes) or paths.node_overlap(wpath, local_nodes)
     if why:
         return "rnodes", why
     own = {name: getattr(config, name) for name in _DAEMON_FILES if getattr(config, name)}
@@ -338,6 +341,16 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
             setting = name if name in (*_DAEMON_FILES, "state_dir") else \
                 "rsync_args" if "--" in name else "wpath"
             return setting, why
+    return None
+
+
+def local_node_problem(nodes: list[str]) -> str | None:
+    """Why root's rsync --delete and the move replay must not work in one of these
+    local nodes (a symlink on the way that another user could point elsewhere), or None."""
+    for node in nodes:
+        problem = paths.resolve(node).problem
+        if problem:
+            return f"local node {node}: {problem}"
     return None
 
 

@@ -276,8 +276,9 @@ class Daemon:
 
     def start(self, action: StartRun, now: float) -> list[Action]:
         c = self.config
-        if node_kind(action.dest) is Kind.LOCAL:
-            overlap = paths.node_overlap(c.wpath, [action.dest])  # a symlink or mount since?
+        if node_kind(action.dest) is Kind.LOCAL:  # a symlink or mount since?
+            overlap = (configmod.local_node_problem([action.dest])
+                       or paths.node_overlap(c.wpath, [action.dest]))
             if overlap:
                 return self.scheduler.run_not_started(action.dest, Outcome.BROKEN, overlap, now,
                                                       time.time())
@@ -423,7 +424,10 @@ class Daemon:
         if w.root_is_same():
             w.watch_ancestors()  # a directory above may have moved: watch the new ones
             return RootSame()
-        real = os.path.realpath(configured)
+        resolved = paths.resolve(configured)  # the checks of a start, on the same walk
+        if resolved.problem:
+            return RootLost(f"wpath {configured}: {resolved.problem}; not followed")
+        real = resolved.path
         now_is = identity(real)
         if now_is is None:
             return RootLost(f"wpath {configured} disappeared")
@@ -433,10 +437,6 @@ class Daemon:
         if real != w.root and paths.overlap(real, w.root):
             return RootLost(f"wpath {configured} now leads to {real}, which contains or lies "
                             f"inside the tree it was ({w.root}): surely a mistake")
-        foreign = paths.foreign_symlink(configured)
-        if foreign:
-            return RootLost(f"wpath {configured} now leads to {real} through {foreign}, "
-                            "which is not followed")
         problem = configmod.layout_problem(c, real)
         if problem:
             return RootLost(f"wpath {configured} now leads to {real}, but {problem[1]}")

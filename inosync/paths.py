@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
 import shutil
 import stat
 from collections.abc import Iterable
@@ -332,3 +333,103 @@ def private_dir(path: str) -> bool:
     except OSError:
         return False
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+MAXSYMLINKS = 40  # as the kernel: more links than this on one path is a loop
+
+
+class Resolved(NamedTuple):
+    """A path as the kernel resolves it, and whether that may be trusted."""
+
+    path: str  # absolute, symlinks resolved; a part that does not exist stays as is
+    problem: str | None  # why it must not be followed (None: it may)
+
+
+def resolve(path: str) -> Resolved:
+    """path resolved one name at a time, as the kernel does, following a symlink
+    only if no one but root or us decides where it leads.
+
+    A symlink is trusted like rsync 3.5 and sshd's StrictModes would: it
+    must be root's or ours, and so must the directory holding it and every
+    one above (and none writable by group or others, unless sticky), or
+    someone else could replace it, also between our lstat and readlink. The
+    links a link leads through are checked the same way: the whole chain,
+    not only the path as written. The path comes from this walk itself, so
+    what was checked is what it names.
+    """
+    todo = _names(path if path.startswith("/") else os.path.join(os.getcwd(), path))
+    todo.reverse()  # a stack: the next name last
+    # The directories walked down, each with why it or one above is not trusted
+    # (why, fix), or None.
+    here: list[tuple[str, tuple[str, str] | None]] = [("/", _untrusted_dir("/"))]
+    links = 0
+    while todo:
+        name = todo.pop()
+        if name == "..":
+            if len(here) > 1:
+                here.pop()
+            continue
+        folder, folder_why = here[-1]
+        full = os.path.join(folder, name)
+        try:
+            st = os.lstat(full)
+        except OSError:  # missing (or unreadable): the rest stays as written
+            return Resolved(os.path.normpath(os.path.join(full, *reversed(todo))), None)
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            why = _untrusted_link(full, st, folder_why, links)
+            if why:
+                return Resolved(full, why)
+            try:
+                target = os.readlink(full)
+            except OSError as e:  # gone meanwhile: by root's or our hand (see above)
+                return Resolved(full, f"{full} cannot be read ({e.strerror})")
+            if target.startswith("/"):
+                del here[1:]
+            todo.extend(reversed(_names(target)))
+        elif stat.S_ISDIR(st.st_mode):
+            here.append((full, folder_why or _untrusted_dir(full, st)))
+        else:  # a file: nothing below it; the caller finds it is not a directory
+            return Resolved(os.path.normpath(os.path.join(full, *reversed(todo))), None)
+    return Resolved(here[-1][0], None)
+
+
+def _names(path: str) -> list[str]:
+    return [n for n in path.split("/") if n not in ("", ".")]
+
+
+def _untrusted_dir(path: str, st: os.stat_result | None = None) -> tuple[str, str] | None:
+    """Why someone but root or us could change the entries of directory path, and
+    the fix; or None."""
+    try:
+        st = st or os.lstat(path)
+    except OSError as e:
+        return f"{path} cannot be checked ({e.strerror})", f"check {path}"
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid not in (0, os.getuid()):
+        return f"{path} belongs to uid {st.st_uid}{_user(st.st_uid)}", f"chown root {path}"
+    if mode & 0o022 and not mode & stat.S_ISVTX:  # sticky: only the owner renames an entry
+        return f"{path} is writable by others (mode {mode:04o})", f"chmod go-w {path}"
+    return None
+
+
+def _untrusted_link(link: str, st: os.stat_result, folder: tuple[str, str] | None,
+                    count: int) -> str | None:
+    """Why the symlink at link must not be followed, or None."""
+    if count > MAXSYMLINKS:
+        return f"it leads through more than {MAXSYMLINKS} symlinks (a loop at {link}?)"
+    if st.st_uid not in (0, os.getuid()):
+        return (f"it leads through {link}, a symlink owned by uid {st.st_uid}"
+                f"{_user(st.st_uid)}, not by root: that user decides where it leads "
+                f"(fix: chown -h root {link}, or name the real directory)")
+    if folder:
+        return (f"it leads through the symlink {link}, but {folder[0]}: another user could "
+                f"replace the link (fix: {folder[1]}, or name the real directory)")
+    return None
+
+
+def _user(uid: int) -> str:
+    try:
+        return f" ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return ""

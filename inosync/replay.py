@@ -20,7 +20,12 @@ node held or however the replay went. The rules that make it so:
 * On the node, each step is taken from a directory handle opened from the
   node's root down without following any symlink (``openat`` with
   ``O_NOFOLLOW``, ``renameat2``, ``mkdirat``): a user on the node who swaps
-  a directory for a symlink cannot make the replay write anywhere else. A
+  a directory for a symlink cannot make the replay write anywhere else. The
+  node's directory itself is opened from ``/`` the same way, one name at a
+  time; a symlink on the way (or on the way of one it leads to) is followed
+  only if it is root's or ours and no one else may change a directory above
+  it, as rsync 3.5 does (``/var/run -> /run`` is fine; a link another user
+  owns turns the replay off for that node). A
   rename whose source is missing, of the wrong type, or that the kernel
   refuses is left to rsync, and so is every later rename that reads a name
   the skipped one should have filled.
@@ -73,18 +78,18 @@ EXIT_BAD_INPUT = 4  # the data did not match the script: a bug, said loudly
 #   replayed (its names are only marked as not holding the source's data).
 #   No renames at all: only wait for any earlier replay on the node to end.
 # stdout: a byte before each rename (a closed connection ends it there);
-# stderr: one summary line. Syscall numbers: openat, mkdirat, renameat2, close.
+# stderr: one summary line. Syscall numbers: openat, mkdirat, renameat2, close, readlinkat.
 SCRIPT = r"""
-use strict; use warnings; use Config;
+use strict; use warnings; use Config; use Cwd ();
 use Fcntl qw(:flock :mode O_RDONLY O_RDWR O_CREAT O_DIRECTORY O_NOFOLLOW);
-my %nr = (x86_64 => [257, 258, 316, 3], i386 => [295, 296, 353, 6],
-          arm => [322, 323, 382, 6], generic => [56, 34, 276, 57]);
+my %nr = (x86_64 => [257, 258, 316, 3, 267], i386 => [295, 296, 353, 6, 305],
+          arm => [322, 323, 382, 6, 332], generic => [56, 34, 276, 57, 78]);
 my $arch = $Config{archname};
 my $k = $^O ne 'linux' ? '' : $arch =~ /^x86_64-linux(?!-gnux32)/ && $Config{ptrsize} == 8
   ? 'x86_64' : $arch =~ /^i[3-6]86-linux/ ? 'i386' : $arch =~ /^arm[^-]*-linux/ ? 'arm'
   : $arch =~ /^(?:aarch64|riscv64|loongarch64)-linux/ ? 'generic' : '';
 if (!$k) { print STDERR "cannot replay safely here: unknown system ($^O, $arch)\n"; exit 3; }
-my ($OPENAT, $MKDIRAT, $RENAME, $CLOSE) = @{$nr{$k}};
+my ($OPENAT, $MKDIRAT, $RENAME, $CLOSE, $READLINKAT) = @{$nr{$k}};
 my $PATH = 010000000; my $AT_CWD = -100;
 local $/ = "\0";
 my @f = <STDIN>; chomp @f;
@@ -108,7 +113,43 @@ sub cls { syscall($CLOSE, $_[0] + 0) if $_[0] >= 0; }
 # writable by group or others; no one else can swap it, move it or hold it open.
 sub trusted { my @st = stat("/proc/self/fd/$_[0]");
   return @st && ($st[4] == 0 || $st[4] == $>) && (S_ISLNK($st[2]) || !($st[2] & 022)); }
-my $rfd = opn($AT_CWD, $root, O_RDONLY | O_DIRECTORY);
+# The node's directory, opened from / one name at a time as the kernel would,
+# following a symlink only if it is ours or root's and no one else may change
+# a directory above it (rsync 3.5 follows no other link either): no one else
+# decides where the renames happen. -1 if it cannot be opened so.
+sub sure_dir { my @st = stat("/proc/self/fd/$_[0]");
+  return @st && ($st[4] == 0 || $st[4] == $>) && (!($st[2] & 022) || $st[2] & S_ISVTX); }
+sub names { grep { $_ ne '' && $_ ne '.' } split m{/}, $_[0] }
+sub open_root {
+  my $path = shift;
+  if ($path !~ m{^/}) { my $cwd = Cwd::getcwd() // return -1; $path = "$cwd/$path"; }
+  my @todo = names($path);
+  my $top = opn($AT_CWD, '/', $PATH | O_DIRECTORY); return -1 if $top < 0;
+  my @up = ([$top, sure_dir($top)]);  # the directories on the way down, each with
+  my ($links, $ok) = (0, 1);          # whether it and all above are sure
+  while ($ok && @todo) {
+    my $c = shift @todo;
+    if ($c eq '..') { cls((pop @up)->[0]) if @up > 1; next; }
+    my $next = opn($up[-1][0], $c, $PATH | O_NOFOLLOW);
+    my @st = $next >= 0 ? stat("/proc/self/fd/$next") : ();
+    if (@st && S_ISLNK($st[2])) {
+      my ($to, $empty) = ("\0" x 4096, '');
+      my $n = ($st[4] == 0 || $st[4] == $>) && $up[-1][1] && ++$links <= 40
+        ? syscall($READLINKAT, $next + 0, $empty, $to, 4096) : -1;
+      cls($next);
+      if ($n < 0 || $n >= 4096) { $ok = 0; $why = " (untrusted: the node's directory is "
+        . "reached through a symlink another user may change)"; next; }
+      $to = substr($to, 0, $n);
+      cls($_->[0]) for $to =~ m{^/} ? splice(@up, 1) : ();
+      unshift @todo, names($to);
+    } elsif (@st && S_ISDIR($st[2])) { push @up, [$next, $up[-1][1] && sure_dir($next)]; }
+    else { cls($next); $ok = 0; }
+  }
+  my $fd = $ok ? opn($up[-1][0], '.', O_RDONLY | O_DIRECTORY) : -1;
+  cls($_->[0]) for @up;
+  return $fd;
+}
+my $rfd = open_root($root);
 # The lock, held until the end: one replay at a time per node (a retry waits for
 # one cut short). Its file lies in a directory of ours that no one else may write
 # (root: /run/inosync-replay; another user: ~/.inosync-replay, by the password

@@ -49,7 +49,7 @@ except ImportError as e:  # pragma: no cover - depends on the interpreter
 
 from .batch import is_real_dir
 from .excludes import Excludes
-from .paths import Identity, has_content, identity
+from .paths import Identity, Resolved, has_content, identity, resolve
 from .replay import Move
 
 # pyinotify's own stderr handler would print into a daemon's /dev/null (or a
@@ -270,8 +270,8 @@ class Watcher:
 
     def root_is_same(self) -> bool:
         """True if the configured path still leads to the directory we watch."""
-        return (os.path.realpath(self.configured_root) == self.root
-                and identity(self.root) == self.identity)
+        return (resolve(self.configured_root) == Resolved(self.root, None)  # no stranger's
+                and identity(self.root) == self.identity)  # symlink on the way, either
 
     def rescan(self, root: str | None = None) -> None:
         """Start over with a fresh inotify instance (after a queue overflow),

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import in_syscall
+from helpers import in_syscall, write_config
 from test_replay_hostile2 import NOBODY, as_nobody
 
 import inosync.config as configmod
@@ -201,3 +201,38 @@ def test_the_empty_home_is_the_node_users_home(trees):
         assert (dst / "f").exists(), "root's rsync took nobody's ~/.popt alias (a dry run)"
     finally:
         shutil.rmtree("/nonexistent")
+
+
+# ------------------- issue 16: a stranger's symlink above a local node
+
+
+@pytest.mark.slow
+def test_a_move_is_never_replayed_in_the_tree_a_strangers_symlink_above_the_node_names(
+        tree, run_inosync, tmp_path):
+    """The node is up/node, up a link of ours. Once up is a link of nobody's to another
+    root-owned tree that holds the same names, a move in wpath was replayed there
+    (renamed index.html in that tree) before rsync refused the destination. Now
+    the run is not started (the node's chain is checked before each run), and the
+    script itself would not follow the link either."""
+    src = tree["src"]
+    (tmp_path / "mine" / "node").mkdir(parents=True)
+    other = tmp_path / "other" / "node"
+    other.mkdir(parents=True)
+    (other / "index.html").write_text("another root-owned tree\n")
+    up = tmp_path / "up"
+    up.symlink_to(tmp_path / "mine")
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(up / "node")],
+                        edelay=0.3, retry_min=0.3, retry_max=1)
+    d = run_inosync(conf, "-v")
+    d.wait_log("synced full sync")
+    swap = tmp_path / "up.tmp"
+    swap.symlink_to(tmp_path / "other")
+    os.lchown(swap, NOBODY, NOBODY)
+    swap.rename(up)
+    (src / "index.html").rename(src / "moved.html")
+    d.wait_log(f"{up / 'node'}: rsync failed", count=2)  # and retried: still refused
+    assert sorted(os.listdir(other)) == ["index.html"]
+    assert (other / "index.html").read_text() == "another root-owned tree\n"
+    assert f"a symlink owned by uid {NOBODY}" in d.log()
+    assert (tmp_path / "mine" / "node" / "index.html").exists()  # not synced there either
+    d.stop()

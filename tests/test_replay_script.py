@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import in_syscall, wait_until
+from test_symlink_chains import strangers_chain
 
 from inosync.excludes import Excludes
 from inosync.replay import (
@@ -233,3 +234,34 @@ def test_a_directory_swapped_for_a_symlink_during_the_replay_is_never_followed(t
     assert tracer.wait(timeout=20) == 0, tracer.stderr.read()
     assert sorted(os.listdir(outside)) == ["f"] and (outside / "f").read_text() == "outside"
     assert sorted(os.listdir(node / "uploads" / "d.real")) == ["g"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+@pytest.mark.parametrize("how", ["direct", "behind ours", "in a stranger's directory"])
+def test_a_strangers_symlink_above_the_node_is_never_followed(tmp_path, how):
+    """Issue 16: the script opened the node's directory by its path, following every
+    symlink on the way, and checked only the directory it got: a link nobody owns
+    above the node (or behind a link of ours) led the renames into another
+    root-owned tree; rsync 3.5 refused the destination only afterwards. It now
+    opens it from / one name at a time, as paths.resolve walks."""
+    other = tmp_path / "other" / "node"
+    other.mkdir(parents=True)
+    (other / "a").write_text("another tree's a")
+    up, _ = strangers_chain(tmp_path, how, other.parent)
+    done = subprocess.run(replay_argv(str(up / "node"), []), capture_output=True, check=True,
+                          input=replay_input(str(up / "node"), [Move("a", "moved")], NONE))
+    assert summary(done.stderr.decode()) == (0, 1)
+    assert "(untrusted: the node's directory is reached through a symlink" in \
+        done.stderr.decode()  # the daemon sends the data to this node from now on
+    assert files(other.parent) == {"node/a": "another tree's a"}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_symlinks_of_ours_above_the_node_are_followed(tmp_path, node):
+    """/var/run -> /run, relative links, links behind links: root's, in root's
+    directories, so the replay still works there."""
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "hop").symlink_to(tmp_path)
+    (tmp_path / "srv" / "mirror").symlink_to("../hop/srv/../node")
+    assert run(tmp_path / "srv" / "mirror", [Move("a", "moved")]) == (1, 0)
+    assert files(node) == {"moved": "a", "d/b": "b"}

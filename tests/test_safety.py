@@ -400,7 +400,8 @@ def test_node_turned_into_a_symlink_to_wpath_after_start_is_not_synced(tree, run
     assert d.stop() == 0
 
 
-@pytest.mark.parametrize("how", ["one level too high", "through a stranger's symlink"])
+@pytest.mark.parametrize("how", ["one level too high", "through a stranger's symlink",
+                                 "through a stranger's symlink behind ours"])
 def test_swaps_that_are_surely_mistakes_stop_instead_of_following(tmp_path, run_inosync, how):
     nodes = [tmp_path / "node"]
     nodes[0].mkdir()
@@ -414,8 +415,12 @@ def test_swaps_that_are_surely_mistakes_stop_instead_of_following(tmp_path, run_
     wait_converged(wpath, nodes)
     (tmp_path / "current.tmp").symlink_to(
         "releases" if how == "one level too high" else "releases/2/htdocs")
-    if how != "one level too high":
+    if how == "through a stranger's symlink":
         os.lchown(tmp_path / "current.tmp", 65534, 65534)
+    elif how != "one level too high":  # ours leads to theirs (issue 16): the whole chain
+        (tmp_path / "current.tmp").rename(tmp_path / "theirs")
+        os.lchown(tmp_path / "theirs", 65534, 65534)
+        (tmp_path / "current.tmp").symlink_to("theirs")
     (tmp_path / "current.tmp").rename(tmp_path / "current")
     assert d.proc.wait(20) == 1
     assert "stopping without syncing" in d.log()
