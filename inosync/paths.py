@@ -169,26 +169,6 @@ def own_file_inside(wpath: str, name: str, path: str, excludes: Excludes) -> str
             "again and again; move it out of wpath, or exclude its directory in rexcludes")
 
 
-def foreign_symlink(path: str) -> str | None:
-    """The first symlink on path owned by someone but root or us, or None.
-
-    Whoever owns such a link decides which tree the daemon (root, often)
-    reads and pushes to every node.
-    """
-    here = "/"
-    for part in [p for p in path.split("/") if p]:
-        here = os.path.join(here, part)
-        try:
-            st = os.lstat(here)
-        except OSError:
-            return None
-        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (0, os.getuid()):
-            return f"{here} (a symlink owned by uid {st.st_uid})"
-        if stat.S_ISLNK(st.st_mode):
-            here = os.path.realpath(here)
-    return None
-
-
 MAX_SYMLINKS = 40  # as the kernel follows at most 40 links in one lookup
 
 
