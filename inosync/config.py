@@ -306,8 +306,6 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
     own = {name: getattr(config, name) for name in _DAEMON_FILES if getattr(config, name)}
     own["the directory for rsync list files (TMPDIR)"] = os.path.join(
         tempfile.gettempdir(), "inosync-lists")
-    for value in rsync.option_values(config.rsync_args, "--log-file"):
-        own["rsync_args --log-file"] = os.path.join(config.base_dir, value)
     why = paths.others_may_change(config.state_dir)
     if why:
         return "state_dir", (f"state_dir {config.state_dir}: {why}; another user could take "
@@ -316,8 +314,7 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
     for name, path in own.items():
         why = paths.own_file_inside(wpath, name, path, config.excludes)
         if why:
-            setting = name if name in (*_DAEMON_FILES, "state_dir") else \
-                "rsync_args" if "--" in name else "wpath"
+            setting = name if name in (*_DAEMON_FILES, "state_dir") else "wpath"
             return setting, why
     return None
 
