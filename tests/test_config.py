@@ -756,7 +756,9 @@ def test_rsync_args_that_are_safe_are_kept(write, wdir, args):
     ["--chown=root:root"], ["--chown", "root"], ["--usermap=*:root"], ["--groupmap=*:root"],
     ["--no-owner"], ["--no-o"], ["--no-group"], ["--no-g"], ["--copy-as=root"],
     ["--fake-super"], ["--super"], ["--no-super"],
-    # another meaning of a node's path, or of its files
+    # another meaning of a node's path, or of its files (-s: host:~/x is ./~/x to
+    # rsync, but $HOME/x to the replay and --check; review 15 saw the replay rename
+    # files in $HOME/x, outside the node)
     ["-s"], ["-zs"], ["--secluded-args"], ["--protect-args"], ["--old-args"], ["--iconv=utf8"],
     ["--trust-sender"], ["-K"], ["--keep-dirlinks"], ["--munge-links"], ["--link-dest=/x"],
     ["--copy-dest=/x"], ["--no-D"], ["--no-devices"], ["--no-specials"],
