@@ -332,14 +332,11 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
     own = {name: getattr(config, name) for name in _DAEMON_FILES if getattr(config, name)}
     own["the directory for rsync list files (TMPDIR)"] = os.path.join(
         tempfile.gettempdir(), "inosync-lists")
-    for value in rsync.option_values(config.rsync_args, "--log-file"):
-        own["rsync_args --log-file"] = os.path.join(config.base_dir, value)
     own["state_dir"] = os.path.join(config.state_dir, "node" + unverified.SUFFIX)
     for name, path in own.items():
         why = paths.own_file_inside(wpath, name, path, config.excludes)
         if why:
-            setting = name if name in (*_DAEMON_FILES, "state_dir") else \
-                "rsync_args" if "--" in name else "wpath"
+            setting = name if name in (*_DAEMON_FILES, "state_dir") else "wpath"
             return setting, why
     return None
 

@@ -33,8 +33,8 @@ node held or however the replay went. The rules that make it so:
   permissions (``-p``, part of ``-a``): the batch lists the path below
   them, so rsync gives them the source's mode, owner and times. With
   ``--no-perms`` no parent is made.
-* Any rsync option not known to leave the replay equivalent (``--backup``,
-  ``--inplace``, ``--max-delete``, ``--iconv``, ...) turns it off.
+* Any rsync option not known to leave the replay equivalent (``--inplace``,
+  ``--max-delete``, ``--rsync-path``, ...: rsyncopts.TABLE says) turns it off.
 * It runs under a time limit (the ``timeout`` setting); it cannot run
   without perl, or on a machine whose system call numbers it does not know:
   then rsync sends the data, and the log says so once.
@@ -55,8 +55,9 @@ import shlex
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from . import rsyncopts
 from .excludes import Excludes
-from .rsync import Kind, node_kind, options, ssh_host, ssh_parts
+from .rsync import Kind, allowed, node_kind, options, ssh_host, ssh_parts
 
 
 class Move(NamedTuple):
@@ -226,55 +227,27 @@ finish();
 
 _SUMMARY = re.compile(r"renames replayed: (\d+), left to rsync: (\d+)")
 
-# rsync options known to leave a replayed rename equivalent to rsync sending the
-# data (what a rename keeps: data, inode, times, owner, mode; what rsync then
-# compares and fixes). Anything else turns the replay off: --backup and
-# --backup-dir (a replayed rename destroys the old target rsync would back up),
-# --inplace (it would keep the old target's inode and its other hard links),
-# --max-delete (a rename over a file deletes it uncounted), --iconv (names
-# differ on the node), -s/--secluded-args (the remote shell no longer reads the
-# node's path, so a leading ~ is literal for rsync), --rsync-path (its program
-# may work elsewhere or as someone else than the replay), --link-dest and the
-# like, and options not known here.
-_NEUTRAL = frozenset({
-    "--archive", "--recursive", "--links", "--perms", "--times", "--group", "--owner",
-    "--devices", "--specials", "--verbose", "--quiet", "--no-motd", "--human-readable",
-    "--no-human-readable", "--compress", "--no-compress", "--compress-level", "--zl",
-    "--compress-choice", "--zc", "--skip-compress", "--old-compress", "--new-compress",
-    "--hard-links", "--acls", "--xattrs", "--numeric-ids", "--checksum", "--checksum-choice",
-    "--cc", "--checksum-seed", "--sparse", "--whole-file", "--no-whole-file", "--partial",
-    "--progress", "--itemize-changes", "--stats", "--info", "--debug", "--executability",
-    "--omit-dir-times", "--omit-link-times", "--atimes", "--crtimes", "--open-noatime",
-    "--ipv4", "--ipv6", "--bwlimit",
-    "--chmod", "--chown", "--usermap", "--groupmap", "--no-owner", "--no-group",
-    "--no-times", "--no-perms", "--no-o", "--no-g", "--no-t", "--no-p", "--fsync",
-    "--delete", "--del", "--delete-before", "--delete-during", "--delete-delay",
-    "--delete-after", "--force", "--delay-updates", "--outbuf", "--8-bit-output",
-    "--out-format", "--log-format", "--log-file", "--log-file-format", "--block-size",
-    "--max-alloc", "--fake-super", "--super", "--no-super", "--munge-links", "--fuzzy",
-    "--ignore-times", "--keep-dirlinks", "--preallocate", "--one-file-system",
-})
-_LETTERS = {  # short options, by their long names
-    "a": "--archive", "r": "--recursive", "l": "--links", "p": "--perms", "t": "--times",
-    "g": "--group", "o": "--owner", "D": "--devices", "v": "--verbose", "q": "--quiet",
-    "h": "--human-readable", "z": "--compress", "H": "--hard-links", "A": "--acls",
-    "X": "--xattrs", "c": "--checksum", "S": "--sparse", "W": "--whole-file",
-    "P": "--partial", "i": "--itemize-changes", "E": "--executability",
-    "O": "--omit-dir-times", "J": "--omit-link-times", "U": "--atimes", "N": "--crtimes",
-    "4": "--ipv4", "6": "--ipv6", "s": "--secluded-args", "8": "--8-bit-output",
-    "y": "--fuzzy", "I": "--ignore-times", "K": "--keep-dirlinks", "x": "--one-file-system",
-    "B": "--block-size",
-}
+# What each rsync option means for the replay is a field of the one allowlist
+# (rsyncopts.TABLE: NEUTRAL, OFF, PERMS, NO_PERMS): a neutral one leaves a
+# replayed rename equivalent to rsync sending the data (what a rename keeps:
+# data, inode, times, owner, mode; what rsync then compares and fixes).
+# Anything else turns the replay off: --inplace (it would keep the old
+# target's inode and its other hard links), --max-delete (a rename over a
+# file deletes it uncounted), --rsync-path (its program may work elsewhere or
+# as someone else than the replay), --confine-root (the replay does not check
+# it), and every option not on the list (refused at load anyway: --backup,
+# --iconv, -s/--secluded-args, --link-dest...).
 
 
-def _long(name: str) -> str:
-    return name if name.startswith("--") else _LETTERS.get(name[1:], name)
+def _replay_meaning(name: str) -> str:
+    spelling = allowed(name)
+    return spelling.replay if spelling else rsyncopts.OFF
 
 
 def blocker(rsync_args: Sequence[str]) -> str | None:
     """The first item of rsync_args that turns the replay off, or None."""
     for arg, name, _ in options(rsync_args):
-        if _long(name) not in _NEUTRAL:
+        if _replay_meaning(name) == rsyncopts.OFF:
             return arg
     return None
 
@@ -283,11 +256,9 @@ def sets_perms(rsync_args: Sequence[str]) -> bool:
     """True if rsync sets permissions (inosync passes -a; the last word wins)."""
     perms = True
     for _, name, _ in options(rsync_args):
-        long = _long(name)
-        if long in ("--perms", "--archive"):
-            perms = True
-        elif long in ("--no-perms", "--no-p"):
-            perms = False
+        meaning = _replay_meaning(name)
+        if meaning in (rsyncopts.PERMS, rsyncopts.NO_PERMS):
+            perms = meaning == rsyncopts.PERMS
     return perms
 
 
@@ -298,8 +269,8 @@ def off_because(replay_moves: bool, rsync_args: Sequence[str]) -> str | None:
     arg = blocker(rsync_args)
     if arg is not None:
         return (f"rsync_args has {arg}, not known to leave a replayed rename the same as "
-                "sending the data (a backup, an in-place update or a deletion limit it "
-                "would bypass)")
+                "sending the data (an in-place update, a deletion limit or another "
+                "program at the other end it would bypass)")
     return None
 
 

@@ -12,6 +12,8 @@ import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from . import rsyncopts
+
 
 class Kind(enum.Enum):
     LOCAL = "local"  # a directory on this machine
@@ -263,110 +265,58 @@ def describe(returncode: int) -> str:
     return f"exit {returncode} ({reason})"
 
 
-# ---- rsync_args: options that would fight the design are refused at load
+# ---- rsync_args: only options on the allowlist (rsyncopts.TABLE), checked at load
 
-_NO_PATTERNS = ("replaces the file list and rules inosync builds for each run, which its "
-                "watcher must know too; put patterns in rexcludes or rexcludes_from")
-_SKIPS = "skips some changes, so nodes would silently differ from the source"
-_HIDES = "makes rsync and the watcher disagree about what is in the tree"
-_COPIES_NOTHING = "copies nothing"
-_NOT_CLIENT = "is not a client option"
-_STDERR = ("moves rsync's messages (and its progress) to stderr, which inosync reads to "
-           "judge each run")
-_REFUSED = {
-    "--dry-run": "copies nothing while every run is logged as synced; use inosync -p "
-                 "to see what would run",
-    "--list-only": _COPIES_NOTHING,
-    "--remove-source-files": "deletes the files of wpath once they are sent",
-    "--remove-sent-files": "deletes the files of wpath once they are sent",
-    "--delete-excluded": "deletes excluded files on the nodes, and each batch excludes "
-                         "everything it does not send, so every node would be wiped",
-    "--ignore-errors": "lets rsync delete on the nodes even when reading the source failed",
-    "--files-from": _NO_PATTERNS, "--from0": _NO_PATTERNS, "--filter": _NO_PATTERNS,
-    "--include": _NO_PATTERNS, "--exclude": _NO_PATTERNS, "--include-from": _NO_PATTERNS,
-    "--exclude-from": _NO_PATTERNS, "--cvs-exclude": _NO_PATTERNS, "-F": _NO_PATTERNS,
-    "--relative": "changes where paths land on the nodes",
-    "--no-relative": "changes where paths land on the nodes",
-    "--no-R": "changes where paths land on the nodes",
-    "--no-implied-dirs": "changes where paths land on the nodes",
-    "--existing": _SKIPS, "--ignore-non-existing": _SKIPS, "--ignore-existing": _SKIPS,
-    "--update": _SKIPS, "--size-only": _SKIPS, "--max-size": _SKIPS, "--min-size": _SKIPS,
-    "--append": _SKIPS, "--append-verify": _SKIPS, "--compare-dest": _SKIPS,
-    "--modify-window": _SKIPS + " (inosync compares times to the nanosecond)",
-    "--ignore-missing-args": "keeps deleted paths on the nodes",
-    "--no-recursive": _SKIPS, "--no-r": _SKIPS, "--no-links": _SKIPS, "--no-l": _SKIPS,
-    "--copy-links": _HIDES, "--copy-unsafe-links": _HIDES, "--copy-dirlinks": _HIDES,
-    "--one-file-system": _HIDES,
-    "--rsh": "bypasses the ssh setting; set that instead",
-    "--timeout": "bypasses the timeout setting, whose range is checked (0 would let a "
-                 "dead node hang forever); set that instead",
-    "--contimeout": "bypasses the contimeout setting; set that instead",
-    "--write-batch": "writes every run to a batch file", "--only-write-batch": _COPIES_NOTHING,
-    "--read-batch": "reads a batch file instead of wpath",
-    "--daemon": _NOT_CLIENT, "--server": _NOT_CLIENT, "--sender": _NOT_CLIENT,
-    "--old-dirs": _SKIPS, "--old-d": _SKIPS, "--prune-empty-dirs": _SKIPS,
-    "--safe-links": _SKIPS,
-    "--remote-option": "passes options to the remote rsync, where none of these checks "
-                       "reach",
-    "--stderr": _STDERR, "--msgs2stderr": _STDERR, "--no-msgs2stderr": _STDERR,
-}
-_SHORT = {  # short letters of refused options
-    "n": "--dry-run", "f": "--filter", "C": "--cvs-exclude", "R": "--relative",
-    "u": "--update", "@": "--modify-window", "L": "--copy-links", "k": "--copy-dirlinks",
-    "x": "--one-file-system", "e": "--rsh", "0": "--from0", "F": "-F",
-    "m": "--prune-empty-dirs", "M": "--remote-option",
-}
-_SHORT_WITH_VALUE = set("BefTM@")  # the rest of the word (or the next word) is the value
-# Long options that take their value as the next word when not given as --opt=value.
-_LONG_WITH_VALUE = {
-    "--info", "--debug", "--stderr", "--backup-dir", "--suffix", "--rsync-path", "--chmod",
-    "--chown", "--usermap", "--groupmap", "--block-size", "--rsh", "--max-delete",
-    "--max-size", "--min-size", "--max-alloc", "--partial-dir", "--modify-window",
-    "--temp-dir", "--compare-dest", "--copy-dest", "--link-dest", "--compress-choice",
-    "--zc", "--compress-level", "--zl", "--skip-compress", "--filter", "--exclude",
-    "--exclude-from", "--include", "--include-from", "--files-from", "--address", "--port",
-    "--sockopts", "--out-format", "--log-format", "--log-file", "--log-file-format",
-    "--password-file", "--early-input", "--bwlimit", "--stop-after", "--stop-at",
-    "--write-batch", "--only-write-batch", "--read-batch", "--protocol", "--iconv",
-    "--checksum-choice", "--cc", "--checksum-seed", "--outbuf", "--remote-option",
-    "--timeout", "--contimeout", "--config", "--dparam", "--copy-as", "--time-limit",
-    "--confine-root", "--compress-threads", "--zt",
-}
+_NOT_LISTED = ("which is not on inosync's list of rsync options known to be safe "
+               '(README, section "rsync options")')
 
 
 def check_extra_args(args: Sequence[str]) -> None:
-    """Raise ValueError naming the first item of rsync_args that fights the design.
+    """Raise ValueError naming the first item of rsync_args that is not allowed.
 
-    Refused: options that change what a run deletes, writes or lists in a way
-    inosync cannot account for (its batches, its rules, its watcher), and any
-    word that is not an option (rsync would take it as one more source).
+    Allowed: the options of rsyncopts.TABLE, in the spellings rsync accepts,
+    with a value exactly when they take one, and a value their check accepts.
+    Refused: every other option, and any word that is not an option (rsync
+    would take it as one more source).
     """
     for arg, name, value in options(args):
         if not name or name == "--":
             raise ValueError(f"item {arg!r} is not an option: rsync would take it as "
                              "another source or destination")
-        _refuse(name if name.startswith("--") else _SHORT.get(name[1], name), arg)
-        if name == "--rsync-path" and value is not None and not _plain_program(value):
-            raise ValueError(f"--rsync-path must name one program (got {value!r}): "
-                             "options there would pass none of these checks")
-        if value is None and _takes_value(name, arg):
+        spelling = allowed(name)
+        shown = arg if arg.split("=")[0] == name else f"{arg} ({name})"
+        if spelling is None:
+            instead = rsyncopts.INSTEAD.get(name)
+            raise ValueError(f"has {shown}, {_NOT_LISTED}" + (f"; {instead}" if instead else ""))
+        if value is not None and not spelling.value:
+            raise ValueError(f"has {shown}: {name} takes no value (rsync would stop with "
+                             "a usage error)")
+        if value is None and spelling.value:
             raise ValueError(f"ends with {args[-1]!r}, which takes a value: rsync would take "
                              "the next word inosync adds (wpath, say) as that value")
+        why = spelling.option.check(value) if spelling.option.check and value is not None \
+            else None
+        if why:
+            raise ValueError(f"has {shown}: {name} {why}" if why.startswith("must") else
+                             f"has {shown}: {why}")
 
 
-def _takes_value(name: str, arg: str) -> bool:
+def allowed(name: str) -> rsyncopts.Spelling | None:
+    """What an option (as options() names it: "--zl", "-z") is on the allowlist, or None."""
     if name.startswith("--"):
-        return name in _LONG_WITH_VALUE and "=" not in arg
-    return name[1] in _SHORT_WITH_VALUE
+        return rsyncopts.LONG.get(name)
+    return rsyncopts.SHORT.get(name[1:]) if len(name) == 2 else None
 
 
 def options(args: Sequence[str]) -> Iterator[tuple[str, str, str | None]]:
-    """Each option rsync_args gives, as rsync reads them: (the item, the option's
-    name, its value or None). A short cluster gives each letter ("-a", "-v"),
-    and the value of an option that takes one ("--opt=v", "--opt v", "-Bv",
-    "-B v") is never read as an option of its own; a word that is no option
-    gives the name "". check_extra_args, --verify and the config read
-    rsync_args through this one walk, so they never disagree."""
+    """Each option rsync_args gives, as rsync (libpopt) reads them: (the item, the
+    option's name, its value or None). A short cluster gives each letter ("-a",
+    "-v"), and the value of an option that takes one ("--opt=v", "--opt v",
+    "-Bv", "-B=v", "-B v") is never read as an option of its own; a word that
+    is no option gives the name "". "--opt=v" and "-z=v" give a value even when
+    the option takes none (rsync refuses those). check_extra_args, --verify,
+    the replay and the config read rsync_args through this one walk, so they
+    never disagree."""
     words = iter(args)
     for arg in words:
         if not arg.startswith("-") or arg == "-":
@@ -374,14 +324,19 @@ def options(args: Sequence[str]) -> Iterator[tuple[str, str, str | None]]:
             continue
         if arg.startswith("--"):
             name, has_value, value = arg.partition("=")
-            if not has_value and name in _LONG_WITH_VALUE:
+            if not has_value and name in rsyncopts.LONG_WITH_VALUE:
                 yield arg, name, next(words, None)
             else:
                 yield arg, name, value if has_value else None
             continue
         for i, letter in enumerate(arg[1:], 1):
-            if letter in _SHORT_WITH_VALUE:
-                yield arg, f"-{letter}", arg[i + 1:] or next(words, None)
+            rest = arg[i + 1:]
+            if letter in rsyncopts.SHORT_WITH_VALUE:  # popt skips one "=" after the letter
+                yield arg, f"-{letter}", rest[1:] if rest.startswith("=") else \
+                    rest or next(words, None)
+                break
+            if rest.startswith("="):  # "-z=n": rsync says -z takes no argument
+                yield arg, f"-{letter}", rest[1:]
                 break
             yield arg, f"-{letter}", None
 
@@ -395,14 +350,3 @@ def find_option(args: Sequence[str], long_name: str, letter: str = "") -> str | 
 def option_values(args: Sequence[str], long_name: str) -> list[str]:
     """The values rsync_args gives a long option (--opt=value or --opt value)."""
     return [value for _, name, value in options(args) if name == long_name and value is not None]
-
-
-def _plain_program(value: str) -> bool:
-    return bool(value) and not any(c.isspace() for c in value) and not value.startswith("-")
-
-
-def _refuse(name: str, arg: str) -> None:
-    why = _REFUSED.get(name)
-    if why:
-        shown = arg if arg.split("=")[0] == name else f"{arg} ({name})"
-        raise ValueError(f"must not hold {shown}: it {why}")

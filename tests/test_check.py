@@ -143,6 +143,25 @@ def test_check_command_errors_are_one_line(tree, tmp_path, settings, says):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("option", ["--version", "--no-from0", "-avV", "--info=help"])
+def test_check_refuses_an_option_off_the_allowlist(tree, tmp_path, option):
+    """Issue 16, rule 1: rsync prints its version (or help) and exits 0, and every
+    run says "synced" while the nodes stay empty; --no-from0 switches off
+    inosync's own --from0. Refused at load: one line, exit 2, nothing run."""
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(tree["src"]),
+                        rnodes=[str(tree["nodes"][0])], rsync_args=[option])
+    done = run(conf, "--check")
+    assert done.returncode == 2, done.stdout
+    assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    line = done.stderr.strip()
+    assert f" {conf}:3: rsync_args has {option}" in line, line
+    if option != "--info=help":
+        assert "which is not on inosync's list of rsync options known to be safe (README, " \
+            'section "rsync options")' in line, line
+    assert not any(tree["nodes"][0].iterdir())
+
+
+@pytest.mark.slow
 def test_check_while_the_daemon_runs(tree, tmp_path, run_inosync):
     pidfile = tmp_path / "inosync.pid"
     conf = write_config(tmp_path / "inosync.conf", wpath=str(tree["src"]), edelay=0.2,
@@ -171,9 +190,9 @@ def test_summary_says_what_an_ssh_node_path_means(tree, tmp_path, dest, meaning)
 
 
 @pytest.mark.parametrize("args, shown", [
-    (["--backup", "--backup-dir=/var/backups/www"], "--backup"),
-    (["-zb"], "-zb"),
+    (["-z", "--rsync-path=/opt/rsync/bin/rsync"], "--rsync-path=/opt/rsync/bin/rsync"),
     (["--inplace"], "--inplace"),
+    (["--confine-root", "/srv"], "--confine-root"),
     (["--max-delete=100"], "--max-delete=100"),
 ])
 def test_summary_says_which_option_turns_the_replay_off(tree, tmp_path, args, shown):

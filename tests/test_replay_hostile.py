@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -282,48 +282,3 @@ def test_a_replay_stopped_by_shutdown_is_checked_by_content_after_the_restart(
 
 # ------------------ 5. rsync and the replay disagree on where the node is
 
-
-@pytest.fixture
-def in_root_home(tmp_path: Path) -> Iterator[Callable[[str, Path], None]]:
-    """link(name, target): a symlink ~root/name -> target for the test's length (the
-    throw-away sshd logs in as root, whose login directory is its passwd home)."""
-    home = Path(os.path.expanduser("~root"))
-    made: list[Path] = []
-
-    def link(name: str, target: Path) -> None:
-        path = home / name
-        if os.path.lexists(path):
-            pytest.skip(f"{path} exists already")
-        path.symlink_to(target)
-        made.append(path)
-
-    yield link
-    for path in made:
-        path.unlink()
-
-
-@pytest.mark.slow
-def test_with_secluded_args_the_replay_renames_where_rsync_writes(daemon, tree, tmp_path,
-                                                                 in_root_home):
-    """-s/--secluded-args is taken as neutral, but with it rsync's receiver gets its
-    path through the protocol, not the remote shell: host:~/site is the literal
-    ./~/site in the login directory (rsync says so: mkdir "/root/~/site" failed),
-    as it also is with RSYNC_PROTECT_ARGS=1 in the daemon's environment. The
-    replay (and --check's meaning) still expands ~ to $HOME: it renames files
-    in $HOME/site, a directory that is not the node."""
-    src = tree["src"]
-    tag = f"review15-{os.getpid()}"
-    other = tmp_path / "someone-elses-site"  # what $HOME/site is: not the node
-    other.mkdir()
-    (other / "index.html").write_text("not the node's")
-    literal = tmp_path / "literal-tilde"  # what rsync writes to: ./~/<tag>
-    node = literal / tag
-    node.mkdir(parents=True)
-    in_root_home("~", literal)
-    in_root_home(tag, other)
-    d = daemon("ssh", node=node, dest=f"root@127.0.0.1:~/{tag}", rsync_args=["-s"])
-    assert tree_diff(src, node) == []  # rsync syncs ./~/<tag>
-    synced_after(d, lambda: (src / "index.html").rename(src / "home.html"))
-    assert tree_diff(src, node) == []
-    assert sorted(os.listdir(other)) == ["index.html"], \
-        f"the replay renamed $HOME/{tag}/index.html, outside the node"

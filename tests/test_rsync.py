@@ -15,16 +15,19 @@ from pathlib import Path
 
 import pytest
 
+from inosync import rsyncopts
 from inosync.batch import encode_list, files_list
 from inosync.rsync import (
     Kind,
     Options,
     Outcome,
     batch_argv,
+    check_extra_args,
     classify,
     describe,
     full_argv,
     node_kind,
+    options,
     ssh_host,
     ssh_parts,
     with_slash,
@@ -327,11 +330,12 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def _run_batch(tmp_path: Path, src: Path, dst: Path, changed: list[str]) -> list[str]:
+def _run_batch(tmp_path: Path, src: Path, dst: Path, changed: list[str],
+               extra: tuple[str, ...] = ()) -> list[str]:
     paths = files_list(changed, str(src))
     list_file = tmp_path / "list"
     list_file.write_bytes(encode_list(paths))
-    argv = batch_argv(Options(rsync=RSYNC), str(src), str(dst), str(list_file))
+    argv = batch_argv(Options(rsync=RSYNC, extra=extra), str(src), str(dst), str(list_file))
     proc = subprocess.run(argv, capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     return paths
@@ -348,7 +352,13 @@ def _differences(src: Path, dst: Path) -> bytes:
 
 
 @needs_rsync
-def test_real_rsync_batch_replicates_changes(tmp_path):
+@pytest.mark.parametrize("extra", [
+    (), ("--delete-before",), ("--delete-during",), ("--del",), ("--delete-delay",),
+    ("--delete-after",), ("--force", "--delete-after"),
+])
+def test_real_rsync_batch_replicates_changes(tmp_path, extra):
+    """Also with each --delete-* of the allowlist: a batch's --delete-missing-args
+    deletes the same paths whenever rsync deletes."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     _write(src / "f1", "one")
     _write(src / "keep" / "k", "keep me")
@@ -401,7 +411,7 @@ def test_real_rsync_batch_replicates_changes(tmp_path):
     ]
     assert _differences(src, dst) != b""  # the check below can see a difference
 
-    paths = _run_batch(tmp_path, src, dst, changed)
+    paths = _run_batch(tmp_path, src, dst, changed, extra)
 
     assert "tofile" in paths and "tofile/t" not in paths
     assert "ghost-dir" in paths
@@ -586,3 +596,125 @@ def test_real_rsync_churn_lines(tmp_path, listed, change, extra, line):
     assert proc.returncode == 23, stderr
     assert line.format(src=src) in stderr.splitlines(), stderr
     assert classify(proc.returncode, stderr) is Outcome.SOURCE_CHANGED
+
+
+# ---------------------------------------------------------------- rsync_args: the allowlist
+# Issue 16, rule 1. rsync_args is read as rsync 3.5.0 (libpopt) reads it.
+
+# A value rsync takes for each allowed option that needs one.
+SAMPLE = {
+    "--out-format": "%n", "--log-format": "%n", "--info": "stats2", "--compress-choice": "zlib",
+    "--zc": "zlib", "--compress-level": "1", "--zl": "1", "--compress-threads": "1",
+    "--zt": "1", "--skip-compress": "gz/jpg", "--block-size": "2048", "-B": "2048",
+    "--checksum-choice": "md5", "--cc": "md5", "--max-alloc": "1G", "--chmod": "D755,Fgo-w",
+    "--max-delete": "1000", "--rsync-path": "rsync", "--confine-root": "/",
+}
+
+
+def _spellings() -> list[str]:
+    return sorted(rsyncopts.LONG) + [f"-{letter}" for letter in sorted(rsyncopts.SHORT)]
+
+
+def _words(spelling: str) -> list[str]:
+    """The spelling as rsync_args would give it, with a value if it takes one."""
+    spell = rsyncopts.LONG.get(spelling) or rsyncopts.SHORT[spelling[1:]]
+    return [spelling, SAMPLE[spelling]] if spell.value else [spelling]
+
+
+@pytest.mark.parametrize(("args", "parsed"), [
+    (["-zH"], [("-zH", "-z", None), ("-zH", "-H", None)]),
+    (["-B=1024"], [("-B=1024", "-B", "1024")]),  # popt skips one "=" after a letter
+    (["-zB=", "--stats"], [("-zB=", "-z", None), ("-zB=", "-B", ""), ("--stats", "--stats", None)]),
+    (["-zB", "-n"], [("-zB", "-z", None), ("-zB", "-B", "-n")]),
+    (["--zl", "--dry-run"], [("--zl", "--zl", "--dry-run")]),
+    (["-z=n"], [("-z=n", "-z", "n")]),  # rsync: "-z=n: option does not take an argument"
+    (["--stats=1"], [("--stats=1", "--stats", "1")]),
+])
+def test_options_reads_values_as_rsync_does(args, parsed):
+    """Checked against rsync 3.5.0: -B=1024 sets 1024 (12ee4f1 read "=1024"),
+    -zB= gives -B an empty value and --stats stays an option, -z=n is a usage
+    error (12ee4f1 read -n, a dry run, as an option of its own)."""
+    assert list(options(args)) == parsed
+
+
+@pytest.mark.slow  # some 300 runs of rsync
+@needs_rsync
+def test_the_allowlist_is_what_rsync_accepts(tmp_path):
+    """Each allowed spelling is an option of this rsync, taking a value exactly
+    when the table says so; rsync takes no abbreviation of any (--compr,
+    --no-fro are unknown to it), so the exact names are all there is."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _write(src / "f", "f")
+    wrong = []
+
+    def says(*args: str) -> tuple[int, str]:
+        done = subprocess.run([RSYNC, "-a", *args, f"{src}/", f"{dst}/"], capture_output=True,
+                              text=True, timeout=30)
+        return done.returncode, done.stderr
+
+    for spelling in _spellings():
+        spell = rsyncopts.LONG.get(spelling) or rsyncopts.SHORT[spelling[1:]]
+        in_grammar = spelling in rsyncopts.LONG_WITH_VALUE or (
+            len(spelling) == 2 and spelling[1] in rsyncopts.SHORT_WITH_VALUE)
+        if spell.value != in_grammar:
+            wrong.append(f"{spelling}: table and LONG_WITH_VALUE disagree")
+        rc, err = says(*_words(spelling))
+        if rc != 0:
+            wrong.append(f"{spelling}: exit {rc}: {err}")
+        if not spell.value:  # a value refused: "option does not take an argument"
+            rc, err = says(f"{spelling}=1")
+            if "does not take an argument" not in err:
+                wrong.append(f"{spelling}=1: exit {rc}: {err}")
+        if spelling.startswith("--") and spelling[:-1] not in rsyncopts.LONG:
+            rc, err = says(spelling[:-1], *_words(spelling)[1:])
+            if "unknown option" not in err:
+                wrong.append(f"{spelling[:-1]} is an abbreviation rsync takes: {err}")
+    assert wrong == []
+
+
+def _setuid_tree(src: Path) -> None:
+    """Files of nobody's (uid/gid 65534) that are setuid and setgid, and a directory."""
+    for name, mode in (("suid", 0o4755), ("sgid", 0o2755), ("both", 0o6755)):
+        _write(src / "d" / name, "#!/bin/sh\nid\n")
+        os.chown(src / "d" / name, 65534, 65534)
+        os.chmod(src / "d" / name, mode)
+    os.chown(src / "d", 65534, 65534)
+
+
+def _foreign_setid(src: Path, dst: Path) -> list[str]:
+    """Files on dst that are setuid or setgid for an owner they do not have on src."""
+    found = []
+    for name in ("suid", "sgid", "both"):
+        s, d = os.lstat(src / "d" / name), os.lstat(dst / "d" / name)
+        if (d.st_mode & 0o4000 and d.st_uid != s.st_uid) or \
+                (d.st_mode & 0o2000 and d.st_gid != s.st_gid):
+            found.append(f"{name} {oct(d.st_mode)} {d.st_uid}:{d.st_gid}")
+    return found
+
+
+@pytest.mark.slow  # some 100 runs of rsync
+@needs_rsync
+@pytest.mark.skipif(os.geteuid() != 0, reason="rsync keeps owners as root only")
+def test_no_allowed_option_makes_a_file_setuid_for_another_owner(tmp_path):
+    """Real rsync as root, inosync's own argv, each allowed option in turn: a
+    setuid or setgid file of nobody's stays nobody's or loses the bit. The
+    owner-changing options are refused at load, and this is why: with each of
+    them, rsync as root leaves the file setuid or setgid root (12ee4f1
+    accepted them all)."""
+    src = tmp_path / "src"
+    _setuid_tree(src)
+
+    def run(extra: list[str], n: int) -> list[str]:
+        dst = tmp_path / f"dst{n}"
+        argv = full_argv(Options(rsync=RSYNC, extra=extra), str(src), str(dst))
+        subprocess.run(argv, check=True, capture_output=True, timeout=30)
+        return _foreign_setid(src, dst)
+
+    bad = {s: found for n, s in enumerate(_spellings()) if (found := run(_words(s), n))}
+    assert bad == {}
+    owners = [["--no-o", "--no-g"], ["--no-owner", "--no-group"], ["--chown=root:root"],
+              ["--usermap=*:root", "--groupmap=*:root"]]
+    for n, extra in enumerate(owners, 1000):
+        assert run(extra, n), f"{extra} leaves no setuid file of another owner: test broken?"
+        with pytest.raises(ValueError, match="not on inosync's list"):
+            check_extra_args(extra)

@@ -295,7 +295,7 @@ def test_usage_errors(tree, tmp_path, args):
 
 
 @pytest.mark.parametrize(("rsync_args", "why"), [
-    (["--link-dest=/srv/old"], "hides files rsync would replace by a hard link"),
+    (["--link-dest=/srv/old"], "not on inosync's list of rsync options known to be safe"),
     (["-aI"], "lists every file as different"), (["--ignore-times"], "every file")])
 def test_rsync_args_that_make_the_list_lie_are_refused(tree, tmp_path, rsync_args, why):
     conf = config_for(tmp_path, tree["src"], [str(tree["nodes"][0])], rsync_args=rsync_args)
@@ -315,11 +315,12 @@ def test_hard_links_already_right_are_no_drift(tree, tmp_path):
 
 
 def test_a_log_file_in_rsync_args_gets_nothing_from_verify(tree, tmp_path):
+    """--log-file is off the allowlist (issue 16): refused before anything runs."""
     src, node = tree["src"], tree["nodes"][0]
     mirror(src, node)
     logfile = tmp_path / "rsync.log"
     conf = config_for(tmp_path, src, [str(node)], rsync_args=[f"--log-file={logfile}"])
-    assert run(conf, "--verify").returncode == 0
+    assert run(conf, "--verify").returncode == 2
     assert not logfile.exists()
 
 
