@@ -6,6 +6,7 @@ one verdict for --check and a start."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -352,3 +353,21 @@ def test_check_and_a_start_refuse_the_same(tmp_path, wdir, problem):
 def message(output: str) -> str:
     """A one-line error without the time stamp the log handler adds."""
     return output.strip().split(" ERROR ", 1)[-1]
+
+
+@pytest.mark.slow
+def test_a_reload_refuses_what_a_start_refuses(tmp_path, wdir, run_inosync):
+    """A HUP took a statusfile in a missing directory (then warned after every run)
+    and a missing ssh program (then retried forever); now the old config stays."""
+    node = tmp_path / "node"
+    conf = with_nodes(tmp_path, wdir, [str(node)], edelay=0.2)
+    d = run_inosync(conf)
+    wait_until(lambda: (node / "index.html").exists(), 20, "the first sync")
+    missing = tmp_path / "missing" / "status.json"
+    with_nodes(tmp_path, wdir, [str(node)], edelay=0.2, statusfile=str(missing))
+    d.signal(signal.SIGHUP)
+    d.wait_log(f"reload failed, keeping the old configuration: .*statusfile {missing}: its "
+               "directory .* does not exist")
+    (wdir / "after.txt").write_text("still syncing\n")
+    wait_until(lambda: (node / "after.txt").exists(), 20, "a sync with the old config")
+    assert d.stop() == 0
