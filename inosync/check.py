@@ -1,9 +1,10 @@
 """``inosync --check``: what a start would do with this configuration.
 
-``summary`` is a pure function of a loaded Config; ``preflight`` holds the
-few checks a start makes later than ``config.load`` (reading wpath, finding
-ssh). Neither watches anything, takes the pidfile or touches a node, so a
-check may run beside the daemon it is about.
+``summary`` is a pure function of a loaded Config; ``preflight`` runs the
+checks a start makes after ``config.load`` (STARTUP_CHECKS: reading wpath,
+finding ssh, the directories of the daemon's files...). Neither watches
+anything, takes the pidfile or touches a node, so a check may run beside the
+daemon it is about.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+from collections.abc import Callable
 
 from . import paths, replay
 from .config import Config
@@ -25,23 +27,67 @@ _NOT_LISTED = {"path", "wpath", "configured_wpath", "base_dir", "rnodes", "rexcl
 
 
 def preflight(config: Config) -> str | None:
-    """Why a start would fail after the configuration loaded, or None."""
+    """Why a start would fail after the configuration loaded, or None: the first of
+    STARTUP_CHECKS that fails. --check, --verify, a start (in every mode) and a
+    reload all ask this one function, so they give one verdict."""
+    for startup_check in STARTUP_CHECKS:
+        problem = startup_check(config)
+        if problem:
+            return f"{config.path}: {problem}"
+    return None
+
+
+def _wpath_readable(config: Config) -> str | None:
     try:
         with os.scandir(config.wpath) as entries:
             next(entries, None)
     except OSError as e:
-        return f"{config.path}: wpath {config.wpath} cannot be read: {e.strerror}"
+        return f"wpath {config.wpath} cannot be read: {e.strerror}"
+    return None
+
+
+def _ssh_program(config: Config) -> str | None:
     if any(node_kind(n) is Kind.SSH for n in config.rnodes):
         program = config.ssh[0]
         if paths.program(program) is None:
-            return (f"{config.path}: ssh program {program!r} not found or not executable "
+            return (f"ssh program {program!r} not found or not executable "
                     "(install openssh-client or fix the ssh setting)")
+    return None
+
+
+def _local_node_parents(config: Config) -> str | None:
     for node in config.rnodes:
         parent = os.path.dirname(node.rstrip("/"))
         if node_kind(node) is Kind.LOCAL and not os.path.isdir(parent):
-            return (f"{config.path}: node {node}: its parent directory {parent} does not "
+            return (f"node {node}: its parent directory {parent} does not "
                     "exist (rsync makes only the last directory); create it")
     return None
+
+
+def _daemon_file_folders(config: Config) -> str | None:
+    """The log, pid and status files are made (or replaced) in their directory:
+    it must be there, and writable. Nothing is opened or made here."""
+    for name in ("logfile", "pidfile", "statusfile"):
+        path = getattr(config, name)
+        if not path:
+            continue
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder):
+            what = "is not a directory" if os.path.lexists(folder) else "does not exist"
+            return (f"{name} {path}: its directory {folder} {what}; create it "
+                    f"(mkdir -p {folder}) or set {name} elsewhere")
+        if os.path.isdir(path):
+            return f"{name} {path} is a directory; name a file"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{name} {path}: its directory {folder} is not writable by uid {os.getuid()}"
+    return None
+
+
+# Every check a start makes once the configuration has loaded (config.load makes
+# the rest): each returns why the start would fail, or None. Add new ones here.
+STARTUP_CHECKS: list[Callable[[Config], str | None]] = [
+    _wpath_readable, _ssh_program, _local_node_parents, _daemon_file_folders,
+]
 
 
 def summary(config: Config) -> list[str]:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .config import DEFAULT_PATH, Config, ConfigError, load
+from .config import DEFAULT_PATH, Config, ConfigError, load, own_file_in_node
 from .journal import JournalFormatter, is_journal
 from .liveline import LiveLine
 from .paths import file_kind, strict_modes
@@ -178,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
             return check(config)
         if args.verify:
             return verify(config, args.checksum)
+        from .check import preflight
+
+        problem = preflight(config)  # what --check refuses, a start refuses, in every mode
+        if problem:
+            return fail(problem, EXIT_USAGE)
         return run(args, config, logs, signals)
     except StopDuringStartup as e:
         log.info("stopped (%s) during start-up; nothing was synced", e)
@@ -254,7 +259,8 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
     from .watch import Watcher, WatchLimitError
 
     if args.pidfile:  # checked as the config's own pidfile is
-        problem = own_file_inside(config.wpath, "--pidfile", args.pidfile, config.excludes)
+        problem = own_file_inside(config.wpath, "--pidfile", args.pidfile, config.excludes) \
+            or own_file_in_node(config.rnodes, "--pidfile", args.pidfile)
         if problem:
             return fail(problem, EXIT_USAGE)
     path = choose_pidfile(args.pidfile, config.pidfile, args.daemonize)

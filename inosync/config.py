@@ -9,12 +9,14 @@ from __future__ import annotations
 import ast
 import difflib
 import fnmatch
+import inspect
 import math
 import os
 import shutil
 import stat
 import tempfile
 import traceback
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,8 +160,10 @@ def _assignment_lines(path: str, source: str) -> dict[str, int]:
         targets: list[ast.expr] = []
         if isinstance(node, ast.Assign):
             targets = node.targets
-        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
-            targets = [node.target]
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor)):
+            targets = [node.target]  # a loop's name stays set after it, as a variable
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            targets = [i.optional_vars for i in node.items if i.optional_vars is not None]
         for target in targets:
             for name in ast.walk(target):
                 if isinstance(name, ast.Name):
@@ -225,15 +229,29 @@ def _build(path: str, ns: dict[str, Any], lines: dict[str, int], base_dir: str) 
 
 
 def _check_unknown(ns: dict[str, Any], lines: dict[str, int], where: Callable[[str], str]) -> None:
-    """A name that is almost a setting is a typo that would silently do nothing."""
-    for name in lines:
-        if name in KNOWN or name.startswith("_"):
+    """Every name the file defines must be a setting: an unknown one would silently
+    do nothing (exclude_file = ... would replicate what was meant to stay private).
+    A helper is fine when it cannot be taken for a setting: a module, function or
+    class, or a name that starts with _. Names assigned in a branch that did not
+    run count too: a typo there is a typo."""
+    names = sorted({*lines, *ns}, key=lambda n: lines.get(n, 0))
+    for name in names:
+        if name in KNOWN or name.startswith("_") or _is_code(ns.get(name)):
             continue
-        close = difflib.get_close_matches(name.lower(), sorted(KNOWN), n=1, cutoff=0.75)
-        if close:
+        typo = difflib.get_close_matches(name.lower(), sorted(KNOWN), n=1, cutoff=0.75)
+        if typo:
             raise ConfigError(f"{where(name)}: unknown setting {name!r}; did you mean "
-                              f"{close[0]!r}? (a helper variable must not look like a "
+                              f"{typo[0]!r}? (a helper variable must not look like a "
                               "setting: rename it or start it with _)")
+        close = difflib.get_close_matches(name.lower(), sorted(KNOWN), n=3, cutoff=0.6)
+        shown = "closest: " + ", ".join(map(repr, close)) if close else "no setting is close"
+        raise ConfigError(f"{where(name)}: unknown setting {name!r} ({shown}): "
+                          "inosync has no such setting and would ignore it; see README, "
+                          "Configuration reference (a helper variable must start with _)")
+
+
+def _is_code(value: Any) -> bool:
+    return inspect.ismodule(value) or inspect.isclass(value) or inspect.isroutine(value)
 
 
 def _exclude_file(value: Any, where: str, config_path: str) -> list[str]:
@@ -335,8 +353,11 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
     own["state_dir"] = os.path.join(config.state_dir, "node" + unverified.SUFFIX)
     for name, path in own.items():
         why = paths.own_file_inside(wpath, name, path, config.excludes)
+        blame = "wpath"
+        if not why:
+            why, blame = own_file_in_node(config.rnodes, name, path), "rnodes"
         if why:
-            setting = name if name in (*_DAEMON_FILES, "state_dir") else "wpath"
+            setting = name if name in (*_DAEMON_FILES, "state_dir") else blame
             return setting, why
     return None
 
@@ -348,6 +369,20 @@ def local_node_problem(nodes: list[str]) -> str | None:
         problem = paths.resolve(node).problem
         if problem:
             return f"local node {node}: {problem}"
+    return None
+
+
+def own_file_in_node(rnodes: tuple[str, ...], name: str, path: str) -> str | None:
+    """Why a file the daemon writes may not lie at path because a local node holds it,
+    or None. The sync to that node deletes it (--delete makes the node equal to
+    wpath): a pidfile gone lets a second daemon of the tree start. No exclude makes
+    it safe (the temporary names written beside a file, a reload that drops the
+    rule), so it is refused plainly."""
+    for node in rnodes:
+        if rsync.node_kind(node) is rsync.Kind.LOCAL and paths.file_inside(path, node):
+            return (f"{name} {path} lies inside local node {node}: the sync to that node "
+                    "would delete it (--delete makes the node equal to wpath); move it out "
+                    "of the node")
     return None
 
 
@@ -417,18 +452,54 @@ def _rnodes(value: Any, base_dir: str) -> tuple[str, ...]:
     if not nodes:
         raise ValueError("is empty; list at least one destination")
     for node in nodes:
-        if node.startswith("-"):
-            raise ValueError(f"entry {node!r} starts with '-' and would be taken as an option")
-        if rsync.node_kind(node) is rsync.Kind.SSH and any(
-                c in rsync.ssh_parts(node)[1] for c in _SHELL_READS):
-            raise ValueError(f"entry {node!r}: rsync leaves * ? [ ] and line breaks in an ssh "
-                             "node's path to the remote shell, which would expand or split "
-                             "them (rsync and the move replay would work in different "
-                             "places); rename the directory")
-    if len(set(nodes)) != len(nodes):
-        raise ValueError("lists the same destination twice")
-    return tuple(os.path.normpath(os.path.join(base_dir, n))
-                 if rsync.node_kind(n) is rsync.Kind.LOCAL else n for n in nodes)
+        _check_node(node)
+    absolute = tuple(os.path.normpath(os.path.join(base_dir, n))
+                     if rsync.node_kind(n) is rsync.Kind.LOCAL else n for n in nodes)
+    _check_twice(nodes, absolute)
+    return absolute
+
+
+def _check_node(node: str) -> None:
+    """One spelling, one place: refuse what rsync, the replay and a reader of the
+    config could each take for another directory (ValueError says why)."""
+    control = next((c for c in node if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise ValueError(f"entry {node!r} holds the control character {control!r}: rsync "
+                         "would make a directory of that name; remove it")
+    if node != node.strip():
+        raise ValueError(f"entry {node!r} starts or ends with a space: rsync would make a "
+                         "directory of that name; remove it")
+    if node.startswith("-"):
+        raise ValueError(f"entry {node!r} starts with '-' and would be taken as an option")
+    if rsync.node_kind(node) is not rsync.Kind.SSH:
+        return
+    host, path = rsync.ssh_parts(node)
+    if not path:
+        # inosync 0.4 sent this to "host:/", rsync reads it as the login
+        # directory: whichever we chose, someone's tree would be wiped.
+        raise ValueError(f"entry {node!r} names no directory (inosync 0.4 synced it to the "
+                         f"root of {host}, rsync reads it as the login directory); write "
+                         f"{node}/path or {node}~/path, or {node}. for the login directory "
+                         "itself")
+    if rsync.normal_form(node) == f"{host}:/":
+        raise ValueError(f"entry {node!r} is the root directory of {host}: --delete would "
+                         "remove everything there that wpath does not hold; name the "
+                         "directory to keep in sync")
+    if any(c in path for c in _SHELL_READS):
+        raise ValueError(f"entry {node!r}: rsync leaves * ? [ ] and line breaks in an ssh "
+                         "node's path to the remote shell, which would expand or split "
+                         "them (rsync and the move replay would work in different "
+                         "places); rename the directory")
+
+
+def _check_twice(nodes: tuple[str, ...], absolute: tuple[str, ...]) -> None:
+    """Two spellings of one node ("a" and "a/") would run two rsyncs into one place."""
+    seen: dict[str, str] = {}
+    for given, node in zip(nodes, absolute):
+        key = rsync.normal_form(node)
+        if key in seen:
+            raise ValueError(f"lists {key} twice (as {seen[key]!r} and {given!r})")
+        seen[key] = given
 
 
 def _rsync_args(value: Any) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ from . import __version__, paths
 from . import config as configmod
 from . import replay as replaymod
 from .batch import RunPlan, files_list, full_sync_above, plan_run, plural
+from .check import preflight
 from .config import Config, ConfigError
 from .notify import Notifier
 from .paths import Identity, identity
@@ -447,6 +448,9 @@ class Daemon:
         old = self.config
         try:
             new = configmod.load(old.path, old.base_dir)
+            problem = preflight(new)  # what a start would refuse, a reload refuses
+            if problem:
+                raise ConfigError(problem)
             if self.on_reload:
                 self.on_reload(new)  # first: opening a new log file may fail
             if (new.wpath, new.configured_wpath, new.emask, new.excludes.patterns) != (

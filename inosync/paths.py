@@ -169,6 +169,16 @@ def own_file_inside(wpath: str, name: str, path: str, excludes: Excludes) -> str
             "again and again; move it out of wpath, or exclude its directory in rexcludes")
 
 
+def file_inside(path: str, top: str) -> bool:
+    """True if the file at path (made there later, perhaps) lies inside directory top,
+    compared resolved and by identity, so neither a symlink nor a bind mount hides it."""
+    folder, where = real(os.path.dirname(path)), real(top)
+    if inside(folder, where):
+        return True
+    top_id = identity(where)
+    return top_id is not None and top_id in chain(folder)
+
+
 MAX_SYMLINKS = 40  # as the kernel follows at most 40 links in one lookup
 
 

@@ -50,6 +50,7 @@ command channel: no replay there.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shlex
 from collections.abc import Sequence
@@ -284,8 +285,9 @@ def meaning(dest: str) -> str:
     if tilde:
         home = "the home directory of " + (tilde.group(1) or "the login user")
         return f"{tilde.group(2)} in {home}" if tilde.group(2) else home
-    if not path.startswith("/"):
-        return f"{path} in the login directory" if path else "the login directory"
+    if not path.startswith("/"):  # "host:." is the login directory itself ("host:" is refused)
+        here = not path or posixpath.normpath(path) == "."
+        return "the login directory" if here else f"{path} in the login directory"
     return path
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import os
+import posixpath
 import re
 import shlex
 from collections.abc import Iterator, Sequence
@@ -73,8 +74,38 @@ def child_environment() -> dict[str, str]:
 
 
 def with_slash(path: str) -> str:
-    """rsync copies a directory's contents (not the directory) when it ends in '/'."""
-    return path if path.endswith("/") else path + "/"
+    """rsync copies a directory's contents (not the directory) when it ends in '/'.
+
+    An ssh node with an empty path ("host:", refused at load) gets "./": to
+    rsync it is the login directory, and "host:/" would be the remote root.
+    """
+    if path.endswith("/"):
+        return path
+    if node_kind(path) is Kind.SSH and not ssh_parts(path)[1]:
+        return path + "./"
+    return path + "/"
+
+
+def normal_form(dest: str) -> str:
+    """dest spelt one way, to tell two spellings of one node ("h:/srv", "h:/srv/",
+    "h://srv//x/..") apart from two nodes. The path is normalised as text
+    (posixpath.normpath); the host is kept as written, since "user@h" and "h"
+    are not provably the same login. A local node comes in absolute already."""
+    kind = node_kind(dest)
+    if kind is Kind.SSH:
+        host, path = ssh_parts(dest)
+        return f"{host}:{_normal_path(path)}" if path else dest
+    if kind is Kind.DAEMON:
+        scheme = "rsync://" if dest.startswith("rsync://") else dest[:dest.index("::") + 2]
+        rest = dest[len(scheme):]
+        return scheme + (_normal_path(rest) if rest else "")
+    return _normal_path(dest)
+
+
+def _normal_path(path: str) -> str:
+    normal = posixpath.normpath(path)
+    # normpath keeps a leading "//" (POSIX leaves its meaning open); Linux reads it as "/".
+    return "/" + normal.lstrip("/") if normal.startswith("//") else normal
 
 
 @dataclass(frozen=True)

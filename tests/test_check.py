@@ -178,7 +178,8 @@ def test_check_while_the_daemon_runs(tree, tmp_path, run_inosync):
 
 @pytest.mark.parametrize("dest, meaning", [
     ("root@db1:site", "site in the login directory"),
-    ("root@db1:", "the login directory"),
+    ("root@db1:.", "the login directory"),  # "root@db1:" is refused (issue 16)
+    ("root@db1:./", "the login directory"),
     ("root@db1:~/site", "site in the home directory of the login user"),
     ("root@db1:~www/site/", "site/ in the home directory of www"),
     ("root@[::1]:~", "the home directory of the login user"),

@@ -107,7 +107,7 @@ def test_ssh_host_is_what_ssh_takes(dest, host):
 def test_with_slash():
     assert with_slash("/a") == "/a/"
     assert with_slash("/a/") == "/a/"
-    assert with_slash("h:") == "h:/"
+    assert with_slash("h:") == "h:./"  # the login directory, never the remote root (issue 16)
 
 
 # ---------------------------------------------------------------- command lines
@@ -179,7 +179,7 @@ def test_ssh_node_gets_e_joined_with_shlex():
 def test_ssh_default_is_plain_ssh():
     argv = full_argv(_opts(), "/w", "host:")
     assert argv[argv.index("-e") + 1] == "ssh"
-    assert argv[-1] == "host:/"
+    assert argv[-1] == "host:./"  # the login directory, as rsync reads "host:" (issue 16)
 
 
 @pytest.mark.parametrize("dest", ["rsync://h/m/p", "h::m/p"])
