@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import DEFAULT_PATH, Config, ConfigError, load
+from .escape import EscapingFormatter, printable
 from .journal import JournalFormatter, is_journal
 from .liveline import LiveLine
 from .pidfile import DEFAULT_PATH as DEFAULT_PIDFILE
@@ -80,7 +81,7 @@ class Logs:
     def foreground(self) -> None:
         handler = LiveLine(sys.stderr) if sys.stderr.isatty() else logging.StreamHandler(sys.stderr)
         handler.setFormatter(JournalFormatter() if is_journal(sys.stderr) else
-                             logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+                             EscapingFormatter("%(asctime)s %(levelname)s %(message)s"))
         self.use(handler)
 
     def live(self) -> Callable[[str], None] | None:
@@ -92,14 +93,14 @@ class Logs:
         if config.logfile:
             # Watched: reopens by itself after logrotate moves the file.
             handler = logging.handlers.WatchedFileHandler(config.logfile)
-            handler.setFormatter(logging.Formatter(
+            handler.setFormatter(EscapingFormatter(
                 "%(asctime)s inosync[%(process)d] %(levelname)s %(message)s"))
         else:
             handler = logging.handlers.SysLogHandler(
                 "/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
             # %(process)d is read when a line is logged, so it is the
             # daemon's pid after the fork, not the parent's.
-            handler.setFormatter(logging.Formatter(
+            handler.setFormatter(EscapingFormatter(
                 "inosync[%(process)d]: %(levelname)s %(message)s"))
             if handler.socket.fileno() < 0:  # type: ignore[attr-defined]  # untyped
                 # Said on the terminal while there is one: behind -d nobody would see it.
@@ -123,7 +124,7 @@ def fail(message: str, code: int) -> int:
     log.error("%s", message)
     if not log.handlers or not isinstance(log.handlers[0], logging.StreamHandler) or \
             getattr(log.handlers[0], "stream", None) is not sys.stderr:
-        print(f"inosync: {message}", file=sys.stderr)
+        print(f"inosync: {printable(message)}", file=sys.stderr)
     return code
 
 
