@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import logging
-import sys
 import os
+import sys
 from pathlib import Path
 
 from inosync.journal import JournalFormatter, is_journal, priority
