@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import DEFAULT_PATH, Config, ConfigError, load, own_file_in_node
+from .escape import EscapingFormatter, printable
 from .journal import JournalFormatter, is_journal
 from .liveline import LiveLine
 from .paths import file_kind, strict_modes
@@ -114,7 +115,7 @@ class Logs:
     def foreground(self) -> None:
         handler = LiveLine(sys.stderr) if sys.stderr.isatty() else logging.StreamHandler(sys.stderr)
         handler.setFormatter(JournalFormatter() if is_journal(sys.stderr) else
-                             logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+                             EscapingFormatter("%(asctime)s %(levelname)s %(message)s"))
         self.use(handler)
 
     def live(self) -> Callable[[str], None] | None:
@@ -126,14 +127,14 @@ class Logs:
         if config.logfile:
             # Watched: reopens by itself after logrotate moves the file.
             handler = LogFile(config.logfile)
-            handler.setFormatter(logging.Formatter(
+            handler.setFormatter(EscapingFormatter(
                 "%(asctime)s inosync[%(process)d] %(levelname)s %(message)s"))
         else:
             handler = logging.handlers.SysLogHandler(
                 "/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
             # %(process)d is read when a line is logged, so it is the
             # daemon's pid after the fork, not the parent's.
-            handler.setFormatter(logging.Formatter(
+            handler.setFormatter(EscapingFormatter(
                 "inosync[%(process)d]: %(levelname)s %(message)s"))
             if handler.socket.fileno() < 0:  # type: ignore[attr-defined]  # untyped
                 # Said on the terminal while there is one: behind -d nobody would see it.
@@ -157,7 +158,7 @@ def fail(message: str, code: int) -> int:
     log.error("%s", message)
     if not log.handlers or not isinstance(log.handlers[0], logging.StreamHandler) or \
             getattr(log.handlers[0], "stream", None) is not sys.stderr:
-        print(f"inosync: {message}", file=sys.stderr)
+        print(f"inosync: {printable(message)}", file=sys.stderr)
     return code
 
 

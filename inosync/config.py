@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import paths, rsync, unverified
+from . import mounts, paths, rsync, unverified
 from .excludes import Excludes, ExcludeSyntaxError, read_exclude_file
 from .rsync import Options as RsyncOptions  # "rsync" is also a setting of Config
 from .watch import EVENT_FLAGS
@@ -359,7 +359,8 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
         if why:
             setting = name if name in (*_DAEMON_FILES, "state_dir") else blame
             return setting, why
-    return None
+    why = mounts.problem(wpath, mounts.read_mounts(), config.excludes)
+    return ("wpath", why) if why else None
 
 
 def local_node_problem(nodes: list[str]) -> str | None:

@@ -34,10 +34,20 @@ from . import replay as replaymod
 from .batch import RunPlan, files_list, full_sync_above, plan_run, plural
 from .check import preflight
 from .config import Config, ConfigError
+from .mounts import SpecialMounts
 from .notify import Notifier
 from .paths import Identity, identity
 from .replay import Move, can_replay, replay_argv, replay_input
-from .rsync import Kind, Outcome, batch_argv, full_argv, literal_pattern, node_kind, ssh_host
+from .rsync import (
+    Kind,
+    Outcome,
+    batch_argv,
+    full_argv,
+    literal_pattern,
+    node_kind,
+    protect_rule,
+    ssh_host,
+)
 from .runner import Ended, Replay, Runner
 from .scheduler import (
     Action,
@@ -139,6 +149,7 @@ class Daemon:
         self.marks = Marks(config.state_dir)  # read at start only
         self.comparing: set[str] = set()  # nodes whose run compares contents
         self.notify = Notifier.from_environ()  # here: behind -d, in the pid that stays
+        self.special = SpecialMounts()  # proc and the like mounted inside wpath since
 
     @property
     def config(self) -> Config:
@@ -299,7 +310,8 @@ class Daemon:
             self.comparing.add(action.dest)
         failed = self.runner.start(
             action.dest, plan,
-            self._argv_for(action.dest, f"/proc/self/fd/{source}", progress, checksum),
+            self._argv_for(action.dest, f"/proc/self/fd/{source}", progress, checksum,
+                           action.leave_out),
             replay, (source, c.wpath), progress)
         if failed is None:
             return []
@@ -325,9 +337,16 @@ class Daemon:
             return None
         return fd
 
-    def _argv_for(self, dest: str, source: str, progress: bool,
-                  checksum: bool = False) -> Callable[[RunPlan, str | None, str | None], list[str]]:
+    def _argv_for(self, dest: str, source: str, progress: bool, checksum: bool = False,
+                  leave_out: tuple[str, ...] = ()
+                  ) -> Callable[[RunPlan, str | None, str | None], list[str]]:
         opts = dataclasses.replace(self.config.rsync_options(), ssh=self._ssh_for(dest))
+        # Never read, never deleted on the node: what rsync cannot read, and
+        # pseudo filesystems (proc...) mounted inside wpath since the start.
+        mounted = self.special.left_out(self.config.wpath, self.config.excludes)
+        rules = (*(protect_rule(p) for p in leave_out), *(f"{protect_rule(p)}/" for p in mounted))
+        if rules:
+            opts = dataclasses.replace(opts, excludes=(*opts.excludes, *rules))
         if checksum:
             opts = dataclasses.replace(opts, extra=(*opts.extra, "--checksum"))
 

@@ -14,6 +14,8 @@ import os
 from collections.abc import Mapping
 from typing import TextIO
 
+from .escape import EscapingFormatter
+
 # syslog priorities (sd-daemon.h: SD_ERR and friends)
 CRIT, ERR, WARNING, INFO, DEBUG = 2, 3, 4, 6, 7
 
@@ -46,9 +48,10 @@ def priority(levelno: int) -> int:
     return DEBUG
 
 
-class JournalFormatter(logging.Formatter):
+class JournalFormatter(EscapingFormatter):
     """ "<3>ERROR message": no time (the journal adds it); every line of a
-    multi-line message gets the prefix, as the journal stores each line apart."""
+    multi-line message (a traceback: the message itself is escaped to one
+    line) gets the prefix, as the journal stores each line apart."""
 
     def __init__(self) -> None:
         super().__init__("%(levelname)s %(message)s")

@@ -12,6 +12,8 @@ import logging
 import os
 from typing import TextIO
 
+from .escape import printable
+
 CLEAR = "\r\x1b[K"  # back to the start of the line, erase it
 
 
@@ -26,7 +28,9 @@ class LiveLine(logging.StreamHandler):
             width = os.get_terminal_size(self.stream.fileno()).columns - 1
         except (OSError, ValueError):
             width = 79
-        # A wrapped line cannot be erased with one CLEAR: keep it on one row.
+        # A wrapped line cannot be erased with one CLEAR: keep it on one row
+        # (escaped: a name's newline or terminal codes would break that).
+        text = printable(text)
         text = text if len(text) <= width else text[:max(0, width - 3)] + "..."
         self.acquire()
         try:

@@ -18,6 +18,8 @@ import os
 import socket
 import time
 
+from .escape import printable
+
 log = logging.getLogger("inosync")
 
 SEND_TIMEOUT = 2.0  # seconds; systemd reads its socket at once, a full queue must not hang us
@@ -41,8 +43,9 @@ def socket_address(value: str | None) -> str | None:
 
 
 def one_line(text: str) -> str:
-    """STATUS= is a single field: no newline may split the message."""
-    flat = " ".join(text.split())
+    """STATUS= is a single field: no newline may split the message, nothing a
+    stranger named may drive the terminal of `systemctl status`."""
+    flat = printable(" ".join(text.split()))
     return flat if len(flat) <= STATUS_MAX else flat[:STATUS_MAX - 3] + "..."
 
 

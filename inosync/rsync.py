@@ -273,6 +273,83 @@ def source_changed_only(stderr: str) -> bool:
         for line in lines)
 
 
+# ---- paths rsync cannot read on the source
+
+# rsync's MAXPATHLEN (Linux PATH_MAX): a name whose path from the transfer
+# root needs more is never listed, and a rule longer than that is discarded.
+MAXPATHLEN = 4096
+# A name rsync cannot fit in MAXPATHLEN: "by N" says how far over it is, so
+# the path has exactly MAXPATHLEN - 1 + N bytes (a check that the line was
+# read whole: a newline in the name would cut it).
+_OVERFLOW = re.compile(r"filename overflows max-path len by (\d+): (.+)$")
+# The sender could not list, stat or open what it found; the path is the full
+# one, under the /proc/self/fd/N that inosync gives rsync as the source.
+_UNREADABLE = re.compile(
+    r"rsync: \[sender\] (?:opendir |send_files failed to open |link_stat |readlink_stat\("
+    r'|read errors mapping )"/proc/self/fd/\d+/(.+)"\)?(?: failed)?: '
+    r"(Permission denied|Input/output error|File name too long) \(\d+\)$")
+
+
+def rsync_unescape(text: str) -> str:
+    """A name as rsync printed it (each unprintable byte as \\#ooo), as it is.
+
+    rsync leaves a backslash itself alone, so a name that really holds
+    "\\#012" reads back as a newline: at worst another path is left out,
+    which deletes nothing, and the run fails again as before."""
+    raw = re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m.group(1), 8) & 0xFF]),
+                 os.fsencode(text))
+    return os.fsdecode(raw)
+
+
+def unreadable_line(line: str) -> tuple[str, str] | None:
+    """(path to leave out, why) if this line of rsync's stderr says that it could
+    not read a path of the source; the path is relative to wpath.
+
+    A name too long for rsync is never listed, and no rule can name it (rsync
+    discards a rule that long): its directory is left out, or the nearest one
+    above whose rule fits."""
+    m = _OVERFLOW.match(line)
+    if m:
+        path = rsync_unescape(m.group(2))
+        if len(os.fsencode(path)) != MAXPATHLEN - 1 + int(m.group(1)):
+            return None  # not read whole: a newline in a name, say
+        why = f"a name in it makes a path longer than rsync's limit of {MAXPATHLEN - 1} bytes"
+        return _fitting(os.path.dirname(path), why)
+    m = _UNREADABLE.match(line)
+    if m:
+        return _fitting(rsync_unescape(m.group(1)).rstrip("/"), m.group(2))
+    return None
+
+
+def _fitting(path: str, why: str) -> tuple[str, str] | None:
+    """path, or the nearest directory above it that a rule can name; None if
+    that is wpath itself (nothing can be left out then)."""
+    while path and len(os.fsencode(protect_rule(path))) >= MAXPATHLEN:
+        path = os.path.dirname(path)
+        why = f"{why}, below it"
+    return (path, why) if path else None
+
+
+def protect_rule(path: str) -> str:
+    """The pattern that leaves path (relative to wpath) out of a run: rsync neither
+    reads it on the source nor deletes it on the node."""
+    return "/" + literal_pattern(path)
+
+
+def unreadable(stderr: str) -> dict[str, str]:
+    """The paths of the source rsync could not read (path -> why), if that is all
+    its stderr says besides "the source changed"; else {} (a real failure)."""
+    found: dict[str, str] = {}
+    for line in stderr.splitlines():
+        if not line.strip() or _SOURCE_CHANGED.match(line):
+            continue
+        hit = unreadable_line(line)
+        if hit is None:
+            return {}
+        found.setdefault(*hit)
+    return found
+
+
 def classify(returncode: int, stderr: str = "") -> Outcome:
     """What an rsync exit status (and its stderr) means; unknown codes are retried,
     never fatal."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from .batch import PathSet, plural
 from .config import Config
 from .nodes import Node, State
 from .replay import Move
-from .rsync import Outcome, classify, describe
+from .rsync import Outcome, classify, describe, unreadable
 
 log = logging.getLogger("inosync")
 
@@ -31,6 +32,9 @@ GRACE = 10.0  # seconds running rsyncs get to finish on SIGTERM
 KILL_AFTER = 3.0  # seconds between SIGTERM and SIGKILL to a run
 STDERR_LINES = 5
 PROGRESS_STEP = 5.0  # seconds between progress reports (most only for the terminal or none)
+# Paths left out because rsync cannot read them: each is a rule of up to 4 KB on
+# rsync's command line. Past this many, a run that finds more fails as before.
+UNREADABLE_MAX = 100
 
 
 # ---- actions: what the loop must do
@@ -42,6 +46,9 @@ class StartRun:
 
     dest: str
     batch: PathSet
+    # Paths of the source (relative to wpath) rsync cannot read: the run leaves
+    # them out, so it neither reads them nor deletes them on the node.
+    leave_out: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,11 @@ class Scheduler:
         self.lost_events = False  # the queue overflowed: rescan once the root is known
         self.reloading = False  # a Reload went out: no run starts until it is answered
         self.exited = False
+        # Paths rsync could not read (path -> why): left out of every run until
+        # the next periodic resync tries them again. Said once each.
+        self.unreadable: dict[str, str] = {}
+        self.unreadable_said: set[str] = set()
+        self.left_out: dict[str, frozenset[str]] = {}  # what each node's run leaves out
 
     def _new_node(self, dest: str) -> Node:
         c = self.config
@@ -248,6 +260,7 @@ class Scheduler:
                         "full sync to every node", self.config.configured_wpath,
                         verdict.description)
             self.config = dataclasses.replace(self.config, wpath=verdict.real)
+            self.unreadable.clear()  # paths of the old tree
             actions.append(Rescan(verdict.real))
             self._collect_everything(now)
         elif lost:
@@ -271,6 +284,14 @@ class Scheduler:
             node.abandon()
             return [WriteStatus(), *self.tick(now)]
         outcome = classify(returncode, stderr or "")
+        left_out = self.left_out.pop(dest, frozenset())
+        if outcome is Outcome.RETRY and self._leave_out(returncode, stderr, left_out):
+            # Only what cannot be read failed, and rsync skipped every deletion
+            # for it: run again without those paths, as if the source changed.
+            node.finish(Outcome.SOURCE_CHANGED, now, wall)
+            return [WriteStatus(), *self.tick(now)]
+        if outcome is Outcome.OK and not left_out:
+            self.unreadable_said.clear()  # read whole: say it again if it comes back
         error = "" if returncode in (0, 24) else describe(returncode)
         changed = node.finish(outcome, now, wall, error)
         tail = stderr_tail(stderr if stderr is not None else "(more than 1 MB of errors)")
@@ -282,6 +303,25 @@ class Scheduler:
         else:
             self._report(node, changed, tail, now)  # a failure, or the recovery from one
         return [WriteStatus(), *self.tick(now)]
+
+    def _leave_out(self, returncode: int, stderr: str | None, left_out: frozenset[str]) -> bool:
+        """Whether the run failed only on paths it could read not, found new: they are
+        left out of the next runs (and said once). A run that fails on paths it
+        left out already is a real failure, as is one past UNREADABLE_MAX."""
+        if returncode != 23 or stderr is None:
+            return False
+        found = unreadable(stderr)
+        new = {path: why for path, why in found.items() if path not in left_out}
+        if not new or len(self.unreadable) + len(new) > UNREADABLE_MAX:
+            return False
+        for path, why in sorted(new.items()):
+            self.unreadable.setdefault(path, why)
+            if path not in self.unreadable_said:
+                self.unreadable_said.add(path)
+                log.warning("cannot read %s on the source (%s); leaving it as it is on the "
+                            "nodes, deletions elsewhere go on (tried again at the next "
+                            "periodic resync)", os.path.join(self.config.wpath, path), why)
+        return True
 
     def run_not_started(self, dest: str, outcome: Outcome, error: str,
                         now: float, wall: float) -> list[Action]:
@@ -316,6 +356,7 @@ class Scheduler:
                 old.wpath, old.emask, old.excludes.patterns):
             self.collected = PathSet(new.max_pending)
             self.unwatched, self.rewatch_at = set(), None
+            self.unreadable.clear()
         self.collected.drop_moves()
         self.nodes = {d: self.nodes.get(d) or self.retired.pop(d, None) or self._new_node(d)
                       for d in new.rnodes}
@@ -363,7 +404,8 @@ class Scheduler:
         for node in self.nodes.values():
             self._resync_if_due(node, now)
             if node.ready(now):
-                actions.append(StartRun(node.dest, node.begin()))
+                self.left_out[node.dest] = frozenset(self.unreadable)
+                actions.append(StartRun(node.dest, node.begin(), tuple(sorted(self.unreadable))))
         return actions
 
     def next_deadline(self) -> float | None:
@@ -487,6 +529,7 @@ class Scheduler:
         due = node.resync_at(self.config.resync_interval)
         if due is not None and now >= due:
             node.pending.set_full()
+            self.unreadable.clear()  # try them again; a rerun leaves out what still fails
             log.info("%s: periodic full sync (resync_interval %g s)", node.dest,
                      self.config.resync_interval)
 

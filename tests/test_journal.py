@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from inosync.journal import JournalFormatter, is_journal, priority
@@ -45,4 +46,14 @@ def test_formatter_prefixes_every_line_and_drops_the_time() -> None:
     assert f.format(record(logging.WARNING, "w")) == "<4>WARNING w"
     assert f.format(record(logging.INFO, "i")) == "<6>INFO i"
     assert f.format(record(logging.DEBUG, "d")) == "<7>DEBUG d"
-    assert f.format(record(logging.ERROR, "two\nlines")) == "<3>ERROR two\n<3>lines"
+    # A message is one line, whatever names it holds (issue 16, rule 3) ...
+    assert f.format(record(logging.ERROR, "two\nlines")) == "<3>ERROR two\\nlines"
+    # ... and every line of a traceback still gets the prefix.
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        r = logging.LogRecord("inosync", logging.ERROR, __file__, 1, "failed", None,
+                              sys.exc_info())
+    lines = f.format(r).split("\n")
+    assert len(lines) > 2 and all(line.startswith("<3>") for line in lines)
+    assert lines[0] == "<3>ERROR failed" and lines[-1] == "<3>ValueError: boom"
