@@ -31,10 +31,11 @@ from . import config as configmod
 from . import replay as replaymod
 from .batch import RunPlan, files_list, full_sync_above, plan_run, plural
 from .config import Config, ConfigError
+from .kept import before_renames
 from .notify import Notifier
 from .paths import Identity, identity
 from .replay import Move, can_replay, replay_argv, replay_input
-from .rsync import Kind, Outcome, batch_argv, full_argv, literal_pattern, node_kind, ssh_host
+from .rsync import Kind, Outcome, batch_argv, full_argv, node_kind, ssh_host
 from .runner import Ended, Replay, Runner
 from .scheduler import (
     Action,
@@ -278,7 +279,8 @@ class Daemon:
         listed = [] if batch.full else self._files_list(batch.paths)
         plan = plan_run(batch.full, listed, full_sync_above(c.full_threshold,
                                                             self.watcher.entries))
-        replay = None if plan.full else self._replay_for(action.dest, batch.moves)
+        kept = self._kept_for(batch.moves)
+        replay = None if plan.full else self._replay_for(action.dest, batch.moves, kept)
         progress = batch.full and c.progress_interval > 0  # the long runs it reports on
         # What a replay moved is compared by content: a node that did not hold
         # what the rename assumed (a failed run, drift) can never keep other data.
@@ -287,7 +289,7 @@ class Daemon:
             self.comparing.add(action.dest)
         failed = self.runner.start(
             action.dest, plan,
-            self._argv_for(action.dest, f"/proc/self/fd/{source}", progress, checksum),
+            self._argv_for(action.dest, f"/proc/self/fd/{source}", progress, checksum, kept),
             replay, (source, c.wpath), progress)
         if failed is None:
             return []
@@ -313,24 +315,33 @@ class Daemon:
             return None
         return fd
 
-    def _argv_for(self, dest: str, source: str, progress: bool,
-                  checksum: bool = False) -> Callable[[RunPlan, str | None, str | None], list[str]]:
-        opts = dataclasses.replace(self.config.rsync_options(), ssh=self._ssh_for(dest))
+    def _argv_for(self, dest: str, source: str, progress: bool, checksum: bool = False,
+                  kept: Iterable[str] = ()) -> Callable[[RunPlan, str | None, str | None],
+                                                        list[str]]:
+        # Empty mount points keep their copy on the nodes: every run, whole
+        # tree or list, leaves them alone (see kept.py).
+        opts = dataclasses.replace(self.config.rsync_options(), ssh=self._ssh_for(dest),
+                                   kept=tuple(sorted(kept)))
         if checksum:
             opts = dataclasses.replace(opts, extra=(*opts.extra, "--checksum"))
 
         def argv(plan: RunPlan, list_file: str | None, rules_file: str | None) -> list[str]:
             if list_file is None:
-                # Empty mount points keep their copy on the nodes: left out of
-                # whole-tree runs, which would delete it (see watch.py).
-                kept = tuple(f"/{literal_pattern(rel)}/" for rel in sorted(self.watcher.kept))
-                whole = dataclasses.replace(opts, excludes=(*opts.excludes, *kept))
-                return full_argv(whole, source, dest, progress)
+                return full_argv(opts, source, dest, progress)
             return batch_argv(opts, source, dest, list_file, rules_file)
 
         return argv
 
-    def _replay_for(self, dest: str, moves: list[Move]) -> Replay | None:
+    def _kept_for(self, moves: list[Move]) -> set[str]:
+        """The kept mount points a run must leave alone: those the watcher found,
+        and where a rename of this batch took them from (kept from now on too:
+        the node may still hold the copy there)."""
+        w = self.watcher
+        if w.kept and moves:
+            w.kept |= before_renames(w.kept, [(m.old, m.new) for m in moves])
+        return set(w.kept)
+
+    def _replay_for(self, dest: str, moves: list[Move], kept: set[str]) -> Replay | None:
         """The renames to replay on dest before its run, if any can be."""
         c = self.config
         # From the settings in force: a reload may add --backup, say.
@@ -342,7 +353,7 @@ class Daemon:
         if not self.runner.pretend and not self.marks.mark(dest):
             return None  # a stop before its rsync would go unnoticed at the next start
         data = replay_input(dest, moves, c.excludes, replaymod.sets_perms(c.rsync_args),
-                            c.timeout)
+                            c.timeout, kept)
         return Replay(replay_argv(dest, self._ssh_for(dest)), data, len(moves),
                       [(m.old, m.new) for m in moves[:3]], timeout=float(c.timeout))
 
@@ -463,6 +474,8 @@ class Daemon:
         except BaseException:
             watcher.close()
             raise
+        if watcher.identity == self.watcher.identity:  # the same tree: its kept places too
+            watcher.kept |= self.watcher.kept
         self.poller.unregister(self.watcher.fileno())
         self.watcher.close()
         self.watcher = watcher
