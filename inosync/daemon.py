@@ -58,6 +58,7 @@ from .scheduler import (
 from .signals import Signals
 from .sshcontrol import ControlMasters, connection_lost
 from .statusline import summary
+from .treelock import TreeLock, TreeLockError
 from .unverified import Marks
 from .watch import Watcher, WatchLimitError
 
@@ -112,6 +113,7 @@ class Daemon:
         pretend: bool = False,
         on_reload: Callable[[Config], None] | None = None,
         live: Callable[[str], None] | None = None,
+        tree_lock: TreeLock | None = None,
     ) -> None:
         self.scheduler = Scheduler(config, live=live is not None)
         self.live = live  # shows a line of progress on the terminal, if there is one
@@ -129,6 +131,8 @@ class Daemon:
         self.marks = Marks(config.state_dir)  # read at start only
         self.comparing: set[str] = set()  # nodes whose run compares contents
         self.notify = Notifier.from_environ()  # here: behind -d, in the pid that stays
+        self.tree_lock = tree_lock  # one inosync per tree: moves with wpath (treelock.py)
+        self.pretended = 0  # -p: the runs it showed instead
 
     @property
     def config(self) -> Config:
@@ -163,6 +167,9 @@ class Daemon:
             self.watcher.close()  # ours from the start (a reload may have replaced it)
         self.write_status(time.monotonic(), stopped=code)
         log.info("stopped (exit status %d); %s", code, self.scheduler.pending_note())
+        if self.runner.pretend:  # the last line: nothing of all that happened
+            log.info("dry run: nothing was copied and no file written; %s would have run",
+                     plural(self.pretended, "rsync run"))
         return code
 
     def wait(self) -> None:
@@ -203,6 +210,7 @@ class Daemon:
         actions: list[Action] = []
         ended = self.runner.reap()
         for e in ended:
+            self.pretended += e.pretended
             self.replay_ended(e)
             if e.dest in self.comparing:
                 self.comparing.discard(e.dest)
@@ -239,6 +247,9 @@ class Daemon:
         elif isinstance(action, CheckRoot):
             return s.root_checked(self.check_root(), now)
         elif isinstance(action, Rescan):
+            moved = self._relock(action.root)
+            if moved:
+                return s.root_checked(RootLost(moved), now)
             try:
                 w.rescan(action.root)
             except OSError as e:  # no inotify instance left, say: nothing is watched now
@@ -476,10 +487,29 @@ class Daemon:
             raise
         if watcher.identity == self.watcher.identity:  # the same tree: its kept places too
             watcher.kept |= self.watcher.kept
+        else:
+            moved = self._relock(new.wpath)
+            if moved:
+                watcher.close()
+                raise ConfigError(moved)
         self.poller.unregister(self.watcher.fileno())
         self.watcher.close()
         self.watcher = watcher
         self.poller.register(watcher.fileno(), select.POLLIN)
+
+    def _relock(self, root: str | None) -> str | None:
+        """Hold the lock of the tree root now is (a swap, a reload to another wpath);
+        why not, if another inosync holds it. None: no new tree, or locked."""
+        if root is None or self.tree_lock is None:
+            return None
+        tree = identity(root)
+        if tree is None:
+            return f"wpath {root} disappeared"
+        try:
+            self.tree_lock.acquire(tree, root)
+        except TreeLockError as e:
+            return str(e)
+        return None
 
     def progress_texts(self) -> dict[str, str]:
         """For each node in a full sync: how long it has run and how far it got."""
@@ -533,5 +563,5 @@ class Daemon:
 
     def write_status(self, now: float, stopped: int | None = None) -> None:
         """The statusfile, for monitoring; stopped: the exit status, once stopped."""
-        if self.config.statusfile:  # else the rows are not worth computing
+        if self.config.statusfile and not self.runner.pretend:  # -p writes nothing
             write_statusfile(self.config, "running", self.status_rows(now), stopped)
