@@ -10,6 +10,7 @@ reported on the terminal, not only in a log nobody is looking at yet.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import io
 import logging
@@ -27,10 +28,11 @@ from .config import DEFAULT_PATH, Config, ConfigError, load, own_file_in_node
 from .escape import EscapingFormatter, printable
 from .journal import JournalFormatter, is_journal
 from .liveline import LiveLine
-from .paths import file_kind, strict_modes
+from .paths import Identity, file_kind, identity, strict_modes
 from .pidfile import DEFAULT_PATH as DEFAULT_PIDFILE
 from .pidfile import Pidfile, PidfileError, choose_pidfile
 from .signals import CAUGHT, Signals, StopDuringStartup
+from .treelock import TreeLock, TreeLockError
 
 if TYPE_CHECKING:
     from .watch import Watcher
@@ -202,6 +204,9 @@ def one_shot_conflict(args: argparse.Namespace) -> str | None:
     if one_shot and (args.daemonize or args.pretend or args.pidfile):
         return (f"usage: {one_shot} runs once in the foreground; it cannot be combined with "
                 "-d, -p or --pidfile")
+    if args.pretend and (args.daemonize or args.pidfile):
+        return ("usage: -p is a dry run that prints to the terminal and writes nothing (no "
+                "pidfile, statusfile or log file); it cannot be combined with -d or --pidfile")
     return None
 
 
@@ -264,15 +269,21 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
             or own_file_in_node(config.rnodes, "--pidfile", args.pidfile)
         if problem:
             return fail(problem, EXIT_USAGE)
+    if args.pretend:  # -p writes nothing: no pidfile, no statusfile (nor the log: no -d)
+        config = dataclasses.replace(config, pidfile=None, statusfile=None)
     path = choose_pidfile(args.pidfile, config.pidfile, args.daemonize)
     why = path and strict_modes(path, "writes", writes=True)  # the config's: at load
     if why:
         return fail(f"pidfile {path}: {why}", EXIT_USAGE)
     pidfile = Pidfile(path) if path else None
+    lock = TreeLock(config.state_dir, dry_run=args.pretend)
     try:
         if pidfile:
             pidfile.acquire()
-    except PidfileError as e:
+        lock.acquire(tree_identity(config.wpath), config.wpath)
+    except (PidfileError, TreeLockError) as e:
+        if pidfile:
+            pidfile.release()
         return fail(str(e), EXIT_RUNTIME if e.held else EXIT_USAGE)
     try:
         watcher = Watcher(config.wpath, config.emask, config.excludes, config.configured_wpath)
@@ -291,8 +302,7 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
                 return fail(f"cannot open log ({config.logfile or '/dev/log'}): {e.strerror}",
                             EXIT_RUNTIME)
             keep = [watcher.fileno(), *logs.fds(), *signals.fds()]
-            if pidfile and pidfile.fd is not None:
-                keep.append(pidfile.fd)
+            keep += [f.fd for f in (pidfile, lock) if f and f.fd is not None]
             # A signal during the forks would act in a parent about to vanish (and
             # remove the pidfile the daemon holds): held until the daemon is alone.
             held = signal.pthread_sigmask(signal.SIG_BLOCK, CAUGHT)
@@ -302,17 +312,27 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
         if pidfile:
             pidfile.write()
+        lock.write()  # the daemon's pid, after -d's fork
 
         def on_reload(new: Config) -> None:
             if args.daemonize:
                 logs.background(new)
 
         daemon = Daemon(config, watcher, signals, pretend=args.pretend, on_reload=on_reload,
-                        live=logs.live())
+                        live=logs.live(), tree_lock=lock)
         return daemon.run()
     finally:
+        lock.release()
         if pidfile:
             pidfile.release()
+
+
+def tree_identity(wpath: str) -> Identity:
+    """wpath's device and inode, which name its lock; TreeLockError if it has none."""
+    tree = identity(wpath)
+    if tree is None:
+        raise TreeLockError(f"cannot watch {wpath}: not a directory")
+    return tree
 
 
 def watch(watcher: Watcher, config: Config, live: Callable[[str], None] | None) -> None:

@@ -34,6 +34,7 @@ from . import replay as replaymod
 from .batch import RunPlan, files_list, full_sync_above, plan_run, plural
 from .check import preflight
 from .config import Config, ConfigError
+from .kept import before_renames
 from .mounts import SpecialMounts
 from .notify import Notifier
 from .paths import Identity, identity
@@ -43,7 +44,6 @@ from .rsync import (
     Outcome,
     batch_argv,
     full_argv,
-    literal_pattern,
     node_kind,
     protect_rule,
     ssh_host,
@@ -70,6 +70,7 @@ from .scheduler import (
 from .signals import Signals
 from .sshcontrol import ControlMasters, connection_lost
 from .statusline import summary
+from .treelock import TreeLock, TreeLockError
 from .unverified import Marks
 from .watch import Watcher, WatchLimitError
 
@@ -132,6 +133,7 @@ class Daemon:
         pretend: bool = False,
         on_reload: Callable[[Config], None] | None = None,
         live: Callable[[str], None] | None = None,
+        tree_lock: TreeLock | None = None,
     ) -> None:
         self.scheduler = Scheduler(config, live=live is not None)
         self.live = live  # shows a line of progress on the terminal, if there is one
@@ -150,6 +152,8 @@ class Daemon:
         self.comparing: set[str] = set()  # nodes whose run compares contents
         self.notify = Notifier.from_environ()  # here: behind -d, in the pid that stays
         self.special = SpecialMounts()  # proc and the like mounted inside wpath since
+        self.tree_lock = tree_lock  # one inosync per tree: moves with wpath (treelock.py)
+        self.pretended = 0  # -p: the runs it showed instead
 
     @property
     def config(self) -> Config:
@@ -184,6 +188,9 @@ class Daemon:
             self.watcher.close()  # ours from the start (a reload may have replaced it)
         self.write_status(time.monotonic(), stopped=code)
         log.info("stopped (exit status %d); %s", code, self.scheduler.pending_note())
+        if self.runner.pretend:  # the last line: nothing of all that happened
+            log.info("dry run: nothing was copied and no file written; %s would have run",
+                     plural(self.pretended, "rsync run"))
         return code
 
     def wait(self) -> None:
@@ -224,6 +231,7 @@ class Daemon:
         actions: list[Action] = []
         ended = self.runner.reap()
         for e in ended:
+            self.pretended += e.pretended
             self.replay_ended(e)
             if e.dest in self.comparing:
                 self.comparing.discard(e.dest)
@@ -260,6 +268,9 @@ class Daemon:
         elif isinstance(action, CheckRoot):
             return s.root_checked(self.check_root(), now)
         elif isinstance(action, Rescan):
+            moved = self._relock(action.root)
+            if moved:
+                return s.root_checked(RootLost(moved), now)
             try:
                 w.rescan(action.root)
             except OSError as e:  # no inotify instance left, say: nothing is watched now
@@ -301,7 +312,8 @@ class Daemon:
         listed = [] if batch.full else self._files_list(batch.paths)
         plan = plan_run(batch.full, listed, full_sync_above(c.full_threshold,
                                                             self.watcher.entries))
-        replay = None if plan.full else self._replay_for(action.dest, batch.moves)
+        kept = self._kept_for(batch.moves)
+        replay = None if plan.full else self._replay_for(action.dest, batch.moves, kept)
         progress = batch.full and c.progress_interval > 0  # the long runs it reports on
         # What a replay moved is compared by content: a node that did not hold
         # what the rename assumed (a failed run, drift) can never keep other data.
@@ -311,7 +323,7 @@ class Daemon:
         failed = self.runner.start(
             action.dest, plan,
             self._argv_for(action.dest, f"/proc/self/fd/{source}", progress, checksum,
-                           action.leave_out),
+                           action.leave_out, kept),
             replay, (source, c.wpath), progress)
         if failed is None:
             return []
@@ -338,9 +350,12 @@ class Daemon:
         return fd
 
     def _argv_for(self, dest: str, source: str, progress: bool, checksum: bool = False,
-                  leave_out: tuple[str, ...] = ()
+                  leave_out: tuple[str, ...] = (), kept: Iterable[str] = ()
                   ) -> Callable[[RunPlan, str | None, str | None], list[str]]:
-        opts = dataclasses.replace(self.config.rsync_options(), ssh=self._ssh_for(dest))
+        # Empty mount points keep their copy on the nodes: every run, whole
+        # tree or list, leaves them alone (see kept.py).
+        opts = dataclasses.replace(self.config.rsync_options(), ssh=self._ssh_for(dest),
+                                   kept=tuple(sorted(kept)))
         # Never read, never deleted on the node: what rsync cannot read, and
         # pseudo filesystems (proc...) mounted inside wpath since the start.
         mounted = self.special.left_out(self.config.wpath, self.config.excludes)
@@ -352,16 +367,21 @@ class Daemon:
 
         def argv(plan: RunPlan, list_file: str | None, rules_file: str | None) -> list[str]:
             if list_file is None:
-                # Empty mount points keep their copy on the nodes: left out of
-                # whole-tree runs, which would delete it (see watch.py).
-                kept = tuple(f"/{literal_pattern(rel)}/" for rel in sorted(self.watcher.kept))
-                whole = dataclasses.replace(opts, excludes=(*opts.excludes, *kept))
-                return full_argv(whole, source, dest, progress)
+                return full_argv(opts, source, dest, progress)
             return batch_argv(opts, source, dest, list_file, rules_file)
 
         return argv
 
-    def _replay_for(self, dest: str, moves: list[Move]) -> Replay | None:
+    def _kept_for(self, moves: list[Move]) -> set[str]:
+        """The kept mount points a run must leave alone: those the watcher found,
+        and where a rename of this batch took them from (kept from now on too:
+        the node may still hold the copy there)."""
+        w = self.watcher
+        if w.kept and moves:
+            w.kept |= before_renames(w.kept, [(m.old, m.new) for m in moves])
+        return set(w.kept)
+
+    def _replay_for(self, dest: str, moves: list[Move], kept: set[str]) -> Replay | None:
         """The renames to replay on dest before its run, if any can be."""
         c = self.config
         # From the settings in force: a reload may add --backup, say.
@@ -373,7 +393,7 @@ class Daemon:
         if not self.runner.pretend and not self.marks.mark(dest):
             return None  # a stop before its rsync would go unnoticed at the next start
         data = replay_input(dest, moves, c.excludes, replaymod.sets_perms(c.rsync_args),
-                            c.timeout)
+                            c.timeout, kept)
         return Replay(replay_argv(dest, self._ssh_for(dest)), data, len(moves),
                       [(m.old, m.new) for m in moves[:3]], timeout=float(c.timeout))
 
@@ -496,10 +516,31 @@ class Daemon:
         except BaseException:
             watcher.close()
             raise
+        if watcher.identity == self.watcher.identity:  # the same tree: its kept places too
+            watcher.kept |= self.watcher.kept
+        else:
+            moved = self._relock(new.wpath)
+            if moved:
+                watcher.close()
+                raise ConfigError(moved)
         self.poller.unregister(self.watcher.fileno())
         self.watcher.close()
         self.watcher = watcher
         self.poller.register(watcher.fileno(), select.POLLIN)
+
+    def _relock(self, root: str | None) -> str | None:
+        """Hold the lock of the tree root now is (a swap, a reload to another wpath);
+        why not, if another inosync holds it. None: no new tree, or locked."""
+        if root is None or self.tree_lock is None:
+            return None
+        tree = identity(root)
+        if tree is None:
+            return f"wpath {root} disappeared"
+        try:
+            self.tree_lock.acquire(tree, root)
+        except TreeLockError as e:
+            return str(e)
+        return None
 
     def progress_texts(self) -> dict[str, str]:
         """For each node in a full sync: how long it has run and how far it got."""
@@ -553,5 +594,5 @@ class Daemon:
 
     def write_status(self, now: float, stopped: int | None = None) -> None:
         """The statusfile, for monitoring; stopped: the exit status, once stopped."""
-        if self.config.statusfile:  # else the rows are not worth computing
+        if self.config.statusfile and not self.runner.pretend:  # -p writes nothing
             write_statusfile(self.config, "running", self.status_rows(now), stopped)

@@ -75,6 +75,10 @@ class Node:
         self.runs += 1
         return self.inflight
 
+    def pretended(self) -> None:
+        """-p showed the run instead: idle again, and nothing recorded as synced."""
+        self.inflight, self.state = None, State.IDLE
+
     def finish(self, outcome: Outcome, now: float, wall: float, error: str = "") -> bool:
         """Record how the run ended; return True if the node's health changed.
 

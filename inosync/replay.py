@@ -53,11 +53,12 @@ import os
 import posixpath
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import NamedTuple
 
 from . import rsyncopts
 from .excludes import Excludes
+from .kept import touches
 from .rsync import Kind, allowed, node_kind, options, ssh_host, ssh_parts
 
 
@@ -313,10 +314,15 @@ def node_root(dest: str) -> str:
     return root.rstrip("/") or ("/" if root.startswith("/") else ".")
 
 
-def kinds(moves: Sequence[Move], excludes: Excludes) -> list[tuple[str, str, str]]:
+def kinds(moves: Sequence[Move], excludes: Excludes,
+          kept: Set[str] = frozenset()) -> list[tuple[str, str, str]]:
     """Each rename with how to replay it: "f" a file, "d" a directory, "-" not
-    at all (a directory under which an exclude could protect node-local data)."""
+    at all (a directory under which an exclude could protect node-local data,
+    or a rename at, into, out of or above a kept mount point: the node's copy
+    stays where it is, which the kept rule protects)."""
     def kind(m: Move) -> str:
+        if touches(m.old, kept) or touches(m.new, kept):
+            return "-"
         if not m.is_dir:
             return "f"
         if excludes.may_match_below(m.old) or excludes.may_match_below(m.new):
@@ -327,11 +333,12 @@ def kinds(moves: Sequence[Move], excludes: Excludes) -> list[tuple[str, str, str
 
 
 def replay_input(dest: str, moves: Sequence[Move], excludes: Excludes,
-                 make_parents: bool = True, limit: int = 0) -> bytes:
+                 make_parents: bool = True, limit: int = 0,
+                 kept: Set[str] = frozenset()) -> bytes:
     """stdin of the replay: the node's directory, whether to make parents, its time
     limit in seconds (0: none), then each rename."""
     fields = [VERSION, node_root(dest), "1" if make_parents else "0", str(limit)]
-    fields += [f for triple in kinds(moves, excludes) for f in triple]
+    fields += [f for triple in kinds(moves, excludes, kept) for f in triple]
     return b"".join(os.fsencode(f) + b"\0" for f in fields)
 
 

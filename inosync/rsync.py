@@ -119,6 +119,9 @@ class Options:
     contimeout: int = 10  # seconds to connect to an rsync daemon
     ssh: Sequence[str] = ("ssh",)
     extra: Sequence[str] = ()
+    # Kept mount points (relative to wpath, see watch.py): never sent nor
+    # deleted, by any run, whatever rules the user wrote.
+    kept: Sequence[str] = ()
 
 
 def _common(opts: Options, dest: str, rules: Sequence[str] = ()) -> list[str]:
@@ -126,7 +129,9 @@ def _common(opts: Options, dest: str, rules: Sequence[str] = ()) -> list[str]:
 
     rsync uses the first matching rule, so the user's excludes win over every
     rule of ours: an include of ours placed first once sent an excluded
-    directory that replaced a file of the same name.
+    directory that replaced a file of the same name. The one exception is a
+    kept mount point: its exclude goes first, so that no include the user
+    wrote (``+ /data/***``) can send or delete anything there.
     """
     # -a does not imply -r together with --files-from, hence the explicit -r.
     # --modify-window=-1 compares mtimes to the nanosecond: with whole seconds,
@@ -140,6 +145,7 @@ def _common(opts: Options, dest: str, rules: Sequence[str] = ()) -> list[str]:
         argv += ["-e", shlex.join(opts.ssh)]
     if opts.bwlimit:
         argv.append(f"--bwlimit={opts.bwlimit}")
+    argv += [f"--exclude={kept_pattern(rel)}" for rel in opts.kept]
     argv += [f"--exclude={pattern}" for pattern in opts.excludes]
     argv += rules
     argv += list(opts.extra)
@@ -161,7 +167,26 @@ def literal_pattern(name: str) -> str:
     """
     if not any(c in name for c in "*?["):
         return name
+    return _escaped(name)
+
+
+def _escaped(name: str) -> str:
+    """name with every character special to a wildcard pattern escaped."""
     return re.sub(r"([*?\[\\])", r"\\\1", name)
+
+
+def kept_pattern(rel: str) -> str:
+    """The rule that keeps the directory rel (relative to wpath) and all below it.
+
+    An exclude (rsync hides it from the sender and protects it on the
+    receiver): nothing below is sent or deleted, by --delete or
+    --delete-missing-args, also when a directory above it is listed or
+    deleted. A protect rule alone (``P``) would still let what is written
+    there replace the node's files: a directory written where the copy holds
+    a file deletes that file. ``***`` makes the pattern hold wildcards, so
+    every special character of the name is escaped.
+    """
+    return "/" + _escaped(rel) + "/***"
 
 
 def root_rules(top_level: Sequence[str]) -> bytes:

@@ -276,8 +276,8 @@ class Scheduler:
         node = self.retired.pop(dest, None) or self.nodes.get(dest)
         if node is None:
             return []
-        if pretended:  # -p: the command line was logged, nothing ran
-            node.finish(Outcome.OK, now, wall)
+        if pretended:  # -p: the command line was logged, nothing ran (nor is said to)
+            node.pretended()
             return self.tick(now)
         if dest in self.stopped_by_us:
             self.stopped_by_us.discard(dest)

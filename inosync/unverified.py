@@ -82,13 +82,18 @@ class Marks:
         return found
 
     def _private_dir(self) -> None:
-        """state_dir, made if missing: a real directory of ours that nobody else may
-        write (else someone could remove a mark, or plant a symlink in its place)."""
-        try:
-            os.makedirs(self.dir, 0o700, exist_ok=True)
-        except FileExistsError:
-            pass
-        st = os.lstat(self.dir)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
-            raise OSError(0, f"not a directory of uid {os.getuid()} closed to others "
-                             f"(owner {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})")
+        make_private_dir(self.dir)
+
+
+def make_private_dir(directory: str) -> None:
+    """state_dir, made if missing: a real directory of ours that nobody else may
+    write (else someone could remove a mark, or plant a symlink in its place);
+    OSError if it is not."""
+    try:
+        os.makedirs(directory, 0o700, exist_ok=True)
+    except FileExistsError:
+        pass
+    st = os.lstat(directory)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise OSError(0, f"not a directory of uid {os.getuid()} closed to others "
+                         f"(owner {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})")

@@ -49,6 +49,7 @@ except ImportError as e:  # pragma: no cover - depends on the interpreter
 
 from .batch import is_real_dir
 from .excludes import Excludes
+from .kept import at_or_below
 from .paths import Identity, Resolved, has_content, identity, resolve
 from .replay import Move
 
@@ -210,8 +211,10 @@ class Watcher:
         self.wd_of: dict[str, int] = {}
         self.unwatched: set[str] = set()  # no watch left for them, since the last read()
         # Mount points found empty after an unmount: their copy on the nodes
-        # is kept, so whole-tree runs leave them out until inosync restarts.
+        # is kept, so no run sends or deletes anything there until inosync
+        # restarts (see kept.py). A reload's new watcher takes them over.
         self.kept: set[str] = set()
+        self._kept_said: set[str] = set()  # kept places whose changes were said to be kept
         self.entries = 0  # names seen while scanning: a size estimate of the tree
         self.ancestor_names: dict[int, set[str]] = {}  # wd of a directory above root
         self._moved_from: dict[int, str] = {}  # cookie -> old path, until its IN_MOVED_TO
@@ -290,6 +293,7 @@ class Watcher:
         if root is not None:
             self.root = root
             self.kept.clear()  # they were in the old tree
+            self._kept_said.clear()
         self.identity = identity(self.root)
         self.watch_ancestors()
         self.add_tree("")
@@ -438,6 +442,9 @@ class Watcher:
         is_dir = bool(mask & IN_ISDIR)
         if self.excludes and self.excludes.excluded(path, is_dir):
             return
+        if self.kept and at_or_below(path, self.kept):
+            self._kept_change(path)
+            return
         if self._track_moves and mask & (IN_MOVED_FROM | IN_MOVED_TO):
             self._pair_move(mask, cookie, path, is_dir)
         if is_dir and mask & IN_MOVED_FROM:
@@ -492,10 +499,18 @@ class Watcher:
                 changed.append(base)
             else:
                 self.kept.add(base)
-                log.warning("%s lost its watch (unmounted?) and is empty now: watching it "
-                            "again, not syncing it, so its copy on the nodes is kept; full "
-                            "syncs leave it out until inosync restarts (a restart would "
-                            "remove it)", path)
+                log.warning("%s lost its watch (unmounted?) and is empty now: its copy on "
+                            "the nodes is kept; nothing there is sent or deleted until "
+                            "inosync restarts (a restart would remove it)", path)
+
+    def _kept_change(self, path: str) -> None:
+        """A change at or below a kept mount point: not sent (said once per place)."""
+        top = next(t for t in sorted(self.kept) if path == t or path.startswith(t + "/"))
+        if top not in self._kept_said:
+            self._kept_said.add(top)
+            log.warning("%s changed, but %s is a kept mount point: changes there are not "
+                        "sent until inosync restarts (mount its filesystem again, then "
+                        "restart)", os.path.join(self.root, path), os.path.join(self.root, top))
 
     def _handle_self(self, base: str, mask: int, changed: list[str]) -> None:
         """An event about a watched directory itself (no name)."""

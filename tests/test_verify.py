@@ -149,6 +149,8 @@ def test_exit_code_error_wins_over_drift():
     (["--verify", "--pidfile", "/x.pid"], "--pidfile"),
     (["--checksum"], "--checksum goes with --verify"),
     (["--check", "--checksum"], "--checksum goes with --verify"),
+    (["-d", "-p"], "-p is a dry run"),  # it writes nothing: no pidfile, no log file
+    (["-p", "--pidfile", "/x.pid"], "-p is a dry run"),
 ])
 def test_one_shot_conflicts(argv, wrong):
     message = one_shot_conflict(parse_args(argv))
@@ -156,6 +158,6 @@ def test_one_shot_conflicts(argv, wrong):
 
 
 @pytest.mark.parametrize("argv", [["--check"], ["--verify"], ["--verify", "--checksum"],
-                                  ["-d", "-p"], ["-v", "--verify"]])
+                                  ["-p", "-v"], ["-v", "--verify"]])
 def test_one_shot_fine(argv):
     assert one_shot_conflict(parse_args(argv)) is None
