@@ -29,7 +29,8 @@ Set-up
 ======
 
 Everything happens on a tmpfs mounted on a fresh directory from
-``tempfile.mkdtemp``; it is unmounted and removed at the end, also after an
+``tempfile.mkdtemp`` in ``~/.cache/inosync-scratch`` (not under ``/tmp``, which
+inosync refuses: see its strict modes); it is unmounted and removed at the end, also after an
 error, SIGTERM or Ctrl-C. Each tool replicates one source tree to 3 local
 replica directories with the same 1 s debounce:
 
@@ -161,6 +162,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # a script: the shared helpers live there
+from helpers import private_tmp_root  # noqa: E402
+
 RSYNC = shutil.which("rsync") or "/usr/bin/rsync"
 LSYNCD = shutil.which("lsyncd")
 BASH = shutil.which("bash") or "/bin/bash"
@@ -778,7 +782,7 @@ class Bench:
     # ---- set-up and the cleanup that always runs
 
     def __enter__(self) -> Bench:
-        self.root = tempfile.mkdtemp(prefix="inosync-bench-")
+        self.root = tempfile.mkdtemp(prefix="inosync-bench-", dir=private_tmp_root())
         done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8g,mode=0755",
                                "inosync-bench", self.root], capture_output=True, text=True)
         if done.returncode != 0:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # a script: the test hosts live there
-from helpers import inosync_argv, tree_diff, write_config  # noqa: E402
+from helpers import inosync_argv, private_tmp_root, tree_diff, write_config  # noqa: E402
 from hosts import TestHost  # noqa: E402
 
 DELAY = 1
@@ -237,7 +237,7 @@ def main() -> int:
         print("lsyncd is not installed (apt-get install lsyncd): its columns are left out",
               file=sys.stderr)
         tools = [t for t in tools if not t.startswith("lsyncd")]
-    work = Path(tempfile.mkdtemp(prefix="inosync-slowlink-"))
+    work = Path(tempfile.mkdtemp(prefix="inosync-slowlink-", dir=private_tmp_root()))
     rows: dict[str, dict[str, Figure]] = {}
     try:
         with Link(work) as link:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # a script: the shared operations live there
+from helpers import private_tmp_root  # noqa: E402
 from randomops import NAMES, RandomOps, drive  # noqa: E402
 
 # ---- the command
@@ -86,7 +87,7 @@ def _raise_stop(signum: int, frame: object) -> None:
 
 
 def soak(args: argparse.Namespace) -> int:
-    work = tempfile.mkdtemp(prefix="inosync-soak-")
+    work = tempfile.mkdtemp(prefix="inosync-soak-", dir=private_tmp_root())
     daemon: subprocess.Popen[bytes] | None = None
     log_file = None
     log_path = os.path.join(work, "inosync.log")

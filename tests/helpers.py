@@ -119,6 +119,15 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
             proc.wait()
 
 
+def private_tmp_root() -> str:
+    """Where benchmarks make their scratch trees: inosync refuses a file it opens
+    by name below a directory others may write (strict modes), and /tmp is one
+    (sticky 1777); this one is the running user's, 0700."""
+    root = Path.home() / ".cache" / "inosync-scratch"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return str(root)
+
+
 def write_config(path: Path, **settings: object) -> Path:
     """A config file; its daemon keeps its state beside it, never in /var/lib."""
     settings.setdefault("state_dir", str(path.parent / "state"))
