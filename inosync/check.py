@@ -83,10 +83,24 @@ def _daemon_file_folders(config: Config) -> str | None:
     return None
 
 
+def _state_dir(config: Config) -> str | None:
+    """state_dir is made at start if missing (the tree lock lives there): it must
+    be a directory already, or the nearest existing directory above it writable."""
+    here = config.state_dir
+    while not os.path.lexists(here):
+        here = os.path.dirname(here)
+    if not os.path.isdir(here) or not os.access(here, os.W_OK | os.X_OK):
+        why = "is not a directory" if not os.path.isdir(here) else \
+            f"is not writable by uid {os.getuid()}"
+        return (f"state_dir {config.state_dir} cannot be made or written ({here} {why}); "
+                "set state_dir to a directory of root's, e.g. /var/lib/inosync")
+    return None
+
+
 # Every check a start makes once the configuration has loaded (config.load makes
 # the rest): each returns why the start would fail, or None. Add new ones here.
 STARTUP_CHECKS: list[Callable[[Config], str | None]] = [
-    _wpath_readable, _ssh_program, _local_node_parents, _daemon_file_folders,
+    _wpath_readable, _ssh_program, _local_node_parents, _daemon_file_folders, _state_dir,
 ]
 
 

@@ -315,10 +315,15 @@ def start_up_problems(tmp_path: Path, wdir: Path) -> dict[str, tuple[dict[str, o
                 "ssh program '/nonexistent/ssh' not found"),
         "parent": ({"rnodes": [str(missing / "node")]},
                    f"its parent directory {missing} does not exist"),
+        # A file where state_dir's parent should be: the tree lock and the marks
+        # cannot be made (the start failed with exit 2 that --check never saw).
+        "state_dir": ({"state_dir": str(tmp_path / "inosync.conf" / "state")},
+                      f"state_dir {tmp_path / 'inosync.conf' / 'state'} cannot be made"),
     }
 
 
-@pytest.mark.parametrize("problem", ["logfile", "statusfile", "pidfile", "ssh", "parent"])
+@pytest.mark.parametrize("problem", ["logfile", "statusfile", "pidfile", "ssh", "parent",
+                                     "state_dir"])
 def test_preflight_finds_every_start_up_problem(tmp_path, wdir, problem):
     settings, says = start_up_problems(tmp_path, wdir)[problem]
     nodes = settings.pop("rnodes", [str(tmp_path / "node")])
@@ -333,7 +338,8 @@ def test_preflight_is_a_list_of_checks(tmp_path, wdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("problem", ["logfile", "statusfile", "pidfile", "ssh", "parent"])
+@pytest.mark.parametrize("problem", ["logfile", "statusfile", "pidfile", "ssh", "parent",
+                                     "state_dir"])
 def test_check_and_a_start_refuse_the_same(tmp_path, wdir, problem):
     """--check passed a log file in a missing directory, then the start failed;
     the start accepted a missing ssh program and retried forever. Now both
