@@ -325,9 +325,6 @@ def private_dir(path: str) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
-MAXSYMLINKS = 40  # as the kernel: more links than this on one path is a loop
-
-
 class Resolved(NamedTuple):
     """A path as the kernel resolves it, and whether that may be trusted."""
 
@@ -406,8 +403,8 @@ def _untrusted_dir(path: str, st: os.stat_result | None = None) -> tuple[str, st
 def _untrusted_link(link: str, st: os.stat_result, folder: tuple[str, str] | None,
                     count: int) -> str | None:
     """Why the symlink at link must not be followed, or None."""
-    if count > MAXSYMLINKS:
-        return f"it leads through more than {MAXSYMLINKS} symlinks (a loop at {link}?)"
+    if count > MAX_SYMLINKS:
+        return f"it leads through more than {MAX_SYMLINKS} symlinks (a loop at {link}?)"
     if st.st_uid not in (0, os.getuid()):
         return (f"it leads through {link}, a symlink owned by uid {st.st_uid}"
                 f"{_user(st.st_uid)}, not by root: that user decides where it leads "
