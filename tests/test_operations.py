@@ -200,8 +200,9 @@ def test_the_contrib_logrotate_snippet_rotates_without_losing_lines(tree, tmp_pa
                       .replace("create 0640 root adm", "create 0640 root root"))
     with daemonized(tree, tmp_path, logfile=str(logfile)):
         wait_until(lambda: "synced full sync" in logfile.read_text(), 20, "initial sync")
-        subprocess.run([logrotate, "-f", "-s", str(tmp_path / "state"), str(rotate)],
-                       check=True, capture_output=True)
+        done = subprocess.run([logrotate, "-f", "-s", str(tmp_path / "logrotate.state"), str(rotate)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
         assert "synced full sync" in (tmp_path / "inosync.log.1").read_text()
         (src / "after-rotation").write_text("x")
         wait_until(lambda: "synced 1 path" in logfile.read_text(), 20,

@@ -224,12 +224,13 @@ def test_a_mark_cannot_be_taken_away_by_another_user(tree, tmp_path):
     done = subprocess.run([*inosync_argv(), "-c", str(conf), "--check"],
                           capture_output=True, text=True)
     assert done.returncode == 2
-    assert f"{shared} belongs to uid {NOBODY}" in done.stderr
+    assert f"directory {shared} is owned by uid {NOBODY}" in done.stderr
     shared.chmod(0o777)
     os.chown(shared, 0, 0)
     done = subprocess.run([*inosync_argv(), "-c", str(conf), "--check"],
                           capture_output=True, text=True)
-    assert done.returncode == 2 and "is writable by others (mode 0777" in done.stderr
+    assert done.returncode == 2 and "writable by group or others (owner uid 0, mode 0777)" \
+        in done.stderr
 
 
 # ---------- 6. a daemon killed (SIGKILL) mid-replay: the replay goes on without it
