@@ -78,8 +78,28 @@ def _daemon_file_folders(config: Config) -> str | None:
                     f"(mkdir -p {folder}) or set {name} elsewhere")
         if os.path.isdir(path):
             return f"{name} {path} is a directory; name a file"
+        too_long = _name_too_long(folder, os.path.basename(path),
+                                  _TEMP_NAME_ROOM if name == "statusfile" else 0)
+        if too_long:
+            return f"{name} {path}: {too_long}; choose a shorter name"
         if not os.access(folder, os.W_OK | os.X_OK):
             return f"{name} {path}: its directory {folder} is not writable by uid {os.getuid()}"
+    return None
+
+
+# The statusfile is replaced through ".NAME.XXXXXXXX.tmp" beside it (mkstemp).
+_TEMP_NAME_ROOM = len("..XXXXXXXX.tmp")
+
+
+def _name_too_long(folder: str, name: str, room: int) -> str | None:
+    """Why the file name cannot be made in folder (with room more bytes), or None."""
+    limit = os.pathconf(folder, "PC_NAME_MAX") - room
+    size = len(os.fsencode(name))
+    if size > limit:
+        return f"its name is too long for the filesystem ({size} bytes, at most {limit})"
+    full = len(os.fsencode(os.path.join(folder, name))) + room
+    if full >= os.pathconf(folder, "PC_PATH_MAX"):
+        return f"the path is too long ({full} bytes)"
     return None
 
 

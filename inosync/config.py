@@ -255,8 +255,9 @@ def _is_code(value: Any) -> bool:
 
 
 def _exclude_file(value: Any, where: str, config_path: str) -> list[str]:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: rexcludes_from must be a file name (a string)")
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ConfigError(f"{where}: rexcludes_from must be a file name (a string "
+                          f"without NUL), got {value!r}")
     name = os.path.join(os.path.dirname(os.path.abspath(config_path)), value)
     why = paths.strict_modes(name, "reads")
     if why:
@@ -344,7 +345,8 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
                          "all the time; watch a narrower tree, or set allow_system_wpath = "
                          "True and exclude what must not be copied")
     local_nodes = [n for n in config.rnodes if rsync.node_kind(n) is rsync.Kind.LOCAL]
-    why = local_node_problem(local_nodes) or paths.node_overlap(wpath, local_nodes)
+    why = local_node_problem(local_nodes) or _system_node(local_nodes) \
+        or paths.node_overlap(wpath, local_nodes)
     if why:
         return "rnodes", why
     own = {name: getattr(config, name) for name in _DAEMON_FILES if getattr(config, name)}
@@ -370,6 +372,18 @@ def local_node_problem(nodes: list[str]) -> str | None:
         problem = paths.resolve(node).problem
         if problem:
             return f"local node {node}: {problem}"
+    return None
+
+
+def _system_node(nodes: list[str]) -> str | None:
+    """Why a local node is or holds a directory of the system (rnodes = ["/etc"],
+    one typo from a wipe of /etc by --delete), or None."""
+    for node in nodes:
+        system = paths.system_inside(node, paths.SYSTEM_NODE_DIRS)
+        if system:
+            return (f"local node {node} is or holds the system directory {system}: the "
+                    "sync would delete there everything wpath does not hold; name the "
+                    "directory to keep in sync (such as /srv/www)")
     return None
 
 
@@ -472,6 +486,15 @@ def _check_node(node: str) -> None:
                          "directory of that name; remove it")
     if node.startswith("-"):
         raise ValueError(f"entry {node!r} starts with '-' and would be taken as an option")
+    if rsync.node_kind(node) is rsync.Kind.LOCAL:
+        return  # resolved here, and checked as a real path (layout_problem)
+    remote = rsync.ssh_parts(node)[1] if rsync.node_kind(node) is rsync.Kind.SSH else node
+    if ".." in remote.split("/"):
+        # Only the node knows where .. after ~ or the login directory leads:
+        # "host:~root/.." is the remote root that "host:/" spells plainly.
+        raise ValueError(f"entry {node!r} has '..' in its path, which only the node can "
+                         "resolve (host:~root/.. is its root directory); name the directory "
+                         "without '..'")
     if rsync.node_kind(node) is not rsync.Kind.SSH:
         return
     host, path = rsync.ssh_parts(node)

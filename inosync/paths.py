@@ -30,6 +30,14 @@ SYSTEM_DIRS = (
 )  # fmt: skip
 
 
+# A local node must not be or hold one of these (nor SYSTEM_DIRS): --delete
+# would empty it of all that wpath does not hold.
+SYSTEM_NODE_DIRS = (
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/opt",
+    "/proc", "/root", "/run", "/sbin", "/sys", "/tmp", "/usr", "/var", *SYSTEM_DIRS,
+)  # fmt: skip
+
+
 class Identity(NamedTuple):
     """A directory's identity: the same (device, inode) is the same directory."""
 
@@ -295,10 +303,11 @@ def file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "a special file")
 
 
-def system_inside(wpath: str) -> str | None:
-    """A system directory inside (or equal to) wpath, or None."""
-    for d in SYSTEM_DIRS:
-        if os.path.isdir(d) and inside(real(d), wpath):
+def system_inside(top: str, dirs: tuple[str, ...] = SYSTEM_DIRS) -> str | None:
+    """One of dirs (a system directory) inside or equal to top (real), or None."""
+    top = real(top)
+    for d in dirs:
+        if os.path.isdir(d) and inside(real(d), top):
             return real(d)
     return None
 

@@ -33,8 +33,8 @@ node held or however the replay went. The rules that make it so:
   permissions (``-p``, part of ``-a``): the batch lists the path below
   them, so rsync gives them the source's mode, owner and times. With
   ``--no-perms`` no parent is made.
-* Any rsync option not known to leave the replay equivalent (``--inplace``,
-  ``--max-delete``, ``--rsync-path``, ...: rsyncopts.TABLE says) turns it off.
+* Any rsync option not known to leave the replay equivalent (``--max-delete``,
+  ``--rsync-path``, ...: rsyncopts.TABLE says) turns it off.
 * It runs under a time limit (the ``timeout`` setting); it cannot run
   without perl, or on a machine whose system call numbers it does not know:
   then rsync sends the data, and the log says so once.
@@ -233,12 +233,11 @@ _SUMMARY = re.compile(r"renames replayed: (\d+), left to rsync: (\d+)")
 # (rsyncopts.TABLE: NEUTRAL, OFF, PERMS, NO_PERMS): a neutral one leaves a
 # replayed rename equivalent to rsync sending the data (what a rename keeps:
 # data, inode, times, owner, mode; what rsync then compares and fixes).
-# Anything else turns the replay off: --inplace (it would keep the old
-# target's inode and its other hard links), --max-delete (a rename over a
+# Anything else turns the replay off: --max-delete (a rename over a
 # file deletes it uncounted), --rsync-path (its program may work elsewhere or
 # as someone else than the replay), --confine-root (the replay does not check
 # it), and every option not on the list (refused at load anyway: --backup,
-# --iconv, -s/--secluded-args, --link-dest...).
+# --inplace, --iconv, -s/--secluded-args, --link-dest...).
 
 
 def _replay_meaning(name: str) -> str:

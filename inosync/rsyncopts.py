@@ -30,7 +30,7 @@ NO_PERMS = "no perms"  # neutral, and rsync does not set permissions (no parents
 class Allowed:
     """One rsync option rsync_args may hold."""
 
-    long: tuple[str, ...]  # its long spellings ("--compress-level", "--zl"); () for -P
+    long: tuple[str, ...]  # its long spellings ("--compress-level", "--zl"); () for -D
     short: str = ""  # its letter, if it has one
     value: bool = False  # takes a value: --opt=v, --opt v, -Bv, -B=v, -B v
     no: tuple[str, ...] = ()  # the --no- forms rsync accepts (they take no value)
@@ -81,12 +81,18 @@ def _chmod(value: str) -> str | None:
     return None
 
 
+_PROGRAM = re.compile(r"[A-Za-z0-9_./+~][A-Za-z0-9_./+~-]*")
+
+
 def _program(value: str) -> str | None:
-    # It is run by the remote shell: options there would pass none of these checks.
-    if value and not any(c.isspace() for c in value) and not value.startswith("-"):
+    # The remote shell runs it: any word, quote or shell syntax there ($IFS, ;,
+    # `...`) would add options that pass none of these checks. A path's usual
+    # characters only.
+    if _PROGRAM.fullmatch(value):
         return None
-    return (f"must name one program (got {value!r}): options there would pass none of "
-            "these checks")
+    return (f"must name one program (got {value!r}), a path of letters, digits and "
+            "_ . / + ~ - only: the remote shell runs it, and options or shell syntax "
+            "there would pass none of these checks")
 
 
 _OUTPUT = "output on rsync's stdout, which inosync does not judge"
@@ -107,7 +113,6 @@ TABLE: tuple[Allowed, ...] = (
                           "and inosync never runs rsync with it alone)"),
     Allowed(("--progress",), no=("--no-progress",),
             why=_OUTPUT + "; inosync's own --info=progress2 comes after it and wins"),
-    Allowed((), "P", why="--partial --progress"),
     Allowed(("--itemize-changes",), "i", no=("--no-itemize-changes", "--no-i"), why=_OUTPUT),
     Allowed(("--out-format", "--log-format"), value=True, why=_OUTPUT),
     Allowed(("--info",), value=True, check=_info,
@@ -137,12 +142,13 @@ TABLE: tuple[Allowed, ...] = (
     Allowed(("--fsync",), why="rsync waits until each file is on disk"),
     Allowed(("--preallocate",), why=_TRANSFER),
     Allowed(("--sparse",), "S", no=("--no-sparse", "--no-S"), why=_TRANSFER),
-    Allowed(("--partial",), no=("--no-partial",),
-            why="an interrupted file is kept, under its own name on the node, until the "
-                "retry finishes it (--partial-dir is refused)"),
-    Allowed(("--inplace",), no=("--no-inplace",), replay=OFF,
-            why="rsync writes into the node's files; turns the move replay off (a replayed "
-                "rename would replace the inode rsync writes into)"),
+    # Not --partial, -P or --inplace: an interrupted run would leave a truncated
+    # or half-written file where the node's complete old one was, served as long
+    # as the daemon is down; without them rsync renames a finished file into place.
+    Allowed(("--no-partial",), why="rsync's default: a file appears on the node only "
+                                   "once complete"),
+    Allowed(("--no-inplace",), why="rsync's default: a file appears on the node only "
+                                   "once complete"),
     Allowed(("--no-insecure-links",),
             why="rsync's default: it refuses symlinks owned by others on the node's path"),
     Allowed(("--confine-root",), value=True, replay=OFF,

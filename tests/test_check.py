@@ -192,7 +192,6 @@ def test_summary_says_what_an_ssh_node_path_means(tree, tmp_path, dest, meaning)
 
 @pytest.mark.parametrize("args, shown", [
     (["-z", "--rsync-path=/opt/rsync/bin/rsync"], "--rsync-path=/opt/rsync/bin/rsync"),
-    (["--inplace"], "--inplace"),
     (["--confine-root", "/srv"], "--confine-root"),
     (["--max-delete=100"], "--max-delete=100"),
 ])

@@ -733,7 +733,7 @@ def test_rsync_args_that_would_swallow_or_smuggle_are_refused(write, wdir, args,
     ["--hard-links", "--acls", "--xattrs"], ["-HAX"], ["--rsync-path=/opt/rsync/bin/rsync"],
     ["--confine-root", "/srv"], ["--zt", "2"], ["--max-delete=100"], ["-z"],
     ["--delete-after"], ["--checksum"], ["--chmod=D755,F644"], ["--numeric-ids"],
-    ["-B", "2048"], ["--inplace"], ["--info=progress2"], ["-v"], ["--no-perms"],
+    ["-B", "2048"], ["--info=progress2"], ["-v"], ["--no-perms"],
 ])
 def test_rsync_args_that_are_safe_are_kept(write, wdir, args):
     assert load(write(*base_lines(wdir), f"rsync_args = {args!r}")).rsync_args == tuple(args)
@@ -751,6 +751,10 @@ def test_rsync_args_that_are_safe_are_kept(write, wdir, args):
     ["-b"], ["--backup"], ["-zb"], ["--backup-dir=/srv/www/b"], ["-b", "--backup-dir", "/x"],
     ["--suffix=.old"], ["-T", "/srv/www"], ["-T/srv/www"], ["-zT/x"], ["--temp-dir=/x"],
     ["--partial-dir=.partial"], ["--delay-updates"], ["--log-file=/var/log/r.log"],
+    # an interrupted run leaves a truncated or half-written file where the node's
+    # complete old one was (issue 16's review: served while the daemon is down)
+    ["--partial"], ["-P"], ["-avP"], ["--inplace"],
+
     ["--log-file", "/x"], ["--log-file-format=%n"], ["--write-devices"], ["--mkpath"],
     # change who owns files on the node: a setuid file of nobody's would become root's
     ["--chown=root:root"], ["--chown", "root"], ["--usermap=*:root"], ["--groupmap=*:root"],
@@ -801,6 +805,13 @@ def test_a_refusal_names_the_option_and_what_to_do(write, wdir, args, needle):
     # rsync stops with "option does not take an argument"
     (["--stats=1"], "--stats takes no value"), (["-v=1"], "-v takes no value"),
     (["--no-perms=1"], "takes no value"),
+    # run by the remote shell: shell syntax smuggled refused options past the list
+    # (issue 16's review: rsync${IFS}--ignore-existing kept every old file)
+    (["--rsync-path=rsync${IFS}--ignore-existing"], "must name one program"),
+    (["--rsync-path=rsync;true"], "must name one program"),
+    (["--rsync-path", "rsync|x"], "must name one program"),
+    (["--rsync-path=$(x)"], "must name one program"),
+    (["--rsync-path=`x`"], "must name one program"),
 ])
 def test_rsync_args_values_that_are_refused(write, wdir, args, needle):
     path = write(*base_lines(wdir), f"rsync_args = {args!r}")
@@ -810,7 +821,7 @@ def test_rsync_args_values_that_are_refused(write, wdir, args, needle):
 
 
 @pytest.mark.parametrize("args", [
-    ["-zH"], ["-avzHAXc"], ["-aP"], ["-D"], ["--zl=3"], ["--zl", "3"], ["--compress-level=9"],
+    ["-zH"], ["-avzHAXc"], ["-av"], ["-D"], ["--zl=3"], ["--zl", "3"], ["--compress-level=9"],
     ["-B1024"], ["-B", "1024"], ["-B=1024"], ["-zB1024"], ["-zB", "1024"], ["--no-compress"],
     ["--no-z"], ["--no-W"], ["--no-whole-file"], ["--no-p"], ["--no-H"], ["--no-hard-links"],
     ["--cc=xxh128"], ["--cc", "md5,md5"], ["--zc=zstd"], ["--chmod=ug-s,D755,Fa-x"],

@@ -200,7 +200,8 @@ def test_the_contrib_logrotate_snippet_rotates_without_losing_lines(tree, tmp_pa
                       .replace("create 0640 root adm", "create 0640 root root"))
     with daemonized(tree, tmp_path, logfile=str(logfile)):
         wait_until(lambda: "synced full sync" in logfile.read_text(), 20, "initial sync")
-        done = subprocess.run([logrotate, "-f", "-s", str(tmp_path / "logrotate.state"), str(rotate)],
+        state = tmp_path / "logrotate.state"  # "state" is the daemon's state_dir
+        done = subprocess.run([logrotate, "-f", "-s", str(state), str(rotate)],
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         assert "synced full sync" in (tmp_path / "inosync.log.1").read_text()

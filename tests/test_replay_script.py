@@ -163,12 +163,13 @@ def test_directory_renames_that_could_carry_excluded_data_are_not_replayed():
 
 @pytest.mark.parametrize("args, first", [
     ([], None), (["-azH", "--numeric-ids", "--zl=3", "--chmod=D755"], None),
-    (["-aP", "--no-p", "--del", "-B=512", "--out-format", "--inplace"], None),
+    (["-av", "--no-p", "--del", "-B=512", "--out-format", "--stats"], None),
     (["--rsync-path", "/opt/rsync"], "--rsync-path"),
     (["--confine-root=/srv"], "--confine-root=/srv"),
     (["-s"], "-s"), (["-zs"], "-zs"),
     (["-v", "--backup"], "--backup"), (["-b"], "-b"), (["-zb"], "-zb"),
     (["--backup-dir", "/x"], "--backup-dir"), (["--inplace"], "--inplace"),
+    (["-P"], "-P"), (["--partial"], "--partial"),
     (["--max-delete=5"], "--max-delete=5"), (["--iconv=utf8,latin1"], "--iconv=utf8,latin1"),
     (["--link-dest=/x"], "--link-dest=/x"), (["--some-new-option"], "--some-new-option"),
 ])
