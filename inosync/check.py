@@ -104,7 +104,7 @@ def _name_too_long(folder: str, name: str, room: int) -> str | None:
 
 
 def _state_dir(config: Config) -> str | None:
-    """state_dir is made at start if missing (the tree lock lives there): it must
+    """state_dir is made at start if missing (the replay marks live there): it must
     be a directory already, or the nearest existing directory above it writable."""
     here = config.state_dir
     while not os.path.lexists(here):

@@ -276,7 +276,7 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
     if why:
         return fail(f"pidfile {path}: {why}", EXIT_USAGE)
     pidfile = Pidfile(path) if path else None
-    lock = TreeLock(config.state_dir, dry_run=args.pretend)
+    lock = TreeLock(dry_run=args.pretend)  # one place, whatever the config says
     try:
         if pidfile:
             pidfile.acquire()

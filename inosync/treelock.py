@@ -5,9 +5,17 @@ sent meanwhile, a dry run overwrote the daemon's statusfile. The pidfile
 cannot tell: the foreground takes none unless one is named, and two configs
 may name one tree through other paths (a symlink, a bind mount). So every
 instance that syncs or pretends to (foreground, ``-d``, ``-p``) holds an
-flock on ``tree-DEV-INO.lock`` in ``state_dir``, named by wpath's device and
-inode. Not an flock on the wpath directory itself: anyone who can read wpath
-could hold that one, and keep root's daemon from starting.
+flock on ``tree-DEV-INO.lock``, named by wpath's device and inode, in one
+directory that no setting changes: ``/run/inosync.tree`` for root (not
+``state_dir``: two configs of one tree with two state_dirs both ran; not
+``/run/inosync``, which systemd's RuntimeDirectory= removes at stop while a
+foreground instance may hold its lock there, nor ``/run/inosync-*``, which
+``inosync@NAME.service`` may own), ``~/.inosync-tree`` for another user (the
+home of the password database, as the replay's lock). That directory is
+made 0700 and must be a real directory of ours closed to others, so no one
+else can hold the lock or put anything at its name. Not an flock on the
+wpath directory itself: anyone who can read wpath could hold that one, and
+keep root's daemon from starting.
 
 ``-p`` writes nothing: it locks the file only if a daemon of the tree made
 it before (one that runs made it), and never records its pid there.
@@ -19,10 +27,14 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import pwd
 import stat
 
-from .paths import Identity
+from .paths import Identity, private_dir, strict_modes
 from .unverified import make_private_dir
+
+ROOT_DIR = "/run/inosync.tree"  # root's; tmpfs: a reboot empties it
+USER_DIR = ".inosync-tree"  # in the home of any other user
 
 
 class TreeLockError(Exception):
@@ -33,20 +45,35 @@ class TreeLockError(Exception):
         self.held = held
 
 
-def lock_path(state_dir: str, tree: Identity) -> str:
-    return os.path.join(state_dir, f"tree-{tree.dev}-{tree.ino}.lock")
+def lock_dir() -> str:
+    """The directory of the tree locks, the same for every config and mode."""
+    if os.getuid() == 0:
+        return ROOT_DIR
+    try:
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        home = ""
+    if not home.startswith("/"):
+        raise TreeLockError(f"uid {os.getuid()} has no home directory for its tree locks "
+                            f"(~/{USER_DIR}; one inosync per tree)")
+    return os.path.join(home, USER_DIR)
+
+
+def lock_path(directory: str, tree: Identity) -> str:
+    return os.path.join(directory, f"tree-{tree.dev}-{tree.ino}.lock")
 
 
 class TreeLock:
-    def __init__(self, state_dir: str, dry_run: bool = False) -> None:
-        self.state_dir = state_dir
+    def __init__(self, directory: str | None = None, dry_run: bool = False) -> None:
+        self.directory = directory  # None: lock_dir(), the one place (tests name another)
         self.dry_run = dry_run  # -p: opens an existing file only, writes nothing
         self.fd: int | None = None
         self.owner: int | None = None  # whose pid the file holds (after -d's fork: the daemon's)
 
     def acquire(self, tree: Identity, wpath: str) -> None:
         """Hold the lock of this tree; raise TreeLockError if another process holds it."""
-        fd = self._open(lock_path(self.state_dir, tree), wpath)
+        path = lock_path(self.directory or lock_dir(), tree)
+        fd = self._open(path, wpath)
         if fd is None:
             return  # -p, and no daemon of this tree ever ran here: none runs now
         try:
@@ -55,8 +82,8 @@ class TreeLock:
             holder = _holder(fd)
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise TreeLockError(f"cannot lock {lock_path(self.state_dir, tree)} (one "
-                                    f"inosync per tree): {e.strerror}") from None
+                raise TreeLockError(f"cannot lock {path} (one inosync per tree): "
+                                    f"{e.strerror}") from None
             raise TreeLockError(f"another inosync (pid {holder}) already watches {wpath}; "
                                 f"stop it first (kill -TERM {holder})", held=True) from None
         self.release()  # the lock of the tree it watched before (a reload, a swap)
@@ -66,10 +93,13 @@ class TreeLock:
         self.write()
 
     def _open(self, path: str, wpath: str) -> int | None:
-        if self.dry_run:
+        directory = os.path.dirname(path)
+        if self.dry_run:  # makes nothing; what it opens is ours all the same
+            if os.path.lexists(directory):
+                _private_dir(directory, make=False)
             flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         else:
-            _private_dir(self.state_dir)
+            _private_dir(directory, make=True)
             flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
             fd = os.open(path, flags, 0o600)
@@ -77,11 +107,10 @@ class TreeLock:
             if self.dry_run:
                 return None
             raise TreeLockError(f"cannot make {path} (one inosync per tree): "
-                                "state_dir is missing") from None
+                                f"{directory} is missing") from None
         except OSError as e:
             raise TreeLockError(f"cannot open {path} (one inosync per tree, {wpath}): "
-                                f"{e.strerror}; state_dir must be a directory of the user "
-                                "inosync runs as") from None
+                                f"{e.strerror}") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise TreeLockError(f"{path} is not a regular file (one inosync per tree); "
@@ -106,12 +135,24 @@ class TreeLock:
         self.fd = None
 
 
-def _private_dir(directory: str) -> None:
-    try:
-        make_private_dir(directory)
-    except OSError as e:
-        raise TreeLockError(f"state_dir {directory}: {e.strerror or e} (it holds the lock "
-                            "that allows one inosync per tree)") from None
+def _private_dir(directory: str, make: bool) -> None:
+    """The lock directory: trusted all the way down as sshd's StrictModes would,
+    then (made 0700 if missing) a real directory of ours that no one else may enter."""
+    why = strict_modes(directory, "locks trees in", directory=True)
+    if not why:
+        try:
+            if make:
+                make_private_dir(directory)
+            if not private_dir(directory):
+                st = os.lstat(directory)
+                why = (f"not a directory of uid {os.getuid()} closed to others (owner "
+                       f"{st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}); fix with: "
+                       f"rm -r {directory} (inosync makes it again)")
+        except OSError as e:
+            why = str(e.strerror or e)
+    if why:
+        raise TreeLockError(f"lock directory {directory}: {why} (it holds the lock that "
+                            "allows one inosync per tree)")
 
 
 def _holder(fd: int) -> str:

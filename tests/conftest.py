@@ -115,3 +115,19 @@ def replay_lock_files() -> Iterator[None]:
         path.unlink(missing_ok=True)
     if not existed and locks.is_dir() and not any(locks.iterdir()):
         locks.rmdir()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tree_lock_files() -> Iterator[None]:
+    """The tree locks' directory (/run/inosync.tree when root runs the tests):
+    the lock files the tests' daemons made there, and the directory if they made it."""
+    from inosync.treelock import lock_dir
+
+    locks = Path(lock_dir())
+    existed = locks.exists()
+    before = set(locks.glob("tree-*.lock"))
+    yield
+    for path in set(locks.glob("tree-*.lock")) - before:
+        path.unlink(missing_ok=True)
+    if not existed and locks.is_dir() and not any(locks.iterdir()):
+        locks.rmdir()

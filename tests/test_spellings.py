@@ -315,7 +315,7 @@ def start_up_problems(tmp_path: Path, wdir: Path) -> dict[str, tuple[dict[str, o
                 "ssh program '/nonexistent/ssh' not found"),
         "parent": ({"rnodes": [str(missing / "node")]},
                    f"its parent directory {missing} does not exist"),
-        # A file where state_dir's parent should be: the tree lock and the marks
+        # A file where state_dir's parent should be: the replay marks
         # cannot be made (the start failed with exit 2 that --check never saw).
         "state_dir": ({"state_dir": str(tmp_path / "inosync.conf" / "state")},
                       f"state_dir {tmp_path / 'inosync.conf' / 'state'} cannot be made"),

@@ -109,3 +109,15 @@ def test_a_second_instance_through_another_path_waits_for_the_first_to_stop(tmp_
     (tree["src"] / "later.txt").write_text("later\n")
     wait_until(lambda: (tree["nodes"][0] / "later.txt").exists(), 20, "the new instance")
     assert again.stop() == 0
+
+
+def test_two_configs_of_one_tree_with_two_state_dirs_are_one_instance(tmp_path, tree,
+                                                                      run_inosync):
+    """c1.conf and c2.conf differ only in state_dir: the second is refused (both
+    ran and both synced when the lock lay in state_dir)."""
+    c1 = configure(tmp_path, tree, "c1.conf", state_dir=str(tmp_path / "st1"))
+    c2 = configure(tmp_path, tree, "c2.conf", state_dir=str(tmp_path / "st2"))
+    first = run_inosync(c1)
+    first.wait_log("initial sync")
+    refusal(second(c2), first.proc.pid, tree["src"])
+    assert first.stop() == 0
