@@ -315,31 +315,80 @@ _UNREADABLE = re.compile(
     r"(Permission denied|Input/output error|File name too long) \(\d+\)$")
 
 
-def rsync_unescape(text: str) -> str:
-    """A name as rsync printed it (each unprintable byte as \\#ooo), as it is.
+# rsync prints a byte it does not show as \#ooo, and a backslash that starts
+# "\#ddd" in a name as \#134 ("\#012" in a name shows as "\#134#012"). But it
+# looks for "\#ddd" within each piece it writes (1023 bytes through iconv): a
+# name's "\#ddd" across the end of a piece shows as it is, as if it stood for a
+# byte. So a \#ooo whose byte rsync escapes may be either; any other is text.
+_ESCAPE = re.compile(rb"\\#([0-3][0-7]{2})")
+_DIGITS = re.compile(rb"#[0-9]{3}")
 
-    rsync leaves a backslash itself alone, so a name that really holds
-    "\\#012" reads back as a newline: at worst another path is left out,
-    which deletes nothing, and the run fails again as before."""
-    raw = re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m.group(1), 8) & 0xFF]),
-                 os.fsencode(text))
-    return os.fsdecode(raw)
+
+def _pieces(text: str) -> list[tuple[bytes, int | None]]:
+    r"""text's bytes as rsync printed them: runs of plain text (byte None), and each
+    \#ooo that may stand for a byte (that byte) or be part of a name."""
+    raw = os.fsencode(text)
+    pieces: list[tuple[bytes, int | None]] = []
+    at = 0
+    for m in _ESCAPE.finditer(raw):
+        byte = int(m.group(1), 8)
+        if (byte < 0x20 and byte != 0x09) or byte >= 0x7F \
+                or (byte == 0x5C and _DIGITS.match(raw, m.end())):
+            pieces += [(raw[at:m.start()], None), (m.group(), byte)]
+            at = m.end()
+    return [*pieces, (raw[at:], None)]
+
+
+def _read(pieces: list[tuple[bytes, int | None]], as_printed: bool = False) -> bytes:
+    r"""The name with each \#ooo read as its byte, or as printed (as_printed)."""
+    return b"".join(raw if byte is None or as_printed else bytes([byte])
+                    for raw, byte in pieces)
+
+
+def rsync_unescape(text: str) -> str:
+    r"""A name as rsync printed it (each unprintable byte as \#ooo), as it most
+    likely is: each \#ooo that may stand for a byte read as that byte.
+
+    Where the text does not say how long the name is, that reading is all there
+    is: at worst another path is left out, which deletes nothing, and the run
+    fails again as before."""
+    return os.fsdecode(_read(_pieces(text)))
+
+
+def _overflowing_dir(printed: str, length: int) -> tuple[str, bool] | None:
+    """The directory of the name rsync could not fit, whose path (printed) has
+    length bytes; with True if only a directory above it can be named. None if
+    no reading has that length (the line was not read whole: a raw newline)."""
+    pieces = _pieces(printed)
+    ambiguous = sum(byte is not None for _, byte in pieces)
+    as_text, rest = divmod(length - len(_read(pieces)), 4)  # each \#ooo: 1 byte or 5
+    if rest or not 0 <= as_text <= ambiguous:
+        return None
+    if as_text in (0, ambiguous):  # one reading only: every \#ooo a byte, or none
+        return os.path.dirname(os.fsdecode(_read(pieces, as_printed=as_text > 0))), False
+    # Some \#ooo are bytes, some are part of names, and nothing says which: what
+    # all readings share is the directory that holds the first such name.
+    first = next(i for i, (_, byte) in enumerate(pieces) if byte is not None)
+    before = b"".join(raw for raw, _ in pieces[:first])
+    holder = before[:max(before.rfind(b"/"), 0)]
+    below = b"/" in b"".join(raw for raw, _ in pieces[first:])
+    return os.fsdecode(holder), below
 
 
 def unreadable_line(line: str) -> tuple[str, str] | None:
-    """(path to leave out, why) if this line of rsync's stderr says that it could
+    r"""(path to leave out, why) if this line of rsync's stderr says that it could
     not read a path of the source; the path is relative to wpath.
 
     A name too long for rsync is never listed, and no rule can name it (rsync
     discards a rule that long): its directory is left out, or the nearest one
-    above whose rule fits."""
+    above whose rule fits (or that every reading of an ambiguous \#ooo holds)."""
     m = _OVERFLOW.match(line)
     if m:
-        path = rsync_unescape(m.group(2))
-        if len(os.fsencode(path)) != MAXPATHLEN - 1 + int(m.group(1)):
+        found = _overflowing_dir(m.group(2), MAXPATHLEN - 1 + int(m.group(1)))
+        if found is None:
             return None  # not read whole: a newline in a name, say
         why = f"a name in it makes a path longer than rsync's limit of {MAXPATHLEN - 1} bytes"
-        return _fitting(os.path.dirname(path), why)
+        return _fitting(found[0], f"{why}, below it" if found[1] else why)
     m = _UNREADABLE.match(line)
     if m:
         return _fitting(rsync_unescape(m.group(1)).rstrip("/"), m.group(2))
