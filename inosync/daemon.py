@@ -28,13 +28,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from . import __version__, paths
+from . import __version__, keptstore, paths
 from . import config as configmod
 from . import replay as replaymod
 from .batch import RunPlan, files_list, full_sync_above, plan_run, plural
 from .check import preflight
 from .config import Config, ConfigError
 from .kept import before_renames
+from .keptstore import KeptError, KeptFile
 from .mounts import SpecialMounts
 from .notify import Notifier
 from .paths import Identity, identity
@@ -149,6 +150,11 @@ class Daemon:
         self.no_replay: dict[str, str] = {}
         self.perl_here: bool | None = None
         self.marks = Marks(config.state_dir)  # read at start only
+        # The kept mount points, recorded as they change: a crash or a restart
+        # must not forget them (keptstore.py). None: the record is not known.
+        self.kept_file = KeptFile(config.state_dir)
+        self.kept_recorded: set[str] | None = None
+        watcher.on_kept = self.record_kept
         self.comparing: set[str] = set()  # nodes whose run compares contents
         self.notify = Notifier.from_environ()  # here: behind -d, in the pid that stays
         self.special = SpecialMounts()  # proc and the like mounted inside wpath since
@@ -175,7 +181,11 @@ class Daemon:
         try:
             with self.masters, self.runner:
                 compare = self.marks.marked(self.config.rnodes)
-                code = self.carry_out(self.scheduler.begin(time.monotonic(), compare))
+                unreadable = self.restore_kept(self.watcher, "from before the restart")
+                if unreadable:  # it could name a copy the full sync would delete
+                    log.error("%s; stopping without syncing", unreadable)
+                code = self.carry_out([Exit(1)] if unreadable else
+                                      self.scheduler.begin(time.monotonic(), compare))
                 self.notify.ready()  # the tree is watched: systemctl start may return
                 self.announce()
                 while code is None:
@@ -214,6 +224,7 @@ class Daemon:
         self.runner.expire(now)
         actions += self.reaped(now)
         events = self.watcher.read()
+        self.record_kept()  # a place found unmounted: recorded before any run
         if events.paths:
             actions += s.changed(events.paths, now, events.moves)
             if log.isEnabledFor(logging.DEBUG):
@@ -276,6 +287,8 @@ class Daemon:
             except OSError as e:  # no inotify instance left, say: nothing is watched now
                 return s.root_checked(RootLost(f"cannot watch {self.config.wpath} again: "
                                                f"{e.strerror}"), now)
+            if action.root is not None:  # a swapped-in tree: none of the old one's places
+                self.apply_kept(w, set(), "")
             return s.watch_limit_hit(w.take_unwatched(), now)
         elif isinstance(action, Rewatch):
             w.rewatch(action.paths)
@@ -379,7 +392,37 @@ class Daemon:
         w = self.watcher
         if w.kept and moves:
             w.kept |= before_renames(w.kept, [(m.old, m.new) for m in moves])
+            self.record_kept()  # before the run that leaves them alone
         return set(w.kept)
+
+    def restore_kept(self, watcher: Watcher, since: str) -> str | None:
+        """Keep in watcher's tree what its record says is still kept (see
+        apply_kept); why not, if the record cannot be read (no run may start)."""
+        try:
+            recorded = self.kept_file.load(watcher.root)
+        except KeptError as e:
+            return str(e)
+        self.apply_kept(watcher, recorded, since)
+        return None
+
+    def apply_kept(self, watcher: Watcher, recorded: set[str], since: str) -> None:
+        """Keep the recorded places that are still not mounted again, and fstab's
+        mount points in the tree that are not mounted; record the outcome."""
+        in_fstab = keptstore.fstab_inside(keptstore.read_fstab(),
+                                          {watcher.root, watcher.configured_root})
+        found = keptstore.decide(recorded, in_fstab, keptstore.looker(watcher.root))
+        watcher.kept |= found.kept
+        keptstore.report(found, watcher.root, since, self.kept_file.path(watcher.root))
+        self.kept_recorded = None  # the file may hold another tree's, or released places
+        self.record_kept(watcher)
+
+    def record_kept(self, watcher: Watcher | None = None) -> None:
+        """Record the kept places in state_dir if they changed (-p writes nothing)."""
+        w = watcher or self.watcher
+        if self.runner.pretend or w.kept == self.kept_recorded:
+            return
+        if self.kept_file.save(w.root, w.kept):
+            self.kept_recorded = set(w.kept)
 
     def _replay_for(self, dest: str, moves: list[Move], kept: set[str]) -> Replay | None:
         """The renames to replay on dest before its run, if any can be."""
@@ -516,9 +559,16 @@ class Daemon:
         except BaseException:
             watcher.close()
             raise
+        recorded = None
         if watcher.identity == self.watcher.identity:  # the same tree: its kept places too
             watcher.kept |= self.watcher.kept
         else:
+            try:  # what was kept when inosync last watched it; not another tree's at this path
+                recorded = set() if watcher.root == self.watcher.root else \
+                    self.kept_file.load(watcher.root)
+            except KeptError as e:
+                watcher.close()
+                raise ConfigError(str(e)) from None
             moved = self._relock(new.wpath)
             if moved:
                 watcher.close()
@@ -526,7 +576,10 @@ class Daemon:
         self.poller.unregister(self.watcher.fileno())
         self.watcher.close()
         self.watcher = watcher
+        watcher.on_kept = self.record_kept
         self.poller.register(watcher.fileno(), select.POLLIN)
+        if recorded is not None:
+            self.apply_kept(watcher, recorded, "from when inosync last watched this tree")
 
     def _relock(self, root: str | None) -> str | None:
         """Hold the lock of the tree root now is (a swap, a reload to another wpath);

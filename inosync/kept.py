@@ -3,9 +3,11 @@
 A filesystem mounted inside wpath, unmounted, leaves an empty directory (an
 unmounted disk, most likely: see watch.py). Deleting what the nodes hold
 there would be the worst failure of all, so the place is kept: from then on
-until inosync restarts, no run sends or deletes anything at or below it
-(rsync.kept_pattern, first of all rules), no change there starts a run, and
-no rename at, into, out of or above it is replayed on a node.
+until its filesystem is mounted there again, also across restarts (the
+daemon records it in state_dir: keptstore.py), no run sends or deletes
+anything at or below it (rsync.kept_pattern, first of all rules), no change
+there starts a run, and no rename at, into, out of or above it is replayed
+on a node.
 
 Pure functions over '/'-separated paths relative to wpath. There are only
 ever a few kept places, so a scan of them all is cheap.

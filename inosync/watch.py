@@ -211,9 +211,12 @@ class Watcher:
         self.wd_of: dict[str, int] = {}
         self.unwatched: set[str] = set()  # no watch left for them, since the last read()
         # Mount points found empty after an unmount: their copy on the nodes
-        # is kept, so no run sends or deletes anything there until inosync
-        # restarts (see kept.py). A reload's new watcher takes them over.
+        # is kept, so no run sends or deletes anything there until their
+        # filesystem is mounted again (see kept.py); the daemon records them
+        # in state_dir, for the next start (keptstore.py). A reload's new
+        # watcher takes them over.
         self.kept: set[str] = set()
+        self.on_kept: Callable[[], None] | None = None  # records them, before we say so
         self._kept_said: set[str] = set()  # kept places whose changes were said to be kept
         self.entries = 0  # names seen while scanning: a size estimate of the tree
         self.ancestor_names: dict[int, set[str]] = {}  # wd of a directory above root
@@ -499,9 +502,11 @@ class Watcher:
                 changed.append(base)
             else:
                 self.kept.add(base)
+                if self.on_kept is not None:
+                    self.on_kept()
                 log.warning("%s lost its watch (unmounted?) and is empty now: its copy on "
-                            "the nodes is kept; nothing there is sent or deleted until "
-                            "inosync restarts (a restart would remove it)", path)
+                            "the nodes is kept; nothing there is sent or deleted until its "
+                            "filesystem is mounted there again, also across restarts", path)
 
     def _kept_change(self, path: str) -> None:
         """A change at or below a kept mount point: not sent (said once per place)."""
@@ -509,8 +514,9 @@ class Watcher:
         if top not in self._kept_said:
             self._kept_said.add(top)
             log.warning("%s changed, but %s is a kept mount point: changes there are not "
-                        "sent until inosync restarts (mount its filesystem again, then "
-                        "restart)", os.path.join(self.root, path), os.path.join(self.root, top))
+                        "sent until inosync restarts with its filesystem mounted there again "
+                        "(a restart without it keeps it)", os.path.join(self.root, path),
+                        os.path.join(self.root, top))
 
     def _handle_self(self, base: str, mask: int, changed: list[str]) -> None:
         """An event about a watched directory itself (no name)."""
