@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from . import paths, replay
 from .config import Config
+from .keptstore import KeptError, KeptFile
 from .rsync import Kind, full_argv, node_kind, ssh_parts
 
 SHOWN_EXCLUDES = 5  # a long exclude list is summed up by its first few
@@ -117,10 +118,21 @@ def _state_dir(config: Config) -> str | None:
     return None
 
 
+def _kept_record(config: Config) -> str | None:
+    """The record of kept mount points must be readable: it may name a copy on
+    the nodes that the start's full sync would delete (keptstore.py)."""
+    try:
+        KeptFile(config.state_dir).load(config.wpath)
+    except KeptError as e:
+        return str(e)
+    return None
+
+
 # Every check a start makes once the configuration has loaded (config.load makes
 # the rest): each returns why the start would fail, or None. Add new ones here.
 STARTUP_CHECKS: list[Callable[[Config], str | None]] = [
     _wpath_readable, _ssh_program, _local_node_parents, _daemon_file_folders, _state_dir,
+    _kept_record,
 ]
 
 
