@@ -12,6 +12,7 @@ import fnmatch
 import inspect
 import math
 import os
+import posixpath
 import shutil
 import stat
 import tempfile
@@ -503,17 +504,40 @@ def _check_node(node: str) -> None:
         # directory: whichever we chose, someone's tree would be wiped.
         raise ValueError(f"entry {node!r} names no directory (inosync 0.4 synced it to the "
                          f"root of {host}, rsync reads it as the login directory); write "
-                         f"{node}/path or {node}~/path, or {node}. for the login directory "
-                         "itself")
+                         f"{node}/path or {node}~/path")
     if rsync.normal_form(node) == f"{host}:/":
         raise ValueError(f"entry {node!r} is the root directory of {host}: --delete would "
                          "remove everything there that wpath does not hold; name the "
                          "directory to keep in sync")
+    _check_remote_path(node, host, path)
     if any(c in path for c in _SHELL_READS):
         raise ValueError(f"entry {node!r}: rsync leaves * ? [ ] and line breaks in an ssh "
                          "node's path to the remote shell, which would expand or split "
                          "them (rsync and the move replay would work in different "
                          "places); rename the directory")
+
+
+def _check_remote_path(node: str, host: str, path: str) -> None:
+    """Refuse an ssh node path whose place only the node knows, or that --delete
+    must never empty: another user's home (~user: '/' for systemd-network,
+    /bin for bin), a system directory, or the login directory itself (its
+    ~/.ssh would go, and with it the way in)."""
+    if path.startswith("~") and not path.startswith("~/") and path != "~":
+        raise ValueError(f"entry {node!r} names a ~user home, which only {host} knows (it "
+                         "may be / or /bin); write its absolute path")
+    normal = posixpath.normpath(path)
+    if normal in (".", "~"):
+        raise ValueError(f"entry {node!r} is the login directory itself: --delete would "
+                         "remove everything there that wpath does not hold, ~/.ssh "
+                         f"included; name a directory inside it ({host}:www)")
+    if normal.startswith("/"):
+        normal = "/" + normal.lstrip("/")
+        system = next((d for d in paths.SYSTEM_NODE_DIRS
+                       if d == normal or d.startswith(normal + "/")), None)
+        if system:
+            raise ValueError(f"entry {node!r} is or holds the system directory {system} of "
+                             f"{host}: the sync would delete there everything wpath does not "
+                             "hold; name the directory to keep in sync (such as /srv/www)")
 
 
 def _check_twice(nodes: tuple[str, ...], absolute: tuple[str, ...]) -> None:

@@ -178,11 +178,10 @@ def test_check_while_the_daemon_runs(tree, tmp_path, run_inosync):
 
 @pytest.mark.parametrize("dest, meaning", [
     ("root@db1:site", "site in the login directory"),
-    ("root@db1:.", "the login directory"),  # "root@db1:" is refused (issue 16)
-    ("root@db1:./", "the login directory"),
+    # "root@db1:", ":.", ":~" and ":~www/site" are refused (issue 16 and its reviews)
+    ("root@db1:./site", "./site in the login directory"),
     ("root@db1:~/site", "site in the home directory of the login user"),
-    ("root@db1:~www/site/", "site/ in the home directory of www"),
-    ("root@[::1]:~", "the home directory of the login user"),
+    ("root@[::1]:~/site/", "site/ in the home directory of the login user"),
 ])
 def test_summary_says_what_an_ssh_node_path_means(tree, tmp_path, dest, meaning):
     """Issue 15.6: one meaning of every node spelling, for rsync, the replay and --check."""

@@ -70,3 +70,38 @@ def test_a_daemon_file_name_too_long_is_found_by_the_check(tmp_path, wdir, name)
                                    rnodes=[str(tmp_path / "node")], **{name: too_long})))
     problem = check.preflight(config) or ""
     assert f"{name} {too_long}" in problem and "too long" in problem, problem
+
+
+# ---- the second review: other spellings of the remote root, a system directory
+# or the login directory itself (whose ~/.ssh --delete would remove)
+
+
+@pytest.mark.parametrize("node", ["h:~systemd-network", "h:~systemd-timesync/.", "h:~bin",
+                                  "h:~sys", "h:~root", "root@h:~www-data/site"])
+def test_another_users_home_on_the_node_is_refused(tmp_path, wdir, node):
+    """~user means what the node's password database says ('/' for
+    systemd-network here, /bin for bin): only the node knows."""
+    message = error_of(write_config(tmp_path / "c.conf", wpath=str(wdir), rnodes=[node]))
+    assert repr(node) in message and "~user" in message, message
+
+
+@pytest.mark.parametrize("node", ["h:/etc", "h:/usr/", "h:/var", "h://root", "h:/home",
+                                  "h:/var/lib", "h:/boot/."])
+def test_a_remote_system_directory_is_refused(tmp_path, wdir, node):
+    message = error_of(write_config(tmp_path / "c.conf", wpath=str(wdir), rnodes=[node]))
+    assert repr(node) in message and "system directory" in message, message
+
+
+@pytest.mark.parametrize("node", ["h:.", "h:./", "h:~", "h:~/", "root@h:~/.", "h:.//"])
+def test_the_login_directory_itself_is_refused(tmp_path, wdir, node):
+    """--delete would remove whatever wpath does not hold: ~/.ssh (and with it the
+    way in), shell files, the node user's own data."""
+    message = error_of(write_config(tmp_path / "c.conf", wpath=str(wdir), rnodes=[node]))
+    assert repr(node) in message and "login directory" in message, message
+
+
+@pytest.mark.parametrize("node", ["h:www", "h:~/www", "h:./www", "h:/srv/www", "h:/etc-mirror",
+                                  "h:/var/www", "h:/home/www/site", "h:/usr/local"])
+def test_plain_remote_directories_are_fine(tmp_path, wdir, node):
+    config = load(str(write_config(tmp_path / "c.conf", wpath=str(wdir), rnodes=[node])))
+    assert config.rnodes == (node,)

@@ -54,7 +54,7 @@ def test_an_ssh_node_without_a_path_is_refused(tmp_path, wdir, dest):
     login directory: a spelling with two meanings is refused, not guessed."""
     message = error_of(with_nodes(tmp_path, wdir, [dest]))
     assert f"entry {dest!r} names no directory" in message
-    assert f"{dest}/path" in message and f"{dest}." in message
+    assert f"{dest}/path" in message and f"{dest}~/path" in message
 
 
 @pytest.mark.parametrize("dest", ["web1:/", "web1://", "web1:/."])  # /srv/..: test_review16
@@ -64,22 +64,23 @@ def test_an_ssh_node_at_the_remote_root_is_refused(tmp_path, wdir, dest):
 
 
 def test_the_login_directory_has_one_spelling_and_one_meaning(tmp_path, wdir):
-    c = load(str(with_nodes(tmp_path, wdir, ["web1:."])))
-    assert rsync.full_argv(c.rsync_options(), c.wpath, "web1:.")[-1] == "web1:./"
-    assert "  web1:. (ssh: the login directory)" in check.summary(c)
-    # Built by hand, past load: never the remote root.
+    c = load(str(with_nodes(tmp_path, wdir, ["web1:site"])))
+    assert rsync.full_argv(c.rsync_options(), c.wpath, "web1:site")[-1] == "web1:site/"
+    assert "  web1:site (ssh: site in the login directory)" in check.summary(c)
+    # Built by hand, past load (the login directory itself is refused at load,
+    # test_review16): never the remote root.
     assert rsync.with_slash("web1:") == "web1:./"
 
 
 GUARD = """#!/bin/sh
 # The node's sshd runs this for every command: the login directory is {login},
-# and only rsync into it (". ." or ". ./") or the replay (which reads its root on
+# and only rsync into its directory site (". site/") or the replay (which reads its root on
 # stdin) may run. Anything else is refused before it runs: a test of a wipe
 # must not be able to wipe.
 cd {login} || exit 1
 case "$SSH_ORIGINAL_COMMAND" in
     true) exit 0 ;;
-    "rsync --server "*" . ." | "rsync --server "*" . ./" | "perl -e "*) ;;
+    "rsync --server "*" . site/" | "perl -e "*) ;;
     *) printf '%s\\n' "$SSH_ORIGINAL_COMMAND" >> {refused}; exit 1 ;;
 esac
 exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"
@@ -127,7 +128,8 @@ def start_briefly(conf: Path, *args: str) -> tuple[int | None, str]:
 @pytest.mark.slow
 def test_host_colon_never_reaches_the_remote_root(tmp_path, wdir, login_sshd):
     """End to end over a real sshd: 'host:' is refused by --check and by a start,
-    nothing is sent anywhere; 'host:.' lands in the login directory."""
+    nothing is sent anywhere; so is 'host:.' (the login directory itself: its
+    ~/.ssh would go); 'host:site' lands in the login directory's site."""
     server, login, refused = login_sshd
     (login / "kept").write_text("the login directory's own file\n")
     bare = with_nodes(tmp_path, wdir, ["root@127.0.0.1:"], ssh=server.ssh_command(),
@@ -139,17 +141,21 @@ def test_host_colon_never_reaches_the_remote_root(tmp_path, wdir, login_sshd):
     assert refused.read_text() == ""  # nothing even tried to reach '/'
     assert sorted(os.listdir(login)) == ["kept"]
 
-    dot = with_nodes(tmp_path, wdir, ["root@127.0.0.1:."], ssh=server.ssh_command(),
-                     edelay=0.2)
-    proc = subprocess.Popen([*inosync_argv(), "-c", str(dot)], stdin=subprocess.DEVNULL,
+    dot = with_nodes(tmp_path, wdir, ["root@127.0.0.1:."], ssh=server.ssh_command())
+    checked = run(dot, "--check")
+    assert checked.returncode == 2 and "is the login directory itself" in checked.stderr
+
+    site = with_nodes(tmp_path, wdir, ["root@127.0.0.1:site"], ssh=server.ssh_command(),
+                      edelay=0.2)
+    proc = subprocess.Popen([*inosync_argv(), "-c", str(site)], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: (login / "index.html").exists(), 30, "the login directory synced")
+        wait_until(lambda: (login / "site" / "index.html").exists(), 30, "site synced")
     finally:
         proc.terminate()
         proc.wait(30)
-    assert (login / "index.html").read_text() == "hello\n"
-    assert not (login / "kept").exists()  # --delete: the login directory is the copy now
+    assert (login / "site" / "index.html").read_text() == "hello\n"
+    assert (login / "kept").exists()  # the login directory's own files stay
     assert refused.read_text() == ""
 
 
