@@ -289,6 +289,14 @@ _FAILED_VERIFICATION = re.compile(
     r"(?:WARNING|ERROR): .* failed verification -- update discarded(?: \(will try again\))?\.$")
 
 
+# An rsync daemon that refuses the module for good (its configuration, or ours):
+# exit 5 like a dropped connection, but retrying fast cannot fix it. "max
+# connections ... try again later" is no such answer.
+_DAEMON_REFUSED = re.compile(
+    r"^@ERROR: (?:Unknown module|access denied|auth failed|chroot failed|chdir failed"
+    r"|invalid (?:uid|gid)|module .* is read only|no path setting)", re.MULTILINE)
+
+
 def source_changed_only(stderr: str) -> bool:
     """True if every line rsync wrote says only that the source changed under it."""
     lines = [line for line in stderr.splitlines() if line.strip()]
@@ -433,7 +441,7 @@ def classify(returncode: int, stderr: str = "") -> Outcome:
         return Outcome.VANISHED
     if returncode == 23 and source_changed_only(stderr):
         return Outcome.SOURCE_CHANGED
-    if returncode in _BROKEN:
+    if returncode in _BROKEN or (returncode == 5 and _DAEMON_REFUSED.search(stderr)):
         return Outcome.BROKEN
     return Outcome.RETRY
 

@@ -718,3 +718,11 @@ def test_no_allowed_option_makes_a_file_setuid_for_another_owner(tmp_path):
         assert run(extra, n), f"{extra} leaves no setuid file of another owner: test broken?"
         with pytest.raises(ValueError, match="not on inosync's list"):
             check_extra_args(extra)
+
+
+def test_a_daemon_busy_for_now_is_retried_fast():
+    """Issue 17.9: only answers that retrying cannot change are slow (test_rsyncd)."""
+    stderr = ("@ERROR: max connections (2) reached -- try again later\n"
+              "rsync error: error starting client-server protocol (code 5)\n")
+    assert classify(5, stderr) is Outcome.RETRY
+    assert classify(5, "@ERROR: Unknown module 'x'\n") is Outcome.BROKEN
