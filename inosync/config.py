@@ -275,7 +275,8 @@ def _check_together(config: Config, where: Callable[[str], str]) -> None:
         raise ConfigError(f"{where(name)}: retry_min ({config.retry_min}) must not exceed "
                           f"retry_max ({config.retry_max})")
     if not os.path.isdir(config.wpath):
-        raise ConfigError(f"{where('wpath')}: wpath {config.wpath} is not a directory")
+        what = "is not a directory" if os.path.lexists(config.wpath) else "does not exist"
+        raise ConfigError(f"{where('wpath')}: wpath {config.wpath} {what}")
     problem = trust_problem(config) or layout_problem(config, config.wpath)
     if problem:
         setting, why = problem

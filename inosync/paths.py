@@ -137,12 +137,7 @@ def node_overlap(wpath: str, nodes: Iterable[str]) -> str | None:
     for node in nodes:
         where = real(node)
         node_id = identity(where)
-        if wpath_id is not None and wpath_id in chain(where) and node_id != wpath_id:
-            return (f"local node {node} lies inside wpath {wpath} (through a bind mount or "
-                    "symlink): every batch would copy the copy into itself again")
-        if node_id is not None and node_id in above_wpath:
-            return (f"local node {node} is or contains wpath {wpath} (through a bind mount "
-                    "or symlink): syncing into it would delete the source")
+        # By path first: a plain subdirectory is no bind mount, and is said so.
         if where == wpath:
             return f"local node {node} is wpath itself"
         if inside(where, wpath):
@@ -151,6 +146,12 @@ def node_overlap(wpath: str, nodes: Iterable[str]) -> str | None:
         if inside(wpath, where):
             return (f"local node {node} contains wpath {wpath}: syncing into it would "
                     "delete the source and everything beside it")
+        if wpath_id is not None and wpath_id in chain(where) and node_id != wpath_id:
+            return (f"local node {node} lies inside wpath {wpath} (through a bind mount or "
+                    "symlink): every batch would copy the copy into itself again")
+        if node_id is not None and node_id in above_wpath:
+            return (f"local node {node} is or contains wpath {wpath} (through a bind mount "
+                    "or symlink): syncing into it would delete the source")
         for other in seen:
             if overlap(where, other):
                 return (f"local nodes {other} and {node} overlap: each sync to one "

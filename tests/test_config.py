@@ -260,11 +260,11 @@ def test_missing_rnodes(write, wdir):
 def test_wpath_not_a_directory(write, wdir, tmp_path):
     f = tmp_path / "a-file"
     f.write_text("x")
-    for target in (f, tmp_path / "missing"):
+    for target, says in ((f, "is not a directory"), (tmp_path / "missing", "does not exist")):
         path = write("# watched dir", f"wpath = {str(target)!r}", 'rnodes = ["/srv/copy"]')
         message = error_of(path)
         assert_line(message, path, 2)
-        assert "not a directory" in message
+        assert says in message  # issue 17.8: a missing wpath was "not a directory"
 
 
 def test_wpath_wrong_type(write):
@@ -490,7 +490,7 @@ def test_cli_missing_config_file(tmp_path):
         (["{base}", "edelay = = 1"], 3, "syntax"),
         (["{base}", "edleay = 5"], 3, "did you mean 'edelay'"),
         (["{base}", 'emask = ["IN_NOPE"]'], 3, "IN_NOPE"),
-        (['rnodes = ["/srv/copy"]', 'wpath = "{missing}"'], 2, "not a directory"),
+        (['rnodes = ["/srv/copy"]', 'wpath = "{missing}"'], 2, "does not exist"),
     ],
 )
 def test_cli_bad_config(write, wdir, tmp_path, lines, lineno, needle):
