@@ -464,7 +464,7 @@ class Scheduler:
         left = [f"{n.dest}: {n.pending_summary()}" for n in self.nodes.values()
                 if n.pending or n.inflight is not None]
         if not left:
-            return "every node had everything"
+            return "nothing pending"  # what is known; a node may have drifted behind our back
         return "pending: " + ", ".join(left) + " (the next start's full sync covers it)"
 
     # ---- signals
