@@ -5,6 +5,7 @@ End to end: real tmpfs mounts, real rsync, a real daemon killed with -9."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,35 @@ def test_an_fstab_mount_point_not_mounted_at_start_keeps_the_copy(tree, run_inos
     assert all((n / "my disk" / "db").is_file() for n in nodes), d.log()
     d.wait_log(r"is a mount point in .*fstab, but nothing is mounted there")
     assert d.stop() == 0
+
+
+def test_an_fstab_mount_point_with_an_empty_filesystem_at_start_keeps_the_copy(
+        tree, run_inosync, monkeypatch):
+    """A boot where the disk failed but a bind mount of its empty mount point
+    onto the one inside wpath succeeded (fstab: `/dev/sdb1 R/disk ... nofail`,
+    `R/disk R/www/data none bind,nofail`): something is mounted there, but it
+    holds nothing. The start's full sync must not empty the nodes' copy."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    src, nodes = tree["src"], tree["nodes"]
+    data = src / "data"
+    data.mkdir()
+    for n in nodes:  # what an earlier run sent while the disk was mounted
+        (n / "data").mkdir()
+        (n / "data" / "db").write_text("precious\n")
+    fstab = tree["dir"] / "fstab"
+    fstab.write_text(f"/dev/sdz1 {data} ext4 nofail 0 2\n")
+    monkeypatch.setattr(helpers, "inosync_argv",
+                        lambda: [sys.executable, "-c", LAUNCH, str(fstab)])
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], edelay=0.2)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(data)], check=True)
+    try:
+        d = run_inosync(conf, "-v")
+        full_sync_went(d, nodes)
+        assert all((n / "index.html").is_file() for n in nodes)
+        assert all((n / "data" / "db").is_file() for n in nodes), d.log()
+        d.wait_log(r"is a mount point in .*fstab, but the filesystem mounted there is empty")
+        assert d.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)

@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,10 +69,14 @@ def test_a_recorded_place_is_released_only_by_a_filesystem_with_data(place, kept
 
 
 @pytest.mark.parametrize("place, kept", [
-    (MISSING, True), (EMPTY, True), (FULL, True), (MOUNTED_EMPTY, False), (MOUNTED, False)])
-def test_an_fstab_mount_point_is_kept_while_nothing_is_mounted_there(place, kept):
+    (MISSING, True), (EMPTY, True), (FULL, True), (MOUNTED_EMPTY, True), (MOUNTED, False)])
+def test_an_fstab_mount_point_is_kept_until_a_filesystem_with_data_is_mounted_there(
+        place, kept):
+    """As a recorded place: an empty filesystem mounted there (a bind mount of a
+    failed disk's empty mount point, say) does not release it."""
     d = decide(set(), {"disk"}, lambda rel: place)
-    assert (d.kept == d.fstab == {"disk"}) is kept
+    assert (d.kept == set(d.fstab) == {"disk"}) is kept
+    assert d.fstab == ({"disk": place} if kept else {})
     assert not d.recorded and not d.released
 
 
@@ -96,6 +101,16 @@ def test_fstab_inside():
     assert fstab_inside(points, ["/srv/www"]) == {"disk"}
     # wpath configured through a symlink: fstab may name either path
     assert fstab_inside(points, ["/srv/www", "/data/www"]) == {"disk", "a/b"}
+
+
+def test_fstab_above():
+    points = ["/", "/srv", "/srv/www", "/srv/www/disk", "/srv/www2", "/data"]
+    assert keptstore.fstab_above(points, "/srv/www") == "/srv/www"  # wpath itself
+    assert keptstore.fstab_above(points, "/srv/www/site/a") == "/srv/www"  # the nearest one
+    assert keptstore.fstab_above(points, "/srv/other") == "/srv"
+    assert keptstore.fstab_above(points, "/srv/www2x") == "/srv"  # a prefix is no parent
+    assert keptstore.fstab_above(points, "/home/www") is None  # "/" is never one
+    assert keptstore.fstab_above([], "/srv/www") is None
 
 
 def test_the_record_in_state_dir(tmp_path):
@@ -186,3 +201,44 @@ def test_check_and_a_start_refuse_a_damaged_record(tree, tmp_path):
         assert done.returncode == 2, done
         assert done.stderr.count("\n") == 1 and "is damaged" in done.stderr, done.stderr
     assert not any((n / "index.html").exists() for n in tree["nodes"])  # nothing synced
+
+
+# inosync's main, with its fstab elsewhere than /etc/fstab (a module constant).
+LAUNCH = """
+import sys
+import inosync.keptstore
+inosync.keptstore.FSTAB = sys.argv.pop(1)
+from inosync.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_check_and_a_start_refuse_wpath_on_an_fstab_mount_point_not_mounted(
+        tree, tmp_path, monkeypatch):
+    """A boot where wpath's disk did not mount: syncing the bare mount point (an
+    application may have written a file there) would delete the nodes' copy."""
+    src, nodes = tree["src"], tree["nodes"]
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"UUID=1 / ext4 defaults 0 1\n/dev/sdz1 {src} ext4 defaults,nofail 0 2\n")
+    monkeypatch.setattr(keptstore, "FSTAB", str(fstab))
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src / "docs"),
+                        rnodes=[str(n) for n in nodes])
+    config = load(str(conf))
+    why = (f"wpath {src}/docs: {src} is a mount point in {fstab}, but nothing is mounted "
+           "there (the disk did not mount?)")
+    assert why in (preflight(config) or "")
+    for args in (["--check"], []):
+        done = subprocess.run([sys.executable, "-c", LAUNCH, str(fstab), "-c", str(conf),
+                               *args], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2, done
+        assert done.stderr.count("\n") == 1 and why in done.stderr, done.stderr
+    assert not any((n / "a.txt").exists() for n in nodes)  # nothing synced
+    if os.geteuid() != 0:
+        return
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(src)], check=True)
+    try:
+        (src / "docs").mkdir()
+        (src / "docs" / "a.txt").write_text("on the disk\n")
+        assert preflight(load(str(conf))) is None  # mounted: fine
+    finally:
+        subprocess.run(["umount", str(src)], check=True)
