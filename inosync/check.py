@@ -14,9 +14,10 @@ import os
 import shlex
 from collections.abc import Callable
 
-from . import paths, replay
+from . import keptstore, paths, replay
 from .config import Config
 from .keptstore import KeptError, KeptFile
+from .mounts import read_mounts
 from .rsync import Kind, full_argv, node_kind, ssh_parts
 
 SHOWN_EXCLUDES = 5  # a long exclude list is summed up by its first few
@@ -128,11 +129,24 @@ def _kept_record(config: Config) -> str | None:
     return None
 
 
+def _wpath_disk_mounted(config: Config) -> str | None:
+    """A boot where wpath's own disk did not mount (nofail) leaves its bare mount
+    point: syncing it, with whatever an application wrote there meanwhile, would
+    delete the nodes' copy. fstab's mount points are compared as real paths."""
+    point = keptstore.fstab_above([os.path.realpath(p) for p in keptstore.read_fstab()],
+                                  config.wpath)
+    if point is None or point in {m.point for m in read_mounts()} or os.path.ismount(point):
+        return None
+    return (f"wpath {config.wpath}: {point} is a mount point in {keptstore.FSTAB}, but "
+            "nothing is mounted there (the disk did not mount?); syncing the bare directory "
+            "would delete the nodes' copy; mount it, then start inosync")
+
+
 # Every check a start makes once the configuration has loaded (config.load makes
 # the rest): each returns why the start would fail, or None. Add new ones here.
 STARTUP_CHECKS: list[Callable[[Config], str | None]] = [
     _wpath_readable, _ssh_program, _local_node_parents, _daemon_file_folders, _state_dir,
-    _kept_record,
+    _kept_record, _wpath_disk_mounted,
 ]
 
 

@@ -14,13 +14,15 @@ again: it is released (synced as any directory) only once a filesystem is
 mounted there again and holds something; else it stays kept, said with a
 warning. Files written into the bare mount point meanwhile do not release
 it: that is how a careless application would wipe the copy. A mount point
-that /etc/fstab lists inside wpath, with nothing mounted there at start (a
-boot where the disk failed to mount), is kept too, whatever lies under it.
+that /etc/fstab lists inside wpath is kept at start by the same rule, unless
+a filesystem holding data is mounted there: a boot where the disk failed to
+mount leaves the bare directory (whatever was written there since), or an
+empty one mounted on it (a bind mount of the failed disk's mount point).
 
 If that filesystem is gone for good, the operator removes the file (the
 warning names it) while inosync is stopped.
 
-Pure: parse_fstab, encode/decode, decide. The rest reads or writes files.
+Pure: parse_fstab, fstab_inside, fstab_above, encode/decode, decide. The rest reads or writes files.
 """
 
 from __future__ import annotations
@@ -78,6 +80,13 @@ def fstab_inside(points: Iterable[str], roots: Iterable[str]) -> set[str]:
     return found
 
 
+def fstab_above(points: Iterable[str], wpath: str) -> str | None:
+    """The nearest of points at or above wpath, other than "/" (all real paths):
+    where wpath's own filesystem should be mounted, if fstab says so."""
+    above = [p for p in points if p != "/" and inside(wpath, p)]
+    return max(above, key=len, default=None)
+
+
 def valid(rel: str) -> bool:
     """A path relative to wpath, '/'-separated, below it: no '', '.', '..' part."""
     return bool(rel) and "\0" not in rel and all(
@@ -117,12 +126,13 @@ class Decision:
     kept: set[str] = field(default_factory=set)
     released: set[str] = field(default_factory=set)  # mounted again, with data
     recorded: dict[str, Place] = field(default_factory=dict)  # kept from the record
-    fstab: set[str] = field(default_factory=set)  # kept: listed in fstab, not mounted
+    fstab: dict[str, Place] = field(default_factory=dict)  # kept: in fstab, no data mounted
 
 
 def decide(recorded: Set[str], in_fstab: Set[str], look: Callable[[str], Place]) -> Decision:
-    """Which places stay kept: a recorded one until a filesystem holding data is
-    mounted there again; an fstab mount point while nothing is mounted there."""
+    """Which places stay kept: a recorded one, or an fstab mount point, until a
+    filesystem holding data is mounted there (again). An empty one mounted on an
+    fstab mount point may be a bind mount of a failed disk's bare mount point."""
     d = Decision()
     for rel in sorted(recorded):
         place = look(rel)
@@ -132,8 +142,9 @@ def decide(recorded: Set[str], in_fstab: Set[str], look: Callable[[str], Place])
             d.recorded[rel] = place
             d.kept.add(rel)
     for rel in sorted(in_fstab - d.kept - d.released):
-        if not look(rel).mounted:
-            d.fstab.add(rel)
+        place = look(rel)
+        if not (place.mounted and place.content):
+            d.fstab[rel] = place
             d.kept.add(rel)
     return d
 
@@ -158,11 +169,12 @@ def report(d: Decision, root: str, since: str, record: str) -> None:
                     "sent or deleted, until its filesystem is mounted there again; if it is "
                     "gone for good, stop inosync, remove %s and start it",
                     os.path.join(root, rel), since, why_kept(place), record)
-    for rel in sorted(d.fstab):
-        log.warning("%s is a mount point in %s, but nothing is mounted there: its copy on "
-                    "the nodes is kept, and nothing there is sent or deleted, until its "
-                    "filesystem is mounted there again (also across restarts)",
-                    os.path.join(root, rel), FSTAB)
+    for rel, place in sorted(d.fstab.items()):
+        log.warning("%s is a mount point in %s, but %s: its copy on the nodes is kept, and "
+                    "nothing there is sent or deleted, until its filesystem is mounted there "
+                    "again (also across restarts)", os.path.join(root, rel), FSTAB,
+                    "the filesystem mounted there is empty" if place.mounted else
+                    "nothing is mounted there")
 
 
 # ---- the edges
