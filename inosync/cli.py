@@ -1,8 +1,9 @@
-"""Command line: inosync [-c FILE] [-d] [-p] [-v] [--check | --verify [--checksum]]
-[--version] [-h].
+"""Command line: inosync [-c FILE] [-d] [-p] [-v]
+[--check | --verify [--checksum] [--nagios]] [--version] [-h].
 
 Exit status: 0 clean stop, 1 runtime failure, 2 usage or configuration error;
---verify: 0 identical, 1 some node differs, 2 error (see verify.exit_code).
+--verify: 0 identical, 1 some node differs, 2 error (see verify.exit_code);
+--verify --nagios: 0 OK, 2 CRITICAL, 3 UNKNOWN (see verify.nagios_code).
 Everything that can be checked is checked before forking, so mistakes are
 reported on the terminal, not only in a log nobody is looking at yet.
 """
@@ -61,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "exit 0 identical, 1 some node differs, 2 error")
     p.add_argument("--checksum", action="store_true",
                    help="with --verify: compare file contents, not only size and time")
+    p.add_argument("--nagios", action="store_true",
+                   help="with --verify: exit as a Nagios plugin, 0 OK, 2 CRITICAL (some node "
+                        "differs), 3 UNKNOWN (some node not checked, or an error)")
     p.add_argument("--pidfile", metavar="FILE", type=pidfile_arg,
                    help="hold FILE as pidfile, instead of the config's pidfile "
                         f"(default with -d: {DEFAULT_PIDFILE})")
@@ -172,15 +176,15 @@ def main(argv: list[str] | None = None) -> int:
         logs.foreground()
         conflict = one_shot_conflict(args)
         if conflict:
-            return fail(conflict, EXIT_USAGE)
+            return refuse(args, conflict)
         try:
             config = load(args.config)
         except ConfigError as e:
-            return fail(str(e), EXIT_USAGE)
+            return refuse(args, str(e))
         if args.check:
             return check(config)
         if args.verify:
-            return verify(config, args.checksum)
+            return verify(config, args.checksum, args.nagios)
         from .check import preflight
 
         problem = preflight(config)  # what --check refuses, a start refuses, in every mode
@@ -200,6 +204,8 @@ def one_shot_conflict(args: argparse.Namespace) -> str | None:
         return "usage: --check and --verify cannot be combined; run one, then the other"
     if args.checksum and not args.verify:
         return "usage: --checksum goes with --verify only"
+    if args.nagios and not args.verify:
+        return "usage: --nagios goes with --verify only"
     one_shot = "--check" if args.check else "--verify" if args.verify else None
     if one_shot and (args.daemonize or args.pretend or args.pidfile):
         return (f"usage: {one_shot} runs once in the foreground; it cannot be combined with "
@@ -208,6 +214,22 @@ def one_shot_conflict(args: argparse.Namespace) -> str | None:
         return ("usage: -p is a dry run that prints to the terminal and writes nothing (no "
                 "pidfile, statusfile or log file); it cannot be combined with -d or --pidfile")
     return None
+
+
+def refuse(args: argparse.Namespace, message: str) -> int:
+    """A usage or configuration error: exit 2, or under --verify --nagios the
+    plugin's UNKNOWN: the line on stdout (what Nagios shows) and exit 3."""
+    if args.verify and args.nagios:
+        return nagios_unknown(message)
+    return fail(message, EXIT_USAGE)
+
+
+def nagios_unknown(message: str) -> int:
+    from .verify import NAGIOS_UNKNOWN, plugin_text
+
+    # stdout only: Icinga shows stderr too, and one line is the whole answer
+    print_lines([plugin_text(f"UNKNOWN: {message}")])
+    return NAGIOS_UNKNOWN
 
 
 def check(config: Config) -> int:
@@ -221,22 +243,30 @@ def check(config: Config) -> int:
     return EXIT_OK
 
 
-def verify(config: Config, checksum: bool) -> int:
-    """--verify: one line per node on stdout; exit 0 identical, 1 differs, 2 error."""
+def verify(config: Config, checksum: bool, nagios: bool = False) -> int:
+    """--verify: a summary line (Nagios plugin form), then one line per node on
+    stdout; exit 0 identical, 1 differs, 2 error, or with --nagios 0 OK,
+    2 CRITICAL, 3 UNKNOWN."""
     from . import verify as verification
     from .check import preflight
 
+    error = nagios_unknown if nagios else lambda message: fail(message, EXIT_USAGE)
     problem = preflight(config) or verification.problem(config)
     if problem:
-        return fail(problem, EXIT_USAGE)
+        return error(problem)
     try:
         results = verification.verify(config, checksum)
     except StopDuringStartup as e:
-        return fail(f"--verify stopped by {e} before every node was checked", EXIT_USAGE)
+        return error(f"--verify stopped by {e} before every node was checked")
     except OSError as e:
-        return fail(f"--verify: cannot start {config.rsync}: {e.strerror}", EXIT_USAGE)
-    print_lines(verification.report_line(result) for result in results)
-    return verification.exit_code(results)  # what was found, read to the end or not
+        return error(f"--verify: cannot start {config.rsync}: {e.strerror}")
+    nodes = (verification.report_line(result) for result in results)
+    # Nagios reads a "|" in the lines after the first as the start of perfdata
+    print_lines([verification.summary_line(results),
+                 *(line.replace("|", "\\x7c") if nagios else line for line in nodes)])
+    # What was found, read to the end or not. Without --nagios the codes of
+    # 0.4 (cron jobs and scripts test for 1 = drift, 2 = error).
+    return verification.nagios_code(results) if nagios else verification.exit_code(results)
 
 
 def print_lines(lines: Iterable[str]) -> None:

@@ -7,7 +7,8 @@ directory times included: the node must equal the source in everything
 ``-a`` carries. Nodes are checked in parallel, one rsync each.
 
 The pure parts (``verify_argv``, ``parse_itemized``, ``report_line``,
-``exit_code``) are separate from ``verify``, which runs the children.
+``exit_code``, ``summary_line``, ``nagios_code``) are separate from
+``verify``, which runs the children.
 """
 
 from __future__ import annotations
@@ -17,17 +18,21 @@ import re
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
 from .batch import plural
 from .config import Config
+from .escape import printable
 from .rsync import child_environment, describe, find_option, full_argv
 from .signals import StopDuringStartup
 
 EXIT_IDENTICAL, EXIT_DIFFERS, EXIT_ERROR = 0, 1, 2
+# The Nagios plugin convention (--nagios): 1 is WARNING there, nothing we report.
+NAGIOS_OK, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 2, 3
 SAMPLE = 5  # differing paths named per node
+NAMED = 3  # nodes named in the summary line, which a pager shows
 
 # Our lines start with MARKER, so whatever else rsync_args makes rsync print
 # (-v's totals, --stats) is ignored. rsync escapes control characters in
@@ -160,6 +165,7 @@ class Result:
     dest: str
     drift: Drift | None = None  # None: not checked
     error: str = ""
+    reason: str = ""  # the error without rsync's own words, for the summary line
 
 
 def report_line(result: Result) -> str:
@@ -188,6 +194,69 @@ def exit_code(results: Iterable[Result]) -> int:
         if r.drift.count:
             code = EXIT_DIFFERS
     return code
+
+
+def nagios_code(results: Iterable[Result]) -> int:
+    """--nagios: 2 CRITICAL some node differs, else 3 UNKNOWN some node could not
+    be checked, else 0 OK.
+
+    Unlike exit_code, a difference wins: it is known, and the monitoring
+    plugin guidelines rank CRITICAL above UNKNOWN (a page for a known drift
+    must not turn into "unknown" because another node was down meanwhile).
+    """
+    results = list(results)
+    if any(r.drift is not None and r.drift.count for r in results):
+        return NAGIOS_CRITICAL
+    if any(r.drift is None for r in results):
+        return NAGIOS_UNKNOWN
+    return NAGIOS_OK
+
+
+_STATE = {NAGIOS_OK: "OK", NAGIOS_CRITICAL: "CRITICAL", NAGIOS_UNKNOWN: "UNKNOWN"}
+
+
+def summary_line(results: Sequence[Result]) -> str:
+    """The first line of --verify, a Nagios plugin's status line with perfdata:
+    ``CRITICAL: 1 of 3 nodes differ (node b: 4 paths) | nodes=3 ...``."""
+    total = len(results)
+    differ = [r for r in results if r.drift is not None and r.drift.count]
+    unknown = [r for r in results if r.drift is None]
+    parts = []
+    if differ:
+        verb = "differs" if total == 1 else "differ"
+        parts.append(f"{len(differ)} of {plural(total, 'node')} {verb} (" + _named(
+            differ, lambda r: plural(r.drift.count if r.drift else 0, "path")) + ")")
+    if unknown:
+        of = " of " + plural(total, "node") if not differ else ""
+        parts.append(f"{len(unknown)}{of} not checked ("
+                     + _named(unknown, lambda r: r.reason or r.error) + ")")
+    if not parts:
+        parts.append(f"{plural(total, 'node')} identical")
+    text = _STATE[nagios_code(results)] + ": " + "; ".join(parts)
+    return f"{plugin_text(text)} | {perfdata(results)}"
+
+
+def _named(results: Sequence[Result], what: Callable[[Result], str]) -> str:
+    named = ", ".join(f"node {r.dest}: {what(r)}" for r in results[:NAMED])
+    return named + (", ..." if len(results) > NAMED else "")
+
+
+def plugin_text(text: str) -> str:
+    """text as one line without "|", which starts perfdata in a plugin's output."""
+    return printable(text).replace("|", "\\x7c")
+
+
+def perfdata(results: Sequence[Result]) -> str:
+    """Nagios perfdata, 'label'=value;warn;crit;min;max: node counts (max the
+    number of nodes), and the paths that differ on the nodes checked; crit 0
+    on the differences (a range "0": anything above 0 is critical)."""
+    total = len(results)
+    differ = [r.drift.count for r in results if r.drift is not None and r.drift.count]
+    unknown = sum(r.drift is None for r in results)
+    identical = total - len(differ) - unknown
+    return (f"nodes={total};;;0 identical={identical};;;0;{total} "
+            f"differ={len(differ)};;0;0;{total} unknown={unknown};;;0;{total} "
+            f"paths_differ={sum(differ)};;0;0")
 
 
 # ---- the children
@@ -239,6 +308,7 @@ def _result(child: _Child) -> Result:
         child.err.seek(0)
         lines = [ln for ln in child.err.read().decode(errors="replace").splitlines() if ln.strip()]
         detail = f": {lines[0].strip()}" if lines else ""
-        return Result(child.dest, error=f"rsync {describe(code)}{detail}")
+        return Result(child.dest, error=f"rsync {describe(code)}{detail}",
+                      reason=f"rsync {describe(code)}")
     child.out.seek(0)
     return Result(child.dest, parse_itemized(child.out))
