@@ -33,6 +33,13 @@ def run(conf: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProc
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def nodes_part(out: str) -> str:
+    """stdout after the summary line (tests/test_verify_summary.py): the node lines."""
+    summary, _, rest = out.partition("\n")
+    assert re.match(r"(OK|CRITICAL|UNKNOWN): .* \| nodes=", summary), summary
+    return rest
+
+
 def mirror(src: Path, node: Path) -> None:
     """Make node equal to src, as a full sync would."""
     # --modify-window=-1 as inosync's runs: else rsync leaves directory times
@@ -80,7 +87,7 @@ def test_identical_nodes_exit_0(tree, tmp_path, rsync_args):
     done = run(conf, "--verify")
     assert (done.returncode, done.stderr) == (0, "")
     # -vv lists unchanged items and totals too: none of that is drift
-    assert done.stdout.splitlines() == [f"{n}: identical" for n in nodes]
+    assert nodes_part(done.stdout).splitlines() == [f"{n}: identical" for n in nodes]
 
 
 def test_drifted_node_exit_1_lists_the_paths_and_stays_as_it_was(tree, tmp_path):
@@ -95,7 +102,7 @@ def test_drifted_node_exit_1_lists_the_paths_and_stays_as_it_was(tree, tmp_path)
     before = {p: snapshot(p) for p in (src, clean, drifted)}
     done = run(config_for(tmp_path, src, [str(clean), str(drifted)]), "--verify")
     assert done.returncode == 1, done.stderr
-    first, second = done.stdout.splitlines()
+    first, second = nodes_part(done.stdout).splitlines()
     assert first == f"{clean}: identical"
     assert second.startswith(f"{drifted}: 4 paths differ (e.g. ")
     items = re.findall(r"(\S+) (\S+)(?:, |\)$)", second.split("(e.g. ", 1)[1])
@@ -111,7 +118,7 @@ def test_directory_mtime_counts_as_drift(tree, tmp_path):
     os.utime(node / "docs", (1_000_000_000, 1_000_000_000))
     done = run(config_for(tmp_path, src, [str(node)]), "--verify")
     assert done.returncode == 1
-    assert done.stdout == (f"{node}: 1 path differs; 1 only in directory mtime "
+    assert nodes_part(done.stdout) == (f"{node}: 1 path differs; 1 only in directory mtime "
                            "(e.g. .d..t...... docs/)\n")
 
 
@@ -125,10 +132,10 @@ def test_checksum_catches_what_size_and_mtime_miss(tree, tmp_path):
     same_dir_times(src, node)
     conf = config_for(tmp_path, src, [str(node)])
     plain = run(conf, "--verify")
-    assert (plain.returncode, plain.stdout) == (0, f"{node}: identical\n")
+    assert (plain.returncode, nodes_part(plain.stdout)) == (0, f"{node}: identical\n")
     summed = run(conf, "--verify", "--checksum")
     assert summed.returncode == 1
-    assert summed.stdout == f"{node}: 1 path differs (e.g. >fc........ docs/a.txt)\n"
+    assert nodes_part(summed.stdout) == f"{node}: 1 path differs (e.g. >fc........ docs/a.txt)\n"
     assert target.read_text() == "b\n"  # still the node's own content
 
 
@@ -143,12 +150,12 @@ def test_excluded_paths_are_not_reported(tree, tmp_path):
     same_dir_times(src, node)
     conf = config_for(tmp_path, src, [str(node)], rexcludes=["*.tmp", "/cache/"])
     done = run(conf, "--verify")
-    assert (done.returncode, done.stdout) == (0, f"{node}: identical\n")
+    assert (done.returncode, nodes_part(done.stdout)) == (0, f"{node}: identical\n")
     (node / "docs" / "stray").write_text("not excluded\n")  # one that is not
     same_dir_times(src, node)
     done = run(conf, "--verify")
     assert done.returncode == 1
-    assert done.stdout == f"{node}: 1 path differs (e.g. *deleting docs/stray)\n"
+    assert nodes_part(done.stdout) == f"{node}: 1 path differs (e.g. *deleting docs/stray)\n"
     assert (node / "junk.tmp").exists() and (node / "cache" / "page").exists()
 
 
@@ -167,7 +174,7 @@ def test_odd_names(tree, tmp_path):
     conf = config_for(tmp_path, src, [str(node)])
     done = run(conf, "--verify")
     assert done.returncode == 1
-    assert len(done.stdout.splitlines()) == 1  # a newline in a name ends no line
+    assert len(done.stdout.splitlines()) == 2  # a newline in a name ends no line
     for shown in ("docs/new\\#012line", "docs/with space", "docs/tab\\#011name",
                   "docs/bad\\#377\\#376utf8", "docs/back\\#134#123"):
         assert shown in done.stdout
@@ -187,12 +194,13 @@ def test_ssh_nodes(tree, tmp_path, sshd):
     nodes = [str(local), f"root@127.0.0.1:{remote}"]
     conf = config_for(tmp_path, src, nodes, ssh=sshd.ssh_command())
     done = run(conf, "--verify")
-    assert (done.returncode, done.stdout) == (0, "".join(f"{n}: identical\n" for n in nodes))
+    assert (done.returncode, nodes_part(done.stdout)) == (
+        0, "".join(f"{n}: identical\n" for n in nodes))
     (remote / "index.html").unlink()
     same_dir_times(src, remote)
     done = run(conf, "--verify")
     assert done.returncode == 1
-    assert done.stdout.splitlines()[1] == (f"{nodes[1]}: 1 path differs "
+    assert done.stdout.splitlines()[2] == (f"{nodes[1]}: 1 path differs "
                                            "(e.g. <f+++++++++ index.html)")  # "<": sent to a remote
     assert not (remote / "index.html").exists()
 
@@ -206,7 +214,7 @@ def test_unreachable_ssh_node_exit_2_and_error_wins(tree, tmp_path, sshd):
     conf = config_for(tmp_path, src, nodes, ssh=ssh)
     done = run(conf, "--verify")
     assert done.returncode == 2
-    first, second = done.stdout.splitlines()
+    first, second = nodes_part(done.stdout).splitlines()
     assert first == f"{local}: identical"
     # rsync exits 255 or 12 (protocol data stream), whichever it sees first
     assert re.match(re.escape(f"{nodes[1]}: error: rsync exit ") + r"(255|12) \(", second)
@@ -275,7 +283,8 @@ def test_verify_beside_a_running_daemon(tree, tmp_path, run_inosync):
     wait_converged(src, nodes)
     held = pidfile.read_text()
     done = run(conf, "--verify")
-    assert (done.returncode, done.stdout) == (0, "".join(f"{n}: identical\n" for n in nodes))
+    assert (done.returncode, nodes_part(done.stdout)) == (
+        0, "".join(f"{n}: identical\n" for n in nodes))
     (src / "new.txt").write_text("new\n")
     wait_converged(src, nodes)
     assert run(conf, "--verify", "--checksum").returncode == 0
@@ -311,7 +320,7 @@ def test_hard_links_already_right_are_no_drift(tree, tmp_path):
                    check=True)
     conf = config_for(tmp_path, src, [str(node)], rsync_args=["-H", "-vv"])
     done = run(conf, "--verify")
-    assert (done.returncode, done.stdout) == (0, f"{node}: identical\n"), done.stdout
+    assert (done.returncode, nodes_part(done.stdout)) == (0, f"{node}: identical\n"), done.stdout
 
 
 def test_a_log_file_in_rsync_args_gets_nothing_from_verify(tree, tmp_path):
@@ -348,3 +357,92 @@ def test_a_reader_that_goes_away_is_no_error(tree, tmp_path, option):
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+# ---- issue 17.3: the first line is a Nagios plugin's status line; --nagios exits 0/2/3
+
+PERF_OK2 = "nodes=2;;;0 identical=2;;;0;2 differ=0;;0;0;2 unknown=0;;;0;2 paths_differ=0;;0;0"
+
+
+def test_first_line_ok_exit_0_with_and_without_nagios(tree, tmp_path):
+    src, nodes = tree["src"], tree["nodes"]
+    for node in nodes:
+        mirror(src, node)
+    conf = config_for(tmp_path, src, [str(n) for n in nodes])
+    for args, code in [((), 0), (("--nagios",), 0)]:
+        done = run(conf, "--verify", *args)
+        assert (done.returncode, done.stderr) == (code, "")
+        assert done.stdout.splitlines() == [f"OK: 2 nodes identical | {PERF_OK2}",
+                                            *(f"{n}: identical" for n in nodes)]
+
+
+def test_first_line_critical_exit_1_or_2_with_nagios(tree, tmp_path):
+    src, (clean, drifted) = tree["src"], tree["nodes"]
+    mirror(src, clean)
+    mirror(src, drifted)
+    (drifted / "index.html").unlink()
+    (drifted / "docs" / "extra").write_text("left over\n")
+    same_dir_times(src, drifted)
+    conf = config_for(tmp_path, src, [str(clean), str(drifted)])
+    for args, code in [((), 1), (("--nagios",), 2)]:
+        done = run(conf, "--verify", *args)
+        assert done.returncode == code, done.stderr
+        summary, first, second = done.stdout.splitlines()
+        assert summary == (f"CRITICAL: 1 of 2 nodes differ (node {drifted}: 2 paths) | "
+                           "nodes=2;;;0 identical=1;;;0;2 differ=1;;0;0;2 unknown=0;;;0;2 "
+                           "paths_differ=2;;0;0")
+        assert first == f"{clean}: identical" and second.startswith(f"{drifted}: 2 paths differ")
+
+
+def test_first_line_unknown_for_an_unreachable_node_exit_2_or_3_with_nagios(tree, tmp_path):
+    src, local = tree["src"], tree["nodes"][0]
+    mirror(src, local)
+    remote = f"root@127.0.0.1:{tmp_path / 'remote'}"
+    ssh = ["ssh", "-p", str(free_port()), "-o", "BatchMode=yes"]  # nothing listens there
+    conf = config_for(tmp_path, src, [str(local), remote], ssh=ssh)
+    for args, code in [((), 2), (("--nagios",), 3)]:
+        done = run(conf, "--verify", *args)
+        assert done.returncode == code, done.stderr
+        summary, first, second = done.stdout.splitlines()
+        # rsync exits 255 or 12 (protocol data stream), whichever it sees first
+        assert re.fullmatch(re.escape(f"UNKNOWN: 1 of 2 nodes not checked (node {remote}: "
+                                      "rsync exit ") + r"(255|12) \([a-z ]+\)\) \| "
+                            + re.escape("nodes=2;;;0 identical=1;;;0;2 differ=0;;0;0;2 "
+                                        "unknown=1;;;0;2 paths_differ=0;;0;0"), summary), summary
+        assert first == f"{local}: identical" and second.startswith(f"{remote}: error: rsync")
+    # a known difference beside it: CRITICAL under --nagios; 2 (an error wins) without
+    (local / "index.html").unlink()
+    same_dir_times(src, local)
+    done = run(conf, "--verify", "--nagios")
+    assert done.returncode == 2
+    assert done.stdout.startswith(f"CRITICAL: 1 of 2 nodes differ (node {local}: 1 path); "
+                                  f"1 not checked (node {remote}: rsync exit ")
+    assert run(conf, "--verify").returncode == 2
+
+
+def test_nagios_a_configuration_error_is_unknown_on_stdout_exit_3(tree, tmp_path):
+    conf = tmp_path / "inosync.conf"
+    conf.write_text(f"wpath = {str(tree['src'])!r}\nrnodes = ['/srv/x'\n")  # unclosed
+    conf.chmod(0o644)
+    done = run(conf, "--verify", "--nagios")
+    assert (done.returncode, done.stderr) == (3, "")
+    assert re.fullmatch(re.escape(f"UNKNOWN: {conf}:") + r"\d+: .*\n", done.stdout), done.stdout
+    plain = run(conf, "--verify")  # without --nagios: as ever, stderr and exit 2
+    assert (plain.returncode, plain.stdout) == (2, "")
+    assert plain.stderr.strip().endswith(done.stdout[len("UNKNOWN: "):].strip())
+    # a refusal after loading (here -q in rsync_args) and a usage error too
+    quiet = config_for(tmp_path, tree["src"], [str(tree["nodes"][0])], rsync_args=["-q"])
+    done = run(quiet, "--verify", "--nagios")
+    assert (done.returncode, done.stderr) == (3, "")
+    assert done.stdout.startswith(f"UNKNOWN: {quiet}: rsync_args holds '-q'")
+    done = run(quiet, "--verify", "--nagios", "-d")
+    assert (done.returncode, done.stderr) == (3, "")
+    assert done.stdout.startswith("UNKNOWN: usage: --verify runs once in the foreground")
+
+
+@pytest.mark.parametrize("args", [("--nagios",), ("--check", "--nagios")])
+def test_nagios_without_verify_is_a_usage_error(tree, tmp_path, args):
+    conf = config_for(tmp_path, tree["src"], [str(tree["nodes"][0])])
+    done = run(conf, *args)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.strip().endswith("usage: --nagios goes with --verify only")
