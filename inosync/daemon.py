@@ -47,6 +47,7 @@ from .rsync import (
     full_argv,
     node_kind,
     protect_rule,
+    settle,
     ssh_host,
 )
 from .runner import Ended, Replay, Runner
@@ -249,7 +250,8 @@ class Daemon:
                 if e.returncode in (0, 24) and not e.pretended:
                     self.marks.clear(e.dest)  # what a replay moved is confirmed
             actions += self.scheduler.run_ended(e.dest, e.returncode, e.stderr, now,
-                                                time.time(), e.took, e.what, e.pretended)
+                                                time.time(), e.took, e.what, e.pretended,
+                                                self._settle(e))
             if node_kind(e.dest) is Kind.SSH and connection_lost(e.returncode):
                 self.masters.connection_failed(ssh_host(e.dest))  # else every retry reuses it
         if ended and self.live is not None and not self.progress_texts():
@@ -342,6 +344,19 @@ class Daemon:
             return []
         outcome, error = failed
         return self.scheduler.run_not_started(action.dest, outcome, error, now, time.time())
+
+    def _settle(self, e: Ended) -> dict[str, str] | None:
+        """The paths the run could not read, found in wpath (if it still is the
+        watched directory): how rsync prints a name can stand for several."""
+        if e.returncode != 23 or e.stderr is None or e.pretended:
+            return None
+        source = self._open_root()
+        if source is None:
+            return {}  # not the tree rsync read: nothing to leave out
+        try:
+            return settle(source, e.stderr)
+        finally:
+            os.close(source)
 
     def _open_root(self) -> int | None:
         """wpath opened, if it still is the watched directory; else None.

@@ -432,6 +432,104 @@ def unreadable(stderr: str) -> dict[str, str]:
     return found
 
 
+# ---- the same paths, read against the source tree (the daemon's edge)
+
+_UNPRINTABLE = frozenset(b for b in range(256) if (b < 0x20 and b != 0x09) or b >= 0x7F)
+_NAME_ESCAPE = re.compile(rb"\\#[0-9]{3}")  # a name's own "\#ddd", that rsync escapes
+
+
+def could_print_as(name: bytes, printed: bytes) -> bool:
+    r"""Whether rsync could print this name (one directory entry) as printed: each
+    unprintable byte as \#ooo; a backslash that starts "\#ddd" as \#134, or
+    as it is (across the end of a piece rsync writes); every other byte as it is."""
+    if name == printed:
+        return True
+    if b"\\" not in printed:
+        return False  # any other printing of a name holds a backslash
+    at = {0}  # where in printed the name's bytes so far can end
+    for i, byte in enumerate(name):
+        if byte in _UNPRINTABLE:
+            ways = [b"\\#%03o" % byte]
+        elif _NAME_ESCAPE.match(name, i):
+            ways = [b"\\#134", b"\\"]
+        else:
+            ways = [bytes([byte])]
+        at = {j + len(w) for j in at for w in ways if printed.startswith(w, j)}
+        if not at:
+            return False
+    return len(printed) in at
+
+
+def _fits(printed: str, length: int) -> bool:
+    r"""Whether some reading of printed (each ambiguous \#ooo one byte or five)
+    has length bytes."""
+    pieces = _pieces(printed)
+    as_text, rest = divmod(length - len(_read(pieces)), 4)
+    return not rest and 0 <= as_text <= sum(byte is not None for _, byte in pieces)
+
+
+def settle(root: int, stderr: str) -> dict[str, str]:
+    """unreadable(stderr), each path found in the source tree (root: wpath
+    opened) rather than guessed from how rsync printed it; {} if any of them
+    is not there any more (a real failure, or the source changed)."""
+    found: dict[str, str] = {}
+    for line in stderr.splitlines():
+        if not line.strip() or _SOURCE_CHANGED.match(line):
+            continue
+        m = _OVERFLOW.match(line)
+        if m:
+            hit = _walk(root, m.group(2), MAXPATHLEN - 1 + int(m.group(1)),
+                        f"a name in it makes a path longer than rsync's limit of "
+                        f"{MAXPATHLEN - 1} bytes")
+        else:
+            m = _UNREADABLE.match(line)
+            hit = _walk(root, m.group(1).rstrip("/"), None, m.group(2)) if m else {}
+        if not hit:
+            return {}
+        for path, why in hit.items():
+            found.setdefault(path, why)
+    return found
+
+
+def _walk(root: int, printed: str, length: int | None, why: str) -> dict[str, str]:
+    """The paths to leave out for one path rsync printed: down from wpath, the
+    entries whose names could print as each part, while exactly one does.
+    Several at one level: each of them (names made in that one directory).
+    An overflow (length: of the whole path) leaves out the directory of the
+    name too long, the nearest one above whose rule fits; else the path itself.
+    {} if a part matches nothing (gone), or all that is left is wpath."""
+    parts = printed.split("/")
+    last = len(parts) - 1
+    real: list[bytes] = []
+    fd = os.dup(root)
+    try:
+        for i, part in enumerate(parts):
+            rest = "/" + "/".join(parts[i + 1:]) if i < last else ""
+            so_far = b"/".join(real)
+            names = [name for name in map(os.fsencode, os.listdir(fd))
+                     if could_print_as(name, os.fsencode(part))
+                     and (length is None or _fits(rest, length - len(so_far) - bool(real)
+                                                  - len(name)))]
+            if not names:
+                return {}
+            if i == last and length is not None:  # the name too long: its directory
+                return dict(filter(None, [_fitting(os.fsdecode(so_far), why)]))
+            if len(names) > 1 or i == last:
+                said = why if i == last else f"{why}, below it"
+                return dict(filter(None, (_fitting(os.fsdecode(b"/".join([*real, name])), said)
+                                          for name in names)))
+            real.append(names[0])
+            below = os.open(names[0], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                            | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = below
+    except OSError:
+        return {}  # changed under us: not a directory any more, gone
+    finally:
+        os.close(fd)
+    return {}
+
+
 def classify(returncode: int, stderr: str = "") -> Outcome:
     """What an rsync exit status (and its stderr) means; unknown codes are retried,
     never fatal."""

@@ -271,8 +271,11 @@ class Scheduler:
         return actions + self.tick(now)
 
     def run_ended(self, dest: str, returncode: int, stderr: str | None, now: float,
-                  wall: float, took: float, what: str, pretended: bool = False) -> list[Action]:
-        """A node's run exited; stderr is None when it wrote too much to judge."""
+                  wall: float, took: float, what: str, pretended: bool = False,
+                  settled: dict[str, str] | None = None) -> list[Action]:
+        """A node's run exited; stderr is None when it wrote too much to judge.
+        settled: the paths rsync could not read, found in the source tree (see
+        rsync.settle); without it, as unreadable() reads them from stderr."""
         node = self.retired.pop(dest, None) or self.nodes.get(dest)
         if node is None:
             return []
@@ -285,7 +288,7 @@ class Scheduler:
             return [WriteStatus(), *self.tick(now)]
         outcome = classify(returncode, stderr or "")
         left_out = self.left_out.pop(dest, frozenset())
-        if outcome is Outcome.RETRY and self._leave_out(returncode, stderr, left_out):
+        if outcome is Outcome.RETRY and self._leave_out(returncode, stderr, left_out, settled):
             # Only what cannot be read failed, and rsync skipped every deletion
             # for it: run again without those paths, as if the source changed.
             node.finish(Outcome.SOURCE_CHANGED, now, wall)
@@ -304,13 +307,14 @@ class Scheduler:
             self._report(node, changed, tail, now)  # a failure, or the recovery from one
         return [WriteStatus(), *self.tick(now)]
 
-    def _leave_out(self, returncode: int, stderr: str | None, left_out: frozenset[str]) -> bool:
+    def _leave_out(self, returncode: int, stderr: str | None, left_out: frozenset[str],
+                   settled: dict[str, str] | None = None) -> bool:
         """Whether the run failed only on paths it could read not, found new: they are
         left out of the next runs (and said once). A run that fails on paths it
         left out already is a real failure, as is one past UNREADABLE_MAX."""
         if returncode != 23 or stderr is None:
             return False
-        found = unreadable(stderr)
+        found = unreadable(stderr) if settled is None else settled
         new = {path: why for path, why in found.items() if path not in left_out}
         if not new or len(self.unreadable) + len(new) > UNREADABLE_MAX:
             return False
