@@ -442,10 +442,8 @@ def could_print_as(name: bytes, printed: bytes) -> bool:
     r"""Whether rsync could print this name (one directory entry) as printed: each
     unprintable byte as \#ooo; a backslash that starts "\#ddd" as \#134, or
     as it is (across the end of a piece rsync writes); every other byte as it is."""
-    if name == printed:
-        return True
-    if b"\\" not in printed:
-        return False  # any other printing of a name holds a backslash
+    if b"\\" not in printed:  # the name as it is, or not this name
+        return name == printed and not _UNPRINTABLE.intersection(name)
     at = {0}  # where in printed the name's bytes so far can end
     for i, byte in enumerate(name):
         if byte in _UNPRINTABLE:
