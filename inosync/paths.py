@@ -138,13 +138,15 @@ def node_overlap(wpath: str, nodes: Iterable[str]) -> str | None:
         where = real(node)
         node_id = identity(where)
         # By path first: a plain subdirectory is no bind mount, and is said so.
+        via = "" if os.path.normpath(node) == where else " (through a symlink)"
         if where == wpath:
-            return f"local node {node} is wpath itself"
+            return (f"local node {node} is or contains wpath {wpath}{via}: syncing into it "
+                    "would delete the source") if via else f"local node {node} is wpath itself"
         if inside(where, wpath):
-            return (f"local node {node} lies inside wpath {wpath}: every batch would copy "
-                    "the copy into itself again")
+            return (f"local node {node} lies inside wpath {wpath}{via}: every batch would "
+                    "copy the copy into itself again")
         if inside(wpath, where):
-            return (f"local node {node} contains wpath {wpath}: syncing into it would "
+            return (f"local node {node} contains wpath {wpath}{via}: syncing into it would "
                     "delete the source and everything beside it")
         if wpath_id is not None and wpath_id in chain(where) and node_id != wpath_id:
             return (f"local node {node} lies inside wpath {wpath} (through a bind mount or "
