@@ -161,9 +161,15 @@ class Logs:
 
 
 def fail(message: str, code: int) -> int:
-    log.error("%s", message)
-    if not log.handlers or not isinstance(log.handlers[0], logging.StreamHandler) or \
-            getattr(log.handlers[0], "stream", None) is not sys.stderr:
+    """Say why inosync stops, once on stderr as a command's error ("inosync: ...",
+    no log timestamp), and in the log too where that is elsewhere (a logfile,
+    syslog) or is the journal (which wants the priority prefix)."""
+    handler = log.handlers[0] if log.handlers else None
+    on_stderr = getattr(handler, "stream", None) is sys.stderr
+    journal = handler is not None and isinstance(handler.formatter, JournalFormatter)
+    if handler is not None and (journal or not on_stderr):
+        log.error("%s", message)
+    if not (on_stderr and journal):
         print(f"inosync: {printable(message)}", file=sys.stderr)
     return code
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
-from helpers import write_config
+from helpers import inosync_argv, write_config
 
 from inosync.config import ConfigError, load
 
@@ -25,3 +27,14 @@ def test_a_missing_wpath_is_said_to_be_missing(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(str(conf))
     assert f"wpath {tmp_path / 'gone'} does not exist" in str(info.value)
+
+
+@pytest.mark.parametrize("args", [["--check"], [], ["-p"], ["--verify"]])
+def test_an_error_on_the_command_line_has_no_log_timestamp(tmp_path, args):
+    """Errors on the command line carried log timestamps ("2026-... ERROR ...")."""
+    conf = write_config(tmp_path / "c.conf", wpath=str(tmp_path / "gone"),
+                        rnodes=[str(tmp_path / "node")])
+    done = subprocess.run([*inosync_argv(), "-c", str(conf), *args], capture_output=True,
+                          text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert done.stderr == f"inosync: {conf}:1: wpath {tmp_path / 'gone'} does not exist\n"

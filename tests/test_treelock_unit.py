@@ -95,5 +95,5 @@ def test_a_dry_run_takes_no_pidfile_and_does_not_detach(args: list[str]):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].endswith(
-        "ERROR usage: -p is a dry run that prints to the terminal and writes nothing (no "
+        "inosync: usage: -p is a dry run that prints to the terminal and writes nothing (no "
         "pidfile, statusfile or log file); it cannot be combined with -d or --pidfile")
