@@ -28,6 +28,12 @@ _NOT_LISTED = {"path", "wpath", "configured_wpath", "base_dir", "rnodes", "rexcl
                "excludes", "edelay"}
 
 
+def temporary(config: Config) -> bool:
+    """True if the first failing start-up check is one a later try may pass (wpath's
+    disk not mounted yet): exit 75, which the units retry, instead of 2."""
+    return next((c in TEMPORARY for c in STARTUP_CHECKS if c(config)), False)
+
+
 def preflight(config: Config) -> str | None:
     """Why a start would fail after the configuration loaded, or None: the first of
     STARTUP_CHECKS that fails. --check, --verify, a start (in every mode) and a
@@ -148,6 +154,8 @@ STARTUP_CHECKS: list[Callable[[Config], str | None]] = [
     _wpath_readable, _ssh_program, _local_node_parents, _daemon_file_folders, _state_dir,
     _kept_record, _wpath_disk_mounted,
 ]
+# Those a later try may pass: the start fails with exit 75 (EX_TEMPFAIL), retried.
+TEMPORARY: set[Callable[[Config], str | None]] = {_wpath_disk_mounted}
 
 
 def summary(config: Config) -> list[str]:

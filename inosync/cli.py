@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .config import DEFAULT_PATH, Config, ConfigError, load, own_file_in_node
+from .config import DEFAULT_PATH, Config, ConfigError, NotYet, load, own_file_in_node
 from .escape import EscapingFormatter, printable
 from .journal import JournalFormatter, is_journal
 from .liveline import LiveLine
@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("inosync")
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+# sysexits' EX_TEMPFAIL: wpath is not there yet (a late mount at boot); the
+# units restart on it, never on 2.
+EXIT_NOT_YET = 75
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -186,16 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             config = load(args.config)
         except ConfigError as e:
-            return refuse(args, str(e))
+            return refuse(args, str(e), EXIT_NOT_YET if isinstance(e, NotYet) else EXIT_USAGE)
         if args.check:
             return check(config)
         if args.verify:
             return verify(config, args.checksum, args.nagios)
-        from .check import preflight
-
-        problem = preflight(config)  # what --check refuses, a start refuses, in every mode
+        problem = start_problem(config)  # what --check refuses, a start refuses, in every mode
         if problem:
-            return fail(problem, EXIT_USAGE)
+            return fail(*problem)
         return run(args, config, logs, signals)
     except StopDuringStartup as e:
         log.info("stopped (%s) during start-up; nothing was synced", e)
@@ -222,12 +223,13 @@ def one_shot_conflict(args: argparse.Namespace) -> str | None:
     return None
 
 
-def refuse(args: argparse.Namespace, message: str) -> int:
-    """A usage or configuration error: exit 2, or under --verify --nagios the
-    plugin's UNKNOWN: the line on stdout (what Nagios shows) and exit 3."""
+def refuse(args: argparse.Namespace, message: str, code: int = EXIT_USAGE) -> int:
+    """A usage or configuration error: exit 2 (75 for a wpath not there yet), or
+    under --verify --nagios the plugin's UNKNOWN: the line on stdout (what Nagios
+    shows) and exit 3."""
     if args.verify and args.nagios:
         return nagios_unknown(message)
-    return fail(message, EXIT_USAGE)
+    return fail(message, code)
 
 
 def nagios_unknown(message: str) -> int:
@@ -238,13 +240,23 @@ def nagios_unknown(message: str) -> int:
     return NAGIOS_UNKNOWN
 
 
-def check(config: Config) -> int:
-    """--check: everything a start checks, then the summary; nothing is touched."""
-    from .check import preflight, summary
+def start_problem(config: Config) -> tuple[str, int] | None:
+    """Why a start would fail after the configuration loaded, and its exit status."""
+    from .check import preflight, temporary
 
     problem = preflight(config)
+    if problem is None:
+        return None
+    return problem, EXIT_NOT_YET if temporary(config) else EXIT_USAGE
+
+
+def check(config: Config) -> int:
+    """--check: everything a start checks, then the summary; nothing is touched."""
+    from .check import summary
+
+    problem = start_problem(config)
     if problem:
-        return fail(problem, EXIT_USAGE)
+        return fail(*problem)
     print_lines(summary(config))
     return EXIT_OK
 

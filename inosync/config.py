@@ -57,6 +57,11 @@ class ConfigError(Exception):
     """A one-line, user-facing message about the configuration."""
 
 
+class NotYet(ConfigError):
+    """wpath is not there yet (missing, empty, its disk not mounted): at boot a late
+    mount, which a retry may find; not a mistake in the file (exit 75, not 2)."""
+
+
 @dataclass(frozen=True)
 class Config:
     path: str  # absolute
@@ -274,13 +279,17 @@ def _check_together(config: Config, where: Callable[[str], str]) -> None:
         name = "retry_max" if where("retry_min").endswith(":?") else "retry_min"
         raise ConfigError(f"{where(name)}: retry_min ({config.retry_min}) must not exceed "
                           f"retry_max ({config.retry_max})")
+    if not os.path.lexists(config.wpath):
+        raise NotYet(f"{where('wpath')}: wpath {config.wpath} does not exist (not mounted "
+                     "yet?)")
     if not os.path.isdir(config.wpath):
-        what = "is not a directory" if os.path.lexists(config.wpath) else "does not exist"
-        raise ConfigError(f"{where('wpath')}: wpath {config.wpath} {what}")
+        raise ConfigError(f"{where('wpath')}: wpath {config.wpath} is not a directory")
     problem = trust_problem(config) or layout_problem(config, config.wpath)
     if problem:
         setting, why = problem
-        raise ConfigError(f"{where(setting)}: {why}")
+        empty = not config.allow_empty_wpath and not paths.has_content(config.wpath,
+                                                                       config.excludes)
+        raise (NotYet if setting == "wpath" and empty else ConfigError)(f"{where(setting)}: {why}")
     popt = popt_rsync_line()
     if popt:
         raise ConfigError(f"{config.path}: {popt}: this line gives rsync options that "

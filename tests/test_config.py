@@ -490,7 +490,6 @@ def test_cli_missing_config_file(tmp_path):
         (["{base}", "edelay = = 1"], 3, "syntax"),
         (["{base}", "edleay = 5"], 3, "did you mean 'edelay'"),
         (["{base}", 'emask = ["IN_NOPE"]'], 3, "IN_NOPE"),
-        (['rnodes = ["/srv/copy"]', 'wpath = "{missing}"'], 2, "does not exist"),
     ],
 )
 def test_cli_bad_config(write, wdir, tmp_path, lines, lineno, needle):

@@ -324,10 +324,21 @@ def test_init_script_never_stops_a_process_that_took_a_stale_pid(init: Init,
 
 
 def test_init_script_config_error(init: Init, tmp_path: Path) -> None:
-    init.write_config(wpath=tmp_path / "missing")
+    (tmp_path / "a-file").write_text("not a directory\n")
+    init.write_config(wpath=tmp_path / "a-file")
     result = init("start")
     assert result.returncode == 6, result.stdout + result.stderr  # LSB: not configured
-    assert "missing" in result.stderr, "inosync's own message must reach the terminal"
+    assert "a-file" in result.stderr, "inosync's own message must reach the terminal"
+    assert init.our_pids() == []
+
+
+def test_init_script_says_when_wpath_is_not_there_yet(init: Init, tmp_path: Path) -> None:
+    """Issue 17.1: a wpath not mounted yet is exit 75, said as such (not 'configuration
+    error')."""
+    init.write_config(wpath=tmp_path / "missing")
+    result = init("start")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "missing" in result.stderr and "not mounted yet (exit status 75)" in result.stderr
     assert init.our_pids() == []
 
 

@@ -36,5 +36,6 @@ def test_an_error_on_the_command_line_has_no_log_timestamp(tmp_path, args):
                         rnodes=[str(tmp_path / "node")])
     done = subprocess.run([*inosync_argv(), "-c", str(conf), *args], capture_output=True,
                           text=True, timeout=30, stdin=subprocess.DEVNULL)
-    assert done.returncode == 2
-    assert done.stderr == f"inosync: {conf}:1: wpath {tmp_path / 'gone'} does not exist\n"
+    assert done.returncode == 75  # not there yet (issue 17.1): the units retry it
+    assert done.stderr == (f"inosync: {conf}:1: wpath {tmp_path / 'gone'} does not exist "
+                           "(not mounted yet?)\n")
