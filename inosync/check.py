@@ -18,7 +18,7 @@ from . import keptstore, paths, replay
 from .config import Config
 from .keptstore import KeptError, KeptFile
 from .mounts import read_mounts
-from .rsync import Kind, full_argv, node_kind, ssh_parts
+from .rsync import Kind, full_argv, node_kind, ssh_host, ssh_parts
 
 SHOWN_EXCLUDES = 5  # a long exclude list is summed up by its first few
 
@@ -184,6 +184,14 @@ def summary(config: Config) -> list[str]:
         lines.append("  (the daemon adds -o ControlMaster=auto -o ControlPath=... to -e "
                      "for its shared ssh connections, and ServerAlive options if the ssh "
                      "command sets none)")
+    # The first full sync deletes whatever a node holds that wpath lacks: say how
+    # to see that before it runs, and what makes a first ssh run fail.
+    lines.append(f"before the first start: inosync -c {config.path} --verify lists what the "
+                 "first full sync would change on each node (*deleting: what it would delete)")
+    ssh_hosts = [ssh_host(n) for n in config.rnodes if node_kind(n) is Kind.SSH]
+    if ssh_hosts:
+        lines.append(f"ssh nodes: accept each host key first (ssh {ssh_hosts[0]} true, as the "
+                     "daemon's user): with BatchMode=yes an unknown key fails every run")
     return lines
 
 

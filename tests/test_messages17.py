@@ -39,3 +39,20 @@ def test_an_error_on_the_command_line_has_no_log_timestamp(tmp_path, args):
     assert done.returncode == 75  # not there yet (issue 17.1): the units retry it
     assert done.stderr == (f"inosync: {conf}:1: wpath {tmp_path / 'gone'} does not exist "
                            "(not mounted yet?)\n")
+
+
+def test_check_points_at_verify_as_the_preview_of_the_first_sync(tmp_path):
+    """Issue 17.6: the first full sync deletes whatever a node holds that the source
+    lacks; --check said nothing of how to see that first."""
+    from inosync.check import summary
+
+    wdir = tmp_path / "www"
+    wdir.mkdir()
+    (wdir / "index.html").write_text("x\n")
+    conf = write_config(tmp_path / "c.conf", wpath=str(wdir),
+                        rnodes=[str(tmp_path / "n"), "web1:/srv/www"])
+    lines = summary(load(str(conf)))
+    assert f"before the first start: inosync -c {conf} --verify lists what the first full " \
+           "sync would change on each node (*deleting: what it would delete)" in lines
+    assert "ssh nodes: accept each host key first (ssh web1 true, as the daemon's user): " \
+           "with BatchMode=yes an unknown key fails every run" in lines
