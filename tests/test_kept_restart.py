@@ -30,8 +30,10 @@ def test_a_crash_and_restart_keep_the_copy_until_the_filesystem_is_mounted_again
     data.mkdir()  # empty underneath: an unmounted disk leaves nothing
     conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
                         rnodes=[str(n) for n in nodes], edelay=0.2)
+    scratch = tree["dir"] / "scratch"  # the killed daemon cannot remove its own: not /tmp
+    scratch.mkdir(mode=0o700)
     with tmpfs(data):
-        d = run_inosync(conf, "-v")
+        d = run_inosync(conf, "-v", env={"TMPDIR": str(scratch)})
         wait_converged(src, nodes)
         assert copies(nodes, "data") == [True, True]
         subprocess.run(["umount", str(data)], check=True)
