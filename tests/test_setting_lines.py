@@ -150,3 +150,12 @@ def test_the_command_line_says_the_line_of_a_missing_parent_once(tmp_path, wdir)
         assert done.stderr == (f"inosync: {conf}:{lines['rnodes']}: node {parent}/node: its "
                                f"parent directory {parent} does not exist (rsync makes only "
                                "the last directory); create it\n"), done.stderr
+
+
+def test_verify_names_the_line_of_rsync_args(tmp_path, wdir):
+    """--verify's own refusal (an option that makes its list lie) said no line."""
+    from inosync import verify
+
+    conf, lines = write(tmp_path / "c.conf", {**base(tmp_path, wdir), "rsync_args": ["-q"]})
+    problem = verify.problem(load(str(conf))) or ""
+    assert problem.startswith(f"{conf}:{lines['rsync_args']}: rsync_args holds '-q'"), problem
