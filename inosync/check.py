@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Callable
 
 from . import keptstore, paths, replay
+from .confdiff import show
 from .config import Config
 from .keptstore import KeptError, KeptFile
 from .mounts import read_mounts
@@ -184,8 +185,8 @@ def summary(config: Config) -> list[str]:
     lines.append(f"move replay: off ({off})" if off else
                  "move replay: on for local and ssh nodes (directories under which an exclude "
                  "may match are sent as data; see README, Moves and ssh connections)")
-    lines.append(f"edelay: {_show(config.edelay)} s")
-    lines += [f"{name}: {_show(value)}" for name, value in non_defaults(config)]
+    lines.append(f"edelay: {show(config.edelay)} s")
+    lines += [f"{name}: {show(value)}" for name, value in non_defaults(config)]
     opts = config.rsync_options()
     lines.append("full sync, per node (rsync argv, shown quoted):")
     progress = config.progress_interval > 0  # as the daemon decides
@@ -241,11 +242,3 @@ def _excludes_line(patterns: tuple[str, ...]) -> str:
     shown = ", ".join(repr(p) for p in patterns[:SHOWN_EXCLUDES])
     more = ", ..." if len(patterns) > SHOWN_EXCLUDES else ""
     return f"excludes: {len(patterns)} ({shown}{more})"
-
-
-def _show(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
-        return shlex.join(value)
-    return str(value)
