@@ -18,8 +18,9 @@ import stat
 import tempfile
 import traceback
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from . import mounts, paths, rsync, unverified
@@ -94,6 +95,12 @@ class Config:
     replay_moves: bool = True
     ssh_control: bool = True
     excludes: Excludes = field(default_factory=lambda: Excludes(()), compare=False)
+    # The line where the file sets each setting: every error about a setting names it.
+    setting_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, setting: str) -> str:
+        """"FILE:LINE" of the setting, for an error about it (see locate)."""
+        return locate(self.path, self.setting_lines, setting)
 
     def rsync_options(self) -> RsyncOptions:
         return RsyncOptions(
@@ -110,7 +117,7 @@ class Config:
 # Settings the file may set besides the checked ones: rpath is the original's
 # helper for building rnodes; rexcludes_from is folded into excludes.
 KNOWN = {f for f in Config.__dataclass_fields__
-         if f not in ("path", "excludes", "configured_wpath", "base_dir")}
+         if f not in ("path", "excludes", "configured_wpath", "base_dir", "setting_lines")}
 KNOWN |= {"rpath", "rexcludes_from"}
 
 
@@ -153,6 +160,13 @@ def check_owner(path: str, st: os.stat_result) -> None:
         raise ConfigError(f"{path}: writable by group or others (mode "
                           f"{stat.S_IMODE(st.st_mode):04o}); anyone who can edit it runs "
                           f"code as this daemon; fix with: chmod go-w {path}")
+
+
+def locate(path: str, lines: Mapping[str, int], setting: str) -> str:
+    """"FILE:LINE" where the file sets the setting, what every error about a setting
+    starts with; just "FILE" for one left at its default (its message names it)."""
+    line = lines.get(setting)
+    return path if line is None else f"{path}:{line}"
 
 
 def _assignment_lines(path: str, source: str) -> dict[str, int]:
@@ -203,10 +217,11 @@ def _execute(path: str, source: str) -> dict[str, Any]:
 
 def _build(path: str, ns: dict[str, Any], lines: dict[str, int], base_dir: str) -> Config:
     def where(name: str) -> str:
-        return f"{path}:{lines.get(name, '?')}"
+        return locate(path, lines, name)
 
     _check_unknown(ns, lines, where)
-    values: dict[str, Any] = {"path": path, "base_dir": base_dir}
+    values: dict[str, Any] = {"path": path, "base_dir": base_dir,
+                              "setting_lines": MappingProxyType(dict(lines))}
     for name, check in {**_path_checks(base_dir), **_CHECKS}.items():
         if name in ns:
             try:
@@ -216,13 +231,7 @@ def _build(path: str, ns: dict[str, Any], lines: dict[str, int], base_dir: str) 
     for required in ("wpath", "rnodes"):
         if required not in values:
             raise ConfigError(f"{path}: {required} is not set; {_HELP[required]}")
-    patterns = list(values.get("rexcludes", ()))
-    if "rexcludes_from" in ns:
-        patterns += _exclude_file(ns["rexcludes_from"], where("rexcludes_from"), path)
-    try:
-        values["excludes"] = Excludes(patterns)
-    except ExcludeSyntaxError as e:
-        raise ConfigError(f"{where('rexcludes')}: rexcludes: {e}") from None
+    values["excludes"] = _excludes(values.get("rexcludes", ()), ns, where, path)
     if "wpath" in values:
         values["configured_wpath"] = values["wpath"]
         resolved = paths.resolve(values["wpath"])
@@ -256,11 +265,28 @@ def _check_unknown(ns: dict[str, Any], lines: dict[str, int], where: Callable[[s
                           "Configuration reference (a helper variable must start with _)")
 
 
+def _excludes(rexcludes: tuple[str, ...], ns: dict[str, Any], where: Callable[[str], str],
+              config_path: str) -> Excludes:
+    """rexcludes, then the patterns of rexcludes_from; a bad one blames its setting."""
+    try:
+        Excludes(rexcludes)
+    except ExcludeSyntaxError as e:
+        raise ConfigError(f"{where('rexcludes')}: rexcludes: {e}") from None
+    if "rexcludes_from" not in ns:
+        return Excludes(rexcludes)
+    name, patterns = _exclude_file(ns["rexcludes_from"], where("rexcludes_from"), config_path)
+    try:
+        return Excludes([*rexcludes, *patterns])
+    except ExcludeSyntaxError as e:
+        raise ConfigError(f"{where('rexcludes_from')}: rexcludes_from {name}: {e}") from None
+
+
 def _is_code(value: Any) -> bool:
     return inspect.ismodule(value) or inspect.isclass(value) or inspect.isroutine(value)
 
 
-def _exclude_file(value: Any, where: str, config_path: str) -> list[str]:
+def _exclude_file(value: Any, where: str, config_path: str) -> tuple[str, list[str]]:
+    """The file's name, made absolute, and its patterns."""
     if not isinstance(value, str) or not value or "\0" in value:
         raise ConfigError(f"{where}: rexcludes_from must be a file name (a string "
                           f"without NUL), got {value!r}")
@@ -269,14 +295,14 @@ def _exclude_file(value: Any, where: str, config_path: str) -> list[str]:
     if why:
         raise ConfigError(f"{where}: rexcludes_from {name}: {why}")
     try:
-        return read_exclude_file(paths.real(name))
+        return name, read_exclude_file(paths.real(name))
     except OSError as e:
         raise ConfigError(f"{where}: rexcludes_from: cannot read {name}: {e.strerror}") from None
 
 
 def _check_together(config: Config, where: Callable[[str], str]) -> None:
     if config.retry_min > config.retry_max:
-        name = "retry_max" if where("retry_min").endswith(":?") else "retry_min"
+        name = "retry_min" if "retry_min" in config.setting_lines else "retry_max"
         raise ConfigError(f"{where(name)}: retry_min ({config.retry_min}) must not exceed "
                           f"retry_max ({config.retry_max})")
     if not os.path.lexists(config.wpath):

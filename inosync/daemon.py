@@ -33,6 +33,7 @@ from . import config as configmod
 from . import replay as replaymod
 from .batch import RunPlan, files_list, full_sync_above, plan_run, plural
 from .check import preflight
+from .confdiff import changes
 from .config import Config, ConfigError
 from .kept import before_renames
 from .keptstore import KeptError, KeptFile
@@ -560,6 +561,8 @@ class Daemon:
                 self.on_reload(old)
             where = f"{e.filename}: " if e.filename else ""
             return self.scheduler.reload_failed(f"{where}{e.strerror}", now)
+        for line in changes(old, new):  # what the edit did, before what follows from it
+            log.info("reload: %s", line)
         off = replaymod.off_because(new.replay_moves, new.rsync_args)
         if off != replaymod.off_because(old.replay_moves, old.rsync_args):
             log.info("renames are %s", f"sent as data, not replayed: {off}" if off

@@ -62,7 +62,8 @@ def problem(config: Config) -> str | None:
     for name, (letter, why) in _UNTRUSTED.items():
         found = find_option(config.rsync_args, name, letter)
         if found:
-            return f"{config.path}: rsync_args holds {found!r}, which {why}; remove it"
+            return (f"{config.where('rsync_args')}: rsync_args holds {found!r}, which {why}; "
+                    "remove it")
     return None
 
 
