@@ -469,27 +469,41 @@ def _number(value: Any, minimum: float, maximum: float, integer: bool = False) -
     return value
 
 
-def _seconds(minimum: float, maximum: float = DAY) -> Callable[[Any], float]:
-    return lambda v: float(_number(v, minimum, maximum))
+@dataclass(frozen=True)
+class Number:
+    """The checker of a numeric setting. A callable with its bounds in the open,
+    so that the man page's table of settings is made from them
+    (doc/man_settings.py), never copied by hand."""
 
+    minimum: float
+    maximum: float
+    integer: bool = False  # an int (a count); else int or float, kept as float
+    never: bool = False  # 0 also accepted, meaning never (an interval)
 
-def _interval(minimum: float, maximum: float) -> Callable[[Any], float]:
-    """Seconds between periodic jobs, or 0 for never."""
-
-    def check(value: Any) -> float:
-        if value == 0 and not isinstance(value, bool):
+    def __call__(self, value: Any) -> Any:
+        if self.never and value == 0 and not isinstance(value, bool):
             return 0.0
         try:
-            return float(_number(value, minimum, maximum))
+            number = _number(value, self.minimum, self.maximum, self.integer)
         except ValueError:
-            raise ValueError(f"must be 0 (never) or from {minimum:.0f} to {maximum:.0f} "
-                             f"seconds, got {value!r}") from None
+            if not self.never:
+                raise
+            raise ValueError(f"must be 0 (never) or from {self.minimum:.0f} to "
+                             f"{self.maximum:.0f} seconds, got {value!r}") from None
+        return int(number) if self.integer else float(number)
 
-    return check
+
+def _seconds(minimum: float, maximum: float = DAY) -> Number:
+    return Number(minimum, maximum)
 
 
-def _count(minimum: int, maximum: int) -> Callable[[Any], int]:
-    return lambda v: int(_number(v, minimum, maximum, integer=True))
+def _interval(minimum: float, maximum: float) -> Number:
+    """Seconds between periodic jobs, or 0 for never."""
+    return Number(minimum, maximum, never=True)
+
+
+def _count(minimum: int, maximum: int) -> Number:
+    return Number(minimum, maximum, integer=True)
 
 
 # rsync (3.2.4+) escapes every other shell character of a remote path, and leaves

@@ -31,7 +31,7 @@ EXPECTED = [
     "tests/run", "tests/conftest.py", "tests/helpers.py", "tests/test_packaging.py",
     "tests/test_manpage.py", "contrib/inosync.service", "contrib/inosync.init",
     "demo/run", "demo/inosync.conf", "doc/inosync.8", "doc/inosync.8.rst",
-    "doc/build_man.py", "bench/bench.py", ".ci/run",
+    "doc/build_man.py", "doc/man_settings.py", "bench/bench.py", ".ci/run",
 ]
 EXECUTABLE = ["tests/run", "demo/run", "contrib/inosync.init", ".ci/run"]
 
