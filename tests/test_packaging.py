@@ -32,8 +32,9 @@ EXPECTED = [
     "tests/test_manpage.py", "contrib/inosync.service", "contrib/inosync.init",
     "demo/run", "demo/inosync.conf", "doc/inosync.8", "doc/inosync.8.rst",
     "doc/build_man.py", "doc/man_settings.py", "bench/bench.py", ".ci/run",
+    "debian/control", "debian/rules", "debian/changelog", "debian/patches/series",
 ]
-EXECUTABLE = ["tests/run", "demo/run", "contrib/inosync.init", ".ci/run"]
+EXECUTABLE = ["tests/run", "demo/run", "contrib/inosync.init", ".ci/run", "debian/rules"]
 
 
 def build(kind: str, srcdir: Path, outdir: Path) -> Path:
