@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 EXAMPLE = "/usr/share/doc/inosync/examples/inosync.conf.example"
 CONFIG = Path("/etc/inosync.conf")
+MARKER = "# an admin's configuration (written by tests/test_deb.py)\n"
 
 # What a sysadmin needs from the package, as dpkg-deb -c names it. Units are
 # in /lib/systemd/system on Debian 12 and /usr/lib/systemd/system from 13 on.
@@ -160,9 +161,10 @@ def installed(deb: Path) -> Iterator[set[str]]:
     if "inosync" in installed_packages():
         pytest.fail("the inosync package is already installed on this machine; this test "
                     "installs and purges it: remove it first (apt-get purge inosync)")
-    made_config = not CONFIG.exists()
+    # Ours if absent, or left by a run of this test that was killed.
+    made_config = not CONFIG.exists() or CONFIG.read_text(errors="replace") == MARKER
     if made_config:
-        CONFIG.write_text("# an admin's configuration (tests/test_deb.py)\n")
+        CONFIG.write_text(MARKER)
     config_before = CONFIG.read_bytes()
     before = installed_packages()
     try:
