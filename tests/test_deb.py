@@ -224,9 +224,20 @@ def test_installed_units_and_script_run_the_packaged_command(installed: set[str]
     assert sorted(texts) == ["inosync.service", "inosync@.service"]
     assert "ExecStart=/usr/bin/inosync -c /etc/inosync.conf\n" in texts["inosync.service"]
     assert "ExecStart=/usr/bin/inosync -c /etc/inosync/%i.conf\n" in texts["inosync@.service"]
+    assert all("\nDocumentation=man:inosync(8)\n" in t for t in texts.values())
+    assert Path("/usr/share/man/man8/inosync.8.gz").is_file()  # what they name
     init = Path("/etc/init.d/inosync").read_text()
     assert "DAEMON=${DAEMON:-/usr/bin/inosync}\n" in init
     assert not [n for n, t in {**texts, "init": init}.items() if "/usr/local/bin/inosync" in t]
+    # systemd's own check of the installed units (ExecStart, the man page in
+    # Documentation=...): whatever it says about them is an error.
+    if shutil.which("systemd-analyze", path=SYSTEM_PATH):
+        unit_dir = next(u.parent for u in units if u.is_file())
+        for instance in ("inosync.service", "inosync@www.service"):  # a template via one
+            verify = run(["systemd-analyze", "verify", str(unit_dir / instance)])
+            about = [line for line in (verify.stdout + verify.stderr).splitlines()
+                     if "inosync" in line]
+            assert about == [], "\n".join(about)
     # Installed, not enabled: no runlevel starts it.
     assert not list(Path("/etc").glob("rc[2345].d/S*inosync"))
     assert not Path("/etc/systemd/system/multi-user.target.wants/inosync.service").exists()
