@@ -17,6 +17,9 @@ silence. And a run that ends with a connection failure makes the daemon
 retire the node's master: the next run opens a new one under a new socket
 name, and the old one is told to exit (``ssh -O exit``) by a child nobody
 waits for. On stop every master is closed and the directory removed.
+A daemon killed with -9 does neither: the next start does it for it
+(remove_stale; leftovers.py tells how a dead daemon's directory is told
+from a live one's), and a master nobody closes ends after PERSIST.
 
 The directory is checked each time a command is built: a tmp cleaner may
 remove it under a long-running daemon, and ssh cannot make a socket in a

@@ -541,6 +541,8 @@ def test_masters_and_directories_of_a_killed_daemon_are_cleaned_at_the_next_star
         wait_converged(src, [remote])
         wait_until(lambda: not masters_running(str(control)), 10, "the stale master to exit")
         assert not control.exists() and not scratch.exists(), again.log()
+        assert f"removed {control}, the ssh control sockets of inosync {d.proc.pid}" in again.log()
+        assert f"removed {scratch}, the list files of inosync {d.proc.pid}" in again.log()
         # The live daemon's master, sockets and list directory are untouched ...
         assert masters_running(str(other_control)) == [other_master]
         assert other_control.is_dir() and other_scratch.is_dir()
