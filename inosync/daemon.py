@@ -143,7 +143,7 @@ class Daemon:
         self.watcher = watcher
         self.signals = signals
         self.runner = Runner(pretend)
-        self.masters = ControlMasters(config.ssh_control and not pretend)
+        self.masters = ControlMasters(config.ssh_control and not pretend, tidy=not pretend)
         self.on_reload = on_reload
         self.poller = select.poll()
         self._list_cache: tuple[set[str], list[str]] | None = None

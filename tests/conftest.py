@@ -105,9 +105,9 @@ def slow_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHost]:
 
 @pytest.fixture(scope="session", autouse=True)
 def replay_lock_files() -> Iterator[None]:
-    """The replay's lock directory (/run/inosync-replay), and the lock files that
+    """The replay's lock directory (/run/inosync.replay), and the lock files that
     tests left in it: a replay killed on purpose does not remove its own."""
-    locks = Path("/run/inosync-replay")
+    locks = Path("/run/inosync.replay")
     existed = locks.exists()
     before = set(locks.glob("*.lock"))
     yield
