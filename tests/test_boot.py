@@ -5,6 +5,7 @@ the disk appears; the final statusfile outlives the stop."""
 from __future__ import annotations
 
 import configparser
+import json
 
 import pytest
 import sdboot
@@ -75,3 +76,6 @@ def test_a_boot_before_the_disk_is_mounted_syncs_once_it_is(boot):
     done = boot.inside("systemctl", "stop", service, timeout=60)
     assert done.returncode == 0, done.stderr
     assert boot.show(service, "ActiveState")["ActiveState"] == "inactive"
+    # RuntimeDirectoryPreserve=yes: the final statusfile outlives the stop (17.9)
+    status = json.loads(boot.inside("cat", "/run/inosync/status.json").stdout)
+    assert status["state"] == "stopped", status

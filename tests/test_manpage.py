@@ -236,7 +236,7 @@ def test_signals_are_those_the_daemon_handles() -> None:
 def test_files_are_those_the_code_uses() -> None:
     text = " ".join(section("FILES").split())
     for path in (config.DEFAULT_PATH, pidfile.DEFAULT_PATH, treelock.ROOT_DIR,
-                 config.Config.state_dir, "/run/inosync-replay", "~/.inosync-replay",
+                 config.Config.state_dir, "/run/inosync.replay", "~/.inosync-replay",
                  f"~/{treelock.USER_DIR}", keptstore.FSTAB, "inosync-ssh-",
                  "/proc/sys/fs/inotify/max_user_watches"):
         assert path in text, path
