@@ -14,7 +14,7 @@ import os
 import shlex
 from collections.abc import Callable
 
-from . import keptstore, paths, replay
+from . import deletepolicy, keptstore, paths, replay
 from .confdiff import show
 from .config import Config
 from .keptstore import KeptError, KeptFile
@@ -181,7 +181,7 @@ def summary(config: Config) -> list[str]:
     lines.append(f"nodes: {len(config.rnodes)}")
     lines += [_node_line(node) for node in config.rnodes]
     lines.append(_excludes_line(config.excludes.patterns))
-    off = replay.off_because(config.replay_moves, config.rsync_args)
+    off = replay.off_because(config.replay_moves, config.rsync_args, config.delete)
     lines.append(f"move replay: off ({off})" if off else
                  "move replay: on for local and ssh nodes (directories under which an exclude "
                  "may match are sent as data; see README, Moves and ssh connections)")
@@ -201,8 +201,11 @@ def summary(config: Config) -> list[str]:
                      "command sets none)")
     # The first full sync deletes whatever a node holds that wpath lacks: say how
     # to see that before it runs, and what makes a first ssh run fail.
+    deleting = deletepolicy.deletes(config.delete, deletepolicy.Phase.START).delete
     lines.append(f"before the first start: inosync -c {config.path} --verify lists what the "
-                 "first full sync would change on each node (*deleting: what it would delete)")
+                 "first full sync would change on each node " + (
+                     "(*deleting: what it would delete)" if deleting else
+                     f"(it deletes nothing: {deletepolicy.shown(config.delete)})"))
     ssh_hosts = [ssh_host(n) for n in config.rnodes if node_kind(n) is Kind.SSH]
     if ssh_hosts:
         lines.append(f"ssh nodes: accept each host key first (ssh {ssh_hosts[0]} true, as the "

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from . import mounts, paths, rsync, unverified
+from . import deletepolicy, mounts, paths, rsync, unverified
 from .excludes import Excludes, ExcludeSyntaxError, read_exclude_file
 from .rsync import Options as RsyncOptions  # "rsync" is also a setting of Config
 from .watch import EVENT_FLAGS
@@ -93,6 +93,7 @@ class Config:
     allow_empty_wpath: bool = False
     allow_system_wpath: bool = False
     replay_moves: bool = True
+    delete: deletepolicy.Policy = True  # when runs delete on the nodes (deletepolicy.py)
     ssh_control: bool = True
     excludes: Excludes = field(default_factory=lambda: Excludes(()), compare=False)
     # The line where the file sets each setting: every error about a setting names it.
@@ -102,8 +103,11 @@ class Config:
         """"FILE:LINE" of the setting, for an error about it (see locate)."""
         return locate(self.path, self.setting_lines, setting)
 
-    def rsync_options(self) -> RsyncOptions:
+    def rsync_options(self, phase: deletepolicy.Phase = deletepolicy.Phase.START
+                      ) -> RsyncOptions:
+        """The options of a run of this phase (what it may delete: see deletepolicy)."""
         return RsyncOptions(
+            deletes=deletepolicy.deletes(self.delete, phase),
             rsync=self.rsync,
             excludes=self.excludes.patterns,
             bwlimit=self.rspeed,
@@ -305,6 +309,12 @@ def _check_together(config: Config, where: Callable[[str], str]) -> None:
         name = "retry_min" if "retry_min" in config.setting_lines else "retry_max"
         raise ConfigError(f"{where(name)}: retry_min ({config.retry_min}) must not exceed "
                           f"retry_max ({config.retry_max})")
+    deleting = deletepolicy.refused_args(config.delete,
+                                         [name for _, name, _ in rsync.options(config.rsync_args)])
+    if deleting:
+        raise ConfigError(f"{where('rsync_args')}: rsync_args has {deleting}, which deletes "
+                          f"on the nodes against {deletepolicy.shown(config.delete)}; remove it "
+                          "(inosync passes the deleting options the policy allows)")
     if not os.path.lexists(config.wpath):
         raise NotYet(f"{where('wpath')}: wpath {config.wpath} does not exist (not mounted "
                      "yet?)")
@@ -675,6 +685,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "allow_empty_wpath": _bool,
     "allow_system_wpath": _bool,
     "replay_moves": _bool,
+    "delete": deletepolicy.check,
     "ssh_control": _bool,
 }
 

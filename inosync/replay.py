@@ -56,7 +56,7 @@ import shlex
 from collections.abc import Sequence, Set
 from typing import NamedTuple
 
-from . import rsyncopts
+from . import deletepolicy, rsyncopts
 from .excludes import Excludes
 from .kept import touches
 from .rsync import Kind, allowed, node_kind, options, ssh_host, ssh_parts
@@ -265,10 +265,14 @@ def sets_perms(rsync_args: Sequence[str]) -> bool:
     return perms
 
 
-def off_because(replay_moves: bool, rsync_args: Sequence[str]) -> str | None:
+def off_because(replay_moves: bool, rsync_args: Sequence[str],
+                delete: deletepolicy.Policy = True) -> str | None:
     """Why renames are not replayed on any node (for the start line and --check)."""
     if not replay_moves:
         return "replay_moves = False"
+    policy = deletepolicy.replay_off(delete)
+    if policy is not None:
+        return policy
     arg = blocker(rsync_args)
     if arg is not None:
         return (f"rsync_args has {arg}, not known to leave a replayed rename the same as "

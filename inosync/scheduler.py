@@ -178,7 +178,7 @@ class Scheduler:
         """The daemon starts: a full sync to every node; those in compare (a replay
         there was never confirmed) compare file contents."""
         for node in self.nodes.values():
-            node.pending.set_full()
+            node.pending.set_start()
         self._compare_contents(compare)
         return self.tick(now)
 
@@ -367,7 +367,7 @@ class Scheduler:
         for node in self.nodes.values():
             node.retry_min, node.retry_max = new.retry_min, new.retry_max
             node.pending.limit = new.max_pending
-            node.pending.set_full()
+            node.pending.set_start()
             node.pending.drop_moves()  # seen under the old settings (excludes, rsync_args)
         self._compare_contents(compare)
         log.info("reloaded; full sync to %s", plural(len(self.nodes), "node"))
