@@ -277,6 +277,7 @@ def plan_run(full: bool, listed: list[str], full_above: int) -> RunPlan:
     """
     if full or len(listed) > full_above:
         return RunPlan(full=True)
-    top = top_level(listed)
-    return RunPlan(False, encode_list(["."] + listed if top else listed), tuple(top),
+    top = [p for p in top_level(listed) if p != "."]  # "." listed: the whole tree, sent
+    named = [p for p in listed if p != "."]
+    return RunPlan(False, encode_list(["."] + named if top else listed), tuple(top),
                    plural(len(listed), "path"))

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Union
 
-from .batch import PathSet, plural
+from .batch import ROOT, PathSet, plural
 from .config import Config
 from .nodes import Node, State
 from .replay import Move
@@ -196,8 +196,12 @@ class Scheduler:
         debounce them into one batch. The first change of a batch is news for
         the statusfile and systemd ("1 path waiting, sync in 10 s")."""
         was_empty = not self.collected
+        # A change of wpath itself makes the batch a whole-tree sync, which under
+        # delete = 'running' deletes nothing: it is listed as "." instead (sent
+        # whole, and what this batch saw deleted is deleted).
+        itself = "." if self.config.delete == "running" else ROOT
         for path in paths:
-            self.collected.add(path)
+            self.collected.add(itself if path == ROOT else path)
         if moves and self.config.replay_moves:
             self.collected.add_moves(moves)
         if self.flush_at is None:

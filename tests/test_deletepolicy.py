@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from inosync import deletepolicy
-from inosync.batch import PathSet, files_list
+from inosync.batch import PathSet, files_list, plan_run
 from inosync.config import Config, ConfigError, load
 from inosync.deletepolicy import Phase
 from inosync.replay import off_because
@@ -188,6 +188,26 @@ def test_a_sync_after_lost_events_is_not_the_start_phase():
     s.overflowed(2.0)
     after = run(s.root_checked(RootSame(), 2.0))
     assert after.full and not after.start
+
+
+@pytest.mark.parametrize("policy", [True, "startup", "running", False])
+def test_a_change_of_wpath_itself_keeps_the_deletions_of_running(policy):
+    s = Scheduler(dataclasses.replace(config(policy), edelay=1.0))
+    run(s.begin(0.0))
+    ok(s, 1.0)
+    s.changed(["gone", ""], 2.0)
+    batch = run(s.tick(3.0))
+    if policy == "running":  # a whole-tree run would not delete "gone"
+        assert not batch.full and batch.paths == {".", "gone"}
+    else:
+        assert batch.full
+
+
+def test_a_listed_dot_alone_is_the_whole_tree_with_others_only_itself():
+    alone = plan_run(False, [".", "a/gone"], 1000)
+    assert (alone.top, alone.list_data) == ((), b".\0./a/gone\0")
+    both = plan_run(False, [".", "b", "c/d"], 1000)
+    assert both.top == ("b",) and both.list_data.startswith(b".\0")
 
 
 # ---- the move replay

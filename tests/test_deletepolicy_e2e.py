@@ -31,8 +31,9 @@ AFTER_RUNNING = {True: set(), "startup": LOST,
                  # mv/ goes with all it holds: it was deleted on the source
                  "running": PLANTED,
                  False: PLANTED | LOST | {"mv/nodeonly.txt"}}
+LATE = {True: set(), "startup": {"late.txt"}, "running": set(), False: {"late.txt"}}
 AFTER_RELOAD = {True: set(), "startup": set(), "running": PLANTED,
-                False: PLANTED | LOST | {"mv/nodeonly.txt"}}
+                False: PLANTED | LOST | {"mv/nodeonly.txt", "late.txt"}}
 
 
 def node_only(src: Path, node: Path) -> set[str]:
@@ -49,7 +50,7 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     for d in (src / "docs" / "old", src / "mv"):
         d.mkdir(parents=True)
     for name, text in {"index.html": "<h1>hi</h1>", "gone.txt": "bye", "docs/a.txt": "a",
-                       "docs/old/b.txt": "b", "mv/f.txt": "f"}.items():
+                       "docs/old/b.txt": "b", "mv/f.txt": "f", "late.txt": "late"}.items():
         (src / name).write_text(text + "\n")
     subprocess.run(["rsync", "-a", f"{src}/", f"{node}/"], check=True)
     for name in (*PLANTED, "mv/nodeonly.txt"):
@@ -84,14 +85,22 @@ def test_what_each_policy_deletes_and_when(setup, tmp_path, run_inosync, policy)
     else:
         assert d.log().count(f"not replayed: delete = {policy!r}") == 1, d.log()
 
+    # wpath itself changes in the batch of a deletion: a whole-tree run (which
+    # deletes nothing under 'running'), except under 'running', where it is listed.
+    (src / "late.txt").unlink()
+    src.chmod(0o750)
+    (src / "marker").write_text("later\n")
+    wait_until(lambda: (node / "marker").read_text() == "later\n", 20, "the second batch")
+    assert node_only(src, node) == AFTER_RUNNING[policy] | LATE[policy]
+
     seen = full_syncs(d)  # the periodic whole-tree syncs (resync_interval) delete nothing more
     d.wait_log("synced full sync", count=seen + 2)
-    assert node_only(src, node) == AFTER_RUNNING[policy]
+    assert node_only(src, node) == AFTER_RUNNING[policy] | LATE[policy]
 
     verify = subprocess.run([*inosync_argv(), "-c", str(conf), "--verify", "--nagios"],
                             capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    if AFTER_RUNNING[policy]:
+    if AFTER_RUNNING[policy] | LATE[policy]:
         assert f"allowed: delete = {policy!r} keeps node-only files" in verify.stdout
     else:
         assert verify.stdout.splitlines()[1] == f"{node}: identical", verify.stdout
