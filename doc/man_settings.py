@@ -62,6 +62,13 @@ DOCS: dict[str, Doc] = {
     "contimeout": Doc(
         "rsync's **--contimeout**: seconds to connect to an rsync daemon "
         "(rsync://\\ *host*/...) before the run fails and is retried.", unit="seconds"),
+    "delete": Doc(
+        "What the nodes lose, as lsyncd's *delete*: True keeps every node equal to *wpath* "
+        "(**--delete** in every run); 'startup' deletes only in the whole-tree sync of a "
+        "start or reload; 'running' deletes exactly the paths seen deleted while running; "
+        "False never deletes. Any value but True turns the move replay off. See "
+        "**DELETE POLICY**.",
+        kind="True, False or a string", accepts="True, 'startup', 'running' or False"),
     "edelay": Doc(
         "Seconds from the first change after a quiet spell until the batch of changes "
         "goes out, one rsync per node.", unit="seconds"),

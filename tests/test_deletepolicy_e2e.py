@@ -119,3 +119,27 @@ def test_true_verify_is_critical_for_node_only_files(setup, tmp_path):
     verify = subprocess.run([*inosync_argv(), "-c", str(conf), "--verify", "--nagios"],
                             capture_output=True, text=True, timeout=60)
     assert verify.returncode == 2 and verify.stdout.startswith("CRITICAL: 1 of 1 node differs")
+
+
+@pytest.mark.parametrize("policy", ["running", False])
+def test_a_directory_replaced_by_a_file(tmp_path, run_inosync, policy):
+    """'running' deletes it there with all it holds (it was deleted on the source);
+    False cannot: the node keeps it, and the run fails, said in the log."""
+    src, node = tmp_path / "src", tmp_path / "node"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "x").write_text("x\n")
+    (src / "keep").write_text("k\n")
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.2, retry_min=0.2, retry_max=0.5, delete=policy)
+    d = run_inosync(conf)
+    d.wait_log("synced full sync")
+    (src / "d" / "x").unlink()
+    (src / "d").rmdir()
+    (src / "d").write_text("now a file\n")
+    if policy == "running":
+        wait_until(lambda: (node / "d").is_file(), 20, "the file on the node")
+        assert node_only(src, node) == set()
+    else:
+        d.wait_log(r"rsync failed: exit 23 .*could not make way for new regular file: d")
+        assert (node / "d" / "x").is_file()
+    assert d.stop() == 0
