@@ -278,3 +278,24 @@ def test_report_line_of_false_names_the_policy():
 def test_a_report_without_node_only_files_is_as_before():
     assert report_line(Result("n", Drift(kept_by="delete = False keeps node-only files"))) \
         == "n: identical"
+
+
+# ---- --check says what the start would delete
+
+
+@pytest.mark.parametrize("policy", ["running", False])
+def test_check_shows_a_start_that_deletes_nothing(tmp_path, wdir, policy):
+    from inosync.check import summary
+    lines = summary(load(conf(tmp_path, wdir, f"delete = {policy!r}")))
+    assert f"delete: {policy}" in lines
+    assert any(line.startswith(f"move replay: off (delete = {policy!r}") for line in lines)
+    argv = [line for line in lines if line.startswith("  ") and "rsync" in line]
+    assert argv and not any("--delete" in line for line in argv)
+    assert lines[-1].endswith(f"(it deletes nothing: delete = {policy!r})"), lines
+
+
+def test_check_shows_the_deleting_start_of_startup(tmp_path, wdir):
+    from inosync.check import summary
+    lines = summary(load(conf(tmp_path, wdir, "delete = 'startup'")))
+    assert any(" --delete " in line for line in lines if line.startswith("  "))
+    assert lines[-1].endswith("(*deleting: what it would delete)")
