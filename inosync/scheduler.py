@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Union
 
+from . import deletepolicy
 from .batch import ROOT, PathSet, plural
 from .config import Config
 from .nodes import Node, State
@@ -473,7 +474,14 @@ class Scheduler:
                 if n.pending or n.inflight is not None]
         if not left:
             return "nothing pending"  # what is known; a node may have drifted behind our back
-        return "pending: " + ", ".join(left) + " (the next start's full sync covers it)"
+        return "pending: " + ", ".join(left) + f" ({self._next_start('it')})"
+
+    def _next_start(self, what: str) -> str:
+        """What the next start's full sync does with what is pending at a stop."""
+        if deletepolicy.deletes(self.config.delete, deletepolicy.Phase.START).delete:
+            return f"the next start's full sync covers {what}"
+        return (f"the next start's full sync sends {what} but deletes nothing: "
+                f"{deletepolicy.shown(self.config.delete)}")
 
     # ---- signals
 
@@ -569,8 +577,8 @@ class Scheduler:
         self.kill_at = now + grace + KILL_AFTER
         for node in self.nodes.values():
             if node.pending or node.inflight is not None:
-                log.info("%s: %s pending at shutdown; the next start's full sync "
-                         "covers them", node.dest, node.pending_summary())
+                log.info("%s: %s pending at shutdown; %s", node.dest,
+                         node.pending_summary(), self._next_start("them"))
         return []
 
     def _stop_runs(self, now: float) -> list[Action]:

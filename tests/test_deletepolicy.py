@@ -299,3 +299,15 @@ def test_check_shows_the_deleting_start_of_startup(tmp_path, wdir):
     lines = summary(load(conf(tmp_path, wdir, "delete = 'startup'")))
     assert any(" --delete " in line for line in lines if line.startswith("  "))
     assert lines[-1].endswith("(*deleting: what it would delete)")
+
+
+@pytest.mark.parametrize("policy, said", [
+    (True, "(the next start's full sync covers it)"),
+    ("startup", "(the next start's full sync covers it)"),
+    ("running", "(the next start's full sync sends it but deletes nothing: delete = "
+                "'running')"),
+    (False, "(the next start's full sync sends it but deletes nothing: delete = False)")])
+def test_the_stop_says_whether_the_next_start_deletes_what_is_pending(policy, said):
+    s = Scheduler(config(policy))
+    run(s.begin(0.0))
+    assert s.pending_note() == f"pending: {NODE}: full sync {said}"
