@@ -201,8 +201,10 @@ class Scheduler:
         # delete = 'running' deletes nothing: it is listed as "." instead (sent
         # whole, and what this batch saw deleted is deleted).
         itself = "." if self.config.delete == "running" else ROOT
+        was_full = self.collected.full
         for path in paths:
             self.collected.add(itself if path == ROOT else path)
+        self._deletions_lost(self.collected, was_full, "changed in one batch")
         if moves and self.config.replay_moves:
             self.collected.add_moves(moves)
         if self.flush_at is None:
@@ -564,7 +566,17 @@ class Scheduler:
         batch = self.collected.take()
         self.flush_at = None
         for node in self.nodes.values():
+            was_full = node.pending.full or batch.full
             node.pending.update(batch)
+            self._deletions_lost(node.pending, was_full, f"are pending for {node.dest}")
+
+    def _deletions_lost(self, paths: PathSet, was_full: bool, what: str) -> None:
+        """Under delete = 'running', say when a set of paths became a whole-tree
+        sync by its size (max_pending): that run deletes nothing of them."""
+        if self.config.delete == "running" and paths.full and not was_full:
+            log.warning("more than %d paths %s: a whole-tree sync, which deletes nothing "
+                        "under delete = 'running' (deletions among them stay on the node); "
+                        "raise max_pending", paths.limit, what)
 
     def _running(self) -> list[Node]:
         return [n for n in (*self.nodes.values(), *self.retired.values())

@@ -311,3 +311,31 @@ def test_the_stop_says_whether_the_next_start_deletes_what_is_pending(policy, sa
     s = Scheduler(config(policy))
     run(s.begin(0.0))
     assert s.pending_note() == f"pending: {NODE}: full sync {said}"
+
+
+def test_running_says_when_a_batch_too_big_loses_its_deletions(caplog):
+    s = Scheduler(dataclasses.replace(config("running"), max_pending=3, edelay=1.0))
+    run(s.begin(0.0))
+    ok(s, 0.5)
+    s.changed(["a", "b", "c"], 1.0)
+    assert "raise max_pending" not in caplog.text
+    s.changed(["d"], 1.5)
+    assert "more than 3 paths changed in one batch: a whole-tree sync, which deletes " \
+           "nothing under delete = 'running'" in caplog.text
+    assert run(s.tick(3.0)).full
+
+
+def test_running_says_when_pending_paths_of_a_node_grow_too_many(caplog):
+    s = Scheduler(dataclasses.replace(config("running"), max_pending=3, edelay=1.0))
+    run(s.begin(0.0))
+    s.changed(["a", "b"], 0.5)
+    s.tick(2.0)  # flushed: pending while the start sync runs
+    s.changed(["c", "d"], 2.5)
+    s.tick(4.0)
+    assert f"more than 3 paths are pending for {NODE}" in caplog.text
+
+
+def test_true_has_nothing_to_say_about_a_big_batch(caplog):
+    s = Scheduler(dataclasses.replace(config(True), max_pending=3, edelay=1.0))
+    s.changed(["a", "b", "c", "d"], 1.5)
+    assert "max_pending" not in caplog.text
