@@ -97,7 +97,7 @@ OTHER_VALUES: dict[str, object] = {
     "rescan_interval": 5.0, "resync_interval": 0.0, "progress_interval": 0.0,
     "pidfile": "/run/i.pid", "logfile": "/var/log/i.log", "statusfile": "/run/i.json",
     "state_dir": "/var/lib/other", "allow_empty_wpath": True, "allow_system_wpath": True,
-    "replay_moves": False, "ssh_control": False,
+    "replay_moves": False, "ssh_control": False, "delete": "running",
 }
 
 
