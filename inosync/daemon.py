@@ -118,8 +118,9 @@ def write_statusfile(config: Config, state: str, nodes: list[dict[str, object]],
     "stopped" with the exit status once stopped, extra fields, and the nodes."""
     if not config.statusfile:
         return
-    fields = {"state": state} if stopped is None else {"state": "stopped",
-                                                      "exit_status": stopped}
+    # Typed: mypy 1.19 takes the type of the first branch alone and refuses the int.
+    fields: dict[str, object] = ({"state": state} if stopped is None else
+                                 {"state": "stopped", "exit_status": stopped})
     data = {"pid": os.getpid(), "wpath": config.wpath, "time": time.time(), **fields, **extra,
             "nodes": nodes}
     try:
