@@ -147,9 +147,9 @@ class Logs:
                 "inosync[%(process)d]: %(levelname)s %(message)s"))
             if handler.socket.fileno() < 0:  # type: ignore[attr-defined]  # untyped
                 # Said on the terminal while there is one: behind -d nobody would see it.
-                print(f"inosync: warning: {config.path} sets no logfile and no syslog "
-                      "daemon listens on /dev/log: the log goes nowhere; set logfile = "
-                      '"/var/log/inosync.log" or start a syslog daemon', file=sys.stderr)
+                say(f"inosync: warning: {config.path} sets no logfile and no syslog "
+                    "daemon listens on /dev/log: the log goes nowhere; set logfile = "
+                    '"/var/log/inosync.log" or start a syslog daemon')
         self.use(handler)
 
     def fds(self) -> list[int]:
@@ -173,11 +173,49 @@ def fail(message: str, code: int) -> int:
     if handler is not None and (journal or not on_stderr):
         log.error("%s", message)
     if not (on_stderr and journal):
-        print(f"inosync: {printable(message)}", file=sys.stderr)
+        say(f"inosync: {printable(message)}")
     return code
 
 
+def say(line: str) -> None:
+    """A line on stderr. A reader gone (``2>&1 | true``) loses the line, never the
+    exit status: unhandled, the BrokenPipeError made every error exit 1, which
+    --verify means as "some node differs"."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stderr.fileno())  # the flush at exit would fail too (120)
+        except (OSError, ValueError):  # not a file (a test's capture): nothing to flush there
+            pass
+        finally:
+            os.close(devnull)
+
+
+def standard_streams() -> None:
+    """Open /dev/null on whichever of fds 0, 1, 2 a launcher closed (``>&-``), before
+    anything else opens a file. Else sys.stdin/stdout/stderr are None (python-daemon's
+    redirect behind -d and our own prints die on that), and the next file opened
+    would become fd 1 or 2 and get whatever is written there."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free fd: this one
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+    if sys.stdin is None:
+        sys.stdin = open(0, closefd=False)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)
+
+
 def main(argv: list[str] | None = None) -> int:
+    standard_streams()  # first: Signals() opens a pipe, which would take a closed fd 1
     signals = Signals()  # first: a signal during start-up must not kill us unlogged
     try:
         args = parse_args(argv)
