@@ -33,21 +33,24 @@ _NOT_LISTED = {"path", "wpath", "configured_wpath", "base_dir", "rnodes", "rexcl
 Problem = tuple[str, str]
 
 
-def temporary(config: Config) -> bool:
-    """True if the first failing start-up check is one a later try may pass (wpath's
-    disk not mounted yet): exit 75, which the units retry, instead of 2."""
-    return next((c in TEMPORARY for c in STARTUP_CHECKS if c(config)), False)
-
-
 def preflight(config: Config) -> str | None:
     """Why a start would fail after the configuration loaded, or None: the first of
     STARTUP_CHECKS that fails. --check, --verify, a start (in every mode) and a
     reload all ask this one function, so they give one verdict."""
+    found = first_failure(config)
+    return found[0] if found else None
+
+
+def first_failure(config: Config) -> tuple[str, bool] | None:
+    """The first failing start-up check's error, and whether a later try may pass
+    (wpath's disk not mounted yet: exit 75, which the units retry, not 2). One
+    pass: asking twice let a disk that mounted in between make the error of an
+    unmounted disk exit 2, which the units never restart."""
     for startup_check in STARTUP_CHECKS:
         problem = startup_check(config)
         if problem:
             setting, why = problem
-            return f"{config.where(setting)}: {why}"
+            return f"{config.where(setting)}: {why}", startup_check in TEMPORARY
     return None
 
 

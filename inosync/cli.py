@@ -280,12 +280,13 @@ def nagios_unknown(message: str) -> int:
 
 def start_problem(config: Config) -> tuple[str, int] | None:
     """Why a start would fail after the configuration loaded, and its exit status."""
-    from .check import preflight, temporary
+    from .check import first_failure
 
-    problem = preflight(config)
-    if problem is None:
+    found = first_failure(config)
+    if found is None:
         return None
-    return problem, EXIT_NOT_YET if temporary(config) else EXIT_USAGE
+    problem, temporary = found
+    return problem, EXIT_NOT_YET if temporary else EXIT_USAGE
 
 
 def check(config: Config) -> int:
