@@ -204,13 +204,21 @@ def summary(config: Config) -> list[str]:
                      "command sets none)")
     # The first full sync deletes whatever a node holds that wpath lacks: say how
     # to see that before it runs, and what makes a first ssh run fail.
-    lines.append(f"before the first start: inosync -c {config.path} --verify lists what the "
-                 "first full sync would change on each node (*deleting: what it would delete)")
+    lines.append(f"before the first start: inosync -c {shlex.quote(config.path)} --verify lists "
+                 "what the first full sync would change on each node (*deleting: what it would "
+                 "delete)")
     ssh_hosts = [ssh_host(n) for n in config.rnodes if node_kind(n) is Kind.SSH]
     if ssh_hosts:
-        lines.append(f"ssh nodes: accept each host key first (ssh {ssh_hosts[0]} true, as the "
-                     "daemon's user): with BatchMode=yes an unknown key fails every run")
+        lines.append(f"ssh nodes: accept each host key first ({accept_key(config, ssh_hosts[0])}, "
+                     "as the daemon's user): with BatchMode=yes an unknown key fails every run")
     return lines
+
+
+def accept_key(config: Config, host: str) -> str:
+    """The command that records host's key where the daemon's ssh looks for it: the
+    ssh setting itself (its port, -i, -F, UserKnownHostsFile), able to ask. ssh
+    takes the first value given for an option, so BatchMode=no goes first."""
+    return shlex.join([config.ssh[0], "-o", "BatchMode=no", *config.ssh[1:], host, "true"])
 
 
 def _node_line(node: str) -> str:

