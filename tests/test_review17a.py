@@ -211,3 +211,33 @@ def test_nagios_is_not_critical_for_a_healthy_daemon_with_excludes(tmp_path, run
     time.sleep(1)  # edelay and more: whatever the daemon would send, it has sent
     done = run(conf, "--verify", "--nagios", capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
+
+
+# ---- what a hostile node writes reaches the operator's terminal only escaped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nagios", [False, True])
+def test_verify_escapes_what_a_node_writes_on_stderr(tmp_path, nagios):
+    """--verify printed the first line rsync wrote on stderr as is. Over ssh that is
+    the remote's own stderr (a login script, a forced command, a hostile node):
+    ssh and rsync pass it through, so an escape sequence in it drove the terminal
+    of the operator who ran --verify. The log escapes every line (escape.py);
+    --verify's node lines did not."""
+    from helpers import Sshd
+
+    server = Sshd(tmp_path / "sshd").start()
+    try:
+        keys = server.dir / "authorized_keys"
+        hostile = r"printf '\033]2;owned\007\033[2J evil\n' >&2; exit 1"
+        keys.write_text(f'command="{hostile}" {keys.read_text()}')
+        wpath = tree_with_content(tmp_path)
+        conf = write_config(tmp_path / "c.conf", wpath=str(wpath),
+                            rnodes=[f"root@127.0.0.1:{tmp_path}/remote"],
+                            ssh=server.ssh_command())
+        done = run(conf, "--verify", *(["--nagios"] if nagios else []), capture_output=True)
+    finally:
+        server.stop()
+    assert done.returncode == (3 if nagios else 2), done
+    assert b"evil" in done.stdout
+    assert b"\x1b" not in done.stdout and b"\x07" not in done.stdout, done.stdout
