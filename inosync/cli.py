@@ -296,8 +296,8 @@ def check(config: Config) -> int:
     problem = start_problem(config)
     if problem:
         return fail(*problem)
-    print_lines(summary(config))
-    return EXIT_OK
+    unwritten = print_lines(summary(config))
+    return fail(unwritten, EXIT_RUNTIME) if unwritten else EXIT_OK
 
 
 def verify(config: Config, checksum: bool, nagios: bool = False) -> int:
@@ -321,24 +321,30 @@ def verify(config: Config, checksum: bool, nagios: bool = False) -> int:
         return error(f"--verify: cannot start {config.rsync}: {e.strerror}")
     nodes = (verification.report_line(result) for result in results)
     # Nagios reads a "|" in the lines after the first as the start of perfdata
-    print_lines([verification.summary_line(results),
-                 *(line.replace("|", "\\x7c") if nagios else line for line in nodes)])
+    unwritten = print_lines([verification.summary_line(results),
+                             *(line.replace("|", "\\x7c") if nagios else line for line in nodes)])
+    if unwritten:  # the answer is lost: not "identical", nor "differs"
+        return fail(unwritten, verification.NAGIOS_UNKNOWN if nagios else verification.EXIT_ERROR)
     # What was found, read to the end or not. Without --nagios the codes of
     # 0.4 (cron jobs and scripts test for 1 = drift, 2 = error).
     return verification.nagios_code(results) if nagios else verification.exit_code(results)
 
 
-def print_lines(lines: Iterable[str]) -> None:
+def print_lines(lines: Iterable[str]) -> str | None:
     """Print to stdout. A reader that went away (``| head -1``, ``| true``) ends the
     output, not the command: no traceback, and the exit status stays the
-    answer (a pager that read one line of --verify must not turn OK into 1)."""
+    answer (a pager that read one line of --verify must not turn OK into 1).
+    Returns why the output could not be written otherwise (a full disk), or None."""
     try:
         for line in lines:
             print(line, flush=True)
-    except BrokenPipeError:
+    except OSError as e:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # the flush at exit would raise again
         os.close(devnull)
+        if not isinstance(e, BrokenPipeError):
+            return f"cannot write the output: {e.strerror}"
+    return None
 
 
 def pidfile_arg(value: str) -> str:

@@ -30,6 +30,7 @@ def run(conf: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess
 # ---- an error's exit status when nobody reads stderr any more
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--check"], ["--verify"], [], ["-p"]])
 @pytest.mark.parametrize("state, status", [("missing", EX_TEMPFAIL), ("bad", 2)])
 def test_an_error_keeps_its_exit_status_when_stderr_is_a_broken_pipe(tmp_path, args, state,
@@ -241,3 +242,20 @@ def test_verify_escapes_what_a_node_writes_on_stderr(tmp_path, nagios):
     assert done.returncode == (3 if nagios else 2), done
     assert b"evil" in done.stdout
     assert b"\x1b" not in done.stdout and b"\x07" not in done.stdout, done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, status", [(["--check"], 1), (["--verify"], 2),
+                                          (["--verify", "--nagios"], 3)])
+def test_output_to_a_full_disk_is_one_line_not_a_traceback(tmp_path, args, status):
+    """`inosync --verify > report` on a full filesystem: print raised OSError (ENOSPC,
+    not the BrokenPipeError print_lines caught), a traceback and exit 1, which
+    --verify means as "some node differs"."""
+    wpath = tree_with_content(tmp_path)
+    node = tmp_path / "n"
+    node.mkdir()
+    conf = write_config(tmp_path / "c.conf", wpath=str(wpath), rnodes=[str(node)])
+    with open("/dev/full", "w") as full:
+        done = run(conf, *args, stdout=full, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == status, done.stderr
+    assert done.stderr == "inosync: cannot write the output: No space left on device\n"
