@@ -22,7 +22,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .config import DEFAULT_PATH, Config, ConfigError, NotYet, load, own_file_in_node
@@ -46,8 +46,22 @@ EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 EXIT_NOT_YET = 75
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser; a usage error of a Nagios check (``--nagios`` on the
+    command line) is the plugin's UNKNOWN, on stdout with exit 3: argparse's
+    exit 2 would show as CRITICAL, a drift nobody found."""
+
+    nagios = False
+
+    def error(self, message: str) -> NoReturn:
+        if self.nagios:
+            nagios_unknown(f"usage: {message}")
+            self.exit(3)
+        super().error(message)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="inosync",
         description="Watch a directory tree with inotify; keep remote copies in sync with rsync.",
     )
@@ -72,6 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="hold FILE as pidfile, instead of the config's pidfile "
                         f"(default with -d: {DEFAULT_PIDFILE})")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.nagios = "--nagios" in (sys.argv[1:] if argv is None else argv)
     return p.parse_args(argv)
 
 
@@ -217,6 +232,7 @@ def standard_streams() -> None:
 def main(argv: list[str] | None = None) -> int:
     standard_streams()  # first: Signals() opens a pipe, which would take a closed fd 1
     signals = Signals()  # first: a signal during start-up must not kill us unlogged
+    args: argparse.Namespace | None = None
     try:
         args = parse_args(argv)
         logs = Logs(args.verbose)
@@ -237,10 +253,20 @@ def main(argv: list[str] | None = None) -> int:
             return fail(*problem)
         return run(args, config, logs, signals)
     except StopDuringStartup as e:
-        log.info("stopped (%s) during start-up; nothing was synced", e)
-        return EXIT_OK
+        return stopped_early(args, e)
     finally:
         signals.close()
+
+
+def stopped_early(args: argparse.Namespace | None, e: StopDuringStartup) -> int:
+    """TERM or INT before the loop ran: a clean stop of a daemon, but no answer
+    from --check or --verify, whose exit 0 would say "fine" or "identical"."""
+    if args is not None and (args.check or args.verify):
+        what = "--verify" if args.verify else "--check"
+        message = f"{what} stopped by {e} before it had an answer"
+        return refuse(args, message, EXIT_USAGE) if args.verify else fail(message, EXIT_RUNTIME)
+    log.info("stopped (%s) during start-up; nothing was synced", e)
+    return EXIT_OK
 
 
 def one_shot_conflict(args: argparse.Namespace) -> str | None:

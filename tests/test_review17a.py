@@ -259,3 +259,49 @@ def test_output_to_a_full_disk_is_one_line_not_a_traceback(tmp_path, args, statu
         done = run(conf, *args, stdout=full, stderr=subprocess.PIPE, text=True)
     assert done.returncode == status, done.stderr
     assert done.stderr == "inosync: cannot write the output: No space left on device\n"
+
+
+# ---- a one-shot stopped early is not an answer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, status", [(["--verify"], 2), (["--verify", "--nagios"], 3),
+                                          (["--check"], 1)])
+def test_a_one_shot_stopped_during_start_up_does_not_exit_0(tmp_path, args, status):
+    """SIGTERM while the configuration loads (it is code: a slow lookup, a hung NFS
+    path) ended --verify with exit 0, "every node identical" (--nagios: OK, with
+    nothing on stdout), and --check with 0, "the configuration is fine"; the log
+    line said "nothing was synced", a daemon's words."""
+    wpath = tree_with_content(tmp_path)
+    conf = tmp_path / "c.conf"
+    marker = tmp_path / "loading"
+    conf.write_text(f"import time as _time\nopen({str(marker)!r}, 'w').close()\n_time.sleep(30)\n"
+                    f"wpath = {str(wpath)!r}\nrnodes = [{str(tmp_path / 'n')!r}]\n"
+                    f"state_dir = {str(tmp_path / 'state')!r}\n")
+    conf.chmod(0o644)
+    proc = subprocess.Popen([*inosync_argv(), "-c", str(conf), *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(marker.exists, 15, "the config to be running")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == status, (out, err)
+    if "--nagios" in args:
+        assert out.startswith("UNKNOWN: "), out
+
+
+@pytest.mark.parametrize("bad", [["--checksums"], ["-c"], ["--verify", "--nagios", "extra"]])
+def test_nagios_usage_error_is_unknown(tmp_path, bad, capsys):
+    """A typo in the Nagios command definition (--checksums) exited 2 from argparse,
+    which Nagios shows as CRITICAL, a drift nobody found; the plugin guidelines
+    say UNKNOWN (3) for bad arguments, as --nagios -d already is."""
+    from inosync import cli
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--verify", "--nagios", *bad])
+    assert stopped.value.code == 3
+    assert capsys.readouterr().out.startswith("UNKNOWN: usage: ")
