@@ -305,3 +305,32 @@ def test_nagios_usage_error_is_unknown(tmp_path, bad, capsys):
         cli.main(["--verify", "--nagios", *bad])
     assert stopped.value.code == 3
     assert capsys.readouterr().out.startswith("UNKNOWN: usage: ")
+
+
+# ---- FILE:LINE names the line that set the value
+
+
+def test_the_line_blamed_is_the_assignment_that_ran(tmp_path):
+    """A setting assigned in both branches of an if was blamed on the last
+    assignment in the text, the one that did not run: "c.conf:7: edelay must be
+    from 0 to 86400, got -1" while line 7 says edelay = 5."""
+    from inosync.config import ConfigError, load
+
+    wpath = tree_with_content(tmp_path)
+    conf = tmp_path / "c.conf"
+    conf.write_text(f"wpath = {str(wpath)!r}\nrnodes = [{str(tmp_path / 'n')!r}]\n"
+                    f"state_dir = {str(tmp_path / 'state')!r}\n"
+                    "if True:\n    edelay = -1\nelse:\n    edelay = 5\n"
+                    "for _i in range(2):\n    timeout = -1 if _i else 10\n")
+    conf.chmod(0o644)
+    with pytest.raises(ConfigError) as error:
+        load(str(conf))
+    assert str(error.value).startswith(f"{conf}:5: edelay "), error.value
+    conf.write_text(conf.read_text().replace("edelay = -1", "edelay = 1"))
+    with pytest.raises(ConfigError) as error:
+        load(str(conf))
+    assert str(error.value).startswith(f"{conf}:9: timeout "), error.value
+    conf.write_text(conf.read_text().replace("if True:", "if False:"))
+    with pytest.raises(ConfigError) as error:
+        load(str(conf))  # edelay = 5 ran: the error is timeout's, at its line
+    assert str(error.value).startswith(f"{conf}:9: timeout "), error.value
