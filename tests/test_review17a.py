@@ -334,3 +334,29 @@ def test_the_line_blamed_is_the_assignment_that_ran(tmp_path):
     with pytest.raises(ConfigError) as error:
         load(str(conf))  # edelay = 5 ran: the error is timeout's, at its line
     assert str(error.value).startswith(f"{conf}:9: timeout "), error.value
+
+
+# ---- a reload says when the same wpath now means another tree
+
+
+def test_reload_says_wpath_now_leads_elsewhere(tmp_path):
+    """wpath = /srv/current, a symlink a deploy moved from release1 to release2: the
+    reload watches and fully syncs the other tree, but its log said "reload:
+    configuration unchanged" (confdiff compared only the configured spelling)."""
+    from inosync.confdiff import changes
+    from inosync.config import load
+
+    for release in ("r1", "r2"):
+        (tmp_path / release).mkdir()
+        (tmp_path / release / "index.html").write_text(f"{release}\n")
+    link = tmp_path / "current"
+    link.symlink_to("r1")
+    conf = write_config(tmp_path / "c.conf", wpath=str(link), rnodes=[str(tmp_path / "n")])
+    old = load(str(conf))
+    link.unlink()
+    link.symlink_to("r2")
+    new = load(str(conf))
+    assert new.wpath != old.wpath
+    said = changes(old, new)
+    assert said != ["configuration unchanged"]
+    assert any(str(tmp_path / "r2") in line and str(tmp_path / "r1") in line for line in said)
