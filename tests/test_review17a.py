@@ -360,3 +360,67 @@ def test_reload_says_wpath_now_leads_elsewhere(tmp_path):
     said = changes(old, new)
     assert said != ["configuration unchanged"]
     assert any(str(tmp_path / "r2") in line and str(tmp_path / "r1") in line for line in said)
+
+
+# ---- the terminal goes away under a foreground daemon
+
+
+@pytest.mark.slow
+def test_a_foreground_daemon_outlives_its_terminal(tmp_path):
+    """inosync in the foreground on a terminal shows a live progress line during a
+    full sync. When the terminal went away (an ssh session dropped, a tmux
+    killed: writes then fail with EIO), LiveLine's own writes raised out of
+    logging into the loop: the daemon died mid-sync (exit 1, the traceback lost
+    with the terminal), leaving rsync's partial file on the node."""
+    import pty
+
+    from helpers import tree_diff
+
+    wpath = tree_with_content(tmp_path)
+    (wpath / "big.bin").write_bytes(os.urandom(1_500_000))
+    node = tmp_path / "n"
+    conf = write_config(tmp_path / "c.conf", wpath=str(wpath), rnodes=[str(node)],
+                        rspeed=500, logfile=str(tmp_path / "unused.log"))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*inosync_argv(), "-c", str(conf)], stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=slave)
+    os.close(slave)
+    try:
+        seen = b""
+
+        def live_line() -> bool:
+            nonlocal seen
+            seen += os.read(master, 65536)
+            return b"full sync running" in seen or seen.count(b"\r\x1b[K") >= 3
+        wait_until(live_line, 15, "the live line")
+        os.close(master)  # the terminal is gone: every write now fails (EIO)
+        master = -1
+        wait_until(lambda: proc.poll() is not None or not tree_diff(wpath, node), 30,
+                   "the full sync to end")
+        assert proc.poll() is None, f"died with exit {proc.returncode}"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_live_line_on_a_terminal_of_zero_columns_shows_the_text():
+    """A terminal that reports 0 columns (a fresh pty, a serial console) got a live
+    line of "..." only: the width came out as -1."""
+    import pty
+
+    from inosync.liveline import LiveLine
+
+    master, slave = pty.openpty()
+    try:
+        with open(slave, "w", closefd=False) as stream:
+            assert os.get_terminal_size(slave).columns == 0
+            LiveLine(stream).show("full sync running for 3 s, 10 files")
+        assert b"full sync running for 3 s" in os.read(master, 4096)
+    finally:
+        os.close(slave)
+        os.close(master)
