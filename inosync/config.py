@@ -132,9 +132,7 @@ def load(path: str, base_dir: str | None = None) -> Config:
     base_dir = base_dir or os.getcwd()
     path = os.path.join(base_dir, path)
     source = _read(path)
-    assigned = _assignment_lines(path, source)
-    lines = {name: line for line in sorted(assigned) for name in assigned[line]}
-    namespace = _execute(path, source, assigned, lines)
+    namespace, lines = run(path, source)
     return _build(path, namespace, lines, base_dir)
 
 
@@ -169,6 +167,14 @@ def locate(path: str, lines: Mapping[str, int], setting: str) -> str:
     starts with; just "FILE" for one left at its default (its message names it)."""
     line = lines.get(setting)
     return path if line is None else f"{path}:{line}"
+
+
+def run(path: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """The file's names once run, and the line of each one's assignment that ran
+    last (the last in the text for one that never ran: a typo there is a typo)."""
+    assigned = _assignment_lines(path, source)
+    lines = {name: line for line in sorted(assigned) for name in assigned[line]}
+    return _execute(path, source, assigned, lines), lines
 
 
 def _assignment_lines(path: str, source: str) -> dict[int, list[str]]:
