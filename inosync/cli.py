@@ -213,20 +213,19 @@ def standard_streams() -> None:
     anything else opens a file. Else sys.stdin/stdout/stderr are None (python-daemon's
     redirect behind -d and our own prints die on that), and the next file opened
     would become fd 1 or 2 and get whatever is written there."""
-    for fd in (0, 1, 2):
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
         try:
             os.fstat(fd)
+            continue
         except OSError:
-            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free fd: this one
-            if opened != fd:
-                os.dup2(opened, fd)
-                os.close(opened)
-    if sys.stdin is None:
-        sys.stdin = open(0, closefd=False)
-    if sys.stdout is None:
-        sys.stdout = open(1, "w", buffering=1, closefd=False)
-    if sys.stderr is None:
-        sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)
+            pass
+        opened = os.open(os.devnull, os.O_RDWR)  # the lowest free fd: this one
+        if opened != fd:
+            os.dup2(opened, fd)
+            os.close(opened)
+        if getattr(sys, name) is None:  # only a stream on the /dev/null just opened
+            setattr(sys, name, open(fd, "w" if fd else "r", buffering=1 if fd else -1,
+                                    errors="backslashreplace", closefd=False))
 
 
 def main(argv: list[str] | None = None) -> int:
