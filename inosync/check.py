@@ -33,21 +33,24 @@ _NOT_LISTED = {"path", "wpath", "configured_wpath", "base_dir", "rnodes", "rexcl
 Problem = tuple[str, str]
 
 
-def temporary(config: Config) -> bool:
-    """True if the first failing start-up check is one a later try may pass (wpath's
-    disk not mounted yet): exit 75, which the units retry, instead of 2."""
-    return next((c in TEMPORARY for c in STARTUP_CHECKS if c(config)), False)
-
-
 def preflight(config: Config) -> str | None:
     """Why a start would fail after the configuration loaded, or None: the first of
     STARTUP_CHECKS that fails. --check, --verify, a start (in every mode) and a
     reload all ask this one function, so they give one verdict."""
+    found = first_failure(config)
+    return found[0] if found else None
+
+
+def first_failure(config: Config) -> tuple[str, bool] | None:
+    """The first failing start-up check's error, and whether a later try may pass
+    (wpath's disk not mounted yet: exit 75, which the units retry, not 2). One
+    pass: asking twice let a disk that mounted in between make the error of an
+    unmounted disk exit 2, which the units never restart."""
     for startup_check in STARTUP_CHECKS:
         problem = startup_check(config)
         if problem:
             setting, why = problem
-            return f"{config.where(setting)}: {why}"
+            return f"{config.where(setting)}: {why}", startup_check in TEMPORARY
     return None
 
 
@@ -202,15 +205,22 @@ def summary(config: Config) -> list[str]:
     # The first full sync deletes whatever a node holds that wpath lacks: say how
     # to see that before it runs, and what makes a first ssh run fail.
     deleting = deletepolicy.deletes(config.delete, deletepolicy.Phase.START).delete
-    lines.append(f"before the first start: inosync -c {config.path} --verify lists what the "
-                 "first full sync would change on each node " + (
+    lines.append(f"before the first start: inosync -c {shlex.quote(config.path)} --verify lists "
+                 "what the first full sync would change on each node " + (
                      "(*deleting: what it would delete)" if deleting else
                      f"(it deletes nothing: {deletepolicy.shown(config.delete)})"))
     ssh_hosts = [ssh_host(n) for n in config.rnodes if node_kind(n) is Kind.SSH]
     if ssh_hosts:
-        lines.append(f"ssh nodes: accept each host key first (ssh {ssh_hosts[0]} true, as the "
-                     "daemon's user): with BatchMode=yes an unknown key fails every run")
+        lines.append(f"ssh nodes: accept each host key first ({accept_key(config, ssh_hosts[0])}, "
+                     "as the daemon's user): with BatchMode=yes an unknown key fails every run")
     return lines
+
+
+def accept_key(config: Config, host: str) -> str:
+    """The command that records host's key where the daemon's ssh looks for it: the
+    ssh setting itself (its port, -i, -F, UserKnownHostsFile), able to ask. ssh
+    takes the first value given for an option, so BatchMode=no goes first."""
+    return shlex.join([config.ssh[0], "-o", "BatchMode=no", *config.ssh[1:], host, "true"])
 
 
 def _node_line(node: str) -> str:

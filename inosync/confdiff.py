@@ -30,6 +30,9 @@ def changes(old: Config, new: Config) -> list[str]:
     wpath = (old.configured_wpath or old.wpath, new.configured_wpath or new.wpath)
     if wpath[0] != wpath[1]:
         lines.append(f"wpath: {shorten(wpath[0])} -> {shorten(wpath[1])}")
+    elif old.wpath != new.wpath:  # the same spelling, another tree (a symlink a deploy moved)
+        lines.append(f"wpath: {shorten(wpath[1])} now leads to {shorten(new.wpath)} (was "
+                     f"{shorten(old.wpath)})")
     lines += [f"node removed: {n}" for n in old.rnodes if n not in new.rnodes]
     lines += [f"node added: {n}" for n in new.rnodes if n not in old.rnodes]
     if set(old.rnodes) == set(new.rnodes) and old.rnodes != new.rnodes:

@@ -15,12 +15,13 @@ import os
 import posixpath
 import shutil
 import stat
+import sys
 import tempfile
 import traceback
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import FrameType, MappingProxyType
 from typing import Any
 
 from . import deletepolicy, mounts, paths, rsync, unverified
@@ -135,8 +136,7 @@ def load(path: str, base_dir: str | None = None) -> Config:
     base_dir = base_dir or os.getcwd()
     path = os.path.join(base_dir, path)
     source = _read(path)
-    lines = _assignment_lines(path, source)
-    namespace = _execute(path, source)
+    namespace, lines = run(path, source)
     return _build(path, namespace, lines, base_dir)
 
 
@@ -173,13 +173,21 @@ def locate(path: str, lines: Mapping[str, int], setting: str) -> str:
     return path if line is None else f"{path}:{line}"
 
 
-def _assignment_lines(path: str, source: str) -> dict[str, int]:
-    """Line where each top-level name is (last) assigned, for messages."""
+def run(path: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """The file's names once run, and the line of each one's assignment that ran
+    last (the last in the text for one that never ran: a typo there is a typo)."""
+    assigned = _assignment_lines(path, source)
+    lines = {name: line for line in sorted(assigned) for name in assigned[line]}
+    return _execute(path, source, assigned, lines), lines
+
+
+def _assignment_lines(path: str, source: str) -> dict[int, list[str]]:
+    """The top-level names each line assigns, for messages."""
     try:
         tree = ast.parse(source, filename=path)
     except SyntaxError as e:
         raise ConfigError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
-    lines: dict[str, int] = {}
+    assigned: dict[int, list[str]] = {}
     for node in _module_statements(tree.body):
         targets: list[ast.expr] = []
         if isinstance(node, ast.Assign):
@@ -191,8 +199,8 @@ def _assignment_lines(path: str, source: str) -> dict[str, int]:
         for target in targets:
             for name in ast.walk(target):
                 if isinstance(name, ast.Name):
-                    lines[name.id] = node.lineno
-    return lines
+                    assigned.setdefault(node.lineno, []).append(name.id)
+    return assigned
 
 
 def _module_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
@@ -207,15 +215,35 @@ def _module_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
             yield from _module_statements(handler.body)
 
 
-def _execute(path: str, source: str) -> dict[str, Any]:
+def _execute(path: str, source: str, assigned: Mapping[int, list[str]],
+             lines: dict[str, int]) -> dict[str, Any]:
+    """Run the file. lines (each name's last assignment in the text) is updated to
+    the assignment that ran last: "edelay = -1" in an if and "edelay = 5" in its
+    else must blame the line whose value is in force."""
     namespace: dict[str, Any] = {"__file__": path, "__name__": "inosync_config"}
+    code = compile(source, path, "exec")
+
+    def top_level(frame: FrameType, event: str, arg: object) -> Any:
+        if event == "line" and frame.f_lineno in assigned:
+            for name in assigned[frame.f_lineno]:
+                lines[name] = frame.f_lineno
+        return top_level
+
+    def calls(frame: FrameType, event: str, arg: object) -> Any:
+        # the file's own top level only: what it calls runs untraced
+        return top_level if frame.f_code is code else None
+
+    previous = sys.gettrace()
+    sys.settrace(calls)
     try:
-        exec(compile(source, path, "exec"), namespace)
+        exec(code, namespace)
     except (Exception, SystemExit) as e:
         frames = traceback.extract_tb(e.__traceback__)
         line = next((f.lineno for f in reversed(frames) if f.filename == path), "?")
         message = " ".join(str(e).split())  # one line, whatever the exception says
         raise ConfigError(f"{path}:{line}: {type(e).__name__}: {message}") from None
+    finally:
+        sys.settrace(previous)
     return namespace
 
 

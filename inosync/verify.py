@@ -202,16 +202,20 @@ class Result:
 
 
 def report_line(result: Result) -> str:
+    """The node's line. Escaped (escape.printable) as the log is: rsync's stderr
+    over ssh is the remote's own, whose escape sequences would drive the
+    terminal of whoever runs --verify."""
+    dest = printable(result.dest)
     if result.drift is None:
-        return f"{result.dest}: error: {result.error}"
+        return f"{dest}: error: {printable(result.error)}"
     drift = result.drift
     if not drift.count:
-        return f"{result.dest}: identical{_node_only(drift)}"
+        return f"{dest}: identical{_node_only(drift)}"
     examples = ", ".join(f"{item} {shown(name)}" for item, name in drift.sample)
     more = ", ..." if drift.count > len(drift.sample) else ""
     times = f"; {drift.dir_times} only in directory mtime" if drift.dir_times else ""
     verb = "differs" if drift.count == 1 else "differ"
-    return (f"{result.dest}: {plural(drift.count, 'path')} {verb}{times} (e.g. "
+    return (f"{dest}: {plural(drift.count, 'path')} {verb}{times} (e.g. "
             f"{examples}{more}){_node_only(drift)}")
 
 

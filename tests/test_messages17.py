@@ -54,5 +54,7 @@ def test_check_points_at_verify_as_the_preview_of_the_first_sync(tmp_path):
     lines = summary(load(str(conf)))
     assert f"before the first start: inosync -c {conf} --verify lists what the first full " \
            "sync would change on each node (*deleting: what it would delete)" in lines
-    assert "ssh nodes: accept each host key first (ssh web1 true, as the daemon's user): " \
+    assert "ssh nodes: accept each host key first (ssh -o BatchMode=no -o BatchMode=yes " \
+           "-o ConnectTimeout=10 -o ServerAliveInterval=10 -o ServerAliveCountMax=3 web1 true, " \
+           "as the daemon's user): " \
            "with BatchMode=yes an unknown key fails every run" in lines

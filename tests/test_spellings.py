@@ -247,8 +247,7 @@ def test_the_shipped_configs_define_only_settings_and_helpers():
     repo = Path(__file__).resolve().parents[1]
     for path in (repo / "demo" / "inosync.conf", repo / "inosync.conf.example"):
         text = path.read_text()
-        names = config._assignment_lines(str(path), text)
-        namespace = config._execute(str(path), text)
+        namespace, names = config.run(str(path), text)
         config._check_unknown(namespace, names, lambda name, where=str(path): where)
 
 
