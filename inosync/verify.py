@@ -114,16 +114,20 @@ class Drift:
     """What the dry run of one node listed."""
 
     count: int = 0  # paths that differ
-    dir_times: int = 0  # of them, directories whose only difference is their mtime
+    dir_times: int = 0  # directories whose only difference is their mtime
     sample: list[tuple[str, bytes]] = field(default_factory=list)  # (item, name) first few
     # Paths only on the node that the delete setting keeps (not in count), and why.
     node_only: int = 0
     node_only_sample: list[tuple[str, bytes]] = field(default_factory=list)
     kept_by: str = ""
+    # With excludes, dir_times are not in count: an excluded entry made or removed
+    # changes its directory's mtime, which the daemon by design sends only with
+    # the next full sync (excluded changes cost nothing), so they are allowed.
+    dir_times_allowed: bool = False
 
 
 def parse_itemized(lines: Iterable[bytes], keep: int = SAMPLE,
-                   policy: deletepolicy.Policy = True) -> Drift:
+                   policy: deletepolicy.Policy = True, excludes: bool = False) -> Drift:
     """Count the paths an itemized dry run says would change.
 
     Each line is MARKER, rsync's %i (``>f+++++++++``, ``*deleting``,
@@ -133,7 +137,7 @@ def parse_itemized(lines: Iterable[bytes], keep: int = SAMPLE,
     A ``*deleting`` item (only on the node) counts apart, as node_only,
     when the delete policy keeps such files.
     """
-    drift = Drift(kept_by=_kept_by(policy))
+    drift = Drift(kept_by=_kept_by(policy), dir_times_allowed=excludes)
     for line in lines:
         if not line.startswith(MARKER):
             continue
@@ -145,9 +149,11 @@ def parse_itemized(lines: Iterable[bytes], keep: int = SAMPLE,
             if len(drift.node_only_sample) < keep:
                 drift.node_only_sample.append(("*deleting", unescape(name)))
             continue
-        drift.count += 1
         if item.startswith(b".d") and item[2:].strip(b". ") == b"t":
             drift.dir_times += 1
+            if excludes:
+                continue
+        drift.count += 1
         if len(drift.sample) < keep:
             drift.sample.append((item.decode("ascii", "replace").rstrip(), unescape(name)))
     return drift
@@ -209,14 +215,24 @@ def report_line(result: Result) -> str:
     if result.drift is None:
         return f"{dest}: error: {printable(result.error)}"
     drift = result.drift
+    allowed = _node_only(drift) + _dir_times_allowed(drift)
     if not drift.count:
-        return f"{dest}: identical{_node_only(drift)}"
+        return f"{dest}: identical{allowed}"
     examples = ", ".join(f"{item} {shown(name)}" for item, name in drift.sample)
     more = ", ..." if drift.count > len(drift.sample) else ""
-    times = f"; {drift.dir_times} only in directory mtime" if drift.dir_times else ""
+    times = (f"; {drift.dir_times} only in directory mtime"
+             if drift.dir_times and not drift.dir_times_allowed else "")
     verb = "differs" if drift.count == 1 else "differ"
     return (f"{dest}: {plural(drift.count, 'path')} {verb}{times} (e.g. "
-            f"{examples}{more}){_node_only(drift)}")
+            f"{examples}{more}){allowed}")
+
+
+def _dir_times_allowed(drift: Drift) -> str:
+    if not (drift.dir_times and drift.dir_times_allowed):
+        return ""
+    mtimes = "directory mtime differs" if drift.dir_times == 1 else "directory mtimes differ"
+    return (f"; {drift.dir_times} {mtimes}, allowed: changes of excluded entries (the next "
+            "full sync sets them)")
 
 
 def _node_only(drift: Drift) -> str:
@@ -337,7 +353,8 @@ def verify(config: Config, checksum: bool = False) -> list[Result]:
                 err.close()
                 raise
             children.append(_Child(dest, proc, out, err))
-        return [_result(child, config.delete) for child in children]
+        excluded = bool(config.excludes.patterns)
+        return [_result(child, config.delete, excluded) for child in children]
     except StopDuringStartup:
         for child in children:
             if child.proc.poll() is None:
@@ -350,7 +367,7 @@ def verify(config: Config, checksum: bool = False) -> list[Result]:
             child.err.close()
 
 
-def _result(child: _Child, policy: deletepolicy.Policy = True) -> Result:
+def _result(child: _Child, policy: deletepolicy.Policy = True, excludes: bool = False) -> Result:
     code = child.proc.wait()
     if code not in (0, VANISHED):
         child.err.seek(0)
@@ -359,4 +376,4 @@ def _result(child: _Child, policy: deletepolicy.Policy = True) -> Result:
         return Result(child.dest, error=f"rsync {describe(code)}{detail}",
                       reason=f"rsync {describe(code)}")
     child.out.seek(0)
-    return Result(child.dest, parse_itemized(child.out, policy=policy))
+    return Result(child.dest, parse_itemized(child.out, policy=policy, excludes=excludes))
