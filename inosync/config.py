@@ -345,7 +345,7 @@ def _check_together(config: Config, where: Callable[[str], str]) -> None:
                           "(inosync passes the deleting options the policy allows)")
     if not os.path.lexists(config.wpath):
         raise NotYet(f"{where('wpath')}: wpath {config.wpath} does not exist (not mounted "
-                     "yet?)")
+                     "yet, or a typo?); exit 75: a later start may find it")
     if not os.path.isdir(config.wpath):
         raise ConfigError(f"{where('wpath')}: wpath {config.wpath} is not a directory")
     problem = trust_problem(config) or layout_problem(config, config.wpath)
@@ -413,7 +413,8 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
     if not config.allow_empty_wpath and not paths.has_content(wpath, config.excludes):
         return "wpath", (f"wpath {wpath} is empty (or holds only lost+found or excluded "
                          "entries); syncing it would delete everything on the nodes (unmounted "
-                         "disk?). Set allow_empty_wpath = True if intended")
+                         "disk, or excludes that hide everything?). Set allow_empty_wpath = True "
+                         "if intended; exit 75: a later start may find it")
     system = paths.system_inside(wpath)
     if system and not config.allow_system_wpath:
         return "wpath", (f"wpath {wpath} holds the system directory {system}, which changes "

@@ -206,7 +206,8 @@ def test_installed_package_runs_with_debians_python_modules(installed: set[str])
     check = run(["inosync", "-c", EXAMPLE, "--check"])
     if not os.path.lexists("/var/www"):
         assert (check.returncode, check.stdout, check.stderr) == (
-            75, "", f"inosync: {EXAMPLE}:5: wpath /var/www does not exist (not mounted yet?)\n")
+            75, "", f"inosync: {EXAMPLE}:5: wpath /var/www does not exist (not mounted yet, "
+            "or a typo?); exit 75: a later start may find it\n")
     else:  # a web server's machine: the example is still no configuration error
         assert check.returncode in (0, 75) and "Traceback" not in check.stderr, check.stderr
 
