@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Callable
 
 from . import keptstore, paths, replay
-from .config import Config
+from .config import Config, about, oneoff_state_dir
 from .keptstore import KeptError, KeptFile
 from .mounts import read_mounts
 from .rsync import Kind, full_argv, node_kind, ssh_host, ssh_parts
@@ -41,7 +41,7 @@ def preflight(config: Config) -> str | None:
     for startup_check in STARTUP_CHECKS:
         problem = startup_check(config)
         if problem:
-            return f"{config.path}: {problem}"
+            return about(config, problem)
     return None
 
 
@@ -120,8 +120,9 @@ def _state_dir(config: Config) -> str | None:
     if not os.path.isdir(here) or not os.access(here, os.W_OK | os.X_OK):
         why = "is not a directory" if not os.path.isdir(here) else \
             f"is not writable by uid {os.getuid()}"
-        return (f"state_dir {config.state_dir} cannot be made or written ({here} {why}); "
-                "set state_dir to a directory of root's, e.g. /var/lib/inosync")
+        advice = ("set state_dir to a directory of root's, e.g. /var/lib/inosync" if config.path
+                  else "give --state-dir a directory of yours that only you may change")
+        return f"state_dir {config.state_dir} cannot be made or written ({here} {why}); {advice}"
     return None
 
 
@@ -160,7 +161,8 @@ TEMPORARY: set[Callable[[Config], str | None]] = {_wpath_disk_mounted}
 
 def summary(config: Config) -> list[str]:
     """The lines ``inosync --check`` prints: what would be synced where, and how."""
-    lines = [f"config: {config.path}", f"wpath: {config.wpath}"]
+    source = config.path or "none (one-off mode: wpath and rnodes from the command line)"
+    lines = [f"config: {source}", f"wpath: {config.wpath}"]
     if config.configured_wpath and config.configured_wpath != config.wpath:
         lines[-1] += f" (set as {config.configured_wpath})"
     lines.append(f"nodes: {len(config.rnodes)}")
@@ -186,13 +188,21 @@ def summary(config: Config) -> list[str]:
                      "command sets none)")
     # The first full sync deletes whatever a node holds that wpath lacks: say how
     # to see that before it runs, and what makes a first ssh run fail.
-    lines.append(f"before the first start: inosync -c {config.path} --verify lists what the "
-                 "first full sync would change on each node (*deleting: what it would delete)")
+    lines.append(f"before the first start: {verify_command(config)} lists what the first "
+                 "full sync would change on each node (*deleting: what it would delete)")
     ssh_hosts = [ssh_host(n) for n in config.rnodes if node_kind(n) is Kind.SSH]
     if ssh_hosts:
         lines.append(f"ssh nodes: accept each host key first (ssh {ssh_hosts[0]} true, as the "
                      "daemon's user): with BatchMode=yes an unknown key fails every run")
     return lines
+
+
+def verify_command(config: Config) -> str:
+    """The --verify of this config: of its file, or in one-off mode of its arguments."""
+    if config.path:
+        return f"inosync -c {config.path} --verify"
+    state = ["--state-dir", config.state_dir] if config.state_dir != oneoff_state_dir() else []
+    return shlex.join(["inosync", "--verify", *state, config.configured_wpath, *config.rnodes])
 
 
 def _node_line(node: str) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from .batch import plural
-from .config import Config
+from .config import Config, about
 from .escape import printable
 from .rsync import child_environment, describe, find_option, full_argv
 from .signals import StopDuringStartup
@@ -62,7 +62,7 @@ def problem(config: Config) -> str | None:
     for name, (letter, why) in _UNTRUSTED.items():
         found = find_option(config.rsync_args, name, letter)
         if found:
-            return f"{config.path}: rsync_args holds {found!r}, which {why}; remove it"
+            return about(config, f"rsync_args holds {found!r}, which {why}; remove it")
     return None
 
 
