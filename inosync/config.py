@@ -150,7 +150,8 @@ def from_args(src: str, dests: Sequence[str], state_dir: str | None = None,
     every refusal of a file applies. Relative paths start at base_dir (the
     current directory when None), as in a file."""
     base_dir = base_dir or os.getcwd()
-    ns = {"wpath": src, "rnodes": list(dests), "state_dir": state_dir or oneoff_state_dir()}
+    state = oneoff_state_dir() if state_dir is None else state_dir  # "" is refused, not the default
+    ns = {"wpath": src, "rnodes": list(dests), "state_dir": state}
     return _build("", ns, _Arguments(src, tuple(dests), state_dir), base_dir)
 
 

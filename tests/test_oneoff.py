@@ -219,6 +219,12 @@ def test_an_empty_src_is_refused(tmp_path):
     assert message == "SRC '': wpath must be a non-empty string, got ''"
 
 
+def test_an_empty_state_dir_is_refused_not_taken_for_the_default(tmp_path, wdir):
+    with pytest.raises(ConfigError) as info:
+        from_args(str(wdir), [str(tmp_path / "n1")], state_dir="")
+    assert str(info.value) == "--state-dir '': state_dir must be a non-empty string, got ''"
+
+
 # ---- the command line refuses what does not go together, in one line, exit 2
 
 
