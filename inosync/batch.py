@@ -35,9 +35,13 @@ class PathSet:
     until a run gets through. Renames are only a shortcut, and only valid as
     an unbroken chain from what the node last had: once a set is told the
     chain broke (``drop_moves``), it takes no more of them until taken.
+
+    ``start`` marks the whole-tree sync of a start or reload, the one that
+    deletes under ``delete = 'startup'`` (deletepolicy.py): kept through
+    merges and failed runs until a run of it gets through.
     """
 
-    __slots__ = ("paths", "full", "limit", "moves", "moves_dropped", "checksum")
+    __slots__ = ("paths", "full", "limit", "moves", "moves_dropped", "checksum", "start")
 
     def __init__(self, limit: int = 100_000) -> None:
         self.paths: set[str] = set()
@@ -46,6 +50,7 @@ class PathSet:
         self.moves: list[Move] = []
         self.moves_dropped = False
         self.checksum = False
+        self.start = False
 
     def __bool__(self) -> bool:
         return self.full or bool(self.paths)
@@ -67,12 +72,18 @@ class PathSet:
         self.full = True
         self.paths = set()
 
+    def set_start(self) -> None:
+        """The whole-tree sync of a start or a reload."""
+        self.set_full()
+        self.start = True
+
     def update(self, other: PathSet) -> None:
         """Add other, which is newer: its renames happened after ours."""
         self.add_moves(other.moves)
         if other.moves_dropped:
             self.drop_moves()
         self.checksum |= other.checksum
+        self.start |= other.start
         if other.full:
             self.set_full()
         elif not self.full:
@@ -106,8 +117,9 @@ class PathSet:
         taken = PathSet(self.limit)
         taken.paths, taken.full, taken.moves = self.paths, self.full, self.moves
         taken.moves_dropped, taken.checksum = self.moves_dropped, self.checksum
+        taken.start = self.start
         self.paths, self.full, self.moves = set(), False, []
-        self.moves_dropped = self.checksum = False
+        self.moves_dropped = self.checksum = self.start = False
         return taken
 
     def describe(self) -> str:
@@ -160,8 +172,13 @@ def sendable(path: str, parent_is_dir: Callable[[str], bool]) -> str:
     return path
 
 
-def files_list(paths: Iterable[str], root: str, excludes: Excludes | None = None) -> list[str]:
-    """The collapsed list of paths to send for a batch of changes under root."""
+def files_list(paths: Iterable[str], root: str, excludes: Excludes | None = None,
+               keep_gone: bool = False) -> list[str]:
+    """The collapsed list of paths to send for a batch of changes under root.
+
+    keep_gone (runs without --delete): a path that is gone is listed even
+    below a listed directory, so that --delete-missing-args deletes it.
+    """
     cache: dict[str, bool] = {}
 
     def parent_is_dir(rel: str) -> bool:
@@ -169,11 +186,24 @@ def files_list(paths: Iterable[str], root: str, excludes: Excludes | None = None
             cache[rel] = is_real_dir(os.path.join(root, rel))
         return cache[rel]
 
+    paths = set(paths)
     listed = collapse(paths)
     sent = [sendable(p, parent_is_dir) for p in listed]
     if excludes:
         sent = [p if not _excluded_now(p, root, excludes) else _parent(p) for p in sent]
-    return listed if sent == listed else collapse(sent)
+    result = listed if sent == listed else collapse(sent)
+    if not keep_gone:
+        return result
+    gone = _gone_below(paths.difference(result), root, parent_is_dir)
+    return sorted({*result, *gone}) if gone else result
+
+
+def _gone_below(paths: Iterable[str], root: str, parent_is_dir: Callable[[str], bool]
+                ) -> list[str]:
+    """The paths that are gone while every directory above them is still a real
+    directory (rsync can list them; a path below a gone one goes with it)."""
+    return [p for p in paths if p != ROOT and not os.path.lexists(os.path.join(root, p))
+            and sendable(p, parent_is_dir) == p]
 
 
 def _excluded_now(path: str, root: str, excludes: Excludes) -> bool:
@@ -247,6 +277,7 @@ def plan_run(full: bool, listed: list[str], full_above: int) -> RunPlan:
     """
     if full or len(listed) > full_above:
         return RunPlan(full=True)
-    top = top_level(listed)
-    return RunPlan(False, encode_list(["."] + listed if top else listed), tuple(top),
+    top = [p for p in top_level(listed) if p != "."]  # "." listed: the whole tree, sent
+    named = [p for p in listed if p != "."]
+    return RunPlan(False, encode_list(["."] + named if top else listed), tuple(top),
                    plural(len(listed), "path"))

@@ -327,10 +327,12 @@ def verify(config: Config, checksum: bool, nagios: bool = False) -> int:
     stdout; exit 0 identical, 1 differs, 2 error, or with --nagios 0 OK,
     2 CRITICAL, 3 UNKNOWN."""
     from . import verify as verification
-    from .check import preflight
 
     error = nagios_unknown if nagios else lambda message: fail(message, EXIT_USAGE)
-    problem = preflight(config) or verification.problem(config)
+    started = start_problem(config)
+    if started and not nagios:
+        return fail(*started)  # 75 for a wpath not mounted yet, as a start says
+    problem = started[0] if started else verification.problem(config)
     if problem:
         return error(problem)
     try:

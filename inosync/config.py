@@ -23,11 +23,13 @@ import stat
 import tempfile
 import traceback
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
+from types import MappingProxyType
 from typing import Any
 
-from . import mounts, paths, rsync, unverified
+from . import deletepolicy, mounts, paths, rsync, unverified
 from .excludes import Excludes, ExcludeSyntaxError, read_exclude_file
 from .rsync import Options as RsyncOptions  # "rsync" is also a setting of Config
 from .watch import EVENT_FLAGS
@@ -77,6 +79,32 @@ class NodeError(ValueError):
 
 
 @dataclass(frozen=True)
+class Arguments:
+    """One-off mode's command line (``inosync SRC DEST [DEST...]``), which an error
+    about a setting names as a file's error names the line: SRC, DEST 2 'web1:',
+    --state-dir."""
+
+    src: str
+    dests: tuple[str, ...]
+    state_dir: str | None = None  # None: not given, the default (oneoff_state_dir)
+
+    def where(self, setting: str) -> str:
+        """The argument that gave the setting; "one-off mode" for one left at its
+        default (the message names the setting)."""
+        if setting == "wpath":
+            return f"SRC {self.src!r}"
+        if setting == "rnodes":
+            return "DEST"
+        if setting == "state_dir" and self.state_dir is not None:
+            return f"--state-dir {self.state_dir!r}"
+        return "one-off mode"
+
+    def dest(self, index: int) -> str:
+        """One DEST, counted from 1 as a reader counts them."""
+        return f"DEST {index + 1} {self.dests[index]!r}"
+
+
+@dataclass(frozen=True)
 class Config:
     path: str  # absolute; "" in one-off mode (no file: nothing to reload)
     wpath: str  # the real directory: absolute, symlinks resolved
@@ -106,11 +134,24 @@ class Config:
     allow_empty_wpath: bool = False
     allow_system_wpath: bool = False
     replay_moves: bool = True
+    delete: deletepolicy.Policy = True  # when runs delete on the nodes (deletepolicy.py)
     ssh_control: bool = True
     excludes: Excludes = field(default_factory=lambda: Excludes(()), compare=False)
+    # Where each setting was given, what every error about a setting names: the
+    # line where the file sets it, or in one-off mode (no file) the argument.
+    setting_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    arguments: Arguments | None = field(default=None, compare=False, repr=False)
 
-    def rsync_options(self) -> RsyncOptions:
+    def where(self, setting: str) -> str:
+        """Where the setting was given, for an error about it: "FILE:LINE" of the
+        file, or the argument in one-off mode (see locate)."""
+        return locate(self.path, self.setting_lines, self.arguments, setting)
+
+    def rsync_options(self, phase: deletepolicy.Phase = deletepolicy.Phase.START
+                      ) -> RsyncOptions:
+        """The options of a run of this phase (what it may delete: see deletepolicy)."""
         return RsyncOptions(
+            deletes=deletepolicy.deletes(self.delete, phase),
             rsync=self.rsync,
             excludes=self.excludes.patterns,
             bwlimit=self.rspeed,
@@ -124,7 +165,8 @@ class Config:
 # Settings the file may set besides the checked ones: rpath is the original's
 # helper for building rnodes; rexcludes_from is folded into excludes.
 KNOWN = {f for f in Config.__dataclass_fields__
-         if f not in ("path", "excludes", "configured_wpath", "base_dir")}
+         if f not in ("path", "excludes", "configured_wpath", "base_dir", "setting_lines",
+                      "arguments")}
 KNOWN |= {"rpath", "rexcludes_from"}
 
 
@@ -140,7 +182,7 @@ def load(path: str, base_dir: str | None = None) -> Config:
     source = _read(path)
     lines = _assignment_lines(path, source)
     namespace = _execute(path, source)
-    return _build(path, namespace, _File(path, lines), base_dir)
+    return _build(path, namespace, lines, base_dir)
 
 
 def from_args(src: str, dests: Sequence[str], state_dir: str | None = None,
@@ -152,7 +194,7 @@ def from_args(src: str, dests: Sequence[str], state_dir: str | None = None,
     base_dir = base_dir or os.getcwd()
     state = oneoff_state_dir() if state_dir is None else state_dir  # "" is refused, not the default
     ns = {"wpath": src, "rnodes": list(dests), "state_dir": state}
-    return _build("", ns, _Arguments(src, tuple(dests), state_dir), base_dir)
+    return _build("", ns, {}, base_dir, Arguments(src, tuple(dests), state_dir))
 
 
 ONEOFF_STATE_DIR = ".inosync-state"  # in the home of a user other than root
@@ -171,12 +213,6 @@ def oneoff_state_dir() -> str:
     except KeyError:
         return default  # refused at start, with the advice to give --state-dir
     return os.path.join(home, ONEOFF_STATE_DIR) if home.startswith("/") else default
-
-
-def about(config: Config, message: str) -> str:
-    """A message about the whole configuration: after the file's name, or alone
-    in one-off mode, which has no file."""
-    return f"{config.path}: {message}" if config.path else message
 
 
 def _read(path: str) -> str:
@@ -203,6 +239,17 @@ def check_owner(path: str, st: os.stat_result) -> None:
         raise ConfigError(f"{path}: writable by group or others (mode "
                           f"{stat.S_IMODE(st.st_mode):04o}); anyone who can edit it runs "
                           f"code as this daemon; fix with: chmod go-w {path}")
+
+
+def locate(path: str, lines: Mapping[str, int], arguments: Arguments | None,
+           setting: str) -> str:
+    """Where the setting was given, what every error about a setting starts with:
+    "FILE:LINE" where the file sets it, just "FILE" for one left at its default
+    (its message names it); in one-off mode the argument (Arguments.where)."""
+    if arguments is not None:
+        return arguments.where(setting)
+    line = lines.get(setting)
+    return path if line is None else f"{path}:{line}"
 
 
 def _assignment_lines(path: str, source: str) -> dict[str, int]:
@@ -251,83 +298,23 @@ def _execute(path: str, source: str) -> dict[str, Any]:
     return namespace
 
 
-class _File:
-    """Who to blame in a message about a configuration file: the line of the setting."""
-
-    def __init__(self, path: str, lines: dict[str, int]) -> None:
-        self.path, self.lines = path, lines
-
-    def where(self, name: str) -> str:
-        return f"{self.path}:{self.lines.get(name, '?')}"
-
-    def bad_value(self, name: str, error: ValueError) -> str:
-        return f"{self.where(name)}: {name} {error}"
-
-    def bad_layout(self, config: Config, setting: str, why: str) -> str:
-        return f"{self.where(setting)}: {why}"
-
-
-class _Arguments:
-    """Who to blame in one-off mode: the argument (SRC, DEST 2 'web1:', --state-dir)."""
-
-    lines: dict[str, int] = {}
-
-    def __init__(self, src: str, dests: tuple[str, ...], state_dir: str | None) -> None:
-        self.src, self.dests, self.state_dir = src, dests, state_dir
-
-    def where(self, name: str) -> str:
-        if name == "wpath":
-            return f"SRC {self.src!r}"
-        if name == "rnodes":
-            return "DEST"
-        if name == "state_dir" and self.state_dir is not None:
-            return f"--state-dir {self.state_dir!r}"
-        return "one-off mode"  # a default: the message names the setting
-
-    def dest(self, index: int) -> str:
-        return f"DEST {index + 1} {self.dests[index]!r}"
-
-    def bad_value(self, name: str, error: ValueError) -> str:
-        if isinstance(error, NodeError):
-            return f"{self.dest(error.index)}: {error.why}"
-        return f"{self.where(name)}: {name} {error}"
-
-    def bad_layout(self, config: Config, setting: str, why: str) -> str:
-        where = self.where(setting)
-        if setting in ("rnodes", "state_dir"):
-            # The DEST that alone gives the same refusal (a node inside wpath, or
-            # holding state_dir); none for two DESTs that overlap each other.
-            where = next((self.dest(i) for i, node in enumerate(config.rnodes)
-                          if layout_problem(replace(config, rnodes=(node,)), config.wpath)
-                          == (setting, why)), where)
-        opt_in = next((name for name in ("allow_empty_wpath", "allow_system_wpath")
-                       if f"set {name}" in why.lower()), None)
-        if opt_in:  # advice to set what this mode cannot: say where it goes
-            why += (f"; one-off mode has no settings: put wpath, rnodes and {opt_in} in a "
-                    "configuration file (-c FILE)")
-        return f"{where}: {why}"
-
-
-def _build(path: str, ns: dict[str, Any], origin: _File | _Arguments, base_dir: str) -> Config:
-    where = origin.where
-    _check_unknown(ns, origin.lines, where)
-    values: dict[str, Any] = {"path": path, "base_dir": base_dir}
+def _build(path: str, ns: dict[str, Any], lines: dict[str, int], base_dir: str,
+           arguments: Arguments | None = None) -> Config:
+    where = partial(locate, path, lines, arguments)  # what Config.where will say
+    _check_unknown(ns, lines, where)
+    values: dict[str, Any] = {"path": path, "base_dir": base_dir,
+                              "setting_lines": MappingProxyType(dict(lines)),
+                              "arguments": arguments}
     for name, check in {**_path_checks(base_dir), **_CHECKS}.items():
         if name in ns:
             try:
                 values[name] = check(ns[name])
             except ValueError as e:
-                raise ConfigError(origin.bad_value(name, e)) from None
+                raise ConfigError(_bad_value(where, arguments, name, e)) from None
     for required in ("wpath", "rnodes"):
         if required not in values:
             raise ConfigError(f"{path}: {required} is not set; {_HELP[required]}")
-    patterns = list(values.get("rexcludes", ()))
-    if "rexcludes_from" in ns:
-        patterns += _exclude_file(ns["rexcludes_from"], where("rexcludes_from"), path)
-    try:
-        values["excludes"] = Excludes(patterns)
-    except ExcludeSyntaxError as e:
-        raise ConfigError(f"{where('rexcludes')}: rexcludes: {e}") from None
+    values["excludes"] = _excludes(values.get("rexcludes", ()), ns, where, path)
     if "wpath" in values:
         values["configured_wpath"] = values["wpath"]
         resolved = paths.resolve(values["wpath"])
@@ -335,8 +322,17 @@ def _build(path: str, ns: dict[str, Any], origin: _File | _Arguments, base_dir: 
             raise ConfigError(f"{where('wpath')}: wpath {values['wpath']}: {resolved.problem}")
         values["wpath"] = resolved.path
     config = Config(**values)
-    _check_together(config, origin)
+    _check_together(config)
     return config
+
+
+def _bad_value(where: Callable[[str], str], arguments: Arguments | None, name: str,
+               error: ValueError) -> str:
+    """The error of a value no checker takes; on the command line a bad node names
+    its DEST ("DEST 2 'web1:': why"), as a file names its line."""
+    if arguments is not None and isinstance(error, NodeError):
+        return f"{arguments.dest(error.index)}: {error.why}"
+    return f"{where(name)}: {name} {error}"
 
 
 def _check_unknown(ns: dict[str, Any], lines: dict[str, int], where: Callable[[str], str]) -> None:
@@ -361,11 +357,28 @@ def _check_unknown(ns: dict[str, Any], lines: dict[str, int], where: Callable[[s
                           "Configuration reference (a helper variable must start with _)")
 
 
+def _excludes(rexcludes: tuple[str, ...], ns: dict[str, Any], where: Callable[[str], str],
+              config_path: str) -> Excludes:
+    """rexcludes, then the patterns of rexcludes_from; a bad one blames its setting."""
+    try:
+        Excludes(rexcludes)
+    except ExcludeSyntaxError as e:
+        raise ConfigError(f"{where('rexcludes')}: rexcludes: {e}") from None
+    if "rexcludes_from" not in ns:
+        return Excludes(rexcludes)
+    name, patterns = _exclude_file(ns["rexcludes_from"], where("rexcludes_from"), config_path)
+    try:
+        return Excludes([*rexcludes, *patterns])
+    except ExcludeSyntaxError as e:
+        raise ConfigError(f"{where('rexcludes_from')}: rexcludes_from {name}: {e}") from None
+
+
 def _is_code(value: Any) -> bool:
     return inspect.ismodule(value) or inspect.isclass(value) or inspect.isroutine(value)
 
 
-def _exclude_file(value: Any, where: str, config_path: str) -> list[str]:
+def _exclude_file(value: Any, where: str, config_path: str) -> tuple[str, list[str]]:
+    """The file's name, made absolute, and its patterns."""
     if not isinstance(value, str) or not value or "\0" in value:
         raise ConfigError(f"{where}: rexcludes_from must be a file name (a string "
                           f"without NUL), got {value!r}")
@@ -374,17 +387,23 @@ def _exclude_file(value: Any, where: str, config_path: str) -> list[str]:
     if why:
         raise ConfigError(f"{where}: rexcludes_from {name}: {why}")
     try:
-        return read_exclude_file(paths.real(name))
+        return name, read_exclude_file(paths.real(name))
     except OSError as e:
         raise ConfigError(f"{where}: rexcludes_from: cannot read {name}: {e.strerror}") from None
 
 
-def _check_together(config: Config, origin: _File | _Arguments) -> None:
-    where = origin.where
+def _check_together(config: Config) -> None:
+    where = config.where
     if config.retry_min > config.retry_max:
-        name = "retry_max" if where("retry_min").endswith(":?") else "retry_min"
+        name = "retry_min" if "retry_min" in config.setting_lines else "retry_max"
         raise ConfigError(f"{where(name)}: retry_min ({config.retry_min}) must not exceed "
                           f"retry_max ({config.retry_max})")
+    deleting = deletepolicy.refused_args(config.delete,
+                                         [name for _, name, _ in rsync.options(config.rsync_args)])
+    if deleting:
+        raise ConfigError(f"{where('rsync_args')}: rsync_args has {deleting}, which deletes "
+                          f"on the nodes against {deletepolicy.shown(config.delete)}; remove it "
+                          "(inosync passes the deleting options the policy allows)")
     if not os.path.lexists(config.wpath):
         raise NotYet(f"{where('wpath')}: wpath {config.wpath} does not exist (not mounted "
                      "yet?)")
@@ -396,12 +415,33 @@ def _check_together(config: Config, origin: _File | _Arguments) -> None:
         empty = not config.allow_empty_wpath and not paths.has_content(config.wpath,
                                                                        config.excludes)
         raise (NotYet if setting == "wpath" and empty else ConfigError)(
-            origin.bad_layout(config, setting, why))
+            _layout_message(config, setting, why))
     popt = popt_rsync_line()
-    if popt:
-        raise ConfigError(about(config, f"{popt}: this line gives rsync options that "
-                                "inosync never sees (and so cannot check); remove it, and "
-                                "put options in rsync_args"))
+    if popt:  # no setting's fault: the file is named (one-off mode has none)
+        raise ConfigError(f"{config.path or 'one-off mode'}: {popt}: this line gives rsync "
+                          "options that inosync never sees (and so cannot check); remove "
+                          "it, and put options in rsync_args")
+
+
+def _layout_message(config: Config, setting: str, why: str) -> str:
+    """The error of a layout_problem: at config.where(setting). On the command line,
+    the DEST that alone gives the same refusal (a node inside wpath, or holding
+    state_dir; none for two DESTs that overlap each other), and where the opt-in
+    setting the advice names has to go."""
+    where = config.where(setting)
+    arguments = config.arguments
+    if arguments is None:
+        return f"{where}: {why}"
+    if setting in ("rnodes", "state_dir"):
+        where = next((arguments.dest(i) for i, node in enumerate(config.rnodes)
+                      if layout_problem(replace(config, rnodes=(node,)), config.wpath)
+                      == (setting, why)), where)
+    opt_in = next((name for name in ("allow_empty_wpath", "allow_system_wpath")
+                   if f"set {name}" in why.lower()), None)
+    if opt_in:
+        why += (f"; one-off mode has no settings: put wpath, rnodes and {opt_in} in a "
+                "configuration file (-c FILE)")
+    return f"{where}: {why}"
 
 
 POPT_FILES = ("/etc/popt",)
@@ -550,27 +590,41 @@ def _number(value: Any, minimum: float, maximum: float, integer: bool = False) -
     return value
 
 
-def _seconds(minimum: float, maximum: float = DAY) -> Callable[[Any], float]:
-    return lambda v: float(_number(v, minimum, maximum))
+@dataclass(frozen=True)
+class Number:
+    """The checker of a numeric setting. A callable with its bounds in the open,
+    so that the man page's table of settings is made from them
+    (doc/man_settings.py), never copied by hand."""
 
+    minimum: float
+    maximum: float
+    integer: bool = False  # an int (a count); else int or float, kept as float
+    never: bool = False  # 0 also accepted, meaning never (an interval)
 
-def _interval(minimum: float, maximum: float) -> Callable[[Any], float]:
-    """Seconds between periodic jobs, or 0 for never."""
-
-    def check(value: Any) -> float:
-        if value == 0 and not isinstance(value, bool):
+    def __call__(self, value: Any) -> Any:
+        if self.never and value == 0 and not isinstance(value, bool):
             return 0.0
         try:
-            return float(_number(value, minimum, maximum))
+            number = _number(value, self.minimum, self.maximum, self.integer)
         except ValueError:
-            raise ValueError(f"must be 0 (never) or from {minimum:.0f} to {maximum:.0f} "
-                             f"seconds, got {value!r}") from None
+            if not self.never:
+                raise
+            raise ValueError(f"must be 0 (never) or from {self.minimum:.0f} to "
+                             f"{self.maximum:.0f} seconds, got {value!r}") from None
+        return int(number) if self.integer else float(number)
 
-    return check
+
+def _seconds(minimum: float, maximum: float = DAY) -> Number:
+    return Number(minimum, maximum)
 
 
-def _count(minimum: int, maximum: int) -> Callable[[Any], int]:
-    return lambda v: int(_number(v, minimum, maximum, integer=True))
+def _interval(minimum: float, maximum: float) -> Number:
+    """Seconds between periodic jobs, or 0 for never."""
+    return Number(minimum, maximum, never=True)
+
+
+def _count(minimum: int, maximum: int) -> Number:
+    return Number(minimum, maximum, integer=True)
 
 
 # rsync (3.2.4+) escapes every other shell character of a remote path, and leaves
@@ -746,6 +800,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "allow_empty_wpath": _bool,
     "allow_system_wpath": _bool,
     "replay_moves": _bool,
+    "delete": deletepolicy.check,
     "ssh_control": _bool,
 }
 

@@ -23,16 +23,18 @@ import os
 import select
 import shutil
 import stat
+import sys
 import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from . import __version__, keptstore, paths
+from . import __version__, deletepolicy, keptstore, paths
 from . import config as configmod
 from . import replay as replaymod
 from .batch import RunPlan, files_list, full_sync_above, plan_run, plural
 from .check import preflight
+from .confdiff import changes
 from .config import Config, ConfigError
 from .kept import before_renames
 from .keptstore import KeptError, KeptFile
@@ -116,8 +118,9 @@ def write_statusfile(config: Config, state: str, nodes: list[dict[str, object]],
     "stopped" with the exit status once stopped, extra fields, and the nodes."""
     if not config.statusfile:
         return
-    fields = {"state": state} if stopped is None else {"state": "stopped",
-                                                      "exit_status": stopped}
+    # Typed: mypy 1.19 takes the type of the first branch alone and refuses the int.
+    fields: dict[str, object] = ({"state": state} if stopped is None else
+                                 {"state": "stopped", "exit_status": stopped})
     data = {"pid": os.getpid(), "wpath": config.wpath, "time": time.time(), **fields, **extra,
             "nodes": nodes}
     try:
@@ -142,10 +145,10 @@ class Daemon:
         self.watcher = watcher
         self.signals = signals
         self.runner = Runner(pretend)
-        self.masters = ControlMasters(config.ssh_control and not pretend)
+        self.masters = ControlMasters(config.ssh_control and not pretend, tidy=not pretend)
         self.on_reload = on_reload
         self.poller = select.poll()
-        self._list_cache: tuple[set[str], list[str]] | None = None
+        self._list_cache: tuple[tuple[set[str], bool], list[str]] | None = None
         # The move replay: off for every node when an rsync option would fight
         # it; per node once it cannot run there; locally without perl.
         self.no_replay: dict[str, str] = {}
@@ -171,7 +174,8 @@ class Daemon:
         self.poller.register(self.signals.wake_r, select.POLLIN)
         self.poller.register(self.watcher.fileno(), select.POLLIN)
         dirs = len(self.watcher)
-        off = replaymod.off_because(self.config.replay_moves, self.config.rsync_args)
+        off = replaymod.off_because(self.config.replay_moves, self.config.rsync_args,
+                                    self.config.delete)
         log.info("inosync %s, config %s: watching %s (%s); initial sync to %s%s",
                  __version__, self.config.path or "none (one-off mode)", self.config.wpath,
                  "1 directory" if dirs == 1 else f"{dirs:,} directories",
@@ -325,8 +329,12 @@ class Daemon:
             return self.scheduler.root_not_same(action.dest, now)  # never sync another tree
         batch = action.batch
         listed = [] if batch.full else self._files_list(batch.paths)
-        plan = plan_run(batch.full, listed, full_sync_above(c.full_threshold,
-                                                            self.watcher.entries))
+        # Under delete = 'running' a whole-tree run deletes nothing: a long list
+        # stays a list, or the deletions in it would be lost.
+        above = sys.maxsize if c.delete == "running" else \
+            full_sync_above(c.full_threshold, self.watcher.entries)
+        plan = plan_run(batch.full, listed, above)
+        phase = deletepolicy.phase_of(plan.full, batch.start)
         kept = self._kept_for(batch.moves)
         replay = None if plan.full else self._replay_for(action.dest, batch.moves, kept)
         progress = batch.full and c.progress_interval > 0  # the long runs it reports on
@@ -338,7 +346,7 @@ class Daemon:
         failed = self.runner.start(
             action.dest, plan,
             self._argv_for(action.dest, f"/proc/self/fd/{source}", progress, checksum,
-                           action.leave_out, kept),
+                           action.leave_out, kept, phase),
             replay, (source, c.wpath), progress)
         if failed is None:
             return []
@@ -378,11 +386,12 @@ class Daemon:
         return fd
 
     def _argv_for(self, dest: str, source: str, progress: bool, checksum: bool = False,
-                  leave_out: tuple[str, ...] = (), kept: Iterable[str] = ()
+                  leave_out: tuple[str, ...] = (), kept: Iterable[str] = (),
+                  phase: deletepolicy.Phase = deletepolicy.Phase.START
                   ) -> Callable[[RunPlan, str | None, str | None], list[str]]:
         # Empty mount points keep their copy on the nodes: every run, whole
         # tree or list, leaves them alone (see kept.py).
-        opts = dataclasses.replace(self.config.rsync_options(), ssh=self._ssh_for(dest),
+        opts = dataclasses.replace(self.config.rsync_options(phase), ssh=self._ssh_for(dest),
                                    kept=tuple(sorted(kept)))
         # Never read, never deleted on the node: what rsync cannot read, and
         # pseudo filesystems (proc...) mounted inside wpath since the start.
@@ -443,7 +452,7 @@ class Daemon:
         """The renames to replay on dest before its run, if any can be."""
         c = self.config
         # From the settings in force: a reload may add --backup, say.
-        off = replaymod.off_because(c.replay_moves, c.rsync_args)
+        off = replaymod.off_because(c.replay_moves, c.rsync_args, c.delete)
         if not moves or not can_replay(dest) or off or dest in self.no_replay:
             return None
         if node_kind(dest) is Kind.LOCAL and not self._local_perl():
@@ -506,9 +515,12 @@ class Daemon:
         the next wake-up only, because the list depends on what exists now.
         """
         cached = self._list_cache
-        if cached is None or cached[0] != changed:
-            cached = self._list_cache = (
-                set(changed), files_list(changed, self.config.wpath, self.config.excludes))
+        # Under delete = 'running' a gone path below a listed directory is listed
+        # too: without --delete, that directory's run would not delete it.
+        gone = self.config.delete == "running"
+        if cached is None or cached[0] != (changed, gone):
+            cached = self._list_cache = ((set(changed), gone), files_list(
+                changed, self.config.wpath, self.config.excludes, keep_gone=gone))
         return cached[1]
 
     def check_root(self) -> RootVerdict:
@@ -560,8 +572,10 @@ class Daemon:
                 self.on_reload(old)
             where = f"{e.filename}: " if e.filename else ""
             return self.scheduler.reload_failed(f"{where}{e.strerror}", now)
-        off = replaymod.off_because(new.replay_moves, new.rsync_args)
-        if off != replaymod.off_because(old.replay_moves, old.rsync_args):
+        for line in changes(old, new):  # what the edit did, before what follows from it
+            log.info("reload: %s", line)
+        off = replaymod.off_because(new.replay_moves, new.rsync_args, new.delete)
+        if off != replaymod.off_because(old.replay_moves, old.rsync_args, old.delete):
             log.info("renames are %s", f"sent as data, not replayed: {off}" if off
                      else "replayed again")
         return self.scheduler.reloaded(new, now, self.marks.marked(new.rnodes))

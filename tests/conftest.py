@@ -5,6 +5,7 @@ they use are in helpers.py."""
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -106,9 +107,9 @@ def slow_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHost]:
 
 @pytest.fixture(scope="session", autouse=True)
 def replay_lock_files() -> Iterator[None]:
-    """The replay's lock directory (/run/inosync-replay), and the lock files that
+    """The replay's lock directory (/run/inosync.replay), and the lock files that
     tests left in it: a replay killed on purpose does not remove its own."""
-    locks = Path("/run/inosync-replay")
+    locks = Path("/run/inosync.replay")
     existed = locks.exists()
     before = set(locks.glob("*.lock"))
     yield
@@ -149,3 +150,17 @@ def unlink_unheld(lock: Path) -> None:
         pass  # held: its daemon is running
     finally:
         os.close(fd)
+
+
+@pytest.fixture(autouse=True)
+def inosync_logger_left_as_found() -> Iterator[None]:
+    """A test that sets up inosync's logging in this process (cli.Logs turns
+    propagation off and adds a handler) puts it back. Left changed, the records of
+    every later test stop reaching caplog under pytest 8 (pytest 9 also hooks
+    loggers that do not propagate), so those tests fail or pass by the order they
+    run in and by the pytest version."""
+    log = logging.getLogger("inosync")
+    before = (log.level, log.propagate, list(log.handlers))
+    yield
+    after = (log.level, log.propagate, list(log.handlers))
+    assert after == before, f"the test left the 'inosync' logger changed: {before} -> {after}"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import write_config
 
+from inosync import check, keptstore
 from inosync.cli import one_shot_conflict, oneoff_conflict, parse_args
 from inosync.config import Config, ConfigError, NotYet, from_args, load, oneoff_state_dir
 from inosync.scheduler import Scheduler
@@ -67,10 +68,16 @@ def test_a_dest_after_double_dash_may_start_with_dash_and_is_then_refused(wdir):
 # ---- the Config: the one a configuration file gives, field by field
 
 
+# Where the settings were given (the file and its lines, or the arguments), which
+# its errors name (Config.where); not settings, so they differ.
+GIVEN = ("path", "setting_lines", "arguments")
+
+
 def same_config(from_file: Config, oneoff: Config) -> None:
     assert oneoff.path == ""  # no file: nothing to reload, messages name no file
+    assert oneoff.setting_lines == {} and oneoff.arguments is not None
     for f in dataclasses.fields(Config):
-        if f.name not in ("path", "excludes"):
+        if f.name not in (*GIVEN, "excludes"):
             assert getattr(oneoff, f.name) == getattr(from_file, f.name), f.name
     assert oneoff.excludes.patterns == from_file.excludes.patterns
     assert dataclasses.replace(from_file, path="") == oneoff
@@ -223,6 +230,72 @@ def test_an_empty_state_dir_is_refused_not_taken_for_the_default(tmp_path, wdir)
     with pytest.raises(ConfigError) as info:
         from_args(str(wdir), [str(tmp_path / "n1")], state_dir="")
     assert str(info.value) == "--state-dir '': state_dir must be a non-empty string, got ''"
+
+
+# ---- Config.where: the argument, as a file's error names the line
+
+
+def test_where_names_the_argument_that_gave_the_setting(tmp_path, wdir):
+    oneoff = from_args("www", ["n1"], base_dir=str(tmp_path))
+    assert (oneoff.where("wpath"), oneoff.where("rnodes")) == ("SRC 'www'", "DEST")
+    assert oneoff.where("state_dir") == oneoff.where("ssh") == "one-off mode"  # defaults
+    given = from_args("www", ["n1"], state_dir="s", base_dir=str(tmp_path))
+    assert given.where("state_dir") == "--state-dir 's'"
+
+
+def oneoff_startup_cases(tmp_path: Path, wdir: Path,
+                         monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple]:
+    """check name -> (DESTs, --state-dir, what to do after the build, the argument
+    blamed), for each start-up check an argument can make fail (one-off mode sets
+    no ssh, logfile, pidfile or statusfile)."""
+    state = str(tmp_path / "state")
+
+    def wpath_gone(c: Config) -> None:  # removed between the build and the start
+        Path(c.wpath).rename(tmp_path / "elsewhere")
+
+    def damaged_record(c: Config) -> None:
+        record = Path(keptstore.KeptFile(c.state_dir).path(c.wpath))
+        record.parent.mkdir(mode=0o700)
+        record.write_bytes(b"/somewhere/else\0data\0")
+
+    def fstab_not_mounted(c: Config) -> None:
+        fstab = tmp_path / "fstab"
+        fstab.write_text(f"/dev/sdz1 {c.wpath} ext4 defaults,nofail 0 2\n")
+        monkeypatch.setattr(keptstore, "FSTAB", str(fstab))
+
+    def nothing(_: Config) -> None:
+        pass
+
+    (tmp_path / "file").write_text("")
+    return {
+        "_wpath_readable": (["n1"], state, wpath_gone, "SRC 'www'"),
+        "_local_node_parents": (["n1", "no/such/n2"], state, nothing, "DEST"),
+        "_state_dir": (["n1"], "file/state", nothing, "--state-dir 'file/state'"),
+        "_kept_record": (["n1"], state, damaged_record, f"--state-dir {state!r}"),
+        "_wpath_disk_mounted": (["n1"], state, fstab_not_mounted, "SRC 'www'"),
+    }
+
+
+@pytest.mark.parametrize("name", ["_wpath_readable", "_local_node_parents", "_state_dir",
+                                  "_kept_record", "_wpath_disk_mounted"])
+def test_a_failing_startup_check_names_the_argument(tmp_path, wdir, monkeypatch, name):
+    """check.preflight prefixes Config.where(setting): in one-off mode the argument
+    (it said no more than the file's empty name)."""
+    dests, state, after_build, blamed = oneoff_startup_cases(tmp_path, wdir, monkeypatch)[name]
+    config = from_args("www", dests, state_dir=state, base_dir=str(tmp_path))
+    after_build(config)
+    assert [f.__name__ for f in check.STARTUP_CHECKS if f(config)][:1] == [name]
+    problem = check.preflight(config) or ""
+    assert problem.startswith(f"{blamed}: "), problem
+    assert "\n" not in problem and ".conf" not in problem
+
+
+def test_a_startup_check_on_the_command_line_names_the_argument(tmp_path, wdir):
+    done = cli("--check", "www", "n1", "no/such/n2", "--state-dir", "s", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (f"inosync: DEST: node {tmp_path}/no/such/n2: its parent directory "
+                           f"{tmp_path}/no/such does not exist (rsync makes only the last "
+                           "directory); create it\n"), done.stderr
 
 
 # ---- the command line refuses what does not go together, in one line, exit 2
