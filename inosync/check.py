@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from . import deletepolicy, keptstore, paths, replay
 from .confdiff import show
-from .config import Config
+from .config import Config, oneoff_state_dir
 from .keptstore import KeptError, KeptFile
 from .mounts import read_mounts
 from .rsync import Kind, full_argv, node_kind, ssh_host, ssh_parts
@@ -26,7 +26,7 @@ SHOWN_EXCLUDES = 5  # a long exclude list is summed up by its first few
 _KIND_NAMES = {Kind.LOCAL: "local", Kind.SSH: "ssh", Kind.DAEMON: "rsync daemon"}
 # Shown on lines of their own, or not settings at all.
 _NOT_LISTED = {"path", "wpath", "configured_wpath", "base_dir", "rnodes", "rexcludes",
-               "excludes", "edelay", "setting_lines"}
+               "excludes", "edelay", "setting_lines", "arguments"}
 
 # What a start-up check finds: (the setting to blame, why), as config.py's
 # layout_problem says it; the error starts with that setting's file and line.
@@ -135,9 +135,10 @@ def _state_dir(config: Config) -> Problem | None:
     if not os.path.isdir(here) or not os.access(here, os.W_OK | os.X_OK):
         why = "is not a directory" if not os.path.isdir(here) else \
             f"is not writable by uid {os.getuid()}"
+        advice = ("set state_dir to a directory of root's, e.g. /var/lib/inosync" if config.path
+                  else "give --state-dir a directory of yours that only you may change")
         return "state_dir", (f"state_dir {config.state_dir} cannot be made or written ({here} "
-                             f"{why}); set state_dir to a directory of root's, e.g. "
-                             "/var/lib/inosync")
+                             f"{why}); {advice}")
     return None
 
 
@@ -178,7 +179,8 @@ TEMPORARY: set[Callable[[Config], Problem | None]] = {_wpath_disk_mounted}
 
 def summary(config: Config) -> list[str]:
     """The lines ``inosync --check`` prints: what would be synced where, and how."""
-    lines = [f"config: {config.path}", f"wpath: {config.wpath}"]
+    source = config.path or "none (one-off mode: wpath and rnodes from the command line)"
+    lines = [f"config: {source}", f"wpath: {config.wpath}"]
     if config.configured_wpath and config.configured_wpath != config.wpath:
         lines[-1] += f" (set as {config.configured_wpath})"
     lines.append(f"nodes: {len(config.rnodes)}")
@@ -205,8 +207,8 @@ def summary(config: Config) -> list[str]:
     # The first full sync deletes whatever a node holds that wpath lacks: say how
     # to see that before it runs, and what makes a first ssh run fail.
     deleting = deletepolicy.deletes(config.delete, deletepolicy.Phase.START).delete
-    lines.append(f"before the first start: inosync -c {shlex.quote(config.path)} --verify lists "
-                 "what the first full sync would change on each node " + (
+    lines.append(f"before the first start: {verify_command(config)} lists what the first "
+                 "full sync would change on each node " + (
                      "(*deleting: what it would delete)" if deleting else
                      f"(it deletes nothing: {deletepolicy.shown(config.delete)})"))
     ssh_hosts = [ssh_host(n) for n in config.rnodes if node_kind(n) is Kind.SSH]
@@ -221,6 +223,14 @@ def accept_key(config: Config, host: str) -> str:
     ssh setting itself (its port, -i, -F, UserKnownHostsFile), able to ask. ssh
     takes the first value given for an option, so BatchMode=no goes first."""
     return shlex.join([config.ssh[0], "-o", "BatchMode=no", *config.ssh[1:], host, "true"])
+
+
+def verify_command(config: Config) -> str:
+    """The --verify of this config: of its file, or in one-off mode of its arguments."""
+    if config.path:
+        return f"inosync -c {shlex.quote(config.path)} --verify"
+    state = ["--state-dir", config.state_dir] if config.state_dir != oneoff_state_dir() else []
+    return shlex.join(["inosync", "--verify", *state, config.configured_wpath, *config.rnodes])
 
 
 def _node_line(node: str) -> str:

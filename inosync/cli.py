@@ -1,5 +1,6 @@
 """Command line: inosync [-c FILE] [-d] [-p] [-v]
-[--check | --verify [--checksum] [--nagios]] [--version] [-h].
+[--check | --verify [--checksum] [--nagios]] [--version] [-h],
+or in one-off mode, without a file: inosync [options] SRC DEST [DEST...].
 
 Exit status: 0 clean stop, 1 runtime failure, 2 usage or configuration error;
 --verify: 0 identical, 1 some node differs, 2 error (see verify.exit_code);
@@ -25,7 +26,15 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
-from .config import DEFAULT_PATH, Config, ConfigError, NotYet, load, own_file_in_node
+from .config import (
+    DEFAULT_PATH,
+    Config,
+    ConfigError,
+    NotYet,
+    from_args,
+    load,
+    own_file_in_node,
+)
 from .escape import EscapingFormatter, printable
 from .journal import JournalFormatter, is_journal
 from .liveline import LiveLine
@@ -63,10 +72,20 @@ class Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = Parser(
         prog="inosync",
-        description="Watch a directory tree with inotify; keep remote copies in sync with rsync.",
+        usage=USAGE,
+        description="Watch a directory tree with inotify; keep remote copies in sync with rsync. "
+                    "With SRC and DEST (one-off mode) no configuration file is read: SRC is "
+                    "wpath, each DEST a node, every other setting its default, checked as a "
+                    "file is; it runs in the foreground, logging to stderr, until Ctrl-C.",
     )
-    p.add_argument("-c", metavar="FILE", dest="config", default=DEFAULT_PATH,
-                   help=f"load configuration from FILE (default {DEFAULT_PATH})")
+    p.add_argument("src", nargs="?", metavar="SRC",
+                   help="one-off mode: the directory to watch (wpath)")
+    p.add_argument("dests", nargs="*", metavar="DEST",
+                   help="one-off mode: a node to keep in sync with SRC, as in rnodes: a local "
+                        "directory, host:/path (ssh) or rsync://host/module/path")
+    p.add_argument("-c", metavar="FILE", dest="config",
+                   help=f"load configuration from FILE (default {DEFAULT_PATH}); not with "
+                        "SRC DEST")
     p.add_argument("-d", dest="daemonize", action="store_true",
                    help="daemonize (fork to background)")
     p.add_argument("-p", dest="pretend", action="store_true",
@@ -85,9 +104,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pidfile", metavar="FILE", type=pidfile_arg,
                    help="hold FILE as pidfile, instead of the config's pidfile "
                         f"(default with -d: {DEFAULT_PIDFILE})")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="one-off mode: keep state in DIR (default: state_dir's default "
+                        "/var/lib/inosync for root, ~/.inosync-state for other users)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.nagios = "--nagios" in (sys.argv[1:] if argv is None else argv)
-    return p.parse_args(argv)
+    # Options may come anywhere: inosync SRC DEST -v, as rsync and lsyncd take them.
+    return p.parse_intermixed_args(argv)
+
+
+USAGE = """inosync [-c FILE] [-d] [-p] [-v] [--pidfile FILE]
+       inosync [-c FILE] --check | --verify [--checksum] [--nagios]
+       inosync [-p] [-v] [--pidfile FILE] [--state-dir DIR] SRC DEST [DEST ...]
+       inosync --check | --verify [--checksum] [--nagios] [--state-dir DIR]
+               SRC DEST [DEST ...]
+       inosync --version | -h"""
 
 
 class LogFile(logging.handlers.WatchedFileHandler):
@@ -236,11 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         logs = Logs(args.verbose)
         logs.foreground()
-        conflict = one_shot_conflict(args)
+        conflict = one_shot_conflict(args) or oneoff_conflict(args)
         if conflict:
             return refuse(args, conflict)
         try:
-            config = load(args.config)
+            config = load_config(args)
         except ConfigError as e:
             return refuse(args, str(e), EXIT_NOT_YET if isinstance(e, NotYet) else EXIT_USAGE)
         if args.check:
@@ -284,6 +315,36 @@ def one_shot_conflict(args: argparse.Namespace) -> str | None:
         return ("usage: -p is a dry run that prints to the terminal and writes nothing (no "
                 "pidfile, statusfile or log file); it cannot be combined with -d or --pidfile")
     return None
+
+
+def oneoff_conflict(args: argparse.Namespace) -> str | None:
+    """Why the arguments of one-off mode (inosync SRC DEST) do not go with the rest,
+    or None."""
+    if args.src is None:
+        if args.state_dir is not None:
+            return ("usage: --state-dir goes with one-off mode (inosync SRC DEST) only; a "
+                    "configuration file sets state_dir")
+        return None
+    if args.config is not None:
+        return ("usage: -c FILE and SRC DEST cannot be combined: the file names its own wpath "
+                "and rnodes; give one or the other")
+    if not args.dests:
+        return "usage: one-off mode needs SRC and at least one DEST: inosync SRC DEST [DEST...]"
+    if args.daemonize:
+        # No pidfile of its own (/run/inosync.pid is the service's), no logfile
+        # (syslog only), nothing to reload: a daemon is what a file is for.
+        return ("usage: one-off mode (inosync SRC DEST) runs in the foreground until Ctrl-C; "
+                "it cannot be combined with -d: to run in the background, put wpath and "
+                "rnodes in a configuration file (with logfile and pidfile) and run inosync "
+                "-c FILE -d, or its service")
+    return None
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The configuration file's Config, or in one-off mode the arguments'."""
+    if args.src is None:
+        return load(args.config or DEFAULT_PATH)
+    return from_args(args.src, args.dests, args.state_dir)
 
 
 def refuse(args: argparse.Namespace, message: str, code: int = EXIT_USAGE) -> int:

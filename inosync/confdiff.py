@@ -16,9 +16,9 @@ from .config import Config
 SHOWN_VALUE = 100  # characters of a value; longer ones keep their start and end
 SHOWN_ENTRIES = 5  # entries of a list said added (or removed); the rest are counted
 
-# Not settings (path, base_dir, setting_lines), or said on lines of their own.
-_OWN_LINES = {"path", "base_dir", "setting_lines", "configured_wpath", "wpath", "rnodes",
-              "rexcludes", "excludes"}
+# Not settings (path, base_dir, setting_lines, arguments), or said on lines of their own.
+_OWN_LINES = {"path", "base_dir", "setting_lines", "arguments", "configured_wpath", "wpath",
+              "rnodes", "rexcludes", "excludes"}
 # Lists of independent entries: said as what was added and removed. (ssh is a
 # command, whose words mean something only together: old -> new.)
 _ENTRY_LISTS: dict[str, Callable[[str], str]] = {"emask": str, "rsync_args": shlex.quote}

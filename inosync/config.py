@@ -2,6 +2,10 @@
 
 It is executed (as in inosync 0.2), then every setting is checked before
 anything touches a node. Every error is one line naming file and line.
+
+One-off mode (``inosync SRC DEST [DEST...]``, no file) builds its Config with
+the same code, as a file setting ``wpath = SRC`` and ``rnodes = [DEST, ...]``
+would (``from_args``); its errors name the argument instead of a line.
 """
 
 from __future__ import annotations
@@ -13,14 +17,16 @@ import inspect
 import math
 import os
 import posixpath
+import pwd
 import shutil
 import stat
 import sys
 import tempfile
 import traceback
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
 from types import FrameType, MappingProxyType
 from typing import Any
 
@@ -64,9 +70,44 @@ class NotYet(ConfigError):
     mount, which a retry may find; not a mistake in the file (exit 75, not 2)."""
 
 
+class NodeError(ValueError):
+    """What is wrong with one entry of rnodes (index counts from 0): said as
+    "entry 'x' why" in a file, as "DEST 2 'x': why" on the command line."""
+
+    def __init__(self, index: int, node: str, why: str, message: str | None = None) -> None:
+        super().__init__(message or f"entry {node!r} {why}")
+        self.index, self.node, self.why = index, node, why
+
+
+@dataclass(frozen=True)
+class Arguments:
+    """One-off mode's command line (``inosync SRC DEST [DEST...]``), which an error
+    about a setting names as a file's error names the line: SRC, DEST 2 'web1:',
+    --state-dir."""
+
+    src: str
+    dests: tuple[str, ...]
+    state_dir: str | None = None  # None: not given, the default (oneoff_state_dir)
+
+    def where(self, setting: str) -> str:
+        """The argument that gave the setting; "one-off mode" for one left at its
+        default (the message names the setting)."""
+        if setting == "wpath":
+            return f"SRC {self.src!r}"
+        if setting == "rnodes":
+            return "DEST"
+        if setting == "state_dir" and self.state_dir is not None:
+            return f"--state-dir {self.state_dir!r}"
+        return "one-off mode"
+
+    def dest(self, index: int) -> str:
+        """One DEST, counted from 1 as a reader counts them."""
+        return f"DEST {index + 1} {self.dests[index]!r}"
+
+
 @dataclass(frozen=True)
 class Config:
-    path: str  # absolute
+    path: str  # absolute; "" in one-off mode (no file: nothing to reload)
     wpath: str  # the real directory: absolute, symlinks resolved
     rnodes: tuple[str, ...]  # local nodes made absolute
     configured_wpath: str = ""  # as set, made absolute; what a swap of wpath is followed by
@@ -97,12 +138,15 @@ class Config:
     delete: deletepolicy.Policy = True  # when runs delete on the nodes (deletepolicy.py)
     ssh_control: bool = True
     excludes: Excludes = field(default_factory=lambda: Excludes(()), compare=False)
-    # The line where the file sets each setting: every error about a setting names it.
+    # Where each setting was given, what every error about a setting names: the
+    # line where the file sets it, or in one-off mode (no file) the argument.
     setting_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    arguments: Arguments | None = field(default=None, compare=False, repr=False)
 
     def where(self, setting: str) -> str:
-        """"FILE:LINE" of the setting, for an error about it (see locate)."""
-        return locate(self.path, self.setting_lines, setting)
+        """Where the setting was given, for an error about it: "FILE:LINE" of the
+        file, or the argument in one-off mode (see locate)."""
+        return locate(self.path, self.setting_lines, self.arguments, setting)
 
     def rsync_options(self, phase: deletepolicy.Phase = deletepolicy.Phase.START
                       ) -> RsyncOptions:
@@ -122,7 +166,8 @@ class Config:
 # Settings the file may set besides the checked ones: rpath is the original's
 # helper for building rnodes; rexcludes_from is folded into excludes.
 KNOWN = {f for f in Config.__dataclass_fields__
-         if f not in ("path", "excludes", "configured_wpath", "base_dir", "setting_lines")}
+         if f not in ("path", "excludes", "configured_wpath", "base_dir", "setting_lines",
+                      "arguments")}
 KNOWN |= {"rpath", "rexcludes_from"}
 
 
@@ -138,6 +183,36 @@ def load(path: str, base_dir: str | None = None) -> Config:
     source = _read(path)
     namespace, lines = run(path, source)
     return _build(path, namespace, lines, base_dir)
+
+
+def from_args(src: str, dests: Sequence[str], state_dir: str | None = None,
+              base_dir: str | None = None) -> Config:
+    """One-off mode: the Config of a file that sets wpath = src, rnodes = dests and
+    state_dir (oneoff_state_dir() if None), built and checked by the same code, so
+    every refusal of a file applies. Relative paths start at base_dir (the
+    current directory when None), as in a file."""
+    base_dir = base_dir or os.getcwd()
+    state = oneoff_state_dir() if state_dir is None else state_dir  # "" is refused, not the default
+    ns = {"wpath": src, "rnodes": list(dests), "state_dir": state}
+    return _build("", ns, {}, base_dir, Arguments(src, tuple(dests), state_dir))
+
+
+ONEOFF_STATE_DIR = ".inosync-state"  # in the home of a user other than root
+
+
+def oneoff_state_dir() -> str:
+    """One-off mode's state_dir: root's is the service's (/var/lib/inosync), so the
+    marks of nodes still to be compared by content and the kept places of a tree
+    hold whichever of the two runs next; another user's is ~/.inosync-state (the
+    home of the password database, as the tree locks'), as /var/lib is root's."""
+    default: str = Config.state_dir
+    if os.getuid() == 0:
+        return default
+    try:
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        return default  # refused at start, with the advice to give --state-dir
+    return os.path.join(home, ONEOFF_STATE_DIR) if home.startswith("/") else default
 
 
 def _read(path: str) -> str:
@@ -166,9 +241,13 @@ def check_owner(path: str, st: os.stat_result) -> None:
                           f"code as this daemon; fix with: chmod go-w {path}")
 
 
-def locate(path: str, lines: Mapping[str, int], setting: str) -> str:
-    """"FILE:LINE" where the file sets the setting, what every error about a setting
-    starts with; just "FILE" for one left at its default (its message names it)."""
+def locate(path: str, lines: Mapping[str, int], arguments: Arguments | None,
+           setting: str) -> str:
+    """Where the setting was given, what every error about a setting starts with:
+    "FILE:LINE" where the file sets it, just "FILE" for one left at its default
+    (its message names it); in one-off mode the argument (Arguments.where)."""
+    if arguments is not None:
+        return arguments.where(setting)
     line = lines.get(setting)
     return path if line is None else f"{path}:{line}"
 
@@ -247,19 +326,19 @@ def _execute(path: str, source: str, assigned: Mapping[int, list[str]],
     return namespace
 
 
-def _build(path: str, ns: dict[str, Any], lines: dict[str, int], base_dir: str) -> Config:
-    def where(name: str) -> str:
-        return locate(path, lines, name)
-
+def _build(path: str, ns: dict[str, Any], lines: dict[str, int], base_dir: str,
+           arguments: Arguments | None = None) -> Config:
+    where = partial(locate, path, lines, arguments)  # what Config.where will say
     _check_unknown(ns, lines, where)
     values: dict[str, Any] = {"path": path, "base_dir": base_dir,
-                              "setting_lines": MappingProxyType(dict(lines))}
+                              "setting_lines": MappingProxyType(dict(lines)),
+                              "arguments": arguments}
     for name, check in {**_path_checks(base_dir), **_CHECKS}.items():
         if name in ns:
             try:
                 values[name] = check(ns[name])
             except ValueError as e:
-                raise ConfigError(f"{where(name)}: {name} {e}") from None
+                raise ConfigError(_bad_value(where, arguments, name, e)) from None
     for required in ("wpath", "rnodes"):
         if required not in values:
             raise ConfigError(f"{path}: {required} is not set; {_HELP[required]}")
@@ -271,8 +350,17 @@ def _build(path: str, ns: dict[str, Any], lines: dict[str, int], base_dir: str) 
             raise ConfigError(f"{where('wpath')}: wpath {values['wpath']}: {resolved.problem}")
         values["wpath"] = resolved.path
     config = Config(**values)
-    _check_together(config, where)
+    _check_together(config)
     return config
+
+
+def _bad_value(where: Callable[[str], str], arguments: Arguments | None, name: str,
+               error: ValueError) -> str:
+    """The error of a value no checker takes; on the command line a bad node names
+    its DEST ("DEST 2 'web1:': why"), as a file names its line."""
+    if arguments is not None and isinstance(error, NodeError):
+        return f"{arguments.dest(error.index)}: {error.why}"
+    return f"{where(name)}: {name} {error}"
 
 
 def _check_unknown(ns: dict[str, Any], lines: dict[str, int], where: Callable[[str], str]) -> None:
@@ -332,7 +420,8 @@ def _exclude_file(value: Any, where: str, config_path: str) -> tuple[str, list[s
         raise ConfigError(f"{where}: rexcludes_from: cannot read {name}: {e.strerror}") from None
 
 
-def _check_together(config: Config, where: Callable[[str], str]) -> None:
+def _check_together(config: Config) -> None:
+    where = config.where
     if config.retry_min > config.retry_max:
         name = "retry_min" if "retry_min" in config.setting_lines else "retry_max"
         raise ConfigError(f"{where(name)}: retry_min ({config.retry_min}) must not exceed "
@@ -353,12 +442,34 @@ def _check_together(config: Config, where: Callable[[str], str]) -> None:
         setting, why = problem
         empty = not config.allow_empty_wpath and not paths.has_content(config.wpath,
                                                                        config.excludes)
-        raise (NotYet if setting == "wpath" and empty else ConfigError)(f"{where(setting)}: {why}")
+        raise (NotYet if setting == "wpath" and empty else ConfigError)(
+            _layout_message(config, setting, why))
     popt = popt_rsync_line()
-    if popt:
-        raise ConfigError(f"{config.path}: {popt}: this line gives rsync options that "
-                          "inosync never sees (and so cannot check); remove it, and put "
-                          "options in rsync_args")
+    if popt:  # no setting's fault: the file is named (one-off mode has none)
+        raise ConfigError(f"{config.path or 'one-off mode'}: {popt}: this line gives rsync "
+                          "options that inosync never sees (and so cannot check); remove "
+                          "it, and put options in rsync_args")
+
+
+def _layout_message(config: Config, setting: str, why: str) -> str:
+    """The error of a layout_problem: at config.where(setting). On the command line,
+    the DEST that alone gives the same refusal (a node inside wpath, or holding
+    state_dir; none for two DESTs that overlap each other), and where the opt-in
+    setting the advice names has to go."""
+    where = config.where(setting)
+    arguments = config.arguments
+    if arguments is None:
+        return f"{where}: {why}"
+    if setting in ("rnodes", "state_dir"):
+        where = next((arguments.dest(i) for i, node in enumerate(config.rnodes)
+                      if layout_problem(replace(config, rnodes=(node,)), config.wpath)
+                      == (setting, why)), where)
+    opt_in = next((name for name in ("allow_empty_wpath", "allow_system_wpath")
+                   if f"set {name}" in why.lower()), None)
+    if opt_in:
+        why += (f"; one-off mode has no settings: put wpath, rnodes and {opt_in} in a "
+                "configuration file (-c FILE)")
+    return f"{where}: {why}"
 
 
 POPT_FILES = ("/etc/popt",)
@@ -556,86 +667,90 @@ def _rnodes(value: Any, base_dir: str) -> tuple[str, ...]:
     nodes = _string_list(value, "rsync destinations")
     if not nodes:
         raise ValueError("is empty; list at least one destination")
-    for node in nodes:
-        _check_node(node)
+    for index, node in enumerate(nodes):
+        why = _node_problem(node)
+        if why:
+            raise NodeError(index, node, why)
     absolute = tuple(os.path.normpath(os.path.join(base_dir, n))
                      if rsync.node_kind(n) is rsync.Kind.LOCAL else n for n in nodes)
     _check_twice(nodes, absolute)
     return absolute
 
 
-def _check_node(node: str) -> None:
-    """One spelling, one place: refuse what rsync, the replay and a reader of the
-    config could each take for another directory (ValueError says why)."""
+def _node_problem(node: str) -> str | None:
+    """One spelling, one place: why rsync, the replay or a reader of the config
+    could each take this node for another directory (after "entry 'NODE' "), or None."""
     control = next((c for c in node if unicodedata.category(c) == "Cc"), None)
     if control is not None:
-        raise ValueError(f"entry {node!r} holds the control character {control!r}: rsync "
-                         "would make a directory of that name; remove it")
+        return (f"holds the control character {control!r}: rsync would make a directory "
+                "of that name; remove it")
     if node != node.strip():
-        raise ValueError(f"entry {node!r} starts or ends with a space: rsync would make a "
-                         "directory of that name; remove it")
+        return "starts or ends with a space: rsync would make a directory of that name; remove it"
     if node.startswith("-"):
-        raise ValueError(f"entry {node!r} starts with '-' and would be taken as an option")
+        return "starts with '-' and would be taken as an option"
     if rsync.node_kind(node) is rsync.Kind.LOCAL:
-        return  # resolved here, and checked as a real path (layout_problem)
+        return None  # resolved here, and checked as a real path (layout_problem)
     remote = rsync.ssh_parts(node)[1] if rsync.node_kind(node) is rsync.Kind.SSH else node
     if ".." in remote.split("/"):
         # Only the node knows where .. after ~ or the login directory leads:
         # "host:~root/.." is the remote root that "host:/" spells plainly.
-        raise ValueError(f"entry {node!r} has '..' in its path, which only the node can "
-                         "resolve (host:~root/.. is its root directory); name the directory "
-                         "without '..'")
+        return ("has '..' in its path, which only the node can resolve (host:~root/.. is "
+                "its root directory); name the directory without '..'")
     if rsync.node_kind(node) is not rsync.Kind.SSH:
-        return
+        return None
     host, path = rsync.ssh_parts(node)
     if not path:
         # inosync 0.4 sent this to "host:/", rsync reads it as the login
         # directory: whichever we chose, someone's tree would be wiped.
-        raise ValueError(f"entry {node!r} names no directory (inosync 0.4 synced it to the "
-                         f"root of {host}, rsync reads it as the login directory); write "
-                         f"{node}/path or {node}~/path")
+        return (f"names no directory (inosync 0.4 synced it to the root of {host}, rsync "
+                f"reads it as the login directory); write {node}/path or {node}~/path")
     if rsync.normal_form(node) == f"{host}:/":
-        raise ValueError(f"entry {node!r} is the root directory of {host}: --delete would "
-                         "remove everything there that wpath does not hold; name the "
-                         "directory to keep in sync")
-    _check_remote_path(node, host, path)
+        return (f"is the root directory of {host}: --delete would remove everything there "
+                "that wpath does not hold; name the directory to keep in sync")
+    why = _remote_path_problem(host, path)
+    if why:
+        return why
     if any(c in path for c in _SHELL_READS):
-        raise ValueError(f"entry {node!r}: rsync leaves * ? [ ] and line breaks in an ssh "
-                         "node's path to the remote shell, which would expand or split "
-                         "them (rsync and the move replay would work in different "
-                         "places); rename the directory")
+        return ("holds * ? [ ] or a line break: rsync leaves * ? [ ] and line breaks in an "
+                "ssh node's path to the remote shell, which would expand or split them "
+                "(rsync and the move replay would work in different places); rename the "
+                "directory")
+    return None
 
 
-def _check_remote_path(node: str, host: str, path: str) -> None:
-    """Refuse an ssh node path whose place only the node knows, or that --delete
-    must never empty: another user's home (~user: '/' for systemd-network,
-    /bin for bin), a system directory, or the login directory itself (its
-    ~/.ssh would go, and with it the way in)."""
+def _remote_path_problem(host: str, path: str) -> str | None:
+    """Why an ssh node's path may not be used, or None: its place only the node
+    knows, or --delete must never empty it: another user's home (~user: '/' for
+    systemd-network, /bin for bin), a system directory, or the login directory
+    itself (its ~/.ssh would go, and with it the way in)."""
     if path.startswith("~") and not path.startswith("~/") and path != "~":
-        raise ValueError(f"entry {node!r} names a ~user home, which only {host} knows (it "
-                         "may be / or /bin); write its absolute path")
+        return (f"names a ~user home, which only {host} knows (it may be / or /bin); write "
+                "its absolute path")
     normal = posixpath.normpath(path)
     if normal in (".", "~"):
-        raise ValueError(f"entry {node!r} is the login directory itself: --delete would "
-                         "remove everything there that wpath does not hold, ~/.ssh "
-                         f"included; name a directory inside it ({host}:www)")
+        return ("is the login directory itself: --delete would remove everything there "
+                "that wpath does not hold, ~/.ssh included; name a directory inside it "
+                f"({host}:www)")
     if normal.startswith("/"):
         normal = "/" + normal.lstrip("/")
         system = next((d for d in paths.SYSTEM_NODE_DIRS
                        if d == normal or d.startswith(normal + "/")), None)
         if system:
-            raise ValueError(f"entry {node!r} is or holds the system directory {system} of "
-                             f"{host}: the sync would delete there everything wpath does not "
-                             "hold; name the directory to keep in sync (such as /srv/www)")
+            return (f"is or holds the system directory {system} of {host}: the sync would "
+                    "delete there everything wpath does not hold; name the directory to "
+                    "keep in sync (such as /srv/www)")
+    return None
 
 
 def _check_twice(nodes: tuple[str, ...], absolute: tuple[str, ...]) -> None:
     """Two spellings of one node ("a" and "a/") would run two rsyncs into one place."""
     seen: dict[str, str] = {}
-    for given, node in zip(nodes, absolute):
+    for index, (given, node) in enumerate(zip(nodes, absolute)):
         key = rsync.normal_form(node)
         if key in seen:
-            raise ValueError(f"lists {key} twice (as {seen[key]!r} and {given!r})")
+            raise NodeError(index, given, f"names {key} a second time (first as "
+                            f"{seen[key]!r}); list each node once",
+                            f"lists {key} twice (as {seen[key]!r} and {given!r})")
         seen[key] = given
 
 

@@ -177,7 +177,7 @@ class Daemon:
         off = replaymod.off_because(self.config.replay_moves, self.config.rsync_args,
                                     self.config.delete)
         log.info("inosync %s, config %s: watching %s (%s); initial sync to %s%s",
-                 __version__, self.config.path, self.config.wpath,
+                 __version__, self.config.path or "none (one-off mode)", self.config.wpath,
                  "1 directory" if dirs == 1 else f"{dirs:,} directories",
                  plural(len(self.config.rnodes), "node"),
                  f"; renames sent as data, not replayed: {off}"

@@ -499,6 +499,10 @@ class Scheduler:
     def _handle_hup(self, name: str, now: float) -> list[Action]:
         if self.stopping:
             return []
+        if not self.config.path:
+            log.warning("SIGHUP ignored: one-off mode (inosync SRC DEST) has no configuration "
+                        "file to read again")
+            return []
         log.info("SIGHUP: reloading %s", self.config.path)
         self.reloading = True
         return [Reload()]

@@ -4,6 +4,7 @@ they use are in helpers.py."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -37,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def run_inosync(tmp_path: Path) -> Iterator[Callable[..., Inosync]]:
     started: list[Inosync] = []
 
-    def start(config: Path, *args: str, env: dict[str, str] | None = None) -> Inosync:
+    def start(config: Path | None, *args: str, env: dict[str, str] | None = None) -> Inosync:
         d = Inosync(config, args, tmp_path, env)
         started.append(d)
         return d
@@ -129,9 +130,26 @@ def tree_lock_files() -> Iterator[None]:
     before = set(locks.glob("tree-*.lock"))
     yield
     for path in set(locks.glob("tree-*.lock")) - before:
-        path.unlink(missing_ok=True)
+        unlink_unheld(path)
     if not existed and locks.is_dir() and not any(locks.iterdir()):
         locks.rmdir()
+
+
+def unlink_unheld(lock: Path) -> None:
+    """Remove a tree lock file unless a live inosync holds it: another test session
+    on this machine may run a daemon of its own, and a second instance of that
+    tree would take a new file of the same name and run beside it."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.unlink(missing_ok=True)  # while we hold it: no one took it meanwhile
+    except OSError:
+        pass  # held: its daemon is running
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture(autouse=True)

@@ -138,14 +138,16 @@ def write_config(path: Path, **settings: object) -> Path:
 
 
 class Inosync:
-    """One `inosync` process started by a test; its log is a file we can poll."""
+    """One `inosync` process started by a test; its log is a file we can poll.
+    Without a config (None), args are the whole command line (one-off mode)."""
 
-    def __init__(self, config: Path, args: tuple[str, ...], workdir: Path,
+    def __init__(self, config: Path | None, args: tuple[str, ...], workdir: Path,
                  env: dict[str, str] | None = None) -> None:
         self.log_path = workdir / f"inosync-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
+        config_args = [] if config is None else ["-c", str(config)]
         self.proc = subprocess.Popen(
-            [*inosync_argv(), "-c", str(config), *args],
+            [*inosync_argv(), *config_args, *args],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
         )

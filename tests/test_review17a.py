@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -292,17 +293,16 @@ def test_a_one_shot_stopped_during_start_up_does_not_exit_0(tmp_path, args, stat
         assert out.startswith("UNKNOWN: "), out
 
 
-@pytest.mark.parametrize("bad", [["--checksums"], ["-c"], ["--verify", "--nagios", "extra"]])
-def test_nagios_usage_error_is_unknown(tmp_path, bad, capsys):
+@pytest.mark.parametrize("bad", [["--checksums"], ["-c"], ["extra"]])
+def test_nagios_usage_error_is_unknown(tmp_path, bad):
     """A typo in the Nagios command definition (--checksums) exited 2 from argparse,
     which Nagios shows as CRITICAL, a drift nobody found; the plugin guidelines
-    say UNKNOWN (3) for bad arguments, as --nagios -d already is."""
-    from inosync import cli
-
-    with pytest.raises(SystemExit) as stopped:
-        cli.main(["--verify", "--nagios", *bad])
-    assert stopped.value.code == 3
-    assert capsys.readouterr().out.startswith("UNKNOWN: usage: ")
+    say UNKNOWN (3) for bad arguments, as --nagios -d already is. (A lone SRC
+    is one-off mode without a DEST: a usage error too.)"""
+    done = subprocess.run([sys.executable, "-m", "inosync", "--verify", "--nagios", *bad],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert done.returncode == 3, done
+    assert done.stdout.startswith("UNKNOWN: usage: "), done.stdout
 
 
 # ---- FILE:LINE names the line that set the value
