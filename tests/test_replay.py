@@ -79,8 +79,11 @@ def converge_after(d, src: Path, node: Path, change: Callable[[], None],
                    excludes: tuple[str, ...] = ()) -> None:
     runs = d.log().count("synced ")
     change()
-    wait_until(lambda: d.log().count("synced ") > runs, 20, "a batch after the change")
-    wait_converged(src, [node], timeout=20, excludes=excludes)
+    try:
+        wait_until(lambda: d.log().count("synced ") > runs, 20, "a batch after the change")
+        wait_converged(src, [node], timeout=20, excludes=excludes)
+    except AssertionError as e:  # say what the daemon did: a flake must be diagnosable
+        raise AssertionError(f"{e}\n--- daemon log (end):\n{d.log()[-3000:]}") from None
 
 
 @EVERY_KIND
