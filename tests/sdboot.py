@@ -4,14 +4,26 @@ It sees none of the machine's units or generators (empty directories are
 mounted over them), only the units a test gives it, so it starts nothing
 else: no tmpfiles cleaning, no sysctl, no fstab mounts. /run, /srv and
 /var/lib are its own tmpfs; its cgroups nest under the test's own ones and
-are removed at the end; its console (systemd's own log: exits, restarts) is
-a file. Killing `unshare --kill-child` ends the namespace and everything in it.
+are removed at the end. Its /dev/console, and unshare's output, is a file,
+workdir/console (what a unit sends to a tty lands there). systemd's own log
+does not: as a container's init it sets its stdio to /dev/null.
+
+What PID 1 itself does at a fresh start stays inside too: it brings up lo
+and raises net.unix.max_dgram_qlen in its own network namespace (nothing
+in the tests needs a network: nodes are local paths), and its write of
+fs.file-max and fs.nr_open (global, never namespaced) fails on a read-only
+/proc/sys. `container` in its environment makes it skip what a container's
+init must not do (core_pattern, the cgroup release agent, kernel modules).
+Killing `unshare --kill-child` ends the namespace and everything in it; it
+is killed when the process that started it dies, however it dies.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +31,8 @@ from pathlib import Path
 from helpers import alive
 
 SYSTEMD = "/lib/systemd/systemd"
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
 # What the machine's systemd would read: hidden behind empty directories.
 HIDDEN = ("/usr/lib/systemd/system", "/etc/systemd/system",
           "/usr/lib/systemd/system-generators", "/etc/systemd/system-generators",
@@ -94,22 +108,38 @@ class Boot:
             for name in ("cpuset.cpus", "cpuset.mems"):  # an empty cpuset takes no one
                 if (c / name).exists():
                     (c / name).write_text((c.parent / name).read_text())
+        self.console = workdir / "console"
         script = self._script(unitdir, mounts, target, dirs)
-        self.proc = subprocess.Popen(
-            ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--uts",
-             "--ipc", "--mount-proc", "--propagation", "private", "sh", "-ec", script],
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "container": "inosync-test"},
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=self._enter_cgroups)
+        try:
+            with self.console.open("ab") as console:
+                self.proc = subprocess.Popen(
+                    ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--uts",
+                     "--ipc", "--net", "--mount-proc", "--propagation", "private",
+                     "sh", "-ec", script],
+                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "container": "inosync-test"},
+                    stdin=subprocess.DEVNULL, stdout=console, stderr=console,
+                    preexec_fn=self._enter_cgroups)
+        except BaseException:
+            for c in reversed(self.cgroups):
+                _remove_tree(c)
+            raise
 
     def _enter_cgroups(self) -> None:
+        # In the child, before exec: unshare (and so, by --kill-child, the whole
+        # namespace) dies with the test process, even one killed with -9.
+        if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
         for c in self.cgroups:
             (c / "cgroup.procs").write_text(str(os.getpid()))
 
     def _script(self, unitdir: Path, mounts: dict[Path, str], target: str,
                 dirs: tuple[str, ...]) -> str:
         lines = ["for d in /run /srv /var/lib; do mount -t tmpfs -o mode=755 tmp $d; done",
-                 "mkdir -p /run/systemd/system /run/lock"]
+                 "mkdir -p /run/systemd/system /run/lock",
+                 # fs.* sysctls are the machine's: systemd's writes fail here
+                 "mount --bind /proc/sys /proc/sys", "mount -o remount,bind,ro /proc/sys",
+                 # a unit's tty output (TTYPath): never the machine's console
+                 f"mount --bind {self.console} /dev/console"]
         lines += [f"[ ! -d {d} ] || mount --bind {self.workdir}/empty {d}" for d in HIDDEN]
         lines += [f"cp -r {unitdir}/. /run/systemd/system/"]
         lines += [f"mkdir -p {d}" for d in dirs]

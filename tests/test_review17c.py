@@ -1,0 +1,107 @@
+"""Review 17c (hostile): the start's removal of a killed daemon's leftovers, the
+replay lock's directory, the Debian package and the systemd boot harness.
+
+Each test is a finding: it failed on main before its fix (the commit says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sdboot
+from helpers import alive, wait_until
+
+TESTS = Path(__file__).resolve().parent
+
+needs_boot = pytest.mark.skipif(sdboot.why_not() is not None, reason=str(sdboot.why_not()))
+
+
+def _mount_options(pid: int, where: str) -> list[str] | None:
+    """The per-mount options of the topmost mount at where, as pid sees it."""
+    found = None
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == where:
+            found = fields[5].split(",")
+    return found
+
+
+@pytest.mark.slow
+@needs_boot
+def test_boot_systemd_cannot_change_the_host(tmp_path: Path) -> None:
+    """systemd as PID 1 does, at every fresh start: loopback_setup() and
+    bump_unix_max_dgram_qlen() (net.unix.max_dgram_qlen 10 -> 512) in its network
+    namespace, bump_file_max_and_nr_open() (fs.file-max, fs.nr_open: global,
+    never namespaced) through /proc/sys. On main it shared the host's
+    network namespace, had /proc/sys writable, and /dev/console (a unit's
+    TTYPath) was the machine's own console."""
+    machine = sdboot.Boot(tmp_path, {"boot.target": "[Unit]\nDescription=test\n"}, {},
+                          "boot.target")
+    try:
+        init = machine.init_pid()
+        wait_until(lambda: machine.inside("systemctl", "is-system-running").stdout.strip()
+                   in ("running", "degraded"), 20, "systemd to be up")
+        assert os.readlink(f"/proc/{init}/ns/net") != os.readlink("/proc/self/ns/net"), \
+            "systemd shares the host's network namespace (its lo, its net.* sysctls)"
+        options = _mount_options(init, "/proc/sys")
+        assert options is not None and "ro" in options, \
+            f"/proc/sys is writable inside ({options}): fs.file-max and fs.nr_open are global"
+        assert _mount_options(init, "/dev/console") is not None, \
+            "a unit's tty output would go to the machine's own console"
+    finally:
+        machine.close()
+
+
+_ORPHAN = """
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import sdboot
+machine = sdboot.Boot(Path({work!r}), {{"boot.target": "[Unit]\\nDescription=t\\n"}}, {{}},
+                      "boot.target")
+print(json.dumps([machine.proc.pid, machine.init_pid(), [str(c) for c in machine.cgroups]]),
+      flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+@needs_boot
+def test_boot_ends_when_the_test_process_is_killed(tmp_path: Path) -> None:
+    """A test run killed with -9 (an outer timeout, the OOM killer) runs no
+    finally: on main `unshare` lived on, and with it systemd and every service in
+    the namespace (a daemon syncing, in the machine's cgroups) until someone
+    noticed. unshare now dies with the process that started it."""
+    work = tmp_path / "work"
+    work.mkdir()
+    code = _ORPHAN.format(tests=str(TESTS), work=str(work))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    unshare = init = None
+    cgroups: list[str] = []
+    try:
+        assert child.stdout is not None
+        unshare, init, cgroups = json.loads(child.stdout.readline())
+        assert alive(init)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        deadline = time.monotonic() + 10
+        while alive(init) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(init), "systemd outlived the test that started it"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if unshare is not None and alive(unshare):
+            os.kill(unshare, signal.SIGKILL)  # --kill-child: the namespace with it
+        while init is not None and alive(init):
+            time.sleep(0.05)
+        for c in reversed(cgroups):
+            sdboot._remove_tree(Path(c))
