@@ -12,11 +12,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sdboot
-from helpers import alive, wait_until
+from helpers import ROOT, alive, wait_until
+from test_contrib import INIT, Init, inosync_program
 
 TESTS = Path(__file__).resolve().parent
 
@@ -105,3 +107,42 @@ def test_boot_ends_when_the_test_process_is_killed(tmp_path: Path) -> None:
             time.sleep(0.05)
         for c in reversed(cgroups):
             sdboot._remove_tree(Path(c))
+
+
+@pytest.fixture
+def sysv(tmp_path: Path) -> Iterator[Init]:
+    """contrib/inosync.init with its daemon's files in tmp_path (test_contrib's)."""
+    daemon = inosync_program()
+    if daemon is None or os.geteuid() != 0:
+        pytest.skip("needs root and the `inosync` command (pip install -e .)")
+    runner = Init(tmp_path, daemon)
+    try:
+        yield runner
+    finally:
+        runner.kill_all()
+
+
+@pytest.mark.slow
+def test_prerm_stops_a_daemon_the_sysv_script_started_on_a_systemd_machine(
+        sysv: Init) -> None:
+    """/etc/init.d/inosync runs the daemon itself, also where systemd runs (it
+    does not source /lib/lsb/init-functions, which would hand it to systemctl).
+    On main the package's prerm asked only systemd to stop inosync when
+    /run/systemd/system exists: a daemon started by the script kept running,
+    from deleted files, after `apt-get remove inosync`.
+
+    In a private mount namespace: /run/systemd/system made (a systemd machine,
+    though none answers here: systemctl fails, as the prerm allows), and the
+    script at /etc/init.d/inosync."""
+    script = "\n".join([
+        "mount -t tmpfs -o mode=755 tmpfs /run", "mkdir -p /run/systemd/system",
+        "mount -t tmpfs -o mode=755 tmpfs /etc/init.d",
+        f"cp {INIT} /etc/init.d/inosync", "chmod 755 /etc/init.d/inosync",
+        "/etc/init.d/inosync start",
+        f"sh {ROOT / 'debian' / 'inosync.prerm'} remove"])
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
+                          env=sysv.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    pid = sysv.pid()
+    assert pid is None or not alive(pid), \
+        f"inosync {pid} started by /etc/init.d/inosync still runs after the package's removal"
