@@ -146,3 +146,34 @@ def test_prerm_stops_a_daemon_the_sysv_script_started_on_a_systemd_machine(
     pid = sysv.pid()
     assert pid is None or not alive(pid), \
         f"inosync {pid} started by /etc/init.d/inosync still runs after the package's removal"
+
+
+def test_a_socket_its_master_removes_meanwhile_is_no_reason_to_keep_the_directory(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """remove_stale tells each master `ssh -O exit` and then removes the sockets:
+    the client returns once its request is taken, and the master unlinks its
+    own socket as it exits, maybe after the directory was listed and before
+    the unlink. On main that ENOENT was "cannot remove ..." (a warning at
+    every such start) and the directory stayed until the next start. The race
+    is made certain here: the socket goes while the directory is listed."""
+    import socket as socketmod
+    import stat
+
+    from inosync.leftovers import find_stale, make_dir
+
+    made = make_dir("inosync-t-", str(tmp_path))
+    made.close()  # as by a kill -9
+    sock = socketmod.socket(socketmod.AF_UNIX)
+    sock.bind(f"{made.path}/0-0")
+    sock.close()
+
+    def socket_that_its_master_removes(mode: int) -> bool:
+        if stat.S_ISSOCK(mode) and os.path.lexists(f"{made.path}/0-0"):
+            os.unlink(f"{made.path}/0-0")  # the master exiting
+        return stat.S_ISSOCK(mode)
+
+    (stale,) = find_stale("inosync-t-", [str(tmp_path)])
+    with caplog.at_level("WARNING", logger="inosync"):
+        assert stale.remove(socket_that_its_master_removes)
+    assert not os.path.lexists(made.path)
+    assert "cannot remove" not in caplog.text
