@@ -177,3 +177,29 @@ def test_a_socket_its_master_removes_meanwhile_is_no_reason_to_keep_the_director
         assert stale.remove(socket_that_its_master_removes)
     assert not os.path.lexists(made.path)
     assert "cannot remove" not in caplog.text
+
+
+def test_stop_never_empties_a_directory_someone_else_made_at_the_old_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tmp cleaner removes an idle daemon's list-file directory; its name
+    (in every rsync command line, so in ps) is free in the sticky $TMPDIR, and
+    any user may make a directory there under it. The daemon makes a new one
+    only when it next writes a list file; on main a stop before that ran
+    shutil.rmtree on the name as root: the other user's directory was emptied
+    (ControlMasters checked private_dir first; the runner did not)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to make a directory as another user")
+    import shutil
+    import tempfile
+
+    from inosync.runner import Runner
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with Runner() as runner:
+        name = runner.dir
+        shutil.rmtree(name)  # the tmp cleaner
+        os.mkdir(name, 0o755)  # another user's, made since
+        Path(name, "theirs").write_text("someone else's\n")
+        os.chown(Path(name, "theirs"), 65534, 65534)
+        os.chown(name, 65534, 65534)
+    assert Path(name, "theirs").read_text() == "someone else's\n"
