@@ -1,7 +1,8 @@
 """A real systemd booting as PID 1 of its own pid and mount namespaces, for tests.
 
-It sees none of the machine's units or generators (empty directories are
-mounted over them), only the units a test gives it, so it starts nothing
+It sees none of the machine's units or generators ($SYSTEMD_UNIT_PATH and
+the generator paths name only its own, and empty directories are mounted
+over the usual ones), only the units a test gives it, so it starts nothing
 else: no tmpfiles cleaning, no sysctl, no fstab mounts. /run, /srv and
 /var/lib are its own tmpfs; its cgroups nest under the test's own ones and
 are removed at the end. Its /dev/console, and unshare's output, is a file,
@@ -109,6 +110,13 @@ class Boot:
                 if (c / name).exists():
                     (c / name).write_text((c.parent / name).read_text())
         self.console = workdir / "console"
+        # Its unit and generator paths: nothing but its own. The empty
+        # directories over HIDDEN miss /usr/local/lib/systemd/system,
+        # /etc/systemd/system.{control,attached}, /lib/systemd/system where /lib
+        # is a directory of its own, and the environment generators.
+        only_ours = {"SYSTEMD_UNIT_PATH": "/run/systemd/system",
+                     "SYSTEMD_GENERATOR_PATH": str(workdir / "empty"),
+                     "SYSTEMD_ENVIRONMENT_GENERATOR_PATH": str(workdir / "empty")}
         script = self._script(unitdir, mounts, target, dirs)
         try:
             with self.console.open("ab") as console:
@@ -116,7 +124,8 @@ class Boot:
                     ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--uts",
                      "--ipc", "--net", "--mount-proc", "--propagation", "private",
                      "sh", "-ec", script],
-                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "container": "inosync-test"},
+                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "container": "inosync-test",
+                         **only_ours},
                     stdin=subprocess.DEVNULL, stdout=console, stderr=console,
                     preexec_fn=self._enter_cgroups)
         except BaseException:

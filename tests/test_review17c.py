@@ -57,6 +57,13 @@ def test_boot_systemd_cannot_change_the_host(tmp_path: Path) -> None:
             f"/proc/sys is writable inside ({options}): fs.file-max and fs.nr_open are global"
         assert _mount_options(init, "/dev/console") is not None, \
             "a unit's tty output would go to the machine's own console"
+        # Only its own units: the machine's in /usr/local/lib/systemd/system,
+        # /etc/systemd/system.control, /etc/systemd/system.attached (and
+        # /lib/systemd/system where /lib is no symlink to /usr/lib) were read,
+        # and their sysinit.target.wants/ (systemd-tmpfiles-setup --remove,
+        # systemd-sysctl) joined the empty stand-in's.
+        paths = machine.inside("systemctl", "show", "--property=UnitPath", "--value").stdout
+        assert paths.split() and all(p.startswith("/run/") for p in paths.split()), paths
     finally:
         machine.close()
 
