@@ -3,11 +3,13 @@
 It sees none of the machine's units or generators ($SYSTEMD_UNIT_PATH and
 the generator paths name only its own, and empty directories are mounted
 over the usual ones), only the units a test gives it, so it starts nothing
-else: no tmpfiles cleaning, no sysctl, no fstab mounts. /run, /srv and
-/var/lib are its own tmpfs; its cgroups nest under the test's own ones and
-are removed at the end. Its /dev/console, and unshare's output, is a file,
-workdir/console (what a unit sends to a tty lands there). systemd's own log
-does not: as a container's init it sets its stdio to /dev/null.
+else: no tmpfiles cleaning, no sysctl, no fstab mounts. /run, /srv,
+/var/lib, /tmp and /var/tmp are its own tmpfs (PrivateTmp's directories are
+removed only when a unit stops, and a test's end kills it); its cgroups
+nest under the test's own ones and are removed at the end. Its
+/dev/console, and unshare's output, is a file, workdir/console (what a unit
+sends to a tty lands there). systemd's own log does not: as a container's
+init it sets its stdio to /dev/null.
 
 What PID 1 itself does at a fresh start stays inside too: it brings up lo
 and raises net.unix.max_dgram_qlen in its own network namespace (nothing
@@ -144,6 +146,8 @@ class Boot:
     def _script(self, unitdir: Path, mounts: dict[Path, str], target: str,
                 dirs: tuple[str, ...]) -> str:
         lines = ["for d in /run /srv /var/lib; do mount -t tmpfs -o mode=755 tmp $d; done",
+                 # PrivateTmp's systemd-private-* dirs, never removed after a kill
+                 "for d in /tmp /var/tmp; do mount -t tmpfs -o mode=1777 tmp $d; done",
                  "mkdir -p /run/systemd/system /run/lock",
                  # fs.* sysctls are the machine's: systemd's writes fail here
                  "mount --bind /proc/sys /proc/sys", "mount -o remount,bind,ro /proc/sys",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -210,3 +211,34 @@ def test_stop_never_empties_a_directory_someone_else_made_at_the_old_name(
         os.chown(Path(name, "theirs"), 65534, 65534)
         os.chown(name, 65534, 65534)
     assert Path(name, "theirs").read_text() == "someone else's\n"
+
+
+UNIT = "review17c-privatetmp.service"
+
+
+def _private_tmps() -> set[Path]:
+    return {p for d in ("/tmp", "/var/tmp") for p in Path(d).glob(f"systemd-private-*-{UNIT}-*")}
+
+
+@pytest.mark.slow
+@needs_boot
+def test_boot_leaves_nothing_in_the_machines_tmp(tmp_path: Path) -> None:
+    """inosync.service has PrivateTmp=yes: systemd makes
+    systemd-private-BOOTID-UNIT-XXXXXX in /tmp and /var/tmp, and removes them
+    only when the unit stops. On main those were the machine's /tmp and
+    /var/tmp, and a test that failed (close() kills systemd, no unit stops)
+    left them there for good, root's, with the daemon's list files inside
+    (this machine had four from test_boot's runs)."""
+    units = {UNIT: "[Service]\nPrivateTmp=yes\nExecStart=/bin/sleep 1000\n",
+             "boot.target": f"[Unit]\nWants={UNIT}\n"}
+    before = _private_tmps()
+    machine = sdboot.Boot(tmp_path, units, {}, "boot.target")
+    try:
+        wait_until(lambda: machine.show(UNIT, "ActiveState").get("ActiveState") == "active", 20,
+                   "the unit to run")
+    finally:
+        machine.close()  # as after a failure: nothing stops the unit
+    made = _private_tmps() - before
+    for p in made:  # on main: ours to remove
+        shutil.rmtree(p)
+    assert not made, f"left in the machine's tmp: {sorted(map(str, made))}"
