@@ -141,12 +141,13 @@ def test_prerm_stops_a_daemon_the_sysv_script_started_on_a_systemd_machine(
 
     In a private mount namespace: /run/systemd/system made (a systemd machine,
     though none answers here: systemctl fails, as the prerm allows), and the
-    script at /etc/init.d/inosync."""
+    script at /etc/init.d/inosync; /usr/sbin empty (no policy-rc.d)."""
     script = "\n".join([
         "mount -t tmpfs -o mode=755 tmpfs /run", "mkdir -p /run/systemd/system",
         "mount -t tmpfs -o mode=755 tmpfs /etc/init.d",
         f"cp {INIT} /etc/init.d/inosync", "chmod 755 /etc/init.d/inosync",
         "/etc/init.d/inosync start",
+        "mount -t tmpfs -o mode=755 tmpfs /usr/sbin",  # no policy-rc.d (this machine's: 101)
         f"sh {ROOT / 'debian' / 'inosync.prerm'} remove"])
     done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
                           env=sysv.env, capture_output=True, text=True, timeout=120)
@@ -242,3 +243,24 @@ def test_boot_leaves_nothing_in_the_machines_tmp(tmp_path: Path) -> None:
     for p in made:  # on main: ours to remove
         shutil.rmtree(p)
     assert not made, f"left in the machine's tmp: {sorted(map(str, made))}"
+
+
+@pytest.mark.slow
+def test_prerm_leaves_the_sysv_daemon_alone_where_policy_rc_d_forbids(sysv: Init) -> None:
+    """The stop added above must not bypass policy-rc.d: 101 forbids service
+    actions (a chroot or image build whose /run, and so the pidfile, may be the
+    host's). /usr/sbin is a tmpfs here, holding only that policy."""
+    script = "\n".join([
+        "mount -t tmpfs -o mode=755 tmpfs /run", "mkdir -p /run/systemd/system",
+        "mount -t tmpfs -o mode=755 tmpfs /etc/init.d",
+        f"cp {INIT} /etc/init.d/inosync", "chmod 755 /etc/init.d/inosync",
+        "/etc/init.d/inosync start",
+        "mount -t tmpfs -o mode=755 tmpfs /usr/sbin",
+        "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d",
+        "chmod 755 /usr/sbin/policy-rc.d",
+        f"sh {ROOT / 'debian' / 'inosync.prerm'} remove"])
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
+                          env=sysv.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    pid = sysv.pid()
+    assert pid is not None and alive(pid), done.stdout + done.stderr
