@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
-
-from helpers import alive
 
 SYSTEMD = "/lib/systemd/systemd"
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -96,6 +95,7 @@ class Boot:
     def __init__(self, workdir: Path, units: dict[str, str], mounts: dict[Path, str],
                  target: str, dirs: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self._init: tuple[int, int] | None = None  # systemd's pid and a pidfd of it
         unitdir = workdir / "units"
         unitdir.mkdir()
         for name in TARGETS:
@@ -170,11 +170,17 @@ class Boot:
 
     def init_pid(self) -> int:
         """systemd's pid outside (unshare's only child), once it is there."""
+        if self._init is not None:
+            return self._init[0]
         for _ in range(100):
+            # Before reading /proc: once poll() has reaped unshare, its pid (and
+            # so the children file) may be another process's.
+            assert self.proc.poll() is None, "the namespace ended"
             children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
             if children.split():
-                return int(children.split()[0])
-            assert self.proc.poll() is None, "the namespace ended"
+                pid = int(children.split()[0])
+                self._init = (pid, os.pidfd_open(pid))  # this process, whatever its pid later
+                return pid
             time.sleep(0.05)
         raise AssertionError("unshare started no child")
 
@@ -184,12 +190,14 @@ class Boot:
 
     def close(self) -> None:
         try:
-            init = self.init_pid()
-        except AssertionError:
-            init = None
+            self.init_pid()
+        except (AssertionError, OSError):  # ended already, or never started
+            pass
         self.proc.kill()  # --kill-child: SIGKILL to systemd, so to its whole namespace
         self.proc.wait(10)
-        while init is not None and alive(init):
-            time.sleep(0.05)
+        if self._init is not None:
+            select.select([self._init[1]], [], [], 10)  # readable once systemd has ended
+            os.close(self._init[1])
+            self._init = None
         for c in reversed(self.cgroups):
             _remove_tree(c)

@@ -264,3 +264,21 @@ def test_prerm_leaves_the_sysv_daemon_alone_where_policy_rc_d_forbids(sysv: Init
     assert done.returncode == 0, done.stdout + done.stderr
     pid = sysv.pid()
     assert pid is not None and alive(pid), done.stdout + done.stderr
+
+
+@pytest.mark.slow
+@needs_boot
+def test_boot_that_ended_early_is_still_closed(tmp_path: Path) -> None:
+    """The namespace ends before systemd runs (its script fails: a mount, a
+    mkdir). The test's first look, init_pid(), reaps unshare while it finds
+    that out; on main close() then read /proc/<that pid> again: gone
+    (FileNotFoundError out of close, its cgroups left behind), or by then
+    another process's, whose child close() took for systemd and waited for."""
+    machine = sdboot.Boot(tmp_path, {"boot.target": "[Unit]\nDescription=t\n"}, {},
+                          "boot.target", dirs=("/proc/no-such-dir/x",))
+    try:
+        with pytest.raises(AssertionError, match="the namespace ended"):
+            machine.init_pid()
+    finally:
+        machine.close()
+    assert not any(c.exists() for c in machine.cgroups)
