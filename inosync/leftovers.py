@@ -26,6 +26,7 @@ directory only if that leaves it empty.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -112,7 +113,10 @@ class Stale:
         leaves it empty; True if it is gone. Closes it either way."""
         try:
             for name in self.entries(kind):
-                os.unlink(name, dir_fd=self.fd)
+                # Gone since it was listed: a master told to exit unlinks its
+                # socket itself, after `ssh -O exit` has returned.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=self.fd)
             os.unlink(LOCK, dir_fd=self.fd)
             os.rmdir(os.path.basename(self.path), dir_fd=self.parent_fd)
             return True

@@ -109,7 +109,10 @@ class Runner:
             _close_output(child.output)
             _close(child)
         self.children.clear()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        # Only while still ours: a tmp cleaner may have removed it, and anyone
+        # may have made a directory of that name since (see _scratch_dir).
+        if private_dir(self.dir):
+            shutil.rmtree(self.dir, ignore_errors=True)
         if self._owned is not None:
             self._owned.close()
 

@@ -1,24 +1,40 @@
 """A real systemd booting as PID 1 of its own pid and mount namespaces, for tests.
 
-It sees none of the machine's units or generators (empty directories are
-mounted over them), only the units a test gives it, so it starts nothing
-else: no tmpfiles cleaning, no sysctl, no fstab mounts. /run, /srv and
-/var/lib are its own tmpfs; its cgroups nest under the test's own ones and
-are removed at the end; its console (systemd's own log: exits, restarts) is
-a file. Killing `unshare --kill-child` ends the namespace and everything in it.
+It sees none of the machine's units or generators ($SYSTEMD_UNIT_PATH and
+the generator paths name only its own, and empty directories are mounted
+over the usual ones), only the units a test gives it, so it starts nothing
+else: no tmpfiles cleaning, no sysctl, no fstab mounts. /run, /srv,
+/var/lib, /tmp and /var/tmp are its own tmpfs (PrivateTmp's directories are
+removed only when a unit stops, and a test's end kills it); its cgroups
+nest under the test's own ones and are removed at the end. Its
+/dev/console, and unshare's output, is a file, workdir/console (what a unit
+sends to a tty lands there). systemd's own log does not: as a container's
+init it sets its stdio to /dev/null.
+
+What PID 1 itself does at a fresh start stays inside too: it brings up lo
+and raises net.unix.max_dgram_qlen in its own network namespace (nothing
+in the tests needs a network: nodes are local paths), and its write of
+fs.file-max and fs.nr_open (global, never namespaced) fails on a read-only
+/proc/sys. `container` in its environment makes it skip what a container's
+init must not do (core_pattern, the cgroup release agent, kernel modules).
+Killing `unshare --kill-child` ends the namespace and everything in it; it
+is killed when the process that started it dies, however it dies.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import select
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
-from helpers import alive
-
 SYSTEMD = "/lib/systemd/systemd"
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
 # What the machine's systemd would read: hidden behind empty directories.
 HIDDEN = ("/usr/lib/systemd/system", "/etc/systemd/system",
           "/usr/lib/systemd/system-generators", "/etc/systemd/system-generators",
@@ -79,6 +95,7 @@ class Boot:
     def __init__(self, workdir: Path, units: dict[str, str], mounts: dict[Path, str],
                  target: str, dirs: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self._init: tuple[int, int] | None = None  # systemd's pid and a pidfd of it
         unitdir = workdir / "units"
         unitdir.mkdir()
         for name in TARGETS:
@@ -94,22 +111,48 @@ class Boot:
             for name in ("cpuset.cpus", "cpuset.mems"):  # an empty cpuset takes no one
                 if (c / name).exists():
                     (c / name).write_text((c.parent / name).read_text())
+        self.console = workdir / "console"
+        # Its unit and generator paths: nothing but its own. The empty
+        # directories over HIDDEN miss /usr/local/lib/systemd/system,
+        # /etc/systemd/system.{control,attached}, /lib/systemd/system where /lib
+        # is a directory of its own, and the environment generators.
+        only_ours = {"SYSTEMD_UNIT_PATH": "/run/systemd/system",
+                     "SYSTEMD_GENERATOR_PATH": str(workdir / "empty"),
+                     "SYSTEMD_ENVIRONMENT_GENERATOR_PATH": str(workdir / "empty")}
         script = self._script(unitdir, mounts, target, dirs)
-        self.proc = subprocess.Popen(
-            ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--uts",
-             "--ipc", "--mount-proc", "--propagation", "private", "sh", "-ec", script],
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "container": "inosync-test"},
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=self._enter_cgroups)
+        try:
+            with self.console.open("ab") as console:
+                self.proc = subprocess.Popen(
+                    ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--uts",
+                     "--ipc", "--net", "--mount-proc", "--propagation", "private",
+                     "sh", "-ec", script],
+                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "container": "inosync-test",
+                         **only_ours},
+                    stdin=subprocess.DEVNULL, stdout=console, stderr=console,
+                    preexec_fn=self._enter_cgroups)
+        except BaseException:
+            for c in reversed(self.cgroups):
+                _remove_tree(c)
+            raise
 
     def _enter_cgroups(self) -> None:
+        # In the child, before exec: unshare (and so, by --kill-child, the whole
+        # namespace) dies with the test process, even one killed with -9.
+        if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
         for c in self.cgroups:
             (c / "cgroup.procs").write_text(str(os.getpid()))
 
     def _script(self, unitdir: Path, mounts: dict[Path, str], target: str,
                 dirs: tuple[str, ...]) -> str:
         lines = ["for d in /run /srv /var/lib; do mount -t tmpfs -o mode=755 tmp $d; done",
-                 "mkdir -p /run/systemd/system /run/lock"]
+                 # PrivateTmp's systemd-private-* dirs, never removed after a kill
+                 "for d in /tmp /var/tmp; do mount -t tmpfs -o mode=1777 tmp $d; done",
+                 "mkdir -p /run/systemd/system /run/lock",
+                 # fs.* sysctls are the machine's: systemd's writes fail here
+                 "mount --bind /proc/sys /proc/sys", "mount -o remount,bind,ro /proc/sys",
+                 # a unit's tty output (TTYPath): never the machine's console
+                 f"mount --bind {self.console} /dev/console"]
         lines += [f"[ ! -d {d} ] || mount --bind {self.workdir}/empty {d}" for d in HIDDEN]
         lines += [f"cp -r {unitdir}/. /run/systemd/system/"]
         lines += [f"mkdir -p {d}" for d in dirs]
@@ -127,11 +170,17 @@ class Boot:
 
     def init_pid(self) -> int:
         """systemd's pid outside (unshare's only child), once it is there."""
+        if self._init is not None:
+            return self._init[0]
         for _ in range(100):
+            # Before reading /proc: once poll() has reaped unshare, its pid (and
+            # so the children file) may be another process's.
+            assert self.proc.poll() is None, "the namespace ended"
             children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
             if children.split():
-                return int(children.split()[0])
-            assert self.proc.poll() is None, "the namespace ended"
+                pid = int(children.split()[0])
+                self._init = (pid, os.pidfd_open(pid))  # this process, whatever its pid later
+                return pid
             time.sleep(0.05)
         raise AssertionError("unshare started no child")
 
@@ -141,12 +190,14 @@ class Boot:
 
     def close(self) -> None:
         try:
-            init = self.init_pid()
-        except AssertionError:
-            init = None
+            self.init_pid()
+        except (AssertionError, OSError):  # ended already, or never started
+            pass
         self.proc.kill()  # --kill-child: SIGKILL to systemd, so to its whole namespace
         self.proc.wait(10)
-        while init is not None and alive(init):
-            time.sleep(0.05)
+        if self._init is not None:
+            select.select([self._init[1]], [], [], 10)  # readable once systemd has ended
+            os.close(self._init[1])
+            self._init = None
         for c in reversed(self.cgroups):
             _remove_tree(c)
