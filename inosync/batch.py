@@ -268,6 +268,9 @@ class RunPlan:
     list_data: bytes = b""  # for --files-from: NUL-separated, "." first when top is set
     top: tuple[str, ...] = ()  # names directly in wpath that the list holds
     what: str = "full sync"  # for the log
+    # "." is listed and recurses into the top names only (rsync.root_rules):
+    # with top, or "." alone (wpath's own change under delete = 'running').
+    rooted: bool = False
 
 
 def plan_run(full: bool, listed: list[str], full_above: int) -> RunPlan:
@@ -277,7 +280,11 @@ def plan_run(full: bool, listed: list[str], full_above: int) -> RunPlan:
     """
     if full or len(listed) > full_above:
         return RunPlan(full=True)
-    top = [p for p in top_level(listed) if p != "."]  # "." listed: the whole tree, sent
+    top = [p for p in top_level(listed) if p != "."]
     named = [p for p in listed if p != "."]
-    return RunPlan(False, encode_list(["."] + named if top else listed), tuple(top),
-                   plural(len(listed), "path"))
+    # "." listed alone (wpath's own mode or times, under delete = 'running') is
+    # wpath itself, never the whole tree: a recursive "." under that policy's
+    # --force replaced every node directory where the source has a file.
+    rooted = bool(top) or "." in listed
+    return RunPlan(False, encode_list(["."] + named if rooted else listed), tuple(top),
+                   plural(len(listed), "path"), rooted)

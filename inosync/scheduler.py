@@ -198,8 +198,9 @@ class Scheduler:
         the statusfile and systemd ("1 path waiting, sync in 10 s")."""
         was_empty = not self.collected
         # A change of wpath itself makes the batch a whole-tree sync, which under
-        # delete = 'running' deletes nothing: it is listed as "." instead (sent
-        # whole, and what this batch saw deleted is deleted).
+        # delete = 'running' deletes nothing: it is listed as "." instead (wpath
+        # itself, not recursed: batch.plan_run; what this batch saw deleted is
+        # deleted).
         itself = "." if self.config.delete == "running" else ROOT
         was_full = self.collected.full
         for path in paths:

@@ -203,11 +203,13 @@ def test_a_change_of_wpath_itself_keeps_the_deletions_of_running(policy):
         assert batch.full
 
 
-def test_a_listed_dot_alone_is_the_whole_tree_with_others_only_itself():
+def test_a_listed_dot_is_wpath_itself_never_the_whole_tree():
+    # review 17b: a recursive "." under 'running' (--force) replaced node directories
     alone = plan_run(False, [".", "a/gone"], 1000)
-    assert (alone.top, alone.list_data) == ((), b".\0./a/gone\0")
+    assert (alone.top, alone.list_data, alone.rooted) == ((), b".\0./a/gone\0", True)
     both = plan_run(False, [".", "b", "c/d"], 1000)
-    assert both.top == ("b",) and both.list_data.startswith(b".\0")
+    assert both.top == ("b",) and both.list_data.startswith(b".\0") and both.rooted
+    assert not plan_run(False, ["a/b"], 1000).rooted
 
 
 # ---- the move replay

@@ -1,0 +1,71 @@
+"""Hostile review of the delete setting (issue 17.7b, review 17b).
+
+The rule: under each policy a node never loses anything plain rsync with that
+policy's flags would not delete; under True it ends identical. Each test here
+is a way a shortcut broke that rule (or a check that it holds), with a real
+daemon and real rsync where it matters.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from helpers import wait_until, write_config
+
+
+def _node_only_dir(node: Path, name: str = "uploads") -> Path:
+    d = node / name
+    (d / "2026").mkdir(parents=True)
+    (d / "2026" / "photo.jpg").write_text("only on the node\n")
+    return d
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="review 17b finding 1, not fixed: 'running' list runs "
+                   "pass --force for every listed path, not only those seen deleted")
+def test_running_never_deletes_a_node_only_directory_a_new_file_lands_on(tmp_path,
+                                                                        run_inosync):
+    """delete = 'running' keeps what was never seen deleted. A file made on the
+    source under a name where the node holds a directory of its own (an
+    application's uploads, say) was sent with --force: rsync removed the
+    node's directory with everything in it. Plain rsync without --delete (and
+    without --force) refuses: 'cannot delete non-empty directory'."""
+    src, node = tmp_path / "src", tmp_path / "node"
+    src.mkdir()
+    (src / "index.html").write_text("hi\n")
+    node.mkdir()
+    uploads = _node_only_dir(node)
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.2, retry_min=0.2, retry_max=0.5, delete="running")
+    d = run_inosync(conf)
+    d.wait_log("synced full sync")
+    (src / "uploads").write_text("a file, never a deletion\n")
+    (src / "marker").write_text("after\n")
+    wait_until(lambda: (node / "marker").exists(), 20, "the batch on the node")
+    d.wait_log(r"rsync failed|synced \d+ path")
+    assert (uploads / "2026" / "photo.jpg").is_file(), d.log()
+    d.stop()
+
+
+@pytest.mark.slow
+def test_running_a_touch_of_wpath_never_forces_the_whole_tree(tmp_path, run_inosync):
+    """A change of wpath itself under 'running' is listed as "." and sent whole;
+    with --force that whole-tree run removed every directory of the node where
+    the source has a file (drift: the node made its own), with all it holds,
+    though inosync saw nothing deleted there."""
+    src, node = tmp_path / "src", tmp_path / "node"
+    src.mkdir()
+    (src / "cache").write_text("a file on the source\n")
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.2, retry_min=0.2, retry_max=0.5, delete="running")
+    d = run_inosync(conf)
+    d.wait_log("synced full sync")
+    (node / "cache").unlink()  # the node's own directory now stands there
+    cache = _node_only_dir(node, "cache")
+    src.chmod(0o750)  # IN_ATTRIB on wpath: "." listed
+    wait_until(lambda: stat.S_IMODE(node.stat().st_mode) == 0o750, 20, "wpath's mode sent")
+    d.wait_log(r"synced 1 path")
+    assert (cache / "2026" / "photo.jpg").is_file(), d.log()
+    d.stop()
