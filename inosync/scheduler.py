@@ -359,11 +359,18 @@ class Scheduler:
         self.reloading = False
         old, self.config = self.config, new
         actions: list[Action] = []
+        # A run started under a policy that deleted more would go on deleting
+        # what the new one keeps: stopped, its batch sent again under the new.
+        narrowed = old.delete != new.delete and new.delete is not True
         for dest, node in self.nodes.items():
-            if dest not in new.rnodes and node.state is State.RUNNING:
+            if node.state is not State.RUNNING:
+                continue
+            if dest not in new.rnodes:
                 self.retired[dest] = node
-                self.stopped_by_us.add(dest)
-                actions.append(SignalRun(dest, signal.SIGTERM))
+            elif not narrowed or dest in self.stopped_by_us:
+                continue
+            self.stopped_by_us.add(dest)
+            actions.append(SignalRun(dest, signal.SIGTERM))
         if (new.wpath, new.emask, new.excludes.patterns) != (
                 old.wpath, old.emask, old.excludes.patterns):
             self.collected = PathSet(new.max_pending)

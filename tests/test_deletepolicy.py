@@ -341,3 +341,16 @@ def test_true_has_nothing_to_say_about_a_big_batch(caplog):
     s = Scheduler(dataclasses.replace(config(True), max_pending=3, edelay=1.0))
     s.changed(["a", "b", "c", "d"], 1.5)
     assert "max_pending" not in caplog.text
+
+
+@pytest.mark.parametrize("old, new, stopped", [
+    (True, False, True), (True, "running", True), (True, "startup", True),
+    ("startup", False, True), ("running", False, True), (False, True, False),
+    (True, True, False), ("running", "running", False)])
+def test_a_reload_that_narrows_the_policy_stops_the_runs_under_way(old, new, stopped):
+    # review 17b: the run started under the old policy went on deleting after the reload
+    from inosync.scheduler import SignalRun
+    s = Scheduler(config(old))
+    run(s.begin(0.0))
+    actions = s.reloaded(config(new), 1.0)
+    assert any(isinstance(a, SignalRun) and a.dest == NODE for a in actions) == stopped

@@ -8,11 +8,13 @@ daemon and real rsync where it matters.
 
 from __future__ import annotations
 
+import signal
 import stat
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import wait_until, write_config
+from helpers import RSYNC, wait_until, write_config
 
 
 def _node_only_dir(node: Path, name: str = "uploads") -> Path:
@@ -69,3 +71,52 @@ def test_running_a_touch_of_wpath_never_forces_the_whole_tree(tmp_path, run_inos
     d.wait_log(r"synced 1 path")
     assert (cache / "2026" / "photo.jpg").is_file(), d.log()
     d.stop()
+
+
+def _held_rsync(path: Path) -> tuple[Path, Path]:
+    """An rsync (the config's rsync setting) that, while the file hold exists,
+    says so in the file waiting and waits before it execs the real one: a run
+    the daemon started and that has not yet done anything."""
+    hold, waiting = path.with_suffix(".hold"), path.with_suffix(".waiting")
+    path.write_text(f"""#!{sys.executable}
+import os, sys, time
+if os.path.exists({str(hold)!r}):
+    open({str(waiting)!r}, "w").close()
+    while os.path.exists({str(hold)!r}):
+        time.sleep(0.05)
+os.execv({RSYNC!r}, [{RSYNC!r}, *sys.argv[1:]])
+""")
+    path.chmod(0o755)
+    return hold, waiting
+
+
+@pytest.mark.slow
+def test_a_reload_to_a_policy_that_keeps_stops_the_run_that_would_delete(tmp_path,
+                                                                        run_inosync):
+    """A careless start under delete = True: the operator sees the full sync
+    under way, sets delete = False and reloads. The run already started kept
+    its --delete and, going on after the reload said 'delete: True -> False',
+    removed what the node alone held. A reload that narrows what may be
+    deleted stops the runs started under the old policy (their batch stays
+    pending, sent again under the new one)."""
+    src, node = tmp_path / "src", tmp_path / "node"
+    src.mkdir()
+    (src / "index.html").write_text("hi\n")
+    node.mkdir()
+    (node / "precious.txt").write_text("only on the node\n")
+    rsync = tmp_path / "rsync-held"
+    hold, waiting = _held_rsync(rsync)
+    hold.touch()
+    settings = dict(wpath=str(src), rnodes=[str(node)], edelay=0.2, retry_min=0.2,
+                    retry_max=0.5, rsync=str(rsync))
+    conf = write_config(tmp_path / "inosync.conf", **settings, delete=True)
+    d = run_inosync(conf)
+    wait_until(waiting.exists, 20, "the start's run under way")
+    write_config(conf, **settings, delete=False)
+    d.signal(signal.SIGHUP)
+    d.wait_log("reloaded; full sync")
+    hold.unlink()
+    d.wait_log("synced full sync")
+    assert (node / "index.html").is_file()
+    assert (node / "precious.txt").is_file(), d.log()
+    assert d.stop() == 0
