@@ -354,3 +354,18 @@ def test_a_reload_that_narrows_the_policy_stops_the_runs_under_way(old, new, sto
     run(s.begin(0.0))
     actions = s.reloaded(config(new), 1.0)
     assert any(isinstance(a, SignalRun) and a.dest == NODE for a in actions) == stopped
+
+
+@pytest.mark.parametrize("keep_gone", [False, True])
+def test_a_gone_path_a_directory_exclude_would_protect_is_not_listed(tmp_path, keep_gone):
+    # review 17b: rsync matches a missing argument as no directory: 'cache/' did not
+    # protect the node's cache directory from --delete-missing-args
+    from inosync.excludes import Excludes
+    (tmp_path / "app" / "sub").mkdir(parents=True)
+    ex = Excludes(("cache/",))
+    listed = files_list({"app/cache", "cache", "app/sub", "app/sub/gone", "app/x"}, str(tmp_path),
+                        ex, keep_gone=keep_gone)
+    if keep_gone:  # nothing deletes app/cache; app/sub/gone stays listed below app/sub
+        assert listed == ["app/sub", "app/sub/gone", "app/x"]
+    else:  # app's deletion pass deletes a file app/cache, keeps the directory
+        assert listed == ["app"]

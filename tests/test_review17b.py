@@ -120,3 +120,34 @@ def test_a_reload_to_a_policy_that_keeps_stops_the_run_that_would_delete(tmp_pat
     assert (node / "index.html").is_file()
     assert (node / "precious.txt").is_file(), d.log()
     assert d.stop() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", [True, "running"])
+@pytest.mark.parametrize("where", ["app/", ""])
+def test_a_gone_file_never_takes_the_excluded_directory_of_its_name(tmp_path, run_inosync,
+                                                                    policy, where):
+    """rexcludes = ['cache/'] keeps each node's own cache directory (README: the
+    exclude protects node-local data). A file named cache made and removed on
+    the source was listed as gone: rsync matches a missing argument as no
+    directory, so 'cache/' did not protect it, and --delete-missing-args
+    removed the node's directory with all it held. Plain rsync --delete with
+    that exclude keeps it."""
+    src, node = tmp_path / "src", tmp_path / "node"
+    (src / "app").mkdir(parents=True)
+    (src / "app" / "index.php").write_text("<?php\n")
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.5, rexcludes=["cache/"], delete=policy)
+    d = run_inosync(conf)
+    d.wait_log("synced full sync")
+    cache = node / where / "cache"
+    cache.mkdir()
+    (cache / "session").write_text("only on this node\n")
+    made = src / where / "cache"
+    made.write_text("a moment\n")
+    made.unlink()
+    (src / "marker").write_text("after\n")
+    wait_until(lambda: (node / "marker").exists(), 20, "the batch on the node")
+    d.wait_log(r"synced \d+ path")
+    assert (cache / "session").is_file(), d.log()
+    assert d.stop() == 0
