@@ -63,12 +63,12 @@ def test_running_a_touch_of_wpath_never_forces_the_whole_tree(tmp_path, run_inos
     conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
                         edelay=0.2, retry_min=0.2, retry_max=0.5, delete="running")
     d = run_inosync(conf)
-    d.wait_log("synced full sync")
+    d.wait_log("synced full sync", timeout=60)
     (node / "cache").unlink()  # the node's own directory now stands there
     cache = _node_only_dir(node, "cache")
     src.chmod(0o750)  # IN_ATTRIB on wpath: "." listed
-    wait_until(lambda: stat.S_IMODE(node.stat().st_mode) == 0o750, 20, "wpath's mode sent")
-    d.wait_log(r"synced 1 path")
+    wait_until(lambda: stat.S_IMODE(node.stat().st_mode) == 0o750, 60, "wpath's mode sent")
+    d.wait_log(r"synced 1 path", timeout=60)
     assert (cache / "2026" / "photo.jpg").is_file(), d.log()
     d.stop()
 
