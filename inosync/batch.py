@@ -192,10 +192,39 @@ def files_list(paths: Iterable[str], root: str, excludes: Excludes | None = None
     if excludes:
         sent = [p if not _excluded_now(p, root, excludes) else _parent(p) for p in sent]
     result = listed if sent == listed else collapse(sent)
-    if not keep_gone:
-        return result
-    gone = _gone_below(paths.difference(result), root, parent_is_dir)
-    return sorted({*result, *gone}) if gone else result
+    if keep_gone:
+        gone = _gone_below(paths.difference(result), root, parent_is_dir)
+        result = sorted({*result, *gone}) if gone else result
+    if excludes:
+        result = _unprotected_gone(result, root, excludes, keep_gone)
+    return result
+
+
+def _unprotected_gone(listed: list[str], root: str, excludes: Excludes,
+                      keep_gone: bool) -> list[str]:
+    """listed, without the gone paths that a directory of their name on a node
+    would be excluded as (``cache/``).
+
+    rsync matches a listed path that is missing as no directory, so such an
+    exclude does not protect the node's directory of that name, and
+    --delete-missing-args removes it with all it holds: a file ``cache`` made
+    and removed on the source took each node's own ``cache/`` away. The
+    parent is listed instead (with --delete, its deletion pass removes a file
+    of that name and keeps the excluded directory); without --delete
+    (keep_gone), or at the top level, nothing is: the file, if a node has it,
+    stays until a whole-tree sync.
+    """
+    out: set[str] = set()
+    for p in listed:
+        if p != "." and excludes.excluded(p, True) and not os.path.lexists(
+                os.path.join(root, p)):
+            if "/" in p and not keep_gone:
+                out.add(_parent(p))
+            continue
+        out.add(p)
+    if out == set(listed):
+        return listed
+    return sorted(out) if keep_gone else collapse(out)  # keep_gone lists paths below others
 
 
 def _gone_below(paths: Iterable[str], root: str, parent_is_dir: Callable[[str], bool]
@@ -268,6 +297,9 @@ class RunPlan:
     list_data: bytes = b""  # for --files-from: NUL-separated, "." first when top is set
     top: tuple[str, ...] = ()  # names directly in wpath that the list holds
     what: str = "full sync"  # for the log
+    # "." is listed and recurses into the top names only (rsync.root_rules):
+    # with top, or "." alone (wpath's own change under delete = 'running').
+    rooted: bool = False
 
 
 def plan_run(full: bool, listed: list[str], full_above: int) -> RunPlan:
@@ -277,7 +309,11 @@ def plan_run(full: bool, listed: list[str], full_above: int) -> RunPlan:
     """
     if full or len(listed) > full_above:
         return RunPlan(full=True)
-    top = [p for p in top_level(listed) if p != "."]  # "." listed: the whole tree, sent
+    top = [p for p in top_level(listed) if p != "."]
     named = [p for p in listed if p != "."]
-    return RunPlan(False, encode_list(["."] + named if top else listed), tuple(top),
-                   plural(len(listed), "path"))
+    # "." listed alone (wpath's own mode or times, under delete = 'running') is
+    # wpath itself, never the whole tree: a recursive "." under that policy's
+    # --force replaced every node directory where the source has a file.
+    rooted = bool(top) or "." in listed
+    return RunPlan(False, encode_list(["."] + named if rooted else listed), tuple(top),
+                   plural(len(listed), "path"), rooted)

@@ -148,7 +148,7 @@ class Runner:
             if not plan.full:
                 list_file = self._scratch_file(plan.list_data)
                 scratch.append(list_file)
-                if plan.top:
+                if plan.rooted:
                     rules_file = self._scratch_file(root_rules(plan.top))
                     scratch.append(rules_file)
             argv = argv_for(plan, list_file, rules_file)

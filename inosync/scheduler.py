@@ -198,8 +198,9 @@ class Scheduler:
         the statusfile and systemd ("1 path waiting, sync in 10 s")."""
         was_empty = not self.collected
         # A change of wpath itself makes the batch a whole-tree sync, which under
-        # delete = 'running' deletes nothing: it is listed as "." instead (sent
-        # whole, and what this batch saw deleted is deleted).
+        # delete = 'running' deletes nothing: it is listed as "." instead (wpath
+        # itself, not recursed: batch.plan_run; what this batch saw deleted is
+        # deleted).
         itself = "." if self.config.delete == "running" else ROOT
         was_full = self.collected.full
         for path in paths:
@@ -358,11 +359,18 @@ class Scheduler:
         self.reloading = False
         old, self.config = self.config, new
         actions: list[Action] = []
+        # A run started under a policy that deleted more would go on deleting
+        # what the new one keeps: stopped, its batch sent again under the new.
+        narrowed = old.delete != new.delete and new.delete is not True
         for dest, node in self.nodes.items():
-            if dest not in new.rnodes and node.state is State.RUNNING:
+            if node.state is not State.RUNNING:
+                continue
+            if dest not in new.rnodes:
                 self.retired[dest] = node
-                self.stopped_by_us.add(dest)
-                actions.append(SignalRun(dest, signal.SIGTERM))
+            elif not narrowed or dest in self.stopped_by_us:
+                continue
+            self.stopped_by_us.add(dest)
+            actions.append(SignalRun(dest, signal.SIGTERM))
         if (new.wpath, new.emask, new.excludes.patterns) != (
                 old.wpath, old.emask, old.excludes.patterns):
             self.collected = PathSet(new.max_pending)

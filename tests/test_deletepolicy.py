@@ -203,11 +203,13 @@ def test_a_change_of_wpath_itself_keeps_the_deletions_of_running(policy):
         assert batch.full
 
 
-def test_a_listed_dot_alone_is_the_whole_tree_with_others_only_itself():
+def test_a_listed_dot_is_wpath_itself_never_the_whole_tree():
+    # review 17b: a recursive "." under 'running' (--force) replaced node directories
     alone = plan_run(False, [".", "a/gone"], 1000)
-    assert (alone.top, alone.list_data) == ((), b".\0./a/gone\0")
+    assert (alone.top, alone.list_data, alone.rooted) == ((), b".\0./a/gone\0", True)
     both = plan_run(False, [".", "b", "c/d"], 1000)
-    assert both.top == ("b",) and both.list_data.startswith(b".\0")
+    assert both.top == ("b",) and both.list_data.startswith(b".\0") and both.rooted
+    assert not plan_run(False, ["a/b"], 1000).rooted
 
 
 # ---- the move replay
@@ -339,3 +341,31 @@ def test_true_has_nothing_to_say_about_a_big_batch(caplog):
     s = Scheduler(dataclasses.replace(config(True), max_pending=3, edelay=1.0))
     s.changed(["a", "b", "c", "d"], 1.5)
     assert "max_pending" not in caplog.text
+
+
+@pytest.mark.parametrize("old, new, stopped", [
+    (True, False, True), (True, "running", True), (True, "startup", True),
+    ("startup", False, True), ("running", False, True), (False, True, False),
+    (True, True, False), ("running", "running", False)])
+def test_a_reload_that_narrows_the_policy_stops_the_runs_under_way(old, new, stopped):
+    # review 17b: the run started under the old policy went on deleting after the reload
+    from inosync.scheduler import SignalRun
+    s = Scheduler(config(old))
+    run(s.begin(0.0))
+    actions = s.reloaded(config(new), 1.0)
+    assert any(isinstance(a, SignalRun) and a.dest == NODE for a in actions) == stopped
+
+
+@pytest.mark.parametrize("keep_gone", [False, True])
+def test_a_gone_path_a_directory_exclude_would_protect_is_not_listed(tmp_path, keep_gone):
+    # review 17b: rsync matches a missing argument as no directory: 'cache/' did not
+    # protect the node's cache directory from --delete-missing-args
+    from inosync.excludes import Excludes
+    (tmp_path / "app" / "sub").mkdir(parents=True)
+    ex = Excludes(("cache/",))
+    listed = files_list({"app/cache", "cache", "app/sub", "app/sub/gone", "app/x"}, str(tmp_path),
+                        ex, keep_gone=keep_gone)
+    if keep_gone:  # nothing deletes app/cache; app/sub/gone stays listed below app/sub
+        assert listed == ["app/sub", "app/sub/gone", "app/x"]
+    else:  # app's deletion pass deletes a file app/cache, keeps the directory
+        assert listed == ["app"]
