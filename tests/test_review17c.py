@@ -133,8 +133,9 @@ def sysv(tmp_path: Path) -> Iterator[Init]:
 @pytest.mark.slow
 def test_prerm_stops_a_daemon_the_sysv_script_started_on_a_systemd_machine(
         sysv: Init) -> None:
-    """/etc/init.d/inosync runs the daemon itself, also where systemd runs (it
-    does not source /lib/lsb/init-functions, which would hand it to systemctl).
+    """/etc/init.d/inosync ran the daemon itself, also where systemd runs (0.4's
+    script did not source /lib/lsb/init-functions, which hands it to systemctl;
+    SYSTEMCTL_SKIP_REDIRECT=1 still does).
     On main the package's prerm asked only systemd to stop inosync when
     /run/systemd/system exists: a daemon started by the script kept running,
     from deleted files, after `apt-get remove inosync`.
@@ -146,7 +147,7 @@ def test_prerm_stops_a_daemon_the_sysv_script_started_on_a_systemd_machine(
         "mount -t tmpfs -o mode=755 tmpfs /run", "mkdir -p /run/systemd/system",
         "mount -t tmpfs -o mode=755 tmpfs /etc/init.d",
         f"cp {INIT} /etc/init.d/inosync", "chmod 755 /etc/init.d/inosync",
-        "/etc/init.d/inosync start",
+        "SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/inosync start",  # as 0.4's script did
         "mount -t tmpfs -o mode=755 tmpfs /usr/sbin",  # no policy-rc.d (this machine's: 101)
         f"sh {ROOT / 'debian' / 'inosync.prerm'} remove"])
     done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
@@ -254,7 +255,7 @@ def test_prerm_leaves_the_sysv_daemon_alone_where_policy_rc_d_forbids(sysv: Init
         "mount -t tmpfs -o mode=755 tmpfs /run", "mkdir -p /run/systemd/system",
         "mount -t tmpfs -o mode=755 tmpfs /etc/init.d",
         f"cp {INIT} /etc/init.d/inosync", "chmod 755 /etc/init.d/inosync",
-        "/etc/init.d/inosync start",
+        "SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/inosync start",  # as 0.4's script did
         "mount -t tmpfs -o mode=755 tmpfs /usr/sbin",
         "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d",
         "chmod 755 /usr/sbin/policy-rc.d",
