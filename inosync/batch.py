@@ -35,9 +35,15 @@ class PathSet:
     until a run gets through. Renames are only a shortcut, and only valid as
     an unbroken chain from what the node last had: once a set is told the
     chain broke (``drop_moves``), it takes no more of them until taken.
+
+    ``since`` is a wall-clock time no later than the start of the oldest
+    change it holds (None: empty, or no bound needed); 0.0 stands for "as
+    old as can be": a sync whose need has no known start (the first one, a
+    new tree, new settings). No node's checkpoint passes it (see
+    Scheduler.checkpoint).
     """
 
-    __slots__ = ("paths", "full", "limit", "moves", "moves_dropped", "checksum")
+    __slots__ = ("paths", "full", "limit", "moves", "moves_dropped", "checksum", "since")
 
     def __init__(self, limit: int = 100_000) -> None:
         self.paths: set[str] = set()
@@ -46,6 +52,7 @@ class PathSet:
         self.moves: list[Move] = []
         self.moves_dropped = False
         self.checksum = False
+        self.since: float | None = None
 
     def __bool__(self) -> bool:
         return self.full or bool(self.paths)
@@ -67,12 +74,18 @@ class PathSet:
         self.full = True
         self.paths = set()
 
+    def note_since(self, when: float | None) -> None:
+        """What it holds began no later than when (a wall-clock time)."""
+        if when is not None and (self.since is None or when < self.since):
+            self.since = when
+
     def update(self, other: PathSet) -> None:
         """Add other, which is newer: its renames happened after ours."""
         self.add_moves(other.moves)
         if other.moves_dropped:
             self.drop_moves()
         self.checksum |= other.checksum
+        self.note_since(other.since)
         if other.full:
             self.set_full()
         elif not self.full:
@@ -106,8 +119,10 @@ class PathSet:
         taken = PathSet(self.limit)
         taken.paths, taken.full, taken.moves = self.paths, self.full, self.moves
         taken.moves_dropped, taken.checksum = self.moves_dropped, self.checksum
+        taken.since = self.since
         self.paths, self.full, self.moves = set(), False, []
         self.moves_dropped = self.checksum = False
+        self.since = None
         return taken
 
     def describe(self) -> str:

@@ -28,15 +28,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from . import __version__, keptstore, paths
+from . import __version__, keptstore, paths, scan
+from . import checkpoint as checkpointmod
 from . import config as configmod
 from . import replay as replaymod
-from .batch import RunPlan, files_list, full_sync_above, plan_run, plural
+from .batch import PathSet, RunPlan, files_list, full_sync_above, plan_run, plural
 from .check import preflight
+from .checkpoint import CheckpointError, Here, Record
 from .config import Config, ConfigError
 from .kept import before_renames
 from .keptstore import KeptError, KeptFile
-from .mounts import SpecialMounts
+from .mounts import SpecialMounts, read_mounts
 from .notify import Notifier
 from .paths import Identity, identity
 from .replay import Move, can_replay, replay_argv, replay_input
@@ -59,6 +61,7 @@ from .scheduler import (
     LogStatus,
     Reload,
     Rescan,
+    Resumed,
     Rewatch,
     RootLost,
     RootMoved,
@@ -136,6 +139,7 @@ class Daemon:
         on_reload: Callable[[Config], None] | None = None,
         live: Callable[[str], None] | None = None,
         tree_lock: TreeLock | None = None,
+        full: bool = False,
     ) -> None:
         self.scheduler = Scheduler(config, live=live is not None)
         self.live = live  # shows a line of progress on the terminal, if there is one
@@ -161,6 +165,14 @@ class Daemon:
         self.special = SpecialMounts()  # proc and the like mounted inside wpath since
         self.tree_lock = tree_lock  # one inosync per tree: moves with wpath (treelock.py)
         self.pretended = 0  # -p: the runs it showed instead
+        # Checkpoints (checkpoint.py): --full ignores them at start; the last point
+        # recorded per node; the mounts inside the tree at start (a record is
+        # valid for those: another disk mounted there since shows old ctimes).
+        self.full_start = full
+        self.checkpoints = checkpointmod.Store(config.state_dir)
+        self.saved: dict[str, float] = {}
+        self.save_at: float | None = None
+        self.mounts_of: tuple[str, list[list[str]]] | None = None
 
     @property
     def config(self) -> Config:
@@ -185,8 +197,11 @@ class Daemon:
                 unreadable = self.restore_kept(self.watcher, "from before the restart")
                 if unreadable:  # it could name a copy the full sync would delete
                     log.error("%s; stopping without syncing", unreadable)
+                if self.watcher.started_at is not None:
+                    self.scheduler.read_started(self.watcher.started_at)
+                resumed = {} if unreadable else self.resume(compare)
                 code = self.carry_out([Exit(1)] if unreadable else
-                                      self.scheduler.begin(time.monotonic(), compare))
+                                      self.scheduler.begin(time.monotonic(), compare, resumed))
                 self.notify.ready()  # the tree is watched: systemctl start may return
                 self.announce()
                 while code is None:
@@ -195,6 +210,8 @@ class Daemon:
                     code = self.carry_out(actions)
                     if actions:  # nothing done, nothing to tell: no status per event
                         self.announce()
+                    self.save_checkpoints(time.monotonic())
+                self.last_checkpoints()
         finally:
             self.watcher.close()  # ours from the start (a reload may have replaced it)
         self.write_status(time.monotonic(), stopped=code)
@@ -205,8 +222,8 @@ class Daemon:
         return code
 
     def wait(self) -> None:
-        due = [t for t in (self.scheduler.next_deadline(), self.runner.next_deadline())
-               if t is not None]
+        due = [t for t in (self.scheduler.next_deadline(), self.runner.next_deadline(),
+                           self.save_at) if t is not None]
         deadline = min(due) if due else None
         timeout = None
         if deadline is not None:
@@ -224,6 +241,7 @@ class Daemon:
             actions += s.signal(signum, now)
         self.runner.expire(now)
         actions += self.reaped(now)
+        read_at = time.time()
         events = self.watcher.read()
         self.record_kept()  # a place found unmounted: recorded before any run
         if events.paths:
@@ -237,6 +255,7 @@ class Daemon:
             actions += s.overflowed(now)
         if events.root_changed:
             actions += s.root_changed(now)
+        s.read_started(read_at)  # after this read's events went in, which began before it
         return actions + s.tick(now)
 
     def reaped(self, now: float) -> list[Action]:
@@ -309,6 +328,122 @@ class Daemon:
         elif isinstance(action, LogProgress):
             self.report_progress(action.to_log, now)
         return []
+
+    # ---- checkpoints: where each node is, across restarts (checkpoint.py)
+
+    def resume(self, compare: set[str]) -> dict[str, Resumed]:
+        """The nodes that start from their checkpoint, with what changed since
+        (one scan of the tree for all); the others get a full sync. One line
+        per node says which, and why."""
+        c, w = self.config, self.watcher
+        wall = time.time()
+        reasons: dict[str, str] = {}
+        records: dict[str, Record] = {}
+        general = "--full was given" if self.full_start else checkpointmod.events_problem(c.emask)
+        for dest in c.rnodes:
+            why = general or ("a move replay there was never confirmed" if dest in compare
+                              else None)
+            record = None
+            if why is None and w.identity is not None:
+                try:
+                    record = self.checkpoints.load(w.root, dest)
+                except CheckpointError as e:
+                    why = str(e)
+                else:
+                    why = checkpointmod.refuse(record, Here(dest, w.root, w.identity,
+                                                            self.settings(), wall))
+            if why is not None or record is None:
+                reasons[dest] = why or "wpath has no identity"
+            else:
+                records[dest] = record
+        resumed = self._scan_for(records, reasons, wall) if records else {}
+        for dest in c.rnodes:
+            if dest in reasons:
+                log.info("%s: full sync: %s", dest, reasons[dest])
+        return resumed
+
+    def _scan_for(self, records: dict[str, Record], reasons: dict[str, str],
+                  wall: float) -> dict[str, Resumed]:
+        """Scan the tree once from the oldest checkpoint; each node's batch."""
+        c, w = self.config, self.watcher
+        margin = checkpointmod.MARGIN
+        oldest = min(r.synced_to for r in records.values()) - margin
+        started = time.monotonic()
+        try:
+            found = scan.walk(w.root, int(oldest * 1e9), c.excludes, w.kept)
+        except OSError as e:
+            reasons.update({d: f"cannot scan {w.root}: {e.strerror}" for d in records})
+            return {}
+        took = time.monotonic() - started
+        most = full_sync_above(c.full_threshold, max(w.entries, found.seen))
+        resumed = {}
+        for dest, record in records.items():
+            paths = scan.changed(found, int((record.synced_to - margin) * 1e9))
+            if paths is None:
+                reasons[dest] = "the entries or attributes of wpath itself changed since " \
+                                "its checkpoint"
+                continue
+            if len(paths) > most:
+                reasons[dest] = (f"{len(paths):,} paths changed since its checkpoint, more "
+                                 f"than a list run is worth ({most:,})")
+                continue
+            batch = PathSet(c.max_pending)
+            for path in paths:
+                batch.add(path)
+            batch.note_since(record.synced_to)
+            # ctime says the inode changed, not that size or mtime tell it (an
+            # mtime set back): what the scan found is compared by content.
+            batch.checksum = bool(batch)
+            resumed[dest] = Resumed(batch, wall, record.last_full)
+            self.saved[dest] = record.synced_to
+            log.info("%s: starting from its checkpoint of %s: %s changed since (scan of "
+                     "%s entries in %.1f s); no full sync", dest,
+                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.synced_to)),
+                     plural(len(paths), "path"), f"{found.seen:,}", took)
+        return resumed
+
+    def settings(self) -> dict[str, str]:
+        """The fingerprint of what decides what the nodes hold (checkpoint.fingerprint)."""
+        c, w = self.config, self.watcher
+        if self.mounts_of is None or self.mounts_of[0] != w.root:  # read once per tree
+            self.mounts_of = (w.root, checkpointmod.mounts_inside(w.root, read_mounts()))
+        return checkpointmod.fingerprint(c.excludes.patterns, c.rsync_args, w.kept,
+                                         self.mounts_of[1])
+
+    def save_checkpoints(self, now: float, force: bool = False) -> None:
+        """Record each node's checkpoint that moved on, every SAVE_EVERY seconds
+        (and at a clean stop): not per batch, a few small files a minute at most."""
+        if self.save_at is None:
+            self.save_at = now + checkpointmod.SAVE_EVERY
+        if (now < self.save_at and not force) or self.runner.pretend:
+            return
+        self.save_at = now + checkpointmod.SAVE_EVERY
+        c, w = self.config, self.watcher
+        if w.identity is None or checkpointmod.events_problem(c.emask):
+            return
+        settings, wall = self.settings(), time.time()
+        for dest in c.rnodes:
+            point = self.scheduler.checkpoint(dest)
+            if point is None or point <= self.saved.get(dest, 0.0):
+                continue
+            node = self.scheduler.nodes[dest]
+            record = Record(dest, w.root, w.identity.dev, w.identity.ino, settings, __version__,
+                            min(point, wall), wall, node.last_full)
+            if self.checkpoints.save(record):
+                self.saved[dest] = point
+
+    def last_checkpoints(self) -> None:
+        """At a stop: read what the watcher still holds, then record. Lost events
+        or a moved wpath record nothing new (the last records stay)."""
+        read_at = time.time()
+        events = self.watcher.read()
+        if events.overflowed or events.root_changed or events.unwatched:
+            return
+        s, now = self.scheduler, time.monotonic()
+        if events.paths:
+            s.changed(events.paths, now, events.moves)
+        s.read_started(read_at)
+        self.save_checkpoints(now, force=True)
 
     # ---- the edges: runs, wpath, reload, status
 

@@ -1,0 +1,229 @@
+"""Per-node checkpoints in state_dir: restarts that cost one local scan.
+
+A node's checkpoint is a wall-clock time C such that every change of the
+tree made before C is on that node. The scheduler knows it while it runs
+(Scheduler.checkpoint): the start of the oldest change not yet delivered
+there, or of the oldest read of the watcher that may still hold one. The
+daemon records it here at a steady pace and at a clean stop; a node that
+fails keeps the point where its oldest undelivered change began.
+
+At the next start the record is used only if it was written for this very
+situation: the same wpath directory (device and inode), the node spelt the
+same way, the same settings that decide what a node holds (excludes,
+rsync_args, the kept mount points, the filesystems mounted inside wpath),
+the same inosync version, a clock that did not go backwards, and not older
+than MAX_AGE (a crash leaves the last one written). Then one local scan
+(scan.py) finds what changed since C - MARGIN and that alone is sent; on any
+doubt the node gets a full sync, and the start line says why.
+
+Pure: Record, encode/decode, fingerprint, refuse. Store reads and writes files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+
+from . import __version__
+from .keptstore import _replace, _sync_dir
+from .mounts import Mount
+from .paths import Identity, inside
+from .rsync import normal_form
+from .unverified import make_private_dir
+
+log = logging.getLogger("inosync")
+
+FORMAT = 1
+PREFIX, SUFFIX = "node-", ".checkpoint"
+# Seconds before the checkpoint that the scan looks back too: timestamps of
+# coarse filesystems (whole seconds, FAT's two), the kernel's coarse clock.
+MARGIN = 5.0
+MAX_AGE = 7 * 86400.0  # older than this (a crash long ago, a copy restored): full sync
+SAVE_EVERY = 60.0  # seconds between writes while running (and one at a clean stop)
+# The events without which some change would never be sent while running:
+# with fewer, a checkpoint would claim changes the node never got.
+NEEDED_EVENTS = frozenset({"IN_CLOSE_WRITE", "IN_CREATE", "IN_DELETE", "IN_MOVED_FROM",
+                           "IN_MOVED_TO", "IN_MODIFY", "IN_ATTRIB"})
+
+
+@dataclass(frozen=True)
+class Record:
+    """What one checkpoint file holds."""
+
+    node: str  # the node exactly as configured
+    wpath: str  # the real path of the tree
+    dev: int
+    ino: int
+    settings: Mapping[str, str]  # part -> fingerprint (see fingerprint())
+    version: str
+    synced_to: float  # every change made before this wall-clock time is on the node
+    written_at: float  # the wall clock when this was written
+    last_full: float | None = None  # when the last whole-tree sync there ended (wall)
+    format: int = field(default=FORMAT)
+
+
+def encode(record: Record) -> bytes:
+    data = asdict(record)
+    data["settings"] = dict(record.settings)
+    # ensure_ascii: a name that is not UTF-8 (surrogate escapes) round-trips as \udcxx
+    return (json.dumps(data, sort_keys=True, ensure_ascii=True) + "\n").encode()
+
+
+def decode(data: bytes) -> Record:
+    """The record in data; ValueError if it is not one."""
+    try:
+        raw = json.loads(data.decode("ascii"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"not a checkpoint ({e})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ValueError(f"format {raw.get('format') if isinstance(raw, dict) else '?'}, "
+                         f"not {FORMAT}")
+    try:
+        record = Record(**raw)
+    except TypeError as e:
+        raise ValueError(f"fields do not match ({e})") from None
+    numbers = (record.dev, record.ino, record.synced_to, record.written_at)
+    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers) \
+            or not isinstance(record.settings, dict) \
+            or not all(isinstance(v, str) for v in (record.node, record.wpath, record.version)) \
+            or not (record.last_full is None or isinstance(record.last_full, (int, float))):
+        raise ValueError("a field has the wrong type")
+    return record
+
+
+def _digest(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def mounts_inside(wpath: str, mounts: Iterable[Mount]) -> list[list[str]]:
+    """The filesystems mounted at or below wpath (real path), relative to it: another
+    disk mounted there shows files whose ctimes say nothing about the nodes."""
+    return sorted([os.path.relpath(m.point, wpath), m.dev, m.root, m.fstype, m.source]
+                  for m in mounts if inside(m.point, wpath))
+
+
+def fingerprint(excludes: Iterable[str], rsync_args: Iterable[str], kept: Iterable[str],
+                mounts: list[list[str]]) -> dict[str, str]:
+    """One digest per setting that changes what a node should hold."""
+    return {
+        "excludes (rexcludes, rexcludes_from)": _digest(list(excludes)),
+        "rsync_args": _digest(list(rsync_args)),
+        "kept mount points": _digest(sorted(kept)),
+        "filesystems mounted inside wpath": _digest(mounts),
+    }
+
+
+@dataclass(frozen=True)
+class Here:
+    """What a record must match at this start."""
+
+    node: str
+    wpath: str
+    identity: Identity
+    settings: Mapping[str, str]
+    wall: float  # the clock now
+    version: str = __version__
+
+
+def refuse(record: Record | None, here: Here) -> str | None:
+    """Why this record cannot say what the node holds (the reason for a full
+    sync), or None: the node may start from it."""
+    if record is None:
+        return "no checkpoint in state_dir (first start, or never synced whole)"
+    if record.wpath != here.wpath or (record.dev, record.ino) != (here.identity.dev,
+                                                                  here.identity.ino):
+        return (f"wpath is another directory than the checkpoint's ({here.identity}; was "
+                f"{record.wpath}, device {record.dev} inode {record.ino})")
+    if record.node != here.node:
+        return f"the node is spelt otherwise than in the checkpoint ({record.node!r})"
+    if record.version != here.version:
+        return f"the checkpoint was written by inosync {record.version}"
+    changed = sorted(k for k in set(record.settings) | set(here.settings)
+                     if record.settings.get(k) != here.settings.get(k))
+    if changed:
+        return f"changed since the checkpoint: {', '.join(changed)}"
+    if here.wall < record.written_at or here.wall < record.synced_to:
+        return (f"the clock went backwards since the checkpoint was written "
+                f"({_when(record.written_at)})")
+    if here.wall - record.synced_to > MAX_AGE:
+        return (f"the checkpoint is older than {MAX_AGE / 86400:g} days "
+                f"({_when(record.synced_to)})")
+    return None
+
+
+def _when(wall: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall))
+
+
+def events_problem(emask: Iterable[str]) -> str | None:
+    """Why checkpoints cannot be kept with this emask, or None."""
+    missing = sorted(NEEDED_EVENTS - set(emask))
+    if missing:
+        return f"emask leaves out {', '.join(missing)}: some changes are never sent while running"
+    return None
+
+
+class CheckpointError(Exception):
+    """A checkpoint file that is there but cannot be read: a full sync."""
+
+
+class Store:
+    """The checkpoint files of one tree in state_dir, one per node."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.dir = state_dir
+        self.failed = False  # said once, until a write gets through
+
+    def path(self, wpath: str, node: str) -> str:
+        """Named by the tree and the node spelt one way: another spelling of the
+        same node finds the file, and is told apart inside it."""
+        key = os.fsencode(wpath) + b"\0" + os.fsencode(normal_form(node))
+        return os.path.join(self.dir, PREFIX + hashlib.sha256(key).hexdigest()[:24] + SUFFIX)
+
+    def load(self, wpath: str, node: str) -> Record | None:
+        """The record for node, None if there is none; CheckpointError if unreadable."""
+        path = self.path(wpath, node)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+                raise CheckpointError(f"{path} is not a regular file of uid {os.getuid()}")
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read(1 << 20)
+        except OSError as e:
+            raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
+        finally:
+            os.close(fd)
+        try:
+            return decode(data)
+        except ValueError as e:
+            raise CheckpointError(f"{path} is damaged: {e}") from None
+
+    def save(self, record: Record) -> bool:
+        """Write record atomically and durably; False if that cannot be (said once)."""
+        try:
+            make_private_dir(self.dir)
+            _replace(self.path(record.wpath, record.node), encode(record))
+            _sync_dir(self.dir)
+        except OSError as e:
+            if not self.failed:
+                self.failed = True
+                log.warning("cannot record checkpoints in state_dir %s (%s): the next start "
+                            "syncs from an older one, or in full", self.dir, e.strerror or e)
+            return False
+        if self.failed:
+            self.failed = False
+            log.info("state_dir %s can be written again: checkpoints are recorded", self.dir)
+        return True
