@@ -527,7 +527,7 @@ class Scheduler:
                 if n.pending or n.inflight is not None]
         if not left:
             return "nothing pending"  # what is known; a node may have drifted behind our back
-        return "pending: " + ", ".join(left) + " (the next start's full sync covers it)"
+        return "pending: " + ", ".join(left) + " (the next start sends it)"
 
     # ---- signals
 
@@ -628,8 +628,8 @@ class Scheduler:
         self.kill_at = now + grace + KILL_AFTER
         for node in self.nodes.values():
             if node.pending or node.inflight is not None:
-                log.info("%s: %s pending at shutdown; the next start's full sync "
-                         "covers them", node.dest, node.pending_summary())
+                log.info("%s: %s pending at shutdown; the next start sends "
+                         "them", node.dest, node.pending_summary())
         return []
 
     def _stop_runs(self, now: float) -> list[Action]:

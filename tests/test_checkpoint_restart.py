@@ -195,3 +195,39 @@ def test_each_doubt_gives_a_full_sync_and_says_why(tree, run_inosync, case):
     wait_converged(src, nodes)  # the planted files are gone
     assert "starting from its checkpoint" not in d.log()
     assert d.stop() == 0
+
+
+@pytest.mark.parametrize("seed", [5, 11, 27])
+def test_random_changes_while_stopped_arrive_after_each_restart(tree, run_inosync, seed):
+    """Rounds of random operations while the daemon runs, then while it is
+    stopped; each start from the checkpoint must leave the nodes equal to
+    the source, by checksum. The operations stay inside a subdirectory:
+    changes of wpath's own entries would give a full sync."""
+    from randomops import RandomOps, drive
+
+    src, nodes = tree["src"], tree["nodes"]
+    (src / "site").mkdir()
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], edelay=0.2, retry_min=0.5,
+                        retry_max=2)
+    ops = RandomOps(src / "site", seed, same_size=seed % 2 == 1)
+    time.sleep(MARGIN + 0.5)  # wpath's own ctime: older than any checkpoint's margin
+    d = run_inosync(conf, "-v")
+    for round_ in range(3):
+        wait_converged(src, nodes)
+        drive(ops, 30)  # while it runs
+        wait_converged(src, nodes, timeout=60)
+        assert d.stop() == 0, d.log()[-3000:]
+        for _ in range(40):  # while it is stopped
+            ops.step()
+        d = run_inosync(conf, "-v")
+        start_line(d, nodes, "starting from its checkpoint")
+        try:
+            wait_converged(src, nodes, timeout=60)
+        except AssertionError as e:
+            d.stop()
+            last = "\n  ".join(ops.history[-40:])
+            raise AssertionError(f"seed {seed}, round {round_}: {e}\nlast operations:\n"
+                                 f"  {last}\n{d.log()[-3000:]}") from None
+        assert "synced full sync" not in d.log()
+    assert d.stop() == 0
