@@ -231,3 +231,27 @@ def test_random_changes_while_stopped_arrive_after_each_restart(tree, run_inosyn
                                  f"  {last}\n{d.log()[-3000:]}") from None
         assert "synced full sync" not in d.log()
     assert d.stop() == 0
+
+
+def test_another_spelling_of_an_ssh_node_gives_a_full_sync(tree, run_inosync, sshd, tmp_path):
+    """Local nodes are made absolute and normal at load; an ssh node is kept as
+    written, and its checkpoint names the spelling it was written for."""
+    src = tree["src"]
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    conf = tmp_path / "inosync.conf"
+
+    def configure(node: str) -> None:
+        write_config(conf, wpath=str(src), edelay=0.2, rnodes=[node], ssh=sshd.ssh_command())
+
+    configure(f"root@127.0.0.1:{remote}")
+    first_run(run_inosync, conf, src, [remote])
+    configure(f"root@127.0.0.1:{remote}/")
+    d = run_inosync(conf, "-v")
+    d.wait_log(rf"root@127.0.0.1:{remote}/: full sync: the node is spelt otherwise than in "
+               rf"the checkpoint \('root@127.0.0.1:{remote}'\)")
+    d.wait_log("synced full sync")
+    assert d.stop() == 0
+    d = run_inosync(conf, "-v")  # the new spelling's own checkpoint from now on
+    d.wait_log(rf"root@127.0.0.1:{remote}/: starting from its checkpoint")
+    assert d.stop() == 0
