@@ -46,6 +46,7 @@ PREFIX, SUFFIX = "node-", ".checkpoint"
 MARGIN = 5.0
 MAX_AGE = 7 * 86400.0  # older than this (a crash long ago, a copy restored): full sync
 SAVE_EVERY = 60.0  # seconds between writes while running (and one at a clean stop)
+IDLE_SAVE_EVERY = 3600.0  # the same for a node that got nothing since its last record
 # The events without which some change would never be sent while running:
 # with fewer, a checkpoint would claim changes the node never got.
 NEEDED_EVENTS = frozenset({"IN_CLOSE_WRITE", "IN_CREATE", "IN_DELETE", "IN_MOVED_FROM",

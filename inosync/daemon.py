@@ -171,6 +171,7 @@ class Daemon:
         self.full_start = full
         self.checkpoints = checkpointmod.Store(config.state_dir)
         self.saved: dict[str, float] = {}
+        self.saved_when: dict[str, tuple[float, int]] = {}  # wall clock and node's runs then
         self.save_at: float | None = None
         self.mounts_of: tuple[str, list[list[str]]] | None = None
 
@@ -412,7 +413,9 @@ class Daemon:
 
     def save_checkpoints(self, now: float, force: bool = False) -> None:
         """Record each node's checkpoint that moved on, every SAVE_EVERY seconds
-        (and at a clean stop): not per batch, a few small files a minute at most."""
+        (and at a clean stop): not per batch, a few small files a minute at most.
+        A node that got nothing since its last record gets one every IDLE_SAVE_EVERY:
+        an older checkpoint only makes the next start send a little more."""
         if self.save_at is None:
             self.save_at = now + checkpointmod.SAVE_EVERY
         if (now < self.save_at and not force) or self.runner.pretend:
@@ -427,10 +430,14 @@ class Daemon:
             if point is None or point <= self.saved.get(dest, 0.0):
                 continue
             node = self.scheduler.nodes[dest]
+            at, runs = self.saved_when.get(dest, (0.0, -1))
+            if not force and runs == node.runs and wall - at < checkpointmod.IDLE_SAVE_EVERY:
+                continue  # idle: no write a minute for nothing
             record = Record(dest, w.root, w.identity.dev, w.identity.ino, settings, __version__,
                             min(point, wall), wall, node.last_full)
             if self.checkpoints.save(record):
                 self.saved[dest] = point
+                self.saved_when[dest] = (wall, node.runs)
 
     def last_checkpoints(self) -> None:
         """At a stop: read what the watcher still holds, then record. Lost events

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import Inosync, tree_diff, wait_converged, write_config
+from helpers import Inosync, tree_diff, wait_converged, wait_until, write_config
 
 from inosync.checkpoint import MARGIN, MAX_AGE
 
@@ -254,4 +254,79 @@ def test_another_spelling_of_an_ssh_node_gives_a_full_sync(tree, run_inosync, ss
     assert d.stop() == 0
     d = run_inosync(conf, "-v")  # the new spelling's own checkpoint from now on
     d.wait_log(rf"root@127.0.0.1:{remote}/: starting from its checkpoint")
+    assert d.stop() == 0
+
+
+def log_time(line: str) -> float:
+    stamp = line[:23]  # "2026-12-01 03:06:31,104"
+    return time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000
+
+
+def test_the_periodic_resync_counts_from_the_recorded_full_sync(tree, run_inosync):
+    """Not from the start (a restart every few hours would never resync), nor at
+    once (a start from the checkpoint would cost a full sync after all)."""
+    src, nodes = tree["src"], tree["nodes"]
+    interval = 12.0
+    status = tree["dir"] / "status.json"
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], edelay=0.2,
+                        resync_interval=interval, statusfile=str(status))
+    first_run(run_inosync, conf, src, nodes)
+    last_full = json.loads(records(conf)[0].read_text())["last_full"]
+    d = run_inosync(conf, "-v")
+    start_line(d, nodes, "starting from its checkpoint")
+    (src / "poke.txt").write_text("a run, and so a statusfile written since the start")
+    d.wait_log(r"synced \d+ path", count=len(nodes))
+
+    def recorded() -> list[object]:
+        return [r["last_full_sync"] for r in json.loads(status.read_text())["nodes"]]
+
+    wait_until(lambda: None not in recorded(), 10, "the statusfile")
+    assert recorded() == pytest.approx([last_full] * 2, abs=0.5)
+    d.wait_log("periodic full sync", count=len(nodes), timeout=30)
+    lines = [line for line in d.log().splitlines() if "periodic full sync" in line]
+    for line in lines:  # the log's time is the wall clock's, to the millisecond
+        assert last_full + interval - 0.5 <= log_time(line) <= last_full + interval + 4, (
+            line, last_full)
+    assert d.stop() == 0
+
+
+# The daemon, recording its checkpoints every second instead of every minute.
+LAUNCH = """
+import sys
+import inosync.checkpoint
+inosync.checkpoint.SAVE_EVERY = 1.0
+from inosync.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_after_a_crash_the_last_periodic_record_is_used(tree, run_inosync, monkeypatch):
+    """Killed with -9: no record at the stop, but the one written while it ran
+    (every SAVE_EVERY, here 1 s): what changed after it, delivered or not, is
+    found by the scan and sent."""
+    import signal
+    import sys
+
+    import helpers
+
+    monkeypatch.setattr(helpers, "inosync_argv", lambda: [sys.executable, "-c", LAUNCH])
+    src, nodes = tree["src"], tree["nodes"]
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], edelay=0.2)
+    time.sleep(MARGIN + 0.5)  # the tree's ctimes: older than the checkpoint's margin
+    d = run_inosync(conf, "-v")
+    d.wait_log(r"synced full sync", count=len(nodes))
+    (src / "docs" / "while-running.txt").write_text("sent, then recorded")
+    wait_converged(src, nodes)
+    wait_until(lambda: len(records(conf)) == len(nodes), 10, "the periodic records")
+    d.signal(signal.SIGSTOP)  # no read, no run, no record from here on
+    (src / "docs" / "old" / "while-frozen.txt").write_text("never seen by the daemon")
+    d.proc.kill()
+    d.proc.wait()
+    plant(nodes, "docs/old/planted.txt")  # a changed directory: deleted there
+    d = run_inosync(conf, "-v")
+    start_line(d, nodes, r"starting from its checkpoint of .*: \d+ paths? changed since")
+    wait_converged(src, nodes)
+    assert "synced full sync" not in d.log()
     assert d.stop() == 0
