@@ -36,6 +36,10 @@ class PathSet:
     an unbroken chain from what the node last had: once a set is told the
     chain broke (``drop_moves``), it takes no more of them until taken.
 
+    ``start`` marks the whole-tree sync of a start or reload, the one that
+    deletes under ``delete = 'startup'`` (deletepolicy.py): kept through
+    merges and failed runs until a run of it gets through.
+
     ``since`` is a wall-clock time no later than the start of the oldest
     change it holds (None: empty, or no bound needed); 0.0 stands for "as
     old as can be": a sync whose need has no known start (the first one, a
@@ -43,7 +47,8 @@ class PathSet:
     Scheduler.checkpoint).
     """
 
-    __slots__ = ("paths", "full", "limit", "moves", "moves_dropped", "checksum", "since")
+    __slots__ = ("paths", "full", "limit", "moves", "moves_dropped", "checksum", "start",
+                 "since")
 
     def __init__(self, limit: int = 100_000) -> None:
         self.paths: set[str] = set()
@@ -52,6 +57,7 @@ class PathSet:
         self.moves: list[Move] = []
         self.moves_dropped = False
         self.checksum = False
+        self.start = False
         self.since: float | None = None
 
     def __bool__(self) -> bool:
@@ -74,6 +80,11 @@ class PathSet:
         self.full = True
         self.paths = set()
 
+    def set_start(self) -> None:
+        """The whole-tree sync of a start or a reload."""
+        self.set_full()
+        self.start = True
+
     def note_since(self, when: float | None) -> None:
         """What it holds began no later than when (a wall-clock time)."""
         if when is not None and (self.since is None or when < self.since):
@@ -85,6 +96,7 @@ class PathSet:
         if other.moves_dropped:
             self.drop_moves()
         self.checksum |= other.checksum
+        self.start |= other.start
         self.note_since(other.since)
         if other.full:
             self.set_full()
@@ -119,9 +131,9 @@ class PathSet:
         taken = PathSet(self.limit)
         taken.paths, taken.full, taken.moves = self.paths, self.full, self.moves
         taken.moves_dropped, taken.checksum = self.moves_dropped, self.checksum
-        taken.since = self.since
+        taken.start, taken.since = self.start, self.since
         self.paths, self.full, self.moves = set(), False, []
-        self.moves_dropped = self.checksum = False
+        self.moves_dropped = self.checksum = self.start = False
         self.since = None
         return taken
 
@@ -175,8 +187,13 @@ def sendable(path: str, parent_is_dir: Callable[[str], bool]) -> str:
     return path
 
 
-def files_list(paths: Iterable[str], root: str, excludes: Excludes | None = None) -> list[str]:
-    """The collapsed list of paths to send for a batch of changes under root."""
+def files_list(paths: Iterable[str], root: str, excludes: Excludes | None = None,
+               keep_gone: bool = False) -> list[str]:
+    """The collapsed list of paths to send for a batch of changes under root.
+
+    keep_gone (runs without --delete): a path that is gone is listed even
+    below a listed directory, so that --delete-missing-args deletes it.
+    """
     cache: dict[str, bool] = {}
 
     def parent_is_dir(rel: str) -> bool:
@@ -184,11 +201,24 @@ def files_list(paths: Iterable[str], root: str, excludes: Excludes | None = None
             cache[rel] = is_real_dir(os.path.join(root, rel))
         return cache[rel]
 
+    paths = set(paths)
     listed = collapse(paths)
     sent = [sendable(p, parent_is_dir) for p in listed]
     if excludes:
         sent = [p if not _excluded_now(p, root, excludes) else _parent(p) for p in sent]
-    return listed if sent == listed else collapse(sent)
+    result = listed if sent == listed else collapse(sent)
+    if not keep_gone:
+        return result
+    gone = _gone_below(paths.difference(result), root, parent_is_dir)
+    return sorted({*result, *gone}) if gone else result
+
+
+def _gone_below(paths: Iterable[str], root: str, parent_is_dir: Callable[[str], bool]
+                ) -> list[str]:
+    """The paths that are gone while every directory above them is still a real
+    directory (rsync can list them; a path below a gone one goes with it)."""
+    return [p for p in paths if p != ROOT and not os.path.lexists(os.path.join(root, p))
+            and sendable(p, parent_is_dir) == p]
 
 
 def _excluded_now(path: str, root: str, excludes: Excludes) -> bool:
@@ -262,6 +292,7 @@ def plan_run(full: bool, listed: list[str], full_above: int) -> RunPlan:
     """
     if full or len(listed) > full_above:
         return RunPlan(full=True)
-    top = top_level(listed)
-    return RunPlan(False, encode_list(["."] + listed if top else listed), tuple(top),
+    top = [p for p in top_level(listed) if p != "."]  # "." listed: the whole tree, sent
+    named = [p for p in listed if p != "."]
+    return RunPlan(False, encode_list(["."] + named if top else listed), tuple(top),
                    plural(len(listed), "path"))

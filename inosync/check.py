@@ -14,7 +14,8 @@ import os
 import shlex
 from collections.abc import Callable
 
-from . import keptstore, paths, replay
+from . import deletepolicy, keptstore, paths, replay
+from .confdiff import show
 from .config import Config
 from .keptstore import KeptError, KeptFile
 from .mounts import read_mounts
@@ -25,73 +26,87 @@ SHOWN_EXCLUDES = 5  # a long exclude list is summed up by its first few
 _KIND_NAMES = {Kind.LOCAL: "local", Kind.SSH: "ssh", Kind.DAEMON: "rsync daemon"}
 # Shown on lines of their own, or not settings at all.
 _NOT_LISTED = {"path", "wpath", "configured_wpath", "base_dir", "rnodes", "rexcludes",
-               "excludes", "edelay"}
+               "excludes", "edelay", "setting_lines"}
 
-
-def temporary(config: Config) -> bool:
-    """True if the first failing start-up check is one a later try may pass (wpath's
-    disk not mounted yet): exit 75, which the units retry, instead of 2."""
-    return next((c in TEMPORARY for c in STARTUP_CHECKS if c(config)), False)
+# What a start-up check finds: (the setting to blame, why), as config.py's
+# layout_problem says it; the error starts with that setting's file and line.
+Problem = tuple[str, str]
 
 
 def preflight(config: Config) -> str | None:
     """Why a start would fail after the configuration loaded, or None: the first of
     STARTUP_CHECKS that fails. --check, --verify, a start (in every mode) and a
     reload all ask this one function, so they give one verdict."""
+    found = first_failure(config)
+    return found[0] if found else None
+
+
+def first_failure(config: Config) -> tuple[str, bool] | None:
+    """The first failing start-up check's error, and whether a later try may pass
+    (wpath's disk not mounted yet: exit 75, which the units retry, not 2). One
+    pass: asking twice let a disk that mounted in between make the error of an
+    unmounted disk exit 2, which the units never restart."""
     for startup_check in STARTUP_CHECKS:
         problem = startup_check(config)
         if problem:
-            return f"{config.path}: {problem}"
+            setting, why = problem
+            return f"{config.where(setting)}: {why}", startup_check in TEMPORARY
     return None
 
 
-def _wpath_readable(config: Config) -> str | None:
+def _wpath_readable(config: Config) -> Problem | None:
     try:
         with os.scandir(config.wpath) as entries:
             next(entries, None)
     except OSError as e:
-        return f"wpath {config.wpath} cannot be read: {e.strerror}"
+        return "wpath", f"wpath {config.wpath} cannot be read: {e.strerror}"
     return None
 
 
-def _ssh_program(config: Config) -> str | None:
+def _ssh_program(config: Config) -> Problem | None:
     if any(node_kind(n) is Kind.SSH for n in config.rnodes):
         program = config.ssh[0]
         if paths.program(program) is None:
-            return (f"ssh program {program!r} not found or not executable "
-                    "(install openssh-client or fix the ssh setting)")
+            return "ssh", (f"ssh program {program!r} not found or not executable "
+                           "(install openssh-client or fix the ssh setting)")
     return None
 
 
-def _local_node_parents(config: Config) -> str | None:
+def _local_node_parents(config: Config) -> Problem | None:
     for node in config.rnodes:
         parent = os.path.dirname(node.rstrip("/"))
         if node_kind(node) is Kind.LOCAL and not os.path.isdir(parent):
-            return (f"node {node}: its parent directory {parent} does not "
-                    "exist (rsync makes only the last directory); create it")
+            return "rnodes", (f"node {node}: its parent directory {parent} does not "
+                              "exist (rsync makes only the last directory); create it")
     return None
 
 
-def _daemon_file_folders(config: Config) -> str | None:
+def _daemon_file_folders(config: Config) -> Problem | None:
+    for name in ("logfile", "pidfile", "statusfile"):
+        why = _daemon_file_folder(name, getattr(config, name))
+        if why:
+            return name, why
+    return None
+
+
+def _daemon_file_folder(name: str, path: str | None) -> str | None:
     """The log, pid and status files are made (or replaced) in their directory:
     it must be there, and writable. Nothing is opened or made here."""
-    for name in ("logfile", "pidfile", "statusfile"):
-        path = getattr(config, name)
-        if not path:
-            continue
-        folder = os.path.dirname(path)
-        if not os.path.isdir(folder):
-            what = "is not a directory" if os.path.lexists(folder) else "does not exist"
-            return (f"{name} {path}: its directory {folder} {what}; create it "
-                    f"(mkdir -p {folder}) or set {name} elsewhere")
-        if os.path.isdir(path):
-            return f"{name} {path} is a directory; name a file"
-        too_long = _name_too_long(folder, os.path.basename(path),
-                                  _TEMP_NAME_ROOM if name == "statusfile" else 0)
-        if too_long:
-            return f"{name} {path}: {too_long}; choose a shorter name"
-        if not os.access(folder, os.W_OK | os.X_OK):
-            return f"{name} {path}: its directory {folder} is not writable by uid {os.getuid()}"
+    if not path:
+        return None
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        what = "is not a directory" if os.path.lexists(folder) else "does not exist"
+        return (f"{name} {path}: its directory {folder} {what}; create it "
+                f"(mkdir -p {folder}) or set {name} elsewhere")
+    if os.path.isdir(path):
+        return f"{name} {path} is a directory; name a file"
+    too_long = _name_too_long(folder, os.path.basename(path),
+                              _TEMP_NAME_ROOM if name == "statusfile" else 0)
+    if too_long:
+        return f"{name} {path}: {too_long}; choose a shorter name"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{name} {path}: its directory {folder} is not writable by uid {os.getuid()}"
     return None
 
 
@@ -111,7 +126,7 @@ def _name_too_long(folder: str, name: str, room: int) -> str | None:
     return None
 
 
-def _state_dir(config: Config) -> str | None:
+def _state_dir(config: Config) -> Problem | None:
     """state_dir is made at start if missing (the replay marks live there): it must
     be a directory already, or the nearest existing directory above it writable."""
     here = config.state_dir
@@ -120,22 +135,24 @@ def _state_dir(config: Config) -> str | None:
     if not os.path.isdir(here) or not os.access(here, os.W_OK | os.X_OK):
         why = "is not a directory" if not os.path.isdir(here) else \
             f"is not writable by uid {os.getuid()}"
-        return (f"state_dir {config.state_dir} cannot be made or written ({here} {why}); "
-                "set state_dir to a directory of root's, e.g. /var/lib/inosync")
+        return "state_dir", (f"state_dir {config.state_dir} cannot be made or written ({here} "
+                             f"{why}); set state_dir to a directory of root's, e.g. "
+                             "/var/lib/inosync")
     return None
 
 
-def _kept_record(config: Config) -> str | None:
+def _kept_record(config: Config) -> Problem | None:
     """The record of kept mount points must be readable: it may name a copy on
-    the nodes that the start's full sync would delete (keptstore.py)."""
+    the nodes that the start's full sync would delete (keptstore.py). It lies in
+    state_dir, the setting that says where to look."""
     try:
         KeptFile(config.state_dir).load(config.wpath)
     except KeptError as e:
-        return str(e)
+        return "state_dir", str(e)
     return None
 
 
-def _wpath_disk_mounted(config: Config) -> str | None:
+def _wpath_disk_mounted(config: Config) -> Problem | None:
     """A boot where wpath's own disk did not mount (nofail) leaves its bare mount
     point: syncing it, with whatever an application wrote there meanwhile, would
     delete the nodes' copy. fstab's mount points are compared as real paths."""
@@ -143,19 +160,20 @@ def _wpath_disk_mounted(config: Config) -> str | None:
                                   config.wpath)
     if point is None or point in {m.point for m in read_mounts()} or os.path.ismount(point):
         return None
-    return (f"wpath {config.wpath}: {point} is a mount point in {keptstore.FSTAB}, but "
-            "nothing is mounted there (the disk did not mount?); syncing the bare directory "
-            "would delete the nodes' copy; mount it, then start inosync")
+    return "wpath", (f"wpath {config.wpath}: {point} is a mount point in {keptstore.FSTAB}, "
+                     "but nothing is mounted there (the disk did not mount?); syncing the bare "
+                     "directory would delete the nodes' copy; mount it, then start inosync")
 
 
 # Every check a start makes once the configuration has loaded (config.load makes
-# the rest): each returns why the start would fail, or None. Add new ones here.
-STARTUP_CHECKS: list[Callable[[Config], str | None]] = [
+# the rest): each returns (the setting to blame, why the start would fail), or
+# None. Add new ones here (and a case to tests/test_setting_lines.py).
+STARTUP_CHECKS: list[Callable[[Config], Problem | None]] = [
     _wpath_readable, _ssh_program, _local_node_parents, _daemon_file_folders, _state_dir,
     _kept_record, _wpath_disk_mounted,
 ]
 # Those a later try may pass: the start fails with exit 75 (EX_TEMPFAIL), retried.
-TEMPORARY: set[Callable[[Config], str | None]] = {_wpath_disk_mounted}
+TEMPORARY: set[Callable[[Config], Problem | None]] = {_wpath_disk_mounted}
 
 
 def summary(config: Config) -> list[str]:
@@ -166,12 +184,12 @@ def summary(config: Config) -> list[str]:
     lines.append(f"nodes: {len(config.rnodes)}")
     lines += [_node_line(node) for node in config.rnodes]
     lines.append(_excludes_line(config.excludes.patterns))
-    off = replay.off_because(config.replay_moves, config.rsync_args)
+    off = replay.off_because(config.replay_moves, config.rsync_args, config.delete)
     lines.append(f"move replay: off ({off})" if off else
                  "move replay: on for local and ssh nodes (directories under which an exclude "
                  "may match are sent as data; see README, Moves and ssh connections)")
-    lines.append(f"edelay: {_show(config.edelay)} s")
-    lines += [f"{name}: {_show(value)}" for name, value in non_defaults(config)]
+    lines.append(f"edelay: {show(config.edelay)} s")
+    lines += [f"{name}: {show(value)}" for name, value in non_defaults(config)]
     opts = config.rsync_options()
     lines.append("full sync, per node (rsync argv, shown quoted):")
     progress = config.progress_interval > 0  # as the daemon decides
@@ -186,13 +204,23 @@ def summary(config: Config) -> list[str]:
                      "command sets none)")
     # The first full sync deletes whatever a node holds that wpath lacks: say how
     # to see that before it runs, and what makes a first ssh run fail.
-    lines.append(f"before the first start: inosync -c {config.path} --verify lists what the "
-                 "first full sync would change on each node (*deleting: what it would delete)")
+    deleting = deletepolicy.deletes(config.delete, deletepolicy.Phase.START).delete
+    lines.append(f"before the first start: inosync -c {shlex.quote(config.path)} --verify lists "
+                 "what the first full sync would change on each node " + (
+                     "(*deleting: what it would delete)" if deleting else
+                     f"(it deletes nothing: {deletepolicy.shown(config.delete)})"))
     ssh_hosts = [ssh_host(n) for n in config.rnodes if node_kind(n) is Kind.SSH]
     if ssh_hosts:
-        lines.append(f"ssh nodes: accept each host key first (ssh {ssh_hosts[0]} true, as the "
-                     "daemon's user): with BatchMode=yes an unknown key fails every run")
+        lines.append(f"ssh nodes: accept each host key first ({accept_key(config, ssh_hosts[0])}, "
+                     "as the daemon's user): with BatchMode=yes an unknown key fails every run")
     return lines
+
+
+def accept_key(config: Config, host: str) -> str:
+    """The command that records host's key where the daemon's ssh looks for it: the
+    ssh setting itself (its port, -i, -F, UserKnownHostsFile), able to ask. ssh
+    takes the first value given for an option, so BatchMode=no goes first."""
+    return shlex.join([config.ssh[0], "-o", "BatchMode=no", *config.ssh[1:], host, "true"])
 
 
 def _node_line(node: str) -> str:
@@ -227,11 +255,3 @@ def _excludes_line(patterns: tuple[str, ...]) -> str:
     shown = ", ".join(repr(p) for p in patterns[:SHOWN_EXCLUDES])
     more = ", ..." if len(patterns) > SHOWN_EXCLUDES else ""
     return f"excludes: {len(patterns)} ({shown}{more})"
-
-
-def _show(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
-        return shlex.join(value)
-    return str(value)

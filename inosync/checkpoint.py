@@ -111,9 +111,10 @@ def mounts_inside(wpath: str, mounts: Iterable[Mount]) -> list[list[str]]:
 
 
 def fingerprint(excludes: Iterable[str], rsync_args: Iterable[str], kept: Iterable[str],
-                mounts: list[list[str]]) -> dict[str, str]:
+                mounts: list[list[str]], delete: object = True) -> dict[str, str]:
     """One digest per setting that changes what a node should hold."""
     return {
+        "delete": _digest(delete),
         "excludes (rexcludes, rexcludes_from)": _digest(list(excludes)),
         "rsync_args": _digest(list(rsync_args)),
         "kept mount points": _digest(sorted(kept)),

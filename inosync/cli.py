@@ -22,7 +22,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .config import DEFAULT_PATH, Config, ConfigError, NotYet, load, own_file_in_node
@@ -46,8 +46,22 @@ EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 EXIT_NOT_YET = 75
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser; a usage error of a Nagios check (``--nagios`` on the
+    command line) is the plugin's UNKNOWN, on stdout with exit 3: argparse's
+    exit 2 would show as CRITICAL, a drift nobody found."""
+
+    nagios = False
+
+    def error(self, message: str) -> NoReturn:
+        if self.nagios:
+            nagios_unknown(f"usage: {message}")
+            self.exit(3)
+        super().error(message)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="inosync",
         description="Watch a directory tree with inotify; keep remote copies in sync with rsync.",
     )
@@ -75,6 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="hold FILE as pidfile, instead of the config's pidfile "
                         f"(default with -d: {DEFAULT_PIDFILE})")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.nagios = "--nagios" in (sys.argv[1:] if argv is None else argv)
     return p.parse_args(argv)
 
 
@@ -150,9 +165,9 @@ class Logs:
                 "inosync[%(process)d]: %(levelname)s %(message)s"))
             if handler.socket.fileno() < 0:  # type: ignore[attr-defined]  # untyped
                 # Said on the terminal while there is one: behind -d nobody would see it.
-                print(f"inosync: warning: {config.path} sets no logfile and no syslog "
-                      "daemon listens on /dev/log: the log goes nowhere; set logfile = "
-                      '"/var/log/inosync.log" or start a syslog daemon', file=sys.stderr)
+                say(f"inosync: warning: {config.path} sets no logfile and no syslog "
+                    "daemon listens on /dev/log: the log goes nowhere; set logfile = "
+                    '"/var/log/inosync.log" or start a syslog daemon')
         self.use(handler)
 
     def fds(self) -> list[int]:
@@ -176,12 +191,50 @@ def fail(message: str, code: int) -> int:
     if handler is not None and (journal or not on_stderr):
         log.error("%s", message)
     if not (on_stderr and journal):
-        print(f"inosync: {printable(message)}", file=sys.stderr)
+        say(f"inosync: {printable(message)}")
     return code
 
 
+def say(line: str) -> None:
+    """A line on stderr. A reader gone (``2>&1 | true``) loses the line, never the
+    exit status: unhandled, the BrokenPipeError made every error exit 1, which
+    --verify means as "some node differs"."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stderr.fileno())  # the flush at exit would fail too (120)
+        except (OSError, ValueError):  # not a file (a test's capture): nothing to flush there
+            pass
+        finally:
+            os.close(devnull)
+
+
+def standard_streams() -> None:
+    """Open /dev/null on whichever of fds 0, 1, 2 a launcher closed (``>&-``), before
+    anything else opens a file. Else sys.stdin/stdout/stderr are None (python-daemon's
+    redirect behind -d and our own prints die on that), and the next file opened
+    would become fd 1 or 2 and get whatever is written there."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        opened = os.open(os.devnull, os.O_RDWR)  # the lowest free fd: this one
+        if opened != fd:
+            os.dup2(opened, fd)
+            os.close(opened)
+        if getattr(sys, name) is None:  # only a stream on the /dev/null just opened
+            setattr(sys, name, open(fd, "w" if fd else "r", buffering=1 if fd else -1,
+                                    errors="backslashreplace", closefd=False))
+
+
 def main(argv: list[str] | None = None) -> int:
+    standard_streams()  # first: Signals() opens a pipe, which would take a closed fd 1
     signals = Signals()  # first: a signal during start-up must not kill us unlogged
+    args: argparse.Namespace | None = None
     try:
         args = parse_args(argv)
         logs = Logs(args.verbose)
@@ -202,10 +255,20 @@ def main(argv: list[str] | None = None) -> int:
             return fail(*problem)
         return run(args, config, logs, signals)
     except StopDuringStartup as e:
-        log.info("stopped (%s) during start-up; nothing was synced", e)
-        return EXIT_OK
+        return stopped_early(args, e)
     finally:
         signals.close()
+
+
+def stopped_early(args: argparse.Namespace | None, e: StopDuringStartup) -> int:
+    """TERM or INT before the loop ran: a clean stop of a daemon, but no answer
+    from --check or --verify, whose exit 0 would say "fine" or "identical"."""
+    if args is not None and (args.check or args.verify):
+        what = "--verify" if args.verify else "--check"
+        message = f"{what} stopped by {e} before it had an answer"
+        return refuse(args, message, EXIT_USAGE) if args.verify else fail(message, EXIT_RUNTIME)
+    log.info("stopped (%s) during start-up; nothing was synced", e)
+    return EXIT_OK
 
 
 def one_shot_conflict(args: argparse.Namespace) -> str | None:
@@ -245,12 +308,13 @@ def nagios_unknown(message: str) -> int:
 
 def start_problem(config: Config) -> tuple[str, int] | None:
     """Why a start would fail after the configuration loaded, and its exit status."""
-    from .check import preflight, temporary
+    from .check import first_failure
 
-    problem = preflight(config)
-    if problem is None:
+    found = first_failure(config)
+    if found is None:
         return None
-    return problem, EXIT_NOT_YET if temporary(config) else EXIT_USAGE
+    problem, temporary = found
+    return problem, EXIT_NOT_YET if temporary else EXIT_USAGE
 
 
 def check(config: Config) -> int:
@@ -260,8 +324,8 @@ def check(config: Config) -> int:
     problem = start_problem(config)
     if problem:
         return fail(*problem)
-    print_lines(summary(config))
-    return EXIT_OK
+    unwritten = print_lines(summary(config))
+    return fail(unwritten, EXIT_RUNTIME) if unwritten else EXIT_OK
 
 
 def verify(config: Config, checksum: bool, nagios: bool = False) -> int:
@@ -269,10 +333,12 @@ def verify(config: Config, checksum: bool, nagios: bool = False) -> int:
     stdout; exit 0 identical, 1 differs, 2 error, or with --nagios 0 OK,
     2 CRITICAL, 3 UNKNOWN."""
     from . import verify as verification
-    from .check import preflight
 
     error = nagios_unknown if nagios else lambda message: fail(message, EXIT_USAGE)
-    problem = preflight(config) or verification.problem(config)
+    started = start_problem(config)
+    if started and not nagios:
+        return fail(*started)  # 75 for a wpath not mounted yet, as a start says
+    problem = started[0] if started else verification.problem(config)
     if problem:
         return error(problem)
     try:
@@ -283,24 +349,30 @@ def verify(config: Config, checksum: bool, nagios: bool = False) -> int:
         return error(f"--verify: cannot start {config.rsync}: {e.strerror}")
     nodes = (verification.report_line(result) for result in results)
     # Nagios reads a "|" in the lines after the first as the start of perfdata
-    print_lines([verification.summary_line(results),
-                 *(line.replace("|", "\\x7c") if nagios else line for line in nodes)])
+    unwritten = print_lines([verification.summary_line(results),
+                             *(line.replace("|", "\\x7c") if nagios else line for line in nodes)])
+    if unwritten:  # the answer is lost: not "identical", nor "differs"
+        return fail(unwritten, verification.NAGIOS_UNKNOWN if nagios else verification.EXIT_ERROR)
     # What was found, read to the end or not. Without --nagios the codes of
     # 0.4 (cron jobs and scripts test for 1 = drift, 2 = error).
     return verification.nagios_code(results) if nagios else verification.exit_code(results)
 
 
-def print_lines(lines: Iterable[str]) -> None:
+def print_lines(lines: Iterable[str]) -> str | None:
     """Print to stdout. A reader that went away (``| head -1``, ``| true``) ends the
     output, not the command: no traceback, and the exit status stays the
-    answer (a pager that read one line of --verify must not turn OK into 1)."""
+    answer (a pager that read one line of --verify must not turn OK into 1).
+    Returns why the output could not be written otherwise (a full disk), or None."""
     try:
         for line in lines:
             print(line, flush=True)
-    except BrokenPipeError:
+    except OSError as e:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # the flush at exit would raise again
         os.close(devnull)
+        if not isinstance(e, BrokenPipeError):
+            return f"cannot write the output: {e.strerror}"
+    return None
 
 
 def pidfile_arg(value: str) -> str:

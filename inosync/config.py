@@ -15,14 +15,16 @@ import os
 import posixpath
 import shutil
 import stat
+import sys
 import tempfile
 import traceback
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import FrameType, MappingProxyType
 from typing import Any
 
-from . import mounts, paths, rsync, unverified
+from . import deletepolicy, mounts, paths, rsync, unverified
 from .excludes import Excludes, ExcludeSyntaxError, read_exclude_file
 from .rsync import Options as RsyncOptions  # "rsync" is also a setting of Config
 from .watch import EVENT_FLAGS
@@ -92,11 +94,21 @@ class Config:
     allow_empty_wpath: bool = False
     allow_system_wpath: bool = False
     replay_moves: bool = True
+    delete: deletepolicy.Policy = True  # when runs delete on the nodes (deletepolicy.py)
     ssh_control: bool = True
     excludes: Excludes = field(default_factory=lambda: Excludes(()), compare=False)
+    # The line where the file sets each setting: every error about a setting names it.
+    setting_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
-    def rsync_options(self) -> RsyncOptions:
+    def where(self, setting: str) -> str:
+        """"FILE:LINE" of the setting, for an error about it (see locate)."""
+        return locate(self.path, self.setting_lines, setting)
+
+    def rsync_options(self, phase: deletepolicy.Phase = deletepolicy.Phase.START
+                      ) -> RsyncOptions:
+        """The options of a run of this phase (what it may delete: see deletepolicy)."""
         return RsyncOptions(
+            deletes=deletepolicy.deletes(self.delete, phase),
             rsync=self.rsync,
             excludes=self.excludes.patterns,
             bwlimit=self.rspeed,
@@ -110,7 +122,7 @@ class Config:
 # Settings the file may set besides the checked ones: rpath is the original's
 # helper for building rnodes; rexcludes_from is folded into excludes.
 KNOWN = {f for f in Config.__dataclass_fields__
-         if f not in ("path", "excludes", "configured_wpath", "base_dir")}
+         if f not in ("path", "excludes", "configured_wpath", "base_dir", "setting_lines")}
 KNOWN |= {"rpath", "rexcludes_from"}
 
 
@@ -124,8 +136,7 @@ def load(path: str, base_dir: str | None = None) -> Config:
     base_dir = base_dir or os.getcwd()
     path = os.path.join(base_dir, path)
     source = _read(path)
-    lines = _assignment_lines(path, source)
-    namespace = _execute(path, source)
+    namespace, lines = run(path, source)
     return _build(path, namespace, lines, base_dir)
 
 
@@ -155,13 +166,28 @@ def check_owner(path: str, st: os.stat_result) -> None:
                           f"code as this daemon; fix with: chmod go-w {path}")
 
 
-def _assignment_lines(path: str, source: str) -> dict[str, int]:
-    """Line where each top-level name is (last) assigned, for messages."""
+def locate(path: str, lines: Mapping[str, int], setting: str) -> str:
+    """"FILE:LINE" where the file sets the setting, what every error about a setting
+    starts with; just "FILE" for one left at its default (its message names it)."""
+    line = lines.get(setting)
+    return path if line is None else f"{path}:{line}"
+
+
+def run(path: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """The file's names once run, and the line of each one's assignment that ran
+    last (the last in the text for one that never ran: a typo there is a typo)."""
+    assigned = _assignment_lines(path, source)
+    lines = {name: line for line in sorted(assigned) for name in assigned[line]}
+    return _execute(path, source, assigned, lines), lines
+
+
+def _assignment_lines(path: str, source: str) -> dict[int, list[str]]:
+    """The top-level names each line assigns, for messages."""
     try:
         tree = ast.parse(source, filename=path)
     except SyntaxError as e:
         raise ConfigError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
-    lines: dict[str, int] = {}
+    assigned: dict[int, list[str]] = {}
     for node in _module_statements(tree.body):
         targets: list[ast.expr] = []
         if isinstance(node, ast.Assign):
@@ -173,8 +199,8 @@ def _assignment_lines(path: str, source: str) -> dict[str, int]:
         for target in targets:
             for name in ast.walk(target):
                 if isinstance(name, ast.Name):
-                    lines[name.id] = node.lineno
-    return lines
+                    assigned.setdefault(node.lineno, []).append(name.id)
+    return assigned
 
 
 def _module_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
@@ -189,24 +215,45 @@ def _module_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
             yield from _module_statements(handler.body)
 
 
-def _execute(path: str, source: str) -> dict[str, Any]:
+def _execute(path: str, source: str, assigned: Mapping[int, list[str]],
+             lines: dict[str, int]) -> dict[str, Any]:
+    """Run the file. lines (each name's last assignment in the text) is updated to
+    the assignment that ran last: "edelay = -1" in an if and "edelay = 5" in its
+    else must blame the line whose value is in force."""
     namespace: dict[str, Any] = {"__file__": path, "__name__": "inosync_config"}
+    code = compile(source, path, "exec")
+
+    def top_level(frame: FrameType, event: str, arg: object) -> Any:
+        if event == "line" and frame.f_lineno in assigned:
+            for name in assigned[frame.f_lineno]:
+                lines[name] = frame.f_lineno
+        return top_level
+
+    def calls(frame: FrameType, event: str, arg: object) -> Any:
+        # the file's own top level only: what it calls runs untraced
+        return top_level if frame.f_code is code else None
+
+    previous = sys.gettrace()
+    sys.settrace(calls)
     try:
-        exec(compile(source, path, "exec"), namespace)
+        exec(code, namespace)
     except (Exception, SystemExit) as e:
         frames = traceback.extract_tb(e.__traceback__)
         line = next((f.lineno for f in reversed(frames) if f.filename == path), "?")
         message = " ".join(str(e).split())  # one line, whatever the exception says
         raise ConfigError(f"{path}:{line}: {type(e).__name__}: {message}") from None
+    finally:
+        sys.settrace(previous)
     return namespace
 
 
 def _build(path: str, ns: dict[str, Any], lines: dict[str, int], base_dir: str) -> Config:
     def where(name: str) -> str:
-        return f"{path}:{lines.get(name, '?')}"
+        return locate(path, lines, name)
 
     _check_unknown(ns, lines, where)
-    values: dict[str, Any] = {"path": path, "base_dir": base_dir}
+    values: dict[str, Any] = {"path": path, "base_dir": base_dir,
+                              "setting_lines": MappingProxyType(dict(lines))}
     for name, check in {**_path_checks(base_dir), **_CHECKS}.items():
         if name in ns:
             try:
@@ -216,13 +263,7 @@ def _build(path: str, ns: dict[str, Any], lines: dict[str, int], base_dir: str) 
     for required in ("wpath", "rnodes"):
         if required not in values:
             raise ConfigError(f"{path}: {required} is not set; {_HELP[required]}")
-    patterns = list(values.get("rexcludes", ()))
-    if "rexcludes_from" in ns:
-        patterns += _exclude_file(ns["rexcludes_from"], where("rexcludes_from"), path)
-    try:
-        values["excludes"] = Excludes(patterns)
-    except ExcludeSyntaxError as e:
-        raise ConfigError(f"{where('rexcludes')}: rexcludes: {e}") from None
+    values["excludes"] = _excludes(values.get("rexcludes", ()), ns, where, path)
     if "wpath" in values:
         values["configured_wpath"] = values["wpath"]
         resolved = paths.resolve(values["wpath"])
@@ -256,11 +297,28 @@ def _check_unknown(ns: dict[str, Any], lines: dict[str, int], where: Callable[[s
                           "Configuration reference (a helper variable must start with _)")
 
 
+def _excludes(rexcludes: tuple[str, ...], ns: dict[str, Any], where: Callable[[str], str],
+              config_path: str) -> Excludes:
+    """rexcludes, then the patterns of rexcludes_from; a bad one blames its setting."""
+    try:
+        Excludes(rexcludes)
+    except ExcludeSyntaxError as e:
+        raise ConfigError(f"{where('rexcludes')}: rexcludes: {e}") from None
+    if "rexcludes_from" not in ns:
+        return Excludes(rexcludes)
+    name, patterns = _exclude_file(ns["rexcludes_from"], where("rexcludes_from"), config_path)
+    try:
+        return Excludes([*rexcludes, *patterns])
+    except ExcludeSyntaxError as e:
+        raise ConfigError(f"{where('rexcludes_from')}: rexcludes_from {name}: {e}") from None
+
+
 def _is_code(value: Any) -> bool:
     return inspect.ismodule(value) or inspect.isclass(value) or inspect.isroutine(value)
 
 
-def _exclude_file(value: Any, where: str, config_path: str) -> list[str]:
+def _exclude_file(value: Any, where: str, config_path: str) -> tuple[str, list[str]]:
+    """The file's name, made absolute, and its patterns."""
     if not isinstance(value, str) or not value or "\0" in value:
         raise ConfigError(f"{where}: rexcludes_from must be a file name (a string "
                           f"without NUL), got {value!r}")
@@ -269,19 +327,25 @@ def _exclude_file(value: Any, where: str, config_path: str) -> list[str]:
     if why:
         raise ConfigError(f"{where}: rexcludes_from {name}: {why}")
     try:
-        return read_exclude_file(paths.real(name))
+        return name, read_exclude_file(paths.real(name))
     except OSError as e:
         raise ConfigError(f"{where}: rexcludes_from: cannot read {name}: {e.strerror}") from None
 
 
 def _check_together(config: Config, where: Callable[[str], str]) -> None:
     if config.retry_min > config.retry_max:
-        name = "retry_max" if where("retry_min").endswith(":?") else "retry_min"
+        name = "retry_min" if "retry_min" in config.setting_lines else "retry_max"
         raise ConfigError(f"{where(name)}: retry_min ({config.retry_min}) must not exceed "
                           f"retry_max ({config.retry_max})")
+    deleting = deletepolicy.refused_args(config.delete,
+                                         [name for _, name, _ in rsync.options(config.rsync_args)])
+    if deleting:
+        raise ConfigError(f"{where('rsync_args')}: rsync_args has {deleting}, which deletes "
+                          f"on the nodes against {deletepolicy.shown(config.delete)}; remove it "
+                          "(inosync passes the deleting options the policy allows)")
     if not os.path.lexists(config.wpath):
         raise NotYet(f"{where('wpath')}: wpath {config.wpath} does not exist (not mounted "
-                     "yet?)")
+                     "yet, or a typo?); exit 75: a later start may find it")
     if not os.path.isdir(config.wpath):
         raise ConfigError(f"{where('wpath')}: wpath {config.wpath} is not a directory")
     problem = trust_problem(config) or layout_problem(config, config.wpath)
@@ -349,7 +413,8 @@ def layout_problem(config: Config, wpath: str) -> tuple[str, str] | None:
     if not config.allow_empty_wpath and not paths.has_content(wpath, config.excludes):
         return "wpath", (f"wpath {wpath} is empty (or holds only lost+found or excluded "
                          "entries); syncing it would delete everything on the nodes (unmounted "
-                         "disk?). Set allow_empty_wpath = True if intended")
+                         "disk, or excludes that hide everything?). Set allow_empty_wpath = True "
+                         "if intended; exit 75: a later start may find it")
     system = paths.system_inside(wpath)
     if system and not config.allow_system_wpath:
         return "wpath", (f"wpath {wpath} holds the system directory {system}, which changes "
@@ -443,27 +508,41 @@ def _number(value: Any, minimum: float, maximum: float, integer: bool = False) -
     return value
 
 
-def _seconds(minimum: float, maximum: float = DAY) -> Callable[[Any], float]:
-    return lambda v: float(_number(v, minimum, maximum))
+@dataclass(frozen=True)
+class Number:
+    """The checker of a numeric setting. A callable with its bounds in the open,
+    so that the man page's table of settings is made from them
+    (doc/man_settings.py), never copied by hand."""
 
+    minimum: float
+    maximum: float
+    integer: bool = False  # an int (a count); else int or float, kept as float
+    never: bool = False  # 0 also accepted, meaning never (an interval)
 
-def _interval(minimum: float, maximum: float) -> Callable[[Any], float]:
-    """Seconds between periodic jobs, or 0 for never."""
-
-    def check(value: Any) -> float:
-        if value == 0 and not isinstance(value, bool):
+    def __call__(self, value: Any) -> Any:
+        if self.never and value == 0 and not isinstance(value, bool):
             return 0.0
         try:
-            return float(_number(value, minimum, maximum))
+            number = _number(value, self.minimum, self.maximum, self.integer)
         except ValueError:
-            raise ValueError(f"must be 0 (never) or from {minimum:.0f} to {maximum:.0f} "
-                             f"seconds, got {value!r}") from None
+            if not self.never:
+                raise
+            raise ValueError(f"must be 0 (never) or from {self.minimum:.0f} to "
+                             f"{self.maximum:.0f} seconds, got {value!r}") from None
+        return int(number) if self.integer else float(number)
 
-    return check
+
+def _seconds(minimum: float, maximum: float = DAY) -> Number:
+    return Number(minimum, maximum)
 
 
-def _count(minimum: int, maximum: int) -> Callable[[Any], int]:
-    return lambda v: int(_number(v, minimum, maximum, integer=True))
+def _interval(minimum: float, maximum: float) -> Number:
+    """Seconds between periodic jobs, or 0 for never."""
+    return Number(minimum, maximum, never=True)
+
+
+def _count(minimum: int, maximum: int) -> Number:
+    return Number(minimum, maximum, integer=True)
 
 
 # rsync (3.2.4+) escapes every other shell character of a remote path, and leaves
@@ -635,6 +714,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "allow_empty_wpath": _bool,
     "allow_system_wpath": _bool,
     "replay_moves": _bool,
+    "delete": deletepolicy.check,
     "ssh_control": _bool,
 }
 

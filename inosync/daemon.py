@@ -23,18 +23,20 @@ import os
 import select
 import shutil
 import stat
+import sys
 import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from . import __version__, keptstore, paths, scan
+from . import __version__, deletepolicy, keptstore, paths, scan
 from . import checkpoint as checkpointmod
 from . import config as configmod
 from . import replay as replaymod
 from .batch import PathSet, RunPlan, files_list, full_sync_above, plan_run, plural
 from .check import preflight
 from .checkpoint import CheckpointError, Here, Record
+from .confdiff import changes
 from .config import Config, ConfigError
 from .kept import before_renames
 from .keptstore import KeptError, KeptFile
@@ -119,8 +121,9 @@ def write_statusfile(config: Config, state: str, nodes: list[dict[str, object]],
     "stopped" with the exit status once stopped, extra fields, and the nodes."""
     if not config.statusfile:
         return
-    fields = {"state": state} if stopped is None else {"state": "stopped",
-                                                      "exit_status": stopped}
+    # Typed: mypy 1.19 takes the type of the first branch alone and refuses the int.
+    fields: dict[str, object] = ({"state": state} if stopped is None else
+                                 {"state": "stopped", "exit_status": stopped})
     data = {"pid": os.getpid(), "wpath": config.wpath, "time": time.time(), **fields, **extra,
             "nodes": nodes}
     try:
@@ -146,10 +149,10 @@ class Daemon:
         self.watcher = watcher
         self.signals = signals
         self.runner = Runner(pretend)
-        self.masters = ControlMasters(config.ssh_control and not pretend)
+        self.masters = ControlMasters(config.ssh_control and not pretend, tidy=not pretend)
         self.on_reload = on_reload
         self.poller = select.poll()
-        self._list_cache: tuple[set[str], list[str]] | None = None
+        self._list_cache: tuple[tuple[set[str], bool], list[str]] | None = None
         # The move replay: off for every node when an rsync option would fight
         # it; per node once it cannot run there; locally without perl.
         self.no_replay: dict[str, str] = {}
@@ -184,7 +187,8 @@ class Daemon:
         self.poller.register(self.signals.wake_r, select.POLLIN)
         self.poller.register(self.watcher.fileno(), select.POLLIN)
         dirs = len(self.watcher)
-        off = replaymod.off_because(self.config.replay_moves, self.config.rsync_args)
+        off = replaymod.off_because(self.config.replay_moves, self.config.rsync_args,
+                                    self.config.delete)
         log.info("inosync %s, config %s: watching %s (%s); initial sync to %s%s",
                  __version__, self.config.path, self.config.wpath,
                  "1 directory" if dirs == 1 else f"{dirs:,} directories",
@@ -340,7 +344,7 @@ class Daemon:
         wall = time.time()
         reasons: dict[str, str] = {}
         records: dict[str, Record] = {}
-        general = "--full was given" if self.full_start else checkpointmod.events_problem(c.emask)
+        general = "--full was given" if self.full_start else self.no_checkpoints()
         for dest in c.rnodes:
             why = general or ("a move replay there was never confirmed" if dest in compare
                               else None)
@@ -403,13 +407,21 @@ class Daemon:
                      plural(len(paths), "path"), f"{found.seen:,}", took)
         return resumed
 
+    def no_checkpoints(self) -> str | None:
+        """Why this configuration keeps no checkpoints, or None."""
+        c = self.config
+        if c.delete is not True:  # the start's full sync is what deletes, or nothing does
+            return (f"{deletepolicy.shown(c.delete)}: checkpoints are kept with delete = "
+                    "True only")
+        return checkpointmod.events_problem(c.emask)
+
     def settings(self) -> dict[str, str]:
         """The fingerprint of what decides what the nodes hold (checkpoint.fingerprint)."""
         c, w = self.config, self.watcher
         if self.mounts_of is None or self.mounts_of[0] != w.root:  # read once per tree
             self.mounts_of = (w.root, checkpointmod.mounts_inside(w.root, read_mounts()))
         return checkpointmod.fingerprint(c.excludes.patterns, c.rsync_args, w.kept,
-                                         self.mounts_of[1])
+                                         self.mounts_of[1], c.delete)
 
     def save_checkpoints(self, now: float, force: bool = False) -> None:
         """Record each node's checkpoint that moved on, every SAVE_EVERY seconds
@@ -422,7 +434,7 @@ class Daemon:
             return
         self.save_at = now + checkpointmod.SAVE_EVERY
         c, w = self.config, self.watcher
-        if w.identity is None or checkpointmod.events_problem(c.emask):
+        if w.identity is None or self.no_checkpoints():
             return
         settings, wall = self.settings(), time.time()
         for dest in c.rnodes:
@@ -467,8 +479,12 @@ class Daemon:
             return self.scheduler.root_not_same(action.dest, now)  # never sync another tree
         batch = action.batch
         listed = [] if batch.full else self._files_list(batch.paths)
-        plan = plan_run(batch.full, listed, full_sync_above(c.full_threshold,
-                                                            self.watcher.entries))
+        # Under delete = 'running' a whole-tree run deletes nothing: a long list
+        # stays a list, or the deletions in it would be lost.
+        above = sys.maxsize if c.delete == "running" else \
+            full_sync_above(c.full_threshold, self.watcher.entries)
+        plan = plan_run(batch.full, listed, above)
+        phase = deletepolicy.phase_of(plan.full, batch.start)
         kept = self._kept_for(batch.moves)
         replay = None if plan.full else self._replay_for(action.dest, batch.moves, kept)
         progress = batch.full and c.progress_interval > 0  # the long runs it reports on
@@ -480,7 +496,7 @@ class Daemon:
         failed = self.runner.start(
             action.dest, plan,
             self._argv_for(action.dest, f"/proc/self/fd/{source}", progress, checksum,
-                           action.leave_out, kept),
+                           action.leave_out, kept, phase),
             replay, (source, c.wpath), progress)
         if failed is None:
             return []
@@ -520,11 +536,12 @@ class Daemon:
         return fd
 
     def _argv_for(self, dest: str, source: str, progress: bool, checksum: bool = False,
-                  leave_out: tuple[str, ...] = (), kept: Iterable[str] = ()
+                  leave_out: tuple[str, ...] = (), kept: Iterable[str] = (),
+                  phase: deletepolicy.Phase = deletepolicy.Phase.START
                   ) -> Callable[[RunPlan, str | None, str | None], list[str]]:
         # Empty mount points keep their copy on the nodes: every run, whole
         # tree or list, leaves them alone (see kept.py).
-        opts = dataclasses.replace(self.config.rsync_options(), ssh=self._ssh_for(dest),
+        opts = dataclasses.replace(self.config.rsync_options(phase), ssh=self._ssh_for(dest),
                                    kept=tuple(sorted(kept)))
         # Never read, never deleted on the node: what rsync cannot read, and
         # pseudo filesystems (proc...) mounted inside wpath since the start.
@@ -585,7 +602,7 @@ class Daemon:
         """The renames to replay on dest before its run, if any can be."""
         c = self.config
         # From the settings in force: a reload may add --backup, say.
-        off = replaymod.off_because(c.replay_moves, c.rsync_args)
+        off = replaymod.off_because(c.replay_moves, c.rsync_args, c.delete)
         if not moves or not can_replay(dest) or off or dest in self.no_replay:
             return None
         if node_kind(dest) is Kind.LOCAL and not self._local_perl():
@@ -648,9 +665,12 @@ class Daemon:
         the next wake-up only, because the list depends on what exists now.
         """
         cached = self._list_cache
-        if cached is None or cached[0] != changed:
-            cached = self._list_cache = (
-                set(changed), files_list(changed, self.config.wpath, self.config.excludes))
+        # Under delete = 'running' a gone path below a listed directory is listed
+        # too: without --delete, that directory's run would not delete it.
+        gone = self.config.delete == "running"
+        if cached is None or cached[0] != (changed, gone):
+            cached = self._list_cache = ((set(changed), gone), files_list(
+                changed, self.config.wpath, self.config.excludes, keep_gone=gone))
         return cached[1]
 
     def check_root(self) -> RootVerdict:
@@ -702,8 +722,10 @@ class Daemon:
                 self.on_reload(old)
             where = f"{e.filename}: " if e.filename else ""
             return self.scheduler.reload_failed(f"{where}{e.strerror}", now)
-        off = replaymod.off_because(new.replay_moves, new.rsync_args)
-        if off != replaymod.off_because(old.replay_moves, old.rsync_args):
+        for line in changes(old, new):  # what the edit did, before what follows from it
+            log.info("reload: %s", line)
+        off = replaymod.off_because(new.replay_moves, new.rsync_args, new.delete)
+        if off != replaymod.off_because(old.replay_moves, old.rsync_args, old.delete):
             log.info("renames are %s", f"sent as data, not replayed: {off}" if off
                      else "replayed again")
         return self.scheduler.reloaded(new, now, self.marks.marked(new.rnodes))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import TextIO
 
 from .escape import printable
@@ -28,6 +29,8 @@ class LiveLine(logging.StreamHandler):
             width = os.get_terminal_size(self.stream.fileno()).columns - 1
         except (OSError, ValueError):
             width = 79
+        if width < 20:  # 0 columns: a terminal that does not say (a fresh pty, a serial line)
+            width = 79
         # A wrapped line cannot be erased with one CLEAR: keep it on one row
         # (escaped: a name's newline or terminal codes would break that).
         text = printable(text)
@@ -37,13 +40,39 @@ class LiveLine(logging.StreamHandler):
             self.stream.write(CLEAR + text)
             self.stream.flush()
             self.text = text
+        except (OSError, ValueError):
+            self._gone()
         finally:
             self.release()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.text:
-            self.stream.write(CLEAR)
-        super().emit(record)
-        if self.text:
-            self.stream.write(self.text)
-            self.stream.flush()
+        try:
+            if self.text:
+                self.stream.write(CLEAR)
+            super().emit(record)
+            if self.text:
+                self.stream.write(self.text)
+                self.stream.flush()
+        except (OSError, ValueError):
+            self._gone()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            self._gone()
+        else:
+            super().handleError(record)
+
+    def _gone(self) -> None:
+        """The terminal went away (EIO once an ssh session or tmux is gone): the
+        daemon goes on, and what it would write there goes to /dev/null. Else
+        every write raised into the loop (the daemon died mid-sync), and the
+        flush at exit would fail too (exit status 120)."""
+        self.text = ""
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.stream.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError):
+            pass

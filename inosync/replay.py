@@ -56,7 +56,7 @@ import shlex
 from collections.abc import Sequence, Set
 from typing import NamedTuple
 
-from . import rsyncopts
+from . import deletepolicy, rsyncopts
 from .excludes import Excludes
 from .kept import touches
 from .rsync import Kind, allowed, node_kind, options, ssh_host, ssh_parts
@@ -155,10 +155,12 @@ sub open_root {
 my $rfd = open_root($root);
 # The lock, held until the end: one replay at a time per node (a retry waits for
 # one cut short). Its file lies in a directory of ours that no one else may write
-# (root: /run/inosync-replay; another user: ~/.inosync-replay, by the password
+# (root: /run/inosync.replay; another user: ~/.inosync-replay, by the password
 # database), so no one else can open it, hold it, or put anything at its name.
+# Not /run/inosync-replay: that is the RuntimeDirectory of inosync@replay.service
+# (0755, so no lock of ours, and removed at its stop); no instance name makes a dot.
 sub lock_dir {
-  my $d = $> == 0 ? '/run/inosync-replay' : ((getpwuid($>))[7] // '') . '/.inosync-replay';
+  my $d = $> == 0 ? '/run/inosync.replay' : ((getpwuid($>))[7] // '') . '/.inosync-replay';
   mkdir($d, 0700);
   my @st = lstat($d);
   return @st && S_ISDIR($st[2]) && $st[4] == $> && !($st[2] & 077) ? $d : undef;
@@ -177,7 +179,7 @@ sub take_lock {
 }
 if ($rfd >= 0) {
   if (!take_lock()) { print STDERR "cannot replay safely here: no lock of ours (in "
-    . "/run/inosync-replay, or ~/.inosync-replay for a user but root): $!\n"; exit 3; }
+    . "/run/inosync.replay, or ~/.inosync-replay for a user but root): $!\n"; exit 3; }
   if (!trusted($rfd)) { $why = " (untrusted: the node's directory may be changed by "
     . "another user)"; $rfd = -1; }
 }
@@ -263,10 +265,14 @@ def sets_perms(rsync_args: Sequence[str]) -> bool:
     return perms
 
 
-def off_because(replay_moves: bool, rsync_args: Sequence[str]) -> str | None:
+def off_because(replay_moves: bool, rsync_args: Sequence[str],
+                delete: deletepolicy.Policy = True) -> str | None:
     """Why renames are not replayed on any node (for the start line and --check)."""
     if not replay_moves:
         return "replay_moves = False"
+    policy = deletepolicy.replay_off(delete)
+    if policy is not None:
+        return policy
     arg = blocker(rsync_args)
     if arg is not None:
         return (f"rsync_args has {arg}, not known to leave a replayed rename the same as "

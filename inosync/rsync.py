@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from . import rsyncopts
+from .deletepolicy import Deletes
 
 
 class Kind(enum.Enum):
@@ -122,6 +123,8 @@ class Options:
     # Kept mount points (relative to wpath, see watch.py): never sent nor
     # deleted, by any run, whatever rules the user wrote.
     kept: Sequence[str] = ()
+    # What a run may delete on the node (deletepolicy.py): --delete by default.
+    deletes: Deletes = Deletes(delete=True, missing=True, force=False)
 
 
 def _common(opts: Options, dest: str, rules: Sequence[str] = ()) -> list[str]:
@@ -136,7 +139,8 @@ def _common(opts: Options, dest: str, rules: Sequence[str] = ()) -> list[str]:
     # -a does not imply -r together with --files-from, hence the explicit -r.
     # --modify-window=-1 compares mtimes to the nanosecond: with whole seconds,
     # a same-size rewrite within the second the last sync saw is skipped.
-    argv = [opts.rsync, "-a", "-r", "--delete", "--modify-window=-1",
+    argv = [opts.rsync, "-a", "-r", *(["--delete"] if opts.deletes.delete else []),
+            *(["--force"] if opts.deletes.force else []), "--modify-window=-1",
             f"--timeout={opts.timeout}"]
     kind = node_kind(dest)
     if kind is Kind.DAEMON:
@@ -203,8 +207,9 @@ def batch_argv(opts: Options, wpath: str, dest: str, list_file: str,
                rules_file: str | None = None) -> list[str]:
     """A run that sends only the paths listed (NUL-separated) in list_file.
 
-    Listed directories go recursively (with deletions inside them); listed
-    paths that no longer exist are deleted on the node. If names directly
+    Listed directories go recursively (with deletions inside them, if
+    opts.deletes.delete); listed paths that no longer exist are deleted on
+    the node (if opts.deletes.missing; else skipped). If names directly
     in wpath are listed, the list also holds "." so that wpath's own times
     are set, and rules_file holds root_rules() for those names: with the
     final ``--exclude=/*`` they keep that "." from recursing into anything
@@ -216,7 +221,7 @@ def batch_argv(opts: Options, wpath: str, dest: str, list_file: str,
         rules += [f"--include-from={rules_file}", "--exclude=/*"]
     return [
         *_common(opts, dest, rules),
-        "--delete-missing-args",
+        "--delete-missing-args" if opts.deletes.missing else "--ignore-missing-args",
         f"--files-from={list_file}",
         with_slash(wpath),
         with_slash(dest),

@@ -16,6 +16,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import IO
 
-from . import progress
+from . import leftovers, progress
 from .batch import RunPlan, plural
 from .paths import private_dir
 from .progress import Progress
@@ -34,6 +35,7 @@ log = logging.getLogger("inosync")
 
 STDERR_READ = 1 << 20  # of a run's stderr, enough to tell churn from failure
 PROGRESS_TAIL = 4096  # of rsync's progress output: holds the last few records
+SCRATCH_PREFIX = "inosync-"  # the private directory of list files, in $TMPDIR
 PROGRESS_KEEP = 1 << 20  # past this the progress output starts over (a record per file)
 
 # argv of a run, given the names of its list file and rules file (None: no such file)
@@ -88,11 +90,14 @@ class Runner:
     def __init__(self, pretend: bool = False) -> None:
         self.pretend = pretend
         self.dir = ""
+        self._owned: leftovers.OwnedDir | None = None  # self.dir and its lock
         self.children: dict[str, _Child] = {}  # by node
         self._pretended: list[Ended] = []
 
     def __enter__(self) -> Runner:
-        self.dir = tempfile.mkdtemp(prefix="inosync-")
+        if not self.pretend:  # -p removes nothing
+            remove_stale()
+        self._make_dir()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
@@ -105,6 +110,8 @@ class Runner:
             _close(child)
         self.children.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self._owned is not None:
+            self._owned.close()
 
     def __len__(self) -> int:
         return len(self.children)
@@ -299,10 +306,16 @@ class Runner:
         write rules into. A new one is made instead.
         """
         if not private_dir(self.dir):
-            self.dir = tempfile.mkdtemp(prefix="inosync-")
+            self._make_dir()
             log.warning("the directory for rsync list files was removed; now using %s",
                         self.dir)
         return self.dir
+
+    def _make_dir(self) -> None:
+        if self._owned is not None:
+            self._owned.close()  # its directory is gone, or no longer ours
+        self._owned = leftovers.make_dir(SCRATCH_PREFIX)
+        self.dir = self._owned.path
 
     def _scratch_file(self, data: bytes) -> str:
         fd, name = tempfile.mkstemp(dir=self._scratch_dir(), suffix=".list")
@@ -313,6 +326,19 @@ class Runner:
             _remove([name])
             raise
         return name
+
+
+def _list_file(mode: int) -> bool:
+    return stat.S_ISREG(mode)
+
+
+def remove_stale() -> None:
+    """Remove the directories of list files that daemons killed with -9 left in $TMPDIR
+    (leftovers.py tells how they are told from a live daemon's)."""
+    for stale in leftovers.find_stale(SCRATCH_PREFIX, [tempfile.gettempdir()]):
+        if stale.remove(_list_file):
+            log.info("removed %s, the list files of inosync %s, which is no longer running",
+                     stale.path, stale.pid)
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)

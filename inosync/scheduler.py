@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Union
 
-from .batch import PathSet, plural
+from . import deletepolicy
+from .batch import ROOT, PathSet, plural
 from .config import Config
 from .nodes import Node, State
 from .replay import Move
@@ -201,7 +202,7 @@ class Scheduler:
         for node in self.nodes.values():
             start = resumed.get(node.dest)
             if start is None:
-                node.pending.set_full()
+                node.pending.set_start()
                 node.pending.note_since(0.0)  # what the node holds is not known
                 continue
             node.pending.update(start.batch)
@@ -247,8 +248,14 @@ class Scheduler:
         debounce them into one batch. The first change of a batch is news for
         the statusfile and systemd ("1 path waiting, sync in 10 s")."""
         was_empty = not self.collected
+        # A change of wpath itself makes the batch a whole-tree sync, which under
+        # delete = 'running' deletes nothing: it is listed as "." instead (sent
+        # whole, and what this batch saw deleted is deleted).
+        itself = "." if self.config.delete == "running" else ROOT
+        was_full = self.collected.full
         for path in paths:
-            self.collected.add(path)
+            self.collected.add(itself if path == ROOT else path)
+        self._deletions_lost(self.collected, was_full, "changed in one batch")
         if self.collected:  # these changes began after the read before the one that found them
             self.collected.note_since(self.drained_at if self.drained_at is not None else 0.0)
         if moves and self.config.replay_moves:
@@ -424,7 +431,7 @@ class Scheduler:
         for node in self.nodes.values():
             node.retry_min, node.retry_max = new.retry_min, new.retry_max
             node.pending.limit = new.max_pending
-            node.pending.set_full()
+            node.pending.set_start()
             node.pending.note_since(0.0)  # under settings whose effect on the node is not known
             node.pending.drop_moves()  # seen under the old settings (excludes, rsync_args)
         self._compare_contents(compare)
@@ -527,7 +534,17 @@ class Scheduler:
                 if n.pending or n.inflight is not None]
         if not left:
             return "nothing pending"  # what is known; a node may have drifted behind our back
-        return "pending: " + ", ".join(left) + " (the next start sends it)"
+        return "pending: " + ", ".join(left) + f" ({self._next_start('it')})"
+
+    def _next_start(self, what: str) -> str:
+        """What the next start does with what is pending at a stop: under delete =
+        True it starts from the checkpoint (or a full sync), which sends it."""
+        if self.config.delete is True:
+            return f"the next start sends {what}"
+        if deletepolicy.deletes(self.config.delete, deletepolicy.Phase.START).delete:
+            return f"the next start's full sync covers {what}"
+        return (f"the next start's full sync sends {what} but deletes nothing: "
+                f"{deletepolicy.shown(self.config.delete)}")
 
     # ---- signals
 
@@ -615,7 +632,17 @@ class Scheduler:
         batch = self.collected.take()
         self.flush_at = None
         for node in self.nodes.values():
+            was_full = node.pending.full or batch.full
             node.pending.update(batch)
+            self._deletions_lost(node.pending, was_full, f"are pending for {node.dest}")
+
+    def _deletions_lost(self, paths: PathSet, was_full: bool, what: str) -> None:
+        """Under delete = 'running', say when a set of paths became a whole-tree
+        sync by its size (max_pending): that run deletes nothing of them."""
+        if self.config.delete == "running" and paths.full and not was_full:
+            log.warning("more than %d paths %s: a whole-tree sync, which deletes nothing "
+                        "under delete = 'running' (deletions among them stay on the node); "
+                        "raise max_pending", paths.limit, what)
 
     def _running(self) -> list[Node]:
         return [n for n in (*self.nodes.values(), *self.retired.values())
@@ -628,8 +655,8 @@ class Scheduler:
         self.kill_at = now + grace + KILL_AFTER
         for node in self.nodes.values():
             if node.pending or node.inflight is not None:
-                log.info("%s: %s pending at shutdown; the next start sends "
-                         "them", node.dest, node.pending_summary())
+                log.info("%s: %s pending at shutdown; %s", node.dest,
+                         node.pending_summary(), self._next_start("them"))
         return []
 
     def _stop_runs(self, now: float) -> list[Action]:

@@ -17,6 +17,9 @@ silence. And a run that ends with a connection failure makes the daemon
 retire the node's master: the next run opens a new one under a new socket
 name, and the old one is told to exit (``ssh -O exit``) by a child nobody
 waits for. On stop every master is closed and the directory removed.
+A daemon killed with -9 does neither: the next start does it for it
+(remove_stale; leftovers.py tells how a dead daemon's directory is told
+from a live one's), and a master nobody closes ends after PERSIST.
 
 The directory is checked each time a command is built: a tmp cleaner may
 remove it under a long-running daemon, and ssh cannot make a socket in a
@@ -40,11 +43,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from . import leftovers
 from .paths import private_dir
 
 log = logging.getLogger("inosync")
 
-PERSIST = 300  # seconds an idle master stays open (the next batch reopens it)
+# Seconds an idle master stays open after its last run. Every run through it
+# starts the count again, so while the tree changes it stays; after a quiet
+# minute the next batch pays one new connection (a few round trips: well
+# under a second, small beside the batching delay). And a master whose
+# daemon was killed with -9 ends by itself a minute later (the next start
+# closes it at once, if its socket is still there).
+PERSIST = 60
+PREFIX = "inosync-ssh-"  # of the socket directory (leftovers.py: how a dead daemon's is told)
 CLOSE_WAIT = 5.0  # seconds, in all, for the masters to answer `ssh -O exit` at stop
 
 # ssh sends a keepalive after each ServerAliveInterval of silence from the
@@ -127,21 +138,77 @@ def connection_lost(returncode: int) -> bool:
     return returncode in _CONNECTION_LOST
 
 
-def _socket_dir() -> str:
-    """A new private directory (0700) short enough to hold the sockets, or "" (no sharing).
+def _parents() -> list[str]:
+    """Where the socket directory may be made: $TMPDIR, or if its path is too long
+    for a socket, /run or /tmp."""
+    return [tempfile.gettempdir(), "/run", "/tmp"]
 
-    $TMPDIR first; if its path is too long for a socket, /run or /tmp.
-    """
-    for parent in (tempfile.gettempdir(), "/run", "/tmp"):
+
+def _socket_dir() -> leftovers.OwnedDir | None:
+    """A new private directory (0700) short enough to hold the sockets, or None (no sharing)."""
+    for parent in _parents():
         if len(parent) <= _MAX_DIR and os.path.isdir(parent) and os.access(parent, os.W_OK):
             try:
-                return tempfile.mkdtemp(prefix="inosync-ssh-", dir=parent)
+                return leftovers.make_dir(PREFIX, parent)
             except OSError as e:
                 log.warning("cannot make a directory for ssh control sockets in %s: %s; "
                             "one connection per run", parent, e.strerror)
-                return ""
+                return None
     log.warning("no directory short enough for ssh control sockets: one connection per run")
-    return ""
+    return None
+
+
+def _socket(mode: int) -> bool:
+    return stat.S_ISSOCK(mode)
+
+
+def _exit_stale(path: str) -> subprocess.Popen[bytes] | None:
+    """Tell the master at path, of a daemon no longer running, to exit.
+
+    Its command line is gone with its daemon; none of it is needed: a master
+    takes "exit" from anyone who can reach its socket. No configuration is
+    read (-F /dev/null: nothing in it may run a command or connect), and the
+    host name is a placeholder that nothing looks up (ssh quits when the
+    socket does not answer, it does not connect instead).
+    """
+    argv = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ControlMaster=no",
+            "-S", path.replace("%", "%%"), "-O", "exit", "inosync-stale-master"]
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError as e:
+        log.debug("cannot run ssh -O exit for %s: %s", path, e.strerror)
+        return None
+
+
+def _wait_all(children: list[subprocess.Popen[bytes]], seconds: float) -> None:
+    """Wait for children, all within seconds in all; kill those that did not end."""
+    deadline = time.monotonic() + seconds
+    for child in children:
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.debug("ssh -O exit (pid %d) got no answer: killed", child.pid)
+            child.kill()
+            child.wait()
+
+
+def remove_stale() -> None:
+    """Close the masters of daemons killed with -9 and remove their socket directories.
+
+    At start, before the loop: every master is told at once, and all get
+    CLOSE_WAIT seconds in all to answer (a master answers on its local
+    socket at once, even when its link is dead). A master that does not is
+    left to ControlPersist; its socket goes with the directory.
+    """
+    stale = leftovers.find_stale(PREFIX, _parents())
+    children = [child for s in stale for name in s.entries(_socket)
+                if (child := _exit_stale(f"{s.path}/{name}")) is not None]
+    _wait_all(children, CLOSE_WAIT)
+    for s in stale:
+        if s.remove(_socket):
+            log.info("removed %s, the ssh control sockets of inosync %s, which is no longer "
+                     "running (its masters told to exit)", s.path, s.pid)
 
 
 def _master_socket(path: str) -> bool:
@@ -170,9 +237,11 @@ class _Host:
 class ControlMasters:
     """The private socket directory, and the masters opened in it (a context manager)."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, tidy: bool = False) -> None:
         self.enabled = enabled
+        self.tidy = tidy  # at start, close what a daemon killed with -9 left
         self.dir = ""
+        self._owned: leftovers.OwnedDir | None = None  # self.dir and its lock
         self._hosts: dict[str, _Host] = {}
         # Sockets of replaced masters, while they exist: one that did not
         # exit when told is told again at stop. Host and command by socket.
@@ -180,6 +249,8 @@ class ControlMasters:
         self._exiting: list[subprocess.Popen[bytes]] = []  # `ssh -O exit` not yet reaped
 
     def __enter__(self) -> ControlMasters:
+        if self.tidy:  # whether or not this config shares connections: the last one may have
+            remove_stale()
         return self  # the directory is made for the first ssh node only
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
@@ -193,17 +264,12 @@ class ControlMasters:
             if _master_socket(path):
                 self._tell_exit(host, shared)
         self._retired.clear()
-        deadline = time.monotonic() + CLOSE_WAIT
-        for child in self._exiting:
-            try:
-                child.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.debug("ssh -O exit (pid %d) got no answer: killed", child.pid)
-                child.kill()
-                child.wait()
+        _wait_all(self._exiting, CLOSE_WAIT)
         self._exiting.clear()
         if self.dir and private_dir(self.dir):
             shutil.rmtree(self.dir, ignore_errors=True)
+        if self._owned is not None:
+            self._owned.close()
 
     def command(self, ssh: Sequence[str], host: str, timeout: int) -> list[str]:
         """The ssh command for a connection to host (as ssh takes it: rsync.ssh_host):
@@ -275,7 +341,10 @@ class ControlMasters:
         """
         if self.dir and private_dir(self.dir):
             return True
-        lost, self.dir = self.dir, _socket_dir()
+        if self._owned is not None:
+            self._owned.close()  # its directory is gone, or no longer ours
+        lost, self._owned = self.dir, _socket_dir()
+        self.dir = self._owned.path if self._owned is not None else ""
         if not self.dir:
             self.enabled = False  # warned: one connection per run from now on
         elif lost:

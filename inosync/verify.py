@@ -4,7 +4,9 @@ For every node, rsync runs the argv of a full sync plus ``--dry-run`` and
 itemized output, so it lists what a sync would change and changes nothing,
 neither the node nor wpath. Everything that full sync would change counts,
 directory times included: the node must equal the source in everything
-``-a`` carries. Nodes are checked in parallel, one rsync each.
+``-a`` carries. Files only on a node count too, unless the ``delete``
+setting keeps them (deletepolicy.py): then they are listed apart, as drift
+the policy allows. Nodes are checked in parallel, one rsync each.
 
 The pure parts (``verify_argv``, ``parse_itemized``, ``report_line``,
 ``exit_code``, ``summary_line``, ``nagios_code``) are separate from
@@ -22,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
+from . import deletepolicy
 from .batch import plural
 from .config import Config
 from .escape import printable
@@ -62,7 +65,8 @@ def problem(config: Config) -> str | None:
     for name, (letter, why) in _UNTRUSTED.items():
         found = find_option(config.rsync_args, name, letter)
         if found:
-            return f"{config.path}: rsync_args holds {found!r}, which {why}; remove it"
+            return (f"{config.where('rsync_args')}: rsync_args holds {found!r}, which {why}; "
+                    "remove it")
     return None
 
 
@@ -73,8 +77,11 @@ def quiet_option(args: Sequence[str]) -> str | None:
 
 def verify_argv(config: Config, dest: str, checksum: bool = False) -> list[str]:
     """The argv of a full sync of dest, made a dry run that itemizes every change."""
-    opts = config.rsync_options()
-    opts = dataclasses.replace(opts, extra=(*opts.extra, *_ours(checksum)))
+    # Always with --delete (a dry run): what only the node holds is listed, as
+    # *deleting, also when the policy keeps it (parse_itemized counts it apart).
+    opts = config.rsync_options(deletepolicy.Phase.START)
+    opts = dataclasses.replace(opts, extra=(*opts.extra, *_ours(checksum)),
+                               deletes=deletepolicy.deletes(True, deletepolicy.Phase.START))
     argv = full_argv(opts, config.wpath, dest)
     check_dry_run(argv)
     return argv
@@ -107,31 +114,63 @@ class Drift:
     """What the dry run of one node listed."""
 
     count: int = 0  # paths that differ
-    dir_times: int = 0  # of them, directories whose only difference is their mtime
+    dir_times: int = 0  # directories whose only difference is their mtime
     sample: list[tuple[str, bytes]] = field(default_factory=list)  # (item, name) first few
+    # Paths only on the node that the delete setting keeps (not in count), and why.
+    node_only: int = 0
+    node_only_sample: list[tuple[str, bytes]] = field(default_factory=list)
+    kept_by: str = ""
+    # With excludes, dir_times are not in count: an excluded entry made or removed
+    # changes its directory's mtime, which the daemon by design sends only with
+    # the next full sync (excluded changes cost nothing), so they are allowed.
+    dir_times_allowed: bool = False
 
 
-def parse_itemized(lines: Iterable[bytes], keep: int = SAMPLE) -> Drift:
+def parse_itemized(lines: Iterable[bytes], keep: int = SAMPLE,
+                   policy: deletepolicy.Policy = True, excludes: bool = False) -> Drift:
     """Count the paths an itemized dry run says would change.
 
     Each line is MARKER, rsync's %i (``>f+++++++++``, ``*deleting``,
     ``.d..t......``, ``cL+++++++++``, ``hf``...), "@", rsync's escaped %n.
     An item whose update type is "." and whose attribute columns are all
     "." or " " is unchanged (listed only with -vv/-ii) and does not count.
+    A ``*deleting`` item (only on the node) counts apart, as node_only,
+    when the delete policy keeps such files.
     """
-    drift = Drift()
+    drift = Drift(kept_by=_kept_by(policy), dir_times_allowed=excludes)
     for line in lines:
         if not line.startswith(MARKER):
             continue
         item, sep, name = line[len(MARKER):].rstrip(b"\n").partition(b"@")
         if not sep or not _changed(item):
             continue
-        drift.count += 1
+        if drift.kept_by and item.startswith(b"*deleting"):
+            drift.node_only += 1
+            if len(drift.node_only_sample) < keep:
+                drift.node_only_sample.append(("*deleting", unescape(name)))
+            continue
         if item.startswith(b".d") and item[2:].strip(b". ") == b"t":
             drift.dir_times += 1
+            if excludes:
+                continue
+        drift.count += 1
         if len(drift.sample) < keep:
             drift.sample.append((item.decode("ascii", "replace").rstrip(), unescape(name)))
     return drift
+
+
+_KEPT_BY = {
+    False: "keeps node-only files",
+    "startup": "keeps node-only files until the next start or reload",
+    "running": "keeps node-only files that inosync did not see deleted on the source",
+}
+
+
+def _kept_by(policy: deletepolicy.Policy) -> str:
+    """Why files only on a node are allowed drift under this policy ("" if not)."""
+    if not deletepolicy.keeps_node_only(policy):
+        return ""
+    return f"{deletepolicy.shown(policy)} {_KEPT_BY[policy]}"
 
 
 def _changed(item: bytes) -> bool:
@@ -169,16 +208,41 @@ class Result:
 
 
 def report_line(result: Result) -> str:
+    """The node's line. Escaped (escape.printable) as the log is: rsync's stderr
+    over ssh is the remote's own, whose escape sequences would drive the
+    terminal of whoever runs --verify."""
+    dest = printable(result.dest)
     if result.drift is None:
-        return f"{result.dest}: error: {result.error}"
+        return f"{dest}: error: {printable(result.error)}"
     drift = result.drift
+    allowed = _node_only(drift) + _dir_times_allowed(drift)
     if not drift.count:
-        return f"{result.dest}: identical"
+        return f"{dest}: identical{allowed}"
     examples = ", ".join(f"{item} {shown(name)}" for item, name in drift.sample)
     more = ", ..." if drift.count > len(drift.sample) else ""
-    times = f"; {drift.dir_times} only in directory mtime" if drift.dir_times else ""
+    times = (f"; {drift.dir_times} only in directory mtime"
+             if drift.dir_times and not drift.dir_times_allowed else "")
     verb = "differs" if drift.count == 1 else "differ"
-    return f"{result.dest}: {plural(drift.count, 'path')} {verb}{times} (e.g. {examples}{more})"
+    return (f"{dest}: {plural(drift.count, 'path')} {verb}{times} (e.g. "
+            f"{examples}{more}){allowed}")
+
+
+def _dir_times_allowed(drift: Drift) -> str:
+    if not (drift.dir_times and drift.dir_times_allowed):
+        return ""
+    mtimes = "directory mtime differs" if drift.dir_times == 1 else "directory mtimes differ"
+    return (f"; {drift.dir_times} {mtimes}, allowed: changes of excluded entries (the next "
+            "full sync sets them)")
+
+
+def _node_only(drift: Drift) -> str:
+    """"; 2 paths only on the node, allowed: delete = False keeps ... (e.g. ...)"."""
+    if not drift.node_only:
+        return ""
+    names = ", ".join(shown(name) for _, name in drift.node_only_sample)
+    more = ", ..." if drift.node_only > len(drift.node_only_sample) else ""
+    return (f"; {plural(drift.node_only, 'path')} only on the node, allowed: "
+            f"{drift.kept_by} (e.g. {names}{more})")
 
 
 def exit_code(results: Iterable[Result]) -> int:
@@ -289,7 +353,8 @@ def verify(config: Config, checksum: bool = False) -> list[Result]:
                 err.close()
                 raise
             children.append(_Child(dest, proc, out, err))
-        return [_result(child) for child in children]
+        excluded = bool(config.excludes.patterns)
+        return [_result(child, config.delete, excluded) for child in children]
     except StopDuringStartup:
         for child in children:
             if child.proc.poll() is None:
@@ -302,7 +367,7 @@ def verify(config: Config, checksum: bool = False) -> list[Result]:
             child.err.close()
 
 
-def _result(child: _Child) -> Result:
+def _result(child: _Child, policy: deletepolicy.Policy = True, excludes: bool = False) -> Result:
     code = child.proc.wait()
     if code not in (0, VANISHED):
         child.err.seek(0)
@@ -311,4 +376,4 @@ def _result(child: _Child) -> Result:
         return Result(child.dest, error=f"rsync {describe(code)}{detail}",
                       reason=f"rsync {describe(code)}")
     child.out.seek(0)
-    return Result(child.dest, parse_itemized(child.out))
+    return Result(child.dest, parse_itemized(child.out, policy=policy, excludes=excludes))

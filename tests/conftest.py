@@ -4,6 +4,7 @@ they use are in helpers.py."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -105,9 +106,9 @@ def slow_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHost]:
 
 @pytest.fixture(scope="session", autouse=True)
 def replay_lock_files() -> Iterator[None]:
-    """The replay's lock directory (/run/inosync-replay), and the lock files that
+    """The replay's lock directory (/run/inosync.replay), and the lock files that
     tests left in it: a replay killed on purpose does not remove its own."""
-    locks = Path("/run/inosync-replay")
+    locks = Path("/run/inosync.replay")
     existed = locks.exists()
     before = set(locks.glob("*.lock"))
     yield
@@ -131,3 +132,17 @@ def tree_lock_files() -> Iterator[None]:
         path.unlink(missing_ok=True)
     if not existed and locks.is_dir() and not any(locks.iterdir()):
         locks.rmdir()
+
+
+@pytest.fixture(autouse=True)
+def inosync_logger_left_as_found() -> Iterator[None]:
+    """A test that sets up inosync's logging in this process (cli.Logs turns
+    propagation off and adds a handler) puts it back. Left changed, the records of
+    every later test stop reaching caplog under pytest 8 (pytest 9 also hooks
+    loggers that do not propagate), so those tests fail or pass by the order they
+    run in and by the pytest version."""
+    log = logging.getLogger("inosync")
+    before = (log.level, log.propagate, list(log.handlers))
+    yield
+    after = (log.level, log.propagate, list(log.handlers))
+    assert after == before, f"the test left the 'inosync' logger changed: {before} -> {after}"

@@ -199,6 +199,8 @@ HERE = cp.Here(A, "/srv/www", IDENTITY, SETTINGS, wall=10_100.0)
     (record(settings=cp.fingerprint(["*.tmp"], ["--hard-links"], [],
                                     [["data", "8:17", "/", "ext4", "/dev/sdb1"]])), HERE,
      "changed since the checkpoint: filesystems mounted inside wpath$"),
+    (record(settings=cp.fingerprint(["*.tmp"], ["--hard-links"], [], [], "startup")), HERE,
+     "changed since the checkpoint: delete$"),
     (record(), dataclasses.replace(HERE, wall=10_005.0), "the clock went backwards"),
     (record(), dataclasses.replace(HERE, wall=10_000.0 + cp.MAX_AGE + 1),
      "older than 7 days"),

@@ -169,6 +169,8 @@ FALLBACKS = {
                                         "'IN_CREATE', 'IN_DELETE', 'IN_MOVED_FROM', "
                                         "'IN_MOVED_TO', 'IN_MODIFY']\n"),
               "emask leaves out IN_ATTRIB"),
+    "delete policy": (lambda c, s: c.write_text(c.read_text() + "delete = 'startup'\n"),
+                      "delete = 'startup': checkpoints are kept with delete = True only"),
     "--full": ("--full", "--full was given"),
     "wpath changed": (lambda c, s: (s / "top.txt").write_text("new at the top"),
                       "the entries or attributes of wpath itself changed"),

@@ -435,6 +435,24 @@ def test_unit_hardening(name: str) -> None:
         assert trap in text, f"{name} does not say anything about {trap}"
 
 
+@pytest.mark.parametrize("name", UNITS)
+def test_statusfile_in_the_runtime_directory_outlives_the_stop(name: str) -> None:
+    """The unit (and README) put the statusfile in its RuntimeDirectory. systemd
+    removes that directory at stop, and the final "stopped" status with it,
+    unless RuntimeDirectoryPreserve=yes ("restart" keeps it across restarts
+    only: after `systemctl stop` the status would be gone)."""
+    text = (ROOT / "contrib" / name).read_text()
+    service = parse_unit(text)["Service"]
+    (runtime,) = service["RuntimeDirectory"]
+    examples = re.findall(r'statusfile = "(/run/[^"]+)"', text)
+    assert examples
+    for example in examples:
+        assert os.path.dirname(example) == "/run/" + runtime.replace("%i", "www"), example
+    assert service.get("RuntimeDirectoryPreserve") == ["yes"]
+    at = text.index("\nRuntimeDirectoryPreserve=")
+    assert "stopped" in text[text.rindex("\n\n", 0, at):at], "no comment tells why"
+
+
 # Lines from systemd-analyze that are about this machine, not about the unit.
 ENVIRONMENT_TROUBLE = re.compile(
     r"bus|manager|cgroup|/run/systemd|not been booted|Operation not permitted|"

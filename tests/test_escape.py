@@ -51,6 +51,8 @@ def test_every_handler_inosync_logs_through_escapes(tmp_path):
     an escaping formatter, so no message can start a line of its own."""
     from inosync.config import Config
 
+    log = logging.getLogger("inosync")
+    saved = log.level, log.propagate  # Logs sets both for the process
     logs = Logs(verbose=False)
     logs.foreground()
     handlers = [logs.handler]
@@ -65,7 +67,11 @@ def test_every_handler_inosync_logs_through_escapes(tmp_path):
         rec = logging.LogRecord("inosync", logging.ERROR, __file__, 1, "x%sy", (EVIL,), None)
         assert all("\n" not in h.format(rec) for h in handlers if h is not None)
     finally:
-        logs.use(logging.NullHandler())
+        assert logs.handler is not None
+        log.removeHandler(logs.handler)
+        logs.handler.close()
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
 
 
 def test_status_and_live_line_stay_one_line():

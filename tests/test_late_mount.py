@@ -50,3 +50,24 @@ def test_the_units_retry_a_late_wpath_after_remote_filesystems(unit):
     assert service["Restart"] == "on-failure"
     assert str(EX_TEMPFAIL) not in service["RestartPreventExitStatus"].split()
     assert float(service["RestartSec"]) >= 10
+
+
+@pytest.mark.parametrize("mode", ["check", "verify", "nagios"])
+def test_an_unmounted_fstab_wpath_is_temporary_for_check_and_verify(tmp_path, monkeypatch, mode,
+                                                                     capsys):
+    """--verify without --nagios used to say 2 here, where --check and a start say 75."""
+    from inosync import cli, config, keptstore
+
+    wpath = tmp_path / "www"
+    wpath.mkdir()
+    (wpath / "stale.html").write_text("what the mount point holds under the disk\n")
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"/dev/sdz1 {wpath} ext4 nofail 0 2\n")
+    monkeypatch.setattr(keptstore, "FSTAB", str(fstab))
+    conf = write_config(tmp_path / "c.conf", wpath=str(wpath), rnodes=[str(tmp_path / "n")])
+    loaded = config.load(str(conf))
+    status = cli.check(loaded) if mode == "check" else cli.verify(loaded, False, mode == "nagios")
+    assert status == (3 if mode == "nagios" else EX_TEMPFAIL)
+    out = capsys.readouterr()
+    assert "fstab" in (out.out if mode == "nagios" else out.err)
+    assert not (tmp_path / "n").exists()

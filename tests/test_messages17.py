@@ -38,7 +38,7 @@ def test_an_error_on_the_command_line_has_no_log_timestamp(tmp_path, args):
                           text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert done.returncode == 75  # not there yet (issue 17.1): the units retry it
     assert done.stderr == (f"inosync: {conf}:1: wpath {tmp_path / 'gone'} does not exist "
-                           "(not mounted yet?)\n")
+                           "(not mounted yet, or a typo?); exit 75: a later start may find it\n")
 
 
 def test_check_points_at_verify_as_the_preview_of_the_first_sync(tmp_path):
@@ -54,5 +54,7 @@ def test_check_points_at_verify_as_the_preview_of_the_first_sync(tmp_path):
     lines = summary(load(str(conf)))
     assert f"before the first start: inosync -c {conf} --verify lists what the first full " \
            "sync would change on each node (*deleting: what it would delete)" in lines
-    assert "ssh nodes: accept each host key first (ssh web1 true, as the daemon's user): " \
+    assert "ssh nodes: accept each host key first (ssh -o BatchMode=no -o BatchMode=yes " \
+           "-o ConnectTimeout=10 -o ServerAliveInterval=10 -o ServerAliveCountMax=3 web1 true, " \
+           "as the daemon's user): " \
            "with BatchMode=yes an unknown key fails every run" in lines

@@ -28,12 +28,15 @@ NAME = f"inosync-{__version__}"
 EXPECTED = [
     "LICENSE", "README.rst", "inosync.conf.example", "pyproject.toml", "setup.py",
     "MANIFEST.in", "PKG-INFO", "inosync/__init__.py", "inosync/cli.py",
-    "tests/run", "tests/conftest.py", "tests/helpers.py", "tests/test_packaging.py",
+    "tests/run", "tests/run-pythons", "tests/constraints.txt", "tests/conftest.py",
+    "tests/helpers.py", "tests/test_packaging.py",
     "tests/test_manpage.py", "contrib/inosync.service", "contrib/inosync.init",
     "demo/run", "demo/inosync.conf", "doc/inosync.8", "doc/inosync.8.rst",
-    "doc/build_man.py", "bench/bench.py", ".ci/run",
+    "doc/build_man.py", "doc/man_settings.py", "bench/bench.py", ".ci/run",
+    "debian/control", "debian/rules", "debian/changelog", "debian/patches/series",
 ]
-EXECUTABLE = ["tests/run", "demo/run", "contrib/inosync.init", ".ci/run"]
+EXECUTABLE = ["tests/run", "tests/run-pythons", "demo/run", "contrib/inosync.init", ".ci/run",
+              "debian/rules"]
 
 
 def build(kind: str, srcdir: Path, outdir: Path) -> Path:

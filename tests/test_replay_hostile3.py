@@ -3,7 +3,7 @@
 wildcard node paths, state_dir's StrictModes, untrusted nodes, the off-switch).
 Each test reproduced a problem those fixes left (on 3ca0d5d); the "attacker" is
 an unprivileged user on the node (uid/gid 65534). The lock now lies in a
-directory of the replay's user that no one else may write (/run/inosync-replay
+directory of the replay's user that no one else may write (/run/inosync.replay
 for root), rsync runs without HOME and without the RSYNC_* variables that add
 options, and popt lines are matched as popt matches them.
 """

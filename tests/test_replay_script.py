@@ -3,9 +3,11 @@ pure functions that decide what it is given (issue 15)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -270,3 +272,34 @@ def test_symlinks_of_ours_above_the_node_are_followed(tmp_path, node):
     (tmp_path / "srv" / "mirror").symlink_to("../hop/srv/../node")
     assert run(tmp_path / "srv" / "mirror", [Move("a", "moved")]) == (1, 0)
     assert files(node) == {"moved": "a", "d/b": "b"}
+
+
+# What `inosync@replay.service` makes: /run/inosync-replay, mode 0755 (RuntimeDirectory=
+# inosync-%i), removed at its stop. The replay's lock directory must never be that.
+IN_FRESH_RUN = """
+import json, os, subprocess, sys
+subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "inosync-test", "/run"], check=True)
+os.mkdir("/run/inosync-replay", 0o755)
+done = subprocess.run(json.loads(sys.argv[1]), input=sys.stdin.buffer.read(),
+                      capture_output=True)
+print(json.dumps([done.returncode, done.stderr.decode(), sorted(os.listdir("/run"))]))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root's lock directory is in /run")
+def test_lock_directory_is_no_instances_runtime_directory(node):
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    # In a mount namespace of its own, with an empty /run: the machine's is left alone.
+    argv = ["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
+            IN_FRESH_RUN, json.dumps(replay_argv(str(node), []))]
+    done = subprocess.run(argv, input=replay_input(str(node), [Move("a", "moved")], NONE),
+                          capture_output=True, text=False)
+    if done.returncode != 0:
+        pytest.skip(f"no mount namespace here: {done.stderr.decode().strip()}")
+    code, stderr, in_run = json.loads(done.stdout)
+    assert code == 0, stderr
+    assert summary(stderr) == (1, 0) and files(node) == {"moved": "a", "d/b": "b"}
+    # Its lock directory: neither the unit's /run/inosync nor any /run/inosync-NAME.
+    (lock_dir,) = set(in_run) - {"inosync-replay"}
+    assert lock_dir != "inosync" and not lock_dir.startswith("inosync-"), lock_dir

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 
 import pytest
 
 from inosync.batch import RunPlan, plan_run
+from inosync.leftovers import LOCK
 from inosync.rsync import Outcome
 from inosync.runner import Runner
 
@@ -33,7 +35,8 @@ def test_exception_inside_kills_children_and_removes_scratch_files():
         assert runner.start("n1", plan, argv_of("sleep", "30")) is None
         pid = runner.children["n1"].proc.pid
         scratch = runner.dir
-        assert len(os.listdir(scratch)) == 2  # list and rules ("a" is top-level); stderr is unnamed
+        # list and rules ("a" is top-level), and the directory's lock; stderr is unnamed
+        assert len(os.listdir(scratch)) == 3 and LOCK in os.listdir(scratch)
         raise RuntimeError("the loop died")
     assert not os.path.exists(scratch)
     with pytest.raises(ProcessLookupError):
@@ -47,7 +50,7 @@ def test_exit_code_stderr_and_scratch_files_of_a_run():
         (ended,) = wait_reaped(runner)
         assert (ended.dest, ended.returncode, ended.what) == ("n1", 23, "1 path")
         assert ended.stderr == "./docs/x\0"
-        assert os.listdir(runner.dir) == []  # the list file went with the run
+        assert os.listdir(runner.dir) == [LOCK]  # the list file went with the run
 
 
 def test_signal_reaches_the_whole_process_group():
@@ -70,7 +73,7 @@ def test_missing_program_is_reported_not_raised():
 def test_removed_scratch_directory_is_made_again():
     with Runner() as runner:
         first = runner.dir
-        os.rmdir(first)
+        shutil.rmtree(first)
         assert runner.start("n1", plan_run(False, ["a"], 10), argv_of("true")) is None
         assert runner.dir != first and os.path.isdir(runner.dir)
         wait_reaped(runner)
@@ -100,7 +103,7 @@ def test_plan_run_whole_tree_or_list():
 def test_scratch_directory_taken_by_someone_else_is_not_used(tmp_path, impostor):
     with Runner() as runner:
         ours = runner.dir
-        os.rmdir(ours)  # a tmp cleaner removed it; someone makes the same name
+        shutil.rmtree(ours)  # a tmp cleaner removed it; someone makes the same name
         if impostor == "symlink":
             (tmp_path / "theirs").mkdir()
             os.symlink(tmp_path / "theirs", ours)

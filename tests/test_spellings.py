@@ -210,7 +210,7 @@ def test_nodes_that_are_not_provably_the_same_are_kept(tmp_path, wdir):
 
 
 @pytest.mark.parametrize("line", ["exclude_file = 'private.txt'", "bwlimit = 100",
-                                  "max_delete = 10", "delete = False", "ignore = ['*.tmp']",
+                                  "max_delete = 10", "delete_excluded = True", "ignore = ['*.tmp']",
                                   "ssh_args = ['-p', '2222']", "hosts = ['a', 'b']"])
 def test_an_unknown_setting_is_an_error(tmp_path, wdir, line):
     path = conf_text(tmp_path, f"wpath = {str(wdir)!r}\nrnodes = ['h:/srv']\n{line}\n")
@@ -247,8 +247,7 @@ def test_the_shipped_configs_define_only_settings_and_helpers():
     repo = Path(__file__).resolve().parents[1]
     for path in (repo / "demo" / "inosync.conf", repo / "inosync.conf.example"):
         text = path.read_text()
-        names = config._assignment_lines(str(path), text)
-        namespace = config._execute(str(path), text)
+        namespace, names = config.run(str(path), text)
         config._check_unknown(namespace, names, lambda name, where=str(path): where)
 
 

@@ -20,6 +20,7 @@ from helpers import Sshd, wait_converged, wait_until, write_config
 from hosts import TestHost, can_make_namespaces
 
 from inosync import sshcontrol
+from inosync.leftovers import LOCK
 from inosync.sshcontrol import ControlMasters, connection_lost, user_controls, user_keepalive
 
 
@@ -212,7 +213,7 @@ def test_socket_directory_no_longer_private_is_not_used(change, tmp_path):
         if change == "mode":
             os.chmod(old, 0o755)
         else:
-            os.rmdir(old)
+            shutil.rmtree(old)
             if change == "symlink":
                 os.symlink(tmp_path, old)
             else:
@@ -249,7 +250,7 @@ def test_one_connection_for_many_batches_closed_on_stop(tree, run_inosync, sshd,
     for i in range(3):
         (src / f"batch{i}.txt").write_text(f"{i}\n")
         wait_converged(src, [remote])
-    sockets = list(Path(control_dir).iterdir())
+    sockets = [p for p in Path(control_dir).iterdir() if p.name != LOCK]
     assert len(sockets) == 1 and stat.S_ISSOCK(sockets[0].stat().st_mode)
     assert len(masters_running(control_dir)) == 1  # one master served all four runs
     # The connection dies (the node rebooted, say): the next batch connects anew.
@@ -488,6 +489,69 @@ def test_dead_connection_ends_by_itself_with_server_alive(tree, run_inosync, hos
         assert d.stop() == 0
     finally:
         host.pass_all()
+        for pid in masters_running(str(tmpdir)):
+            os.kill(int(pid), 9)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# ---- what a daemon killed with -9 left: its masters and its directories
+
+
+def scratch_dirs(tmpdir: Path) -> list[Path]:
+    """The runner's private directories for list files (``inosync-XXXXXXXX``)."""
+    return [p for p in tmpdir.glob("inosync-*") if re.fullmatch(r"inosync-[a-z0-9_]{8}", p.name)]
+
+
+def start_synced(run_inosync, sshd, tmp_path: Path, name: str, tmpdir: Path):
+    """A daemon of its own tree with one ssh node, synced once (so its master is open)."""
+    src = tmp_path / f"{name}-src"
+    remote = tmp_path / f"{name}-remote"
+    for made in (src, remote):
+        made.mkdir()
+    (src / "f.txt").write_text(f"{name}\n")
+    conf = write_config(tmp_path / f"{name}.conf", wpath=str(src), edelay=0.2,
+                        rnodes=[f"root@127.0.0.1:{remote}"], ssh=sshd.ssh_command())
+    d = run_inosync(conf, "-v", env={"TMPDIR": str(tmpdir)})
+    wait_converged(src, [remote])
+    return d, conf, src, remote
+
+
+@pytest.mark.slow
+def test_masters_and_directories_of_a_killed_daemon_are_cleaned_at_the_next_start(
+        run_inosync, sshd, tmp_path):
+    tmpdir = short_tmpdir()
+    try:
+        # Another tree's daemon, alive, in the same TMPDIR: none of its own may go.
+        other, _, other_src, other_remote = start_synced(run_inosync, sshd, tmp_path, "other",
+                                                         tmpdir)
+        (other_control,) = control_dirs(tmpdir)
+        (other_master,) = masters_running(str(other_control))
+        (other_scratch,) = scratch_dirs(tmpdir)
+        d, conf, src, remote = start_synced(run_inosync, sshd, tmp_path, "a", tmpdir)
+        (control,) = set(control_dirs(tmpdir)) - {other_control}
+        (scratch,) = set(scratch_dirs(tmpdir)) - {other_scratch}
+        (master,) = masters_running(str(control))
+        d.proc.kill()
+        d.proc.wait()
+        # kill -9 leaves them: nothing of the daemon ran to close them.
+        assert masters_running(str(control)) == [master]
+        assert control.is_dir() and scratch.is_dir()
+        (src / "while-down.txt").write_text("synced by the next start, once it has tidied\n")
+        again = run_inosync(conf, "-v", env={"TMPDIR": str(tmpdir)})
+        wait_converged(src, [remote])
+        wait_until(lambda: not masters_running(str(control)), 10, "the stale master to exit")
+        assert not control.exists() and not scratch.exists(), again.log()
+        assert f"removed {control}, the ssh control sockets of inosync {d.proc.pid}" in again.log()
+        assert f"removed {scratch}, the list files of inosync {d.proc.pid}" in again.log()
+        # The live daemon's master, sockets and list directory are untouched ...
+        assert masters_running(str(other_control)) == [other_master]
+        assert other_control.is_dir() and other_scratch.is_dir()
+        (other_src / "still.txt").write_text("shared as before\n")
+        wait_converged(other_src, [other_remote])
+        assert masters_running(str(other_control)) == [other_master]
+        assert "WARNING" not in other.log()
+        assert again.stop() == 0 and other.stop() == 0
+    finally:
         for pid in masters_running(str(tmpdir)):
             os.kill(int(pid), 9)
         shutil.rmtree(tmpdir, ignore_errors=True)

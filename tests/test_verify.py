@@ -161,3 +161,24 @@ def test_one_shot_conflicts(argv, wrong):
                                   ["-p", "-v"], ["-v", "--verify"]])
 def test_one_shot_fine(argv):
     assert one_shot_conflict(parse_args(argv)) is None
+
+
+def test_with_excludes_a_directory_mtime_alone_is_allowed_drift():
+    """An excluded entry made or removed changes its directory's mtime, which the
+    daemon by design does not send until the next full sync: with excludes such
+    a directory is allowed drift (OK), not a difference (review17a finding 1)."""
+    from inosync.verify import Result, nagios_code, report_line, summary_line
+
+    out = [b".d..t......@./", b".d..t......@d/"]
+    kept = parse_itemized(lines(*out), excludes=True)
+    assert (kept.count, kept.dir_times) == (0, 2)
+    result = Result("/srv/n", kept)
+    assert nagios_code([result]) == 0 and exit_code([result]) == 0
+    assert report_line(result) == ("/srv/n: identical; 2 directory mtimes differ, allowed: "
+                                   "changes of excluded entries (the next full sync sets them)")
+    assert summary_line([result]).startswith("OK: 1 node identical |")
+    # without excludes, or with anything else different, it is a difference as before
+    plain = parse_itemized(lines(*out))
+    assert (plain.count, plain.dir_times) == (2, 2) and exit_code([Result("n", plain)]) == 1
+    mixed = parse_itemized(lines(*out, b">f.st......@changed"), excludes=True)
+    assert (mixed.count, mixed.dir_times) == (1, 2)

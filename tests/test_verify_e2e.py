@@ -434,7 +434,8 @@ def test_nagios_a_configuration_error_is_unknown_on_stdout_exit_3(tree, tmp_path
     quiet = config_for(tmp_path, tree["src"], [str(tree["nodes"][0])], rsync_args=["-q"])
     done = run(quiet, "--verify", "--nagios")
     assert (done.returncode, done.stderr) == (3, "")
-    assert done.stdout.startswith(f"UNKNOWN: {quiet}: rsync_args holds '-q'")
+    assert re.match(re.escape(f"UNKNOWN: {quiet}:") + r"\d+: rsync_args holds '-q'",
+                    done.stdout), done.stdout
     done = run(quiet, "--verify", "--nagios", "-d")
     assert (done.returncode, done.stderr) == (3, "")
     assert done.stdout.startswith("UNKNOWN: usage: --verify runs once in the foreground")
