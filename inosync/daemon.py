@@ -33,7 +33,7 @@ from . import __version__, deletepolicy, keptstore, paths, scan
 from . import checkpoint as checkpointmod
 from . import config as configmod
 from . import replay as replaymod
-from .batch import PathSet, RunPlan, files_list, full_sync_above, plan_run, plural
+from .batch import PathSet, RunPlan, collapse, files_list, full_sync_above, plan_run, plural
 from .check import preflight
 from .checkpoint import CheckpointError, Here, Record
 from .confdiff import changes
@@ -388,12 +388,13 @@ class Daemon:
                 reasons[dest] = "the entries or attributes of wpath itself changed since " \
                                 "its checkpoint"
                 continue
-            if len(paths) > most:
-                reasons[dest] = (f"{len(paths):,} paths changed since its checkpoint, more "
+            listed = collapse(paths)  # what lies below a changed directory goes with it
+            if len(listed) > most:
+                reasons[dest] = (f"{len(listed):,} paths changed since its checkpoint, more "
                                  f"than a list run is worth ({most:,})")
                 continue
             batch = PathSet(c.max_pending)
-            for path in paths:
+            for path in listed:
                 batch.add(path)
             batch.note_since(record.synced_to)
             # ctime says the inode changed, not that size or mtime tell it (an
@@ -401,10 +402,10 @@ class Daemon:
             batch.checksum = bool(batch)
             resumed[dest] = Resumed(batch, wall, record.last_full)
             self.saved[dest] = record.synced_to
-            log.info("%s: starting from its checkpoint of %s: %s changed since (scan of "
-                     "%s entries in %.1f s); no full sync", dest,
+            log.info("%s: starting from its checkpoint of %s: %s changed since, %d to send "
+                     "(scan of %s entries in %.1f s); no full sync", dest,
                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.synced_to)),
-                     plural(len(paths), "path"), f"{found.seen:,}", took)
+                     plural(len(paths), "path"), len(listed), f"{found.seen:,}", took)
         return resumed
 
     def no_checkpoints(self) -> str | None:
