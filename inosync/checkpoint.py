@@ -67,6 +67,10 @@ class Record:
     written_at: float  # the wall clock when this was written
     last_full: float | None = None  # when the last whole-tree sync there ended (wall)
     format: int = field(default=FORMAT)
+    # The boot and its CLOCK_BOOTTIME when written: a wall clock set back since
+    # (ahead at the write, set right while stopped) shows against it (clock_lag).
+    boot_id: str = ""
+    boottime: float | None = None
 
 
 def encode(record: Record) -> bytes:
@@ -93,7 +97,9 @@ def decode(data: bytes) -> Record:
     if not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers) \
             or not isinstance(record.settings, dict) \
             or not all(isinstance(v, str) for v in (record.node, record.wpath, record.version)) \
-            or not (record.last_full is None or isinstance(record.last_full, (int, float))):
+            or not (record.last_full is None or isinstance(record.last_full, (int, float))) \
+            or not isinstance(record.boot_id, str) \
+            or not (record.boottime is None or isinstance(record.boottime, (int, float))):
         raise ValueError("a field has the wrong type")
     return record
 
@@ -132,6 +138,28 @@ class Here:
     settings: Mapping[str, str]
     wall: float  # the clock now
     version: str = __version__
+    boot: tuple[str, float] | None = None  # boot_clock() at the same moment as wall
+
+
+def boot_clock() -> tuple[str, float] | None:
+    """This boot's id and its CLOCK_BOOTTIME (which no one sets), or None."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            boot_id = f.read(64).decode("ascii", "replace").strip()
+        return boot_id, time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (OSError, AttributeError):
+        return None
+
+
+def clock_lag(record: Record, here: Here) -> float:
+    """Seconds the wall clock was set back since record was written (0.0 if not,
+    or not known: another boot). Changes made since then can carry ctimes up
+    to that much older than the checkpoint: the scan looks back that much more.
+    A clock set back and forward again by as much leaves no trace here."""
+    if here.boot is None or record.boottime is None or record.boot_id != here.boot[0]:
+        return 0.0
+    lag = (here.boot[1] - record.boottime) - (here.wall - record.written_at)
+    return max(0.0, lag)
 
 
 def refuse(record: Record | None, here: Here) -> str | None:
@@ -212,6 +240,27 @@ class Store:
             return decode(data)
         except ValueError as e:
             raise CheckpointError(f"{path} is damaged: {e}") from None
+
+    def void(self, wpath: str, node: str) -> bool:
+        """Remove node's record, durably, before a run whose effect on the node it
+        does not describe (a full sync under other settings or another version):
+        once that run has changed the node, a later start under the record's
+        settings must not trust it. False if it is there still (said once)."""
+        try:
+            os.unlink(self.path(wpath, node))
+        except FileNotFoundError:
+            return True
+        except OSError as e:
+            if not self.failed:
+                self.failed = True
+                log.warning("cannot remove the checkpoint of %s in state_dir %s (%s): start "
+                            "next time with --full", node, self.dir, e.strerror or e)
+            return False
+        try:
+            _sync_dir(self.dir)
+        except OSError:
+            pass  # removed; only a power cut could bring it back
+        return True
 
     def save(self, record: Record) -> bool:
         """Write record atomically and durably; False if that cannot be (said once)."""

@@ -177,6 +177,7 @@ class Daemon:
         self.saved_when: dict[str, tuple[float, int]] = {}  # wall clock and node's runs then
         self.save_at: float | None = None
         self.mounts_of: tuple[str, list[list[str]]] | None = None
+        self.voided: set[str] = set()  # nodes whose record was removed (see void_checkpoint)
 
     @property
     def config(self) -> Config:
@@ -341,9 +342,10 @@ class Daemon:
         (one scan of the tree for all); the others get a full sync. One line
         per node says which, and why."""
         c, w = self.config, self.watcher
-        wall = time.time()
+        wall, boot = time.time(), checkpointmod.boot_clock()
         reasons: dict[str, str] = {}
         records: dict[str, Record] = {}
+        lags: dict[str, float] = {}  # how far the clock was set back since each record
         general = "--full was given" if self.full_start else self.no_checkpoints()
         for dest in c.rnodes:
             why = general or ("a move replay there was never confirmed" if dest in compare
@@ -355,24 +357,27 @@ class Daemon:
                 except CheckpointError as e:
                     why = str(e)
                 else:
-                    why = checkpointmod.refuse(record, Here(dest, w.root, w.identity,
-                                                            self.settings(), wall))
+                    here = Here(dest, w.root, w.identity, self.settings(), wall, boot=boot)
+                    why = checkpointmod.refuse(record, here)
+                    if why is None and record is not None:
+                        lags[dest] = checkpointmod.clock_lag(record, here)
             if why is not None or record is None:
                 reasons[dest] = why or "wpath has no identity"
             else:
                 records[dest] = record
-        resumed = self._scan_for(records, reasons, wall) if records else {}
+        resumed = self._scan_for(records, lags, reasons, wall) if records else {}
         for dest in c.rnodes:
             if dest in reasons:
                 log.info("%s: full sync: %s", dest, reasons[dest])
         return resumed
 
-    def _scan_for(self, records: dict[str, Record], reasons: dict[str, str],
-                  wall: float) -> dict[str, Resumed]:
+    def _scan_for(self, records: dict[str, Record], lags: dict[str, float],
+                  reasons: dict[str, str], wall: float) -> dict[str, Resumed]:
         """Scan the tree once from the oldest checkpoint; each node's batch."""
         c, w = self.config, self.watcher
         margin = checkpointmod.MARGIN
-        oldest = min(r.synced_to for r in records.values()) - margin
+        since = {d: r.synced_to - margin - lags.get(d, 0.0) for d, r in records.items()}
+        oldest = min(since.values())
         started = time.monotonic()
         try:
             found = scan.walk(w.root, int(oldest * 1e9), c.excludes, w.kept)
@@ -383,7 +388,7 @@ class Daemon:
         most = full_sync_above(c.full_threshold, max(w.entries, found.seen))
         resumed = {}
         for dest, record in records.items():
-            paths = scan.changed(found, int((record.synced_to - margin) * 1e9))
+            paths = scan.changed(found, int(since[dest] * 1e9))
             if paths is None:
                 reasons[dest] = "the entries or attributes of wpath itself changed since " \
                                 "its checkpoint"
@@ -402,6 +407,9 @@ class Daemon:
             batch.checksum = bool(batch)
             resumed[dest] = Resumed(batch, wall, record.last_full)
             self.saved[dest] = record.synced_to
+            if lags.get(dest, 0.0) > margin:
+                log.info("%s: the clock was set back by %.0f s since its checkpoint was "
+                         "written: the scan looked back that much further", dest, lags[dest])
             log.info("%s: starting from its checkpoint of %s: %s changed since, %d to send "
                      "(scan of %s entries in %.1f s); no full sync", dest,
                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.synced_to)),
@@ -437,7 +445,7 @@ class Daemon:
         c, w = self.config, self.watcher
         if w.identity is None or self.no_checkpoints():
             return
-        settings, wall = self.settings(), time.time()
+        settings, wall, boot = self.settings(), time.time(), checkpointmod.boot_clock()
         for dest in c.rnodes:
             point = self.scheduler.checkpoint(dest)
             if point is None or point <= self.saved.get(dest, 0.0):
@@ -447,10 +455,25 @@ class Daemon:
             if not force and runs == node.runs and wall - at < checkpointmod.IDLE_SAVE_EVERY:
                 continue  # idle: no write a minute for nothing
             record = Record(dest, w.root, w.identity.dev, w.identity.ino, settings, __version__,
-                            min(point, wall), wall, node.last_full)
+                            min(point, wall), wall, node.last_full, boot_id=boot[0] if boot
+                            else "", boottime=boot[1] if boot else None)
             if self.checkpoints.save(record):
                 self.saved[dest] = point
                 self.saved_when[dest] = (wall, node.runs)
+                self.voided.discard(dest)  # a record again: the next such run removes it
+
+    def void_checkpoint(self, dest: str) -> None:
+        """Before a run of unknown effect (a full sync at a start that did not resume
+        from the record, after a reload, on another tree): the record on disk was
+        written under other settings or before the node changed under them. Killed
+        before its next record, a later start under the old settings would trust
+        it, and what this run changed (modes, deletions) would stay."""
+        if dest in self.voided or self.runner.pretend or self.watcher.identity is None:
+            return
+        if self.checkpoints.void(self.watcher.root, dest):
+            self.voided.add(dest)
+            self.saved.pop(dest, None)
+            self.saved_when.pop(dest, None)
 
     def last_checkpoints(self) -> None:
         """At a stop: read what the watcher still holds, then record. Lost events
@@ -479,6 +502,8 @@ class Daemon:
         if source is None:
             return self.scheduler.root_not_same(action.dest, now)  # never sync another tree
         batch = action.batch
+        if batch.since == 0.0:
+            self.void_checkpoint(action.dest)
         listed = [] if batch.full else self._files_list(batch.paths)
         # Under delete = 'running' a whole-tree run deletes nothing: a long list
         # stays a list, or the deletions in it would be lost.
