@@ -34,7 +34,7 @@ from . import __version__
 from .keptstore import _replace, _sync_dir
 from .mounts import Mount
 from .paths import Identity, inside
-from .rsync import normal_form
+from .rsync import Kind, node_kind, normal_form
 from .unverified import make_private_dir
 
 log = logging.getLogger("inosync")
@@ -71,6 +71,9 @@ class Record:
     # (ahead at the write, set right while stopped) shows against it (clock_lag).
     boot_id: str = ""
     boottime: float | None = None
+    # A local node's directory, "device:inode" (node_identity): another disk
+    # mounted there, or the directory removed and made again, holds none of it.
+    node_id: str = ""
 
 
 def encode(record: Record) -> bytes:
@@ -98,7 +101,7 @@ def decode(data: bytes) -> Record:
             or not isinstance(record.settings, dict) \
             or not all(isinstance(v, str) for v in (record.node, record.wpath, record.version)) \
             or not (record.last_full is None or isinstance(record.last_full, (int, float))) \
-            or not isinstance(record.boot_id, str) \
+            or not isinstance(record.boot_id, str) or not isinstance(record.node_id, str) \
             or not (record.boottime is None or isinstance(record.boottime, (int, float))):
         raise ValueError("a field has the wrong type")
     return record
@@ -139,6 +142,20 @@ class Here:
     wall: float  # the clock now
     version: str = __version__
     boot: tuple[str, float] | None = None  # boot_clock() at the same moment as wall
+    node_id: str = ""  # node_identity(node) now
+
+
+def node_identity(node: str) -> str:
+    """A local node's directory as "device:inode" ("" for a remote node, or a local
+    one that is not a directory now). A remote node's data lost while stopped is
+    not seen: see the man page (--full)."""
+    if node_kind(node) is not Kind.LOCAL:
+        return ""
+    try:
+        st = os.stat(node)
+    except OSError:
+        return ""
+    return f"{st.st_dev}:{st.st_ino}" if stat.S_ISDIR(st.st_mode) else ""
 
 
 def boot_clock() -> tuple[str, float] | None:
@@ -173,6 +190,11 @@ def refuse(record: Record | None, here: Here) -> str | None:
                 f"{record.wpath}, device {record.dev} inode {record.ino})")
     if record.node != here.node:
         return f"the node is spelt otherwise than in the checkpoint ({record.node!r})"
+    if node_kind(here.node) is Kind.LOCAL and (not here.node_id
+                                               or record.node_id != here.node_id):
+        return ("the node's directory is not the one the checkpoint was written for "
+                f"({here.node_id or 'none'}, was {record.node_id or 'not recorded'}): "
+                "made again or another disk mounted there since")
     if record.version != here.version:
         return f"the checkpoint was written by inosync {record.version}"
     changed = sorted(k for k in set(record.settings) | set(here.settings)

@@ -357,7 +357,8 @@ class Daemon:
                 except CheckpointError as e:
                     why = str(e)
                 else:
-                    here = Here(dest, w.root, w.identity, self.settings(), wall, boot=boot)
+                    here = Here(dest, w.root, w.identity, self.settings(), wall, boot=boot,
+                                node_id=checkpointmod.node_identity(dest))
                     why = checkpointmod.refuse(record, here)
                     if why is None and record is not None:
                         lags[dest] = checkpointmod.clock_lag(record, here)
@@ -456,7 +457,8 @@ class Daemon:
                 continue  # idle: no write a minute for nothing
             record = Record(dest, w.root, w.identity.dev, w.identity.ino, settings, __version__,
                             min(point, wall), wall, node.last_full, boot_id=boot[0] if boot
-                            else "", boottime=boot[1] if boot else None)
+                            else "", boottime=boot[1] if boot else None,
+                            node_id=checkpointmod.node_identity(dest))
             if self.checkpoints.save(record):
                 self.saved[dest] = point
                 self.saved_when[dest] = (wall, node.runs)

@@ -320,3 +320,26 @@ def test_the_scan_finds_what_changed_since_and_only_that(tmp_path):
     (root / "top.html").write_text("top")
     assert scan.changed(scan.walk(str(root), mark), mark) is None
 
+
+
+def test_a_local_node_made_again_or_replaced_is_refused():
+    """Review 18: a local node's directory is recorded by device and inode."""
+    rec = record(node="/srv/node", node_id="2049:12")
+    here = dataclasses.replace(HERE, node="/srv/node", node_id="2049:12")
+    assert cp.refuse(rec, here) is None
+    for now in ("2049:13", "2050:12", ""):
+        why = cp.refuse(rec, dataclasses.replace(here, node_id=now))
+        assert why and "not the one the checkpoint was written for" in why
+    assert "not the one" in (cp.refuse(dataclasses.replace(rec, node_id=""), here) or "")
+
+
+def test_the_lag_of_a_clock_set_back_is_measured_in_the_same_boot_only():
+    """Review 18: written at wall 10_010 and boot clock 100; now wall 10_100 (90 s
+    later) but boot clock 290 (190 s later): the wall clock was set back 100 s."""
+    rec = record(boot_id="b1", boottime=100.0)
+    assert cp.clock_lag(rec, dataclasses.replace(HERE, boot=("b1", 290.0))) == 100.0
+    assert cp.clock_lag(rec, dataclasses.replace(HERE, boot=("b1", 190.0))) == 0.0
+    assert cp.clock_lag(rec, dataclasses.replace(HERE, boot=("b1", 150.0))) == 0.0  # ahead
+    assert cp.clock_lag(rec, dataclasses.replace(HERE, boot=("b2", 900.0))) == 0.0
+    assert cp.clock_lag(record(), dataclasses.replace(HERE, boot=("b1", 900.0))) == 0.0
+    assert cp.decode(cp.encode(rec)) == rec
