@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from . import __version__, deletepolicy, keptstore, paths, scan
+from . import __version__, deletepolicy, keptstore, nodecheck, paths, scan
 from . import checkpoint as checkpointmod
 from . import config as configmod
 from . import replay as replaymod
@@ -366,14 +366,23 @@ class Daemon:
                 reasons[dest] = why or "wpath has no identity"
             else:
                 records[dest] = record
-        resumed = self._scan_for(records, lags, reasons, wall) if records else {}
+        said: dict[str, str] = {}  # each resumed node's start line
+        resumed = self._scan_for(records, lags, reasons, wall, said) if records else {}
+        for dest, why in self._check_nodes(resumed).items():
+            if why is not None:  # the node lost what the checkpoint says it holds
+                reasons[dest] = why
+                del resumed[dest]
+                self.saved.pop(dest, None)
         for dest in c.rnodes:
+            if dest in resumed:
+                log.info("%s: %s", dest, said[dest])
             if dest in reasons:
                 log.info("%s: full sync: %s", dest, reasons[dest])
         return resumed
 
     def _scan_for(self, records: dict[str, Record], lags: dict[str, float],
-                  reasons: dict[str, str], wall: float) -> dict[str, Resumed]:
+                  reasons: dict[str, str], wall: float,
+                  said: dict[str, str]) -> dict[str, Resumed]:
         """Scan the tree once from the oldest checkpoint; each node's batch."""
         c, w = self.config, self.watcher
         margin = checkpointmod.MARGIN
@@ -387,8 +396,9 @@ class Daemon:
             return {}
         took = time.monotonic() - started
         most = full_sync_above(c.full_threshold, max(w.entries, found.seen))
-        resumed = {}
+        resumed: dict[str, Resumed] = {}
         for dest, record in records.items():
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.synced_to))
             paths = scan.changed(found, int(since[dest] * 1e9))
             if paths is None:
                 reasons[dest] = "the entries or attributes of wpath itself changed since " \
@@ -411,11 +421,21 @@ class Daemon:
             if lags.get(dest, 0.0) > margin:
                 log.info("%s: the clock was set back by %.0f s since its checkpoint was "
                          "written: the scan looked back that much further", dest, lags[dest])
-            log.info("%s: starting from its checkpoint of %s: %s changed since, %d to send "
-                     "(scan of %s entries in %.1f s); no full sync", dest,
-                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.synced_to)),
-                     plural(len(paths), "path"), len(listed), f"{found.seen:,}", took)
+            said[dest] = (f"starting from its checkpoint of {when}: "
+                          f"{plural(len(paths), 'path')} changed since, {len(listed)} to send "
+                          f"(scan of {found.seen:,} entries in {took:.1f} s); no full sync")
         return resumed
+
+    def _check_nodes(self, resumed: dict[str, Resumed]) -> dict[str, str | None]:
+        """Whether each node resumed still holds wpath's top level (nodecheck.py)."""
+        if not resumed or self.runner.pretend:
+            return {}
+        c, w = self.config, self.watcher
+        kept = tuple(sorted(w.kept))
+        argvs = {dest: nodecheck.top_level_argv(
+                     dataclasses.replace(c.rsync_options(), ssh=self._ssh_for(dest), kept=kept),
+                     w.root, dest) for dest in resumed}
+        return nodecheck.check(argvs)
 
     def no_checkpoints(self) -> str | None:
         """Why this configuration keeps no checkpoints, or None."""

@@ -343,3 +343,15 @@ def test_the_lag_of_a_clock_set_back_is_measured_in_the_same_boot_only():
     assert cp.clock_lag(rec, dataclasses.replace(HERE, boot=("b2", 900.0))) == 0.0
     assert cp.clock_lag(record(), dataclasses.replace(HERE, boot=("b1", 900.0))) == 0.0
     assert cp.decode(cp.encode(rec)) == rec
+
+
+def test_a_node_that_lacks_or_has_a_top_level_name_is_not_resumed():
+    """Review 18 (nodecheck.py): the dry run of the top level names what it would do."""
+    from inosync.nodecheck import verdict
+
+    assert verdict(0, ".d..t...... docs/\n>f..t...... index.html\n") is None
+    assert "it lacks 'index.html'" in (verdict(0, ">f+++++++++ index.html\n") or "")
+    assert "it lacks 'docs/'" in (verdict(0, "cd+++++++++ docs/\n") or "")
+    assert "it has 'stray'" in (verdict(0, "*deleting   stray\n") or "")
+    assert "rsync exit 255" in (verdict(255, "") or "")
+    assert "did not answer" in (verdict(None, "") or "")
