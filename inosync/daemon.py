@@ -486,13 +486,23 @@ class Daemon:
 
     def void_checkpoint(self, dest: str) -> None:
         """Before a run of unknown effect (a full sync at a start that did not resume
-        from the record, after a reload, on another tree): the record on disk was
-        written under other settings or before the node changed under them. Killed
-        before its next record, a later start under the old settings would trust
-        it, and what this run changed (modes, deletions) would stay."""
-        if dest in self.voided or self.runner.pretend or self.watcher.identity is None:
+        from the record, after a reload, on another tree): a record on disk written
+        under other settings, another version or another wpath directory is
+        removed. Killed before its next record, a later start under the old
+        settings would trust it, and what this run changed (modes, deletions)
+        would stay. One written under these settings stays valid."""
+        w = self.watcher
+        if dest in self.voided or self.runner.pretend or w.identity is None:
             return
-        if self.checkpoints.void(self.watcher.root, dest):
+        try:
+            record = self.checkpoints.load(w.root, dest)
+        except CheckpointError:
+            record = None  # removed below: it says nothing
+        if record is not None and record.version == __version__ \
+                and dict(record.settings) == self.settings() \
+                and (record.dev, record.ino) == (w.identity.dev, w.identity.ino):
+            return  # written under these very settings: this run only brings the node nearer
+        if self.checkpoints.void(w.root, dest):
             self.voided.add(dest)
             self.saved.pop(dest, None)
             self.saved_when.pop(dest, None)

@@ -53,6 +53,24 @@ def test_a_full_sync_under_other_settings_voids_the_older_checkpoint(tree, run_i
     assert d.stop() == 0
 
 
+def test_a_full_sync_under_the_same_settings_keeps_the_checkpoint(tree, run_inosync):
+    """The other side of the above: --full (or a node down at start) under the very
+    settings of the record only brings the node nearer the tree; the record stays
+    and the next start after a kill -9 resumes from it."""
+    src, nodes = tree["src"], tree["nodes"][:1]
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], edelay=0.2)
+    first_run(run_inosync, conf, src, nodes)
+    d = run_inosync(conf, "-v", "--full")
+    d.wait_log(rf"{nodes[0]}: synced full sync")
+    d.proc.kill()
+    d.proc.wait()
+    assert len(records(conf)) == 1
+    d = restart_and_settle(run_inosync, conf, nodes)
+    assert "starting from its checkpoint" in d.log(), d.log()
+    assert d.stop() == 0
+
+
 def test_changes_made_after_the_clock_was_set_back_arrive(tree, run_inosync):
     """The clock was ahead when the checkpoint was written (by 8 s here; hours on
     a machine whose RTC drifted) and was set right while inosync was stopped:
