@@ -214,6 +214,28 @@ def _when(wall: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall))
 
 
+# Filesystems whose ctimes another machine's clock sets (a server, a VM host):
+# a checkpoint in this machine's time says nothing about them.
+CLOCK_ELSEWHERE = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs",
+                             "lustre", "afs", "gpfs", "virtiofs", "ocfs2", "gfs2"})
+
+
+def clock_elsewhere(wpath: str, mounts: Iterable[Mount]) -> str | None:
+    """Why the ctimes in wpath (real path) cannot be compared with this clock,
+    or None: wpath's filesystem, or one mounted inside it, is a network one."""
+    listed = list(mounts)
+    mine = None  # the mount wpath is on: the deepest, the last one there (mounted over)
+    for m in listed:
+        if inside(wpath, m.point) and (mine is None or len(m.point) >= len(mine.point)):
+            mine = m
+    for m in ([mine] if mine else []) + [m for m in listed if inside(m.point, wpath)]:
+        if m.fstype in CLOCK_ELSEWHERE or m.fstype.startswith("fuse."):
+            where = "wpath is" if m is mine else f"{m.point} is"
+            return (f"{where} on {m.fstype}: its ctimes come from another machine's clock, "
+                    "not comparable with a checkpoint")
+    return None
+
+
 def events_problem(emask: Iterable[str]) -> str | None:
     """Why checkpoints cannot be kept with this emask, or None."""
     missing = sorted(NEEDED_EVENTS - set(emask))

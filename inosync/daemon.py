@@ -177,6 +177,7 @@ class Daemon:
         self.saved_when: dict[str, tuple[float, int]] = {}  # wall clock and node's runs then
         self.save_at: float | None = None
         self.mounts_of: tuple[str, list[list[str]]] | None = None
+        self.clock_of: tuple[str, str | None] | None = None  # see _clock_elsewhere
         self.voided: set[str] = set()  # nodes whose record was removed (see void_checkpoint)
 
     @property
@@ -373,6 +374,8 @@ class Daemon:
                 reasons[dest] = why
                 del resumed[dest]
                 self.saved.pop(dest, None)
+        for dest in reasons:  # whatever the doubt (--full too), the record is not sure now
+            self.void_checkpoint(dest, always=True)
         for dest in c.rnodes:
             if dest in resumed:
                 log.info("%s: %s", dest, said[dest])
@@ -443,7 +446,14 @@ class Daemon:
         if c.delete is not True:  # the start's full sync is what deletes, or nothing does
             return (f"{deletepolicy.shown(c.delete)}: checkpoints are kept with delete = "
                     "True only")
-        return checkpointmod.events_problem(c.emask)
+        return checkpointmod.events_problem(c.emask) or self._clock_elsewhere()
+
+    def _clock_elsewhere(self) -> str | None:
+        """checkpoint.clock_elsewhere for the watched tree, read once per tree."""
+        root = self.watcher.root
+        if self.clock_of is None or self.clock_of[0] != root:
+            self.clock_of = (root, checkpointmod.clock_elsewhere(root, read_mounts()))
+        return self.clock_of[1]
 
     def settings(self) -> dict[str, str]:
         """The fingerprint of what decides what the nodes hold (checkpoint.fingerprint)."""
@@ -484,13 +494,14 @@ class Daemon:
                 self.saved_when[dest] = (wall, node.runs)
                 self.voided.discard(dest)  # a record again: the next such run removes it
 
-    def void_checkpoint(self, dest: str) -> None:
+    def void_checkpoint(self, dest: str, always: bool = False) -> None:
         """Before a run of unknown effect (a full sync at a start that did not resume
         from the record, after a reload, on another tree): a record on disk written
         under other settings, another version or another wpath directory is
         removed. Killed before its next record, a later start under the old
         settings would trust it, and what this run changed (modes, deletions)
-        would stay. One written under these settings stays valid."""
+        would stay. One written under these settings stays valid, unless always
+        (a start that found a reason to doubt it: a node that lost its data)."""
         w = self.watcher
         if dest in self.voided or self.runner.pretend or w.identity is None:
             return
@@ -498,7 +509,7 @@ class Daemon:
             record = self.checkpoints.load(w.root, dest)
         except CheckpointError:
             record = None  # removed below: it says nothing
-        if record is not None and record.version == __version__ \
+        if not always and record is not None and record.version == __version__ \
                 and dict(record.settings) == self.settings() \
                 and (record.dev, record.ino) == (w.identity.dev, w.identity.ino):
             return  # written under these very settings: this run only brings the node nearer

@@ -355,3 +355,19 @@ def test_a_node_that_lacks_or_has_a_top_level_name_is_not_resumed():
     assert "it has 'stray'" in (verdict(0, "*deleting   stray\n") or "")
     assert "rsync exit 255" in (verdict(255, "") or "")
     assert "did not answer" in (verdict(None, "") or "")
+
+
+def test_a_tree_on_a_network_filesystem_keeps_no_checkpoints():
+    """Review 18: its ctimes come from the server's clock (behind by minutes: the
+    changes made while stopped carry times older than the checkpoint)."""
+    from inosync.mounts import Mount
+
+    local = [Mount("/", "ext4"), Mount("/srv", "xfs")]
+    assert cp.clock_elsewhere("/srv/www", local) is None
+    assert "wpath is on nfs4" in (cp.clock_elsewhere("/srv/www", [*local, Mount("/srv", "nfs4")])
+                                  or "")
+    assert "wpath is on fuse.sshfs" in (cp.clock_elsewhere(
+        "/srv/www", [*local, Mount("/srv/www", "fuse.sshfs")]) or "")
+    assert "/srv/www/share is on cifs" in (cp.clock_elsewhere(
+        "/srv/www", [*local, Mount("/srv/www/share", "cifs")]) or "")
+    assert cp.clock_elsewhere("/srv/www", [Mount("/", "nfs4"), Mount("/srv", "xfs")]) is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -53,15 +54,17 @@ def test_a_full_sync_under_other_settings_voids_the_older_checkpoint(tree, run_i
     assert d.stop() == 0
 
 
-def test_a_full_sync_under_the_same_settings_keeps_the_checkpoint(tree, run_inosync):
-    """The other side of the above: --full (or a node down at start) under the very
+def test_a_reload_under_the_same_settings_keeps_the_checkpoint(tree, run_inosync):
+    """The other side of the above: the full sync of a reload under the very
     settings of the record only brings the node nearer the tree; the record stays
-    and the next start after a kill -9 resumes from it."""
+    and the next start after a kill -9 resumes from it. (A start that doubts the
+    record, --full included, removes it: see the next test.)"""
     src, nodes = tree["src"], tree["nodes"][:1]
     conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
                         rnodes=[str(n) for n in nodes], edelay=0.2)
     first_run(run_inosync, conf, src, nodes)
-    d = run_inosync(conf, "-v", "--full")
+    d = restart_and_settle(run_inosync, conf, nodes)
+    d.signal(signal.SIGHUP)
     d.wait_log(rf"{nodes[0]}: synced full sync")
     d.proc.kill()
     d.proc.wait()
@@ -137,6 +140,32 @@ def test_an_ssh_node_wiped_while_stopped_gets_everything_back(tree, run_inosync,
         wait_converged(src, [remote], timeout=8)
     finally:
         assert d.stop() == 0
+
+
+def test_a_node_found_without_its_data_loses_its_checkpoint_at_once(tree, run_inosync):
+    """A node refused because it lost its data gets a full sync; killed before
+    that is through (or the node failing midway), the next start must not trust
+    the old record (the full sync may have made the top level again while what
+    lies below is still missing). The record is removed before any run."""
+    src, nodes = tree["src"], tree["nodes"][:1]
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], edelay=0.2)
+    first_run(run_inosync, conf, src, nodes)
+    shutil.rmtree(nodes[0] / "docs")
+    d = run_inosync(conf, "-v")
+    d.wait_log(rf"{nodes[0]}: full sync: the node does not hold the tree's top level")
+    d.proc.kill()
+    d.proc.wait()
+    assert records(conf) == [], d.log()
+    d = run_inosync(conf, "-v", "--full")  # the same with --full
+    d.wait_log(rf"{nodes[0]}: synced full sync")
+    assert d.stop() == 0
+    assert len(records(conf)) == 1
+    d = run_inosync(conf, "-v", "--full")
+    d.wait_log(rf"{nodes[0]}: full sync: --full was given")
+    d.proc.kill()
+    d.proc.wait()
+    assert records(conf) == [], d.log()
 
 
 @pytest.mark.xfail(strict=True, reason="not fixed: a change inotify never reports (a write "
