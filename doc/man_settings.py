@@ -109,8 +109,10 @@ DOCS: dict[str, Doc] = {
         "unwatched (each time their watches are tried again).", unit="seconds"),
     "resync_interval": Doc(
         "Seconds from the end of a node's last whole-tree sync to its next one: repairs what "
-        "changed on a node behind inosync's back (edited by hand, a restored backup). "
-        "A start, a reload and a queue overflow do a whole-tree sync too.", unit="seconds"),
+        "changed on a node behind inosync's back (edited by hand, a restored backup); counted "
+        "across restarts (the last one is recorded in state_dir). A reload and a queue "
+        "overflow do a whole-tree sync too, and so does a start without a usable checkpoint.",
+        unit="seconds"),
     "retry_max": Doc(
         "The longest wait between retries of a failing node (the backoff doubles up to it); "
         "errors that a retry cannot fix by itself are retried every *retry_max* seconds. "

@@ -39,9 +39,16 @@ class PathSet:
     ``start`` marks the whole-tree sync of a start or reload, the one that
     deletes under ``delete = 'startup'`` (deletepolicy.py): kept through
     merges and failed runs until a run of it gets through.
+
+    ``since`` is a wall-clock time no later than the start of the oldest
+    change it holds (None: empty, or no bound needed); 0.0 stands for "as
+    old as can be": a sync whose need has no known start (the first one, a
+    new tree, new settings). No node's checkpoint passes it (see
+    Scheduler.checkpoint).
     """
 
-    __slots__ = ("paths", "full", "limit", "moves", "moves_dropped", "checksum", "start")
+    __slots__ = ("paths", "full", "limit", "moves", "moves_dropped", "checksum", "start",
+                 "since")
 
     def __init__(self, limit: int = 100_000) -> None:
         self.paths: set[str] = set()
@@ -51,6 +58,7 @@ class PathSet:
         self.moves_dropped = False
         self.checksum = False
         self.start = False
+        self.since: float | None = None
 
     def __bool__(self) -> bool:
         return self.full or bool(self.paths)
@@ -77,6 +85,11 @@ class PathSet:
         self.set_full()
         self.start = True
 
+    def note_since(self, when: float | None) -> None:
+        """What it holds began no later than when (a wall-clock time)."""
+        if when is not None and (self.since is None or when < self.since):
+            self.since = when
+
     def update(self, other: PathSet) -> None:
         """Add other, which is newer: its renames happened after ours."""
         self.add_moves(other.moves)
@@ -84,6 +97,7 @@ class PathSet:
             self.drop_moves()
         self.checksum |= other.checksum
         self.start |= other.start
+        self.note_since(other.since)
         if other.full:
             self.set_full()
         elif not self.full:
@@ -117,9 +131,10 @@ class PathSet:
         taken = PathSet(self.limit)
         taken.paths, taken.full, taken.moves = self.paths, self.full, self.moves
         taken.moves_dropped, taken.checksum = self.moves_dropped, self.checksum
-        taken.start = self.start
+        taken.start, taken.since = self.start, self.since
         self.paths, self.full, self.moves = set(), False, []
         self.moves_dropped = self.checksum = self.start = False
+        self.since = None
         return taken
 
     def describe(self) -> str:

@@ -91,6 +91,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-p", dest="pretend", action="store_true",
                    help="do not actually call rsync; log what would run")
     p.add_argument("-v", dest="verbose", action="store_true", help="print debugging information")
+    p.add_argument("--full", action="store_true",
+                   help="start with a full sync to every node, whatever the checkpoints in "
+                        "state_dir say")
     p.add_argument("--check", action="store_true",
                    help="check the configuration, print what would be synced, and exit")
     p.add_argument("--verify", action="store_true",
@@ -308,9 +311,9 @@ def one_shot_conflict(args: argparse.Namespace) -> str | None:
     if args.nagios and not args.verify:
         return "usage: --nagios goes with --verify only"
     one_shot = "--check" if args.check else "--verify" if args.verify else None
-    if one_shot and (args.daemonize or args.pretend or args.pidfile):
+    if one_shot and (args.daemonize or args.pretend or args.pidfile or args.full):
         return (f"usage: {one_shot} runs once in the foreground; it cannot be combined with "
-                "-d, -p or --pidfile")
+                "-d, -p, --pidfile or --full")
     if args.pretend and (args.daemonize or args.pidfile):
         return ("usage: -p is a dry run that prints to the terminal and writes nothing (no "
                 "pidfile, statusfile or log file); it cannot be combined with -d or --pidfile")
@@ -500,7 +503,7 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
                 logs.background(new)
 
         daemon = Daemon(config, watcher, signals, pretend=args.pretend, on_reload=on_reload,
-                        live=logs.live(), tree_lock=lock)
+                        live=logs.live(), tree_lock=lock, full=args.full)
         return daemon.run()
     finally:
         lock.release()

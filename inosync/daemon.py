@@ -29,16 +29,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from . import __version__, deletepolicy, keptstore, paths
+from . import __version__, deletepolicy, keptstore, nodecheck, paths, scan
+from . import checkpoint as checkpointmod
 from . import config as configmod
 from . import replay as replaymod
-from .batch import RunPlan, files_list, full_sync_above, plan_run, plural
+from .batch import PathSet, RunPlan, collapse, files_list, full_sync_above, plan_run, plural
 from .check import preflight
+from .checkpoint import CheckpointError, Here, Record
 from .confdiff import changes
 from .config import Config, ConfigError
 from .kept import before_renames
 from .keptstore import KeptError, KeptFile
-from .mounts import SpecialMounts
+from .mounts import SpecialMounts, read_mounts
 from .notify import Notifier
 from .paths import Identity, identity
 from .replay import Move, can_replay, replay_argv, replay_input
@@ -61,6 +63,7 @@ from .scheduler import (
     LogStatus,
     Reload,
     Rescan,
+    Resumed,
     Rewatch,
     RootLost,
     RootMoved,
@@ -139,6 +142,7 @@ class Daemon:
         on_reload: Callable[[Config], None] | None = None,
         live: Callable[[str], None] | None = None,
         tree_lock: TreeLock | None = None,
+        full: bool = False,
     ) -> None:
         self.scheduler = Scheduler(config, live=live is not None)
         self.live = live  # shows a line of progress on the terminal, if there is one
@@ -164,6 +168,17 @@ class Daemon:
         self.special = SpecialMounts()  # proc and the like mounted inside wpath since
         self.tree_lock = tree_lock  # one inosync per tree: moves with wpath (treelock.py)
         self.pretended = 0  # -p: the runs it showed instead
+        # Checkpoints (checkpoint.py): --full ignores them at start; the last point
+        # recorded per node; the mounts inside the tree at start (a record is
+        # valid for those: another disk mounted there since shows old ctimes).
+        self.full_start = full
+        self.checkpoints = checkpointmod.Store(config.state_dir)
+        self.saved: dict[str, float] = {}
+        self.saved_when: dict[str, tuple[float, int]] = {}  # wall clock and node's runs then
+        self.save_at: float | None = None
+        self.mounts_of: tuple[str, list[list[str]]] | None = None
+        self.clock_of: tuple[str, str | None] | None = None  # see _clock_elsewhere
+        self.voided: set[str] = set()  # nodes whose record was removed (see void_checkpoint)
 
     @property
     def config(self) -> Config:
@@ -189,8 +204,11 @@ class Daemon:
                 unreadable = self.restore_kept(self.watcher, "from before the restart")
                 if unreadable:  # it could name a copy the full sync would delete
                     log.error("%s; stopping without syncing", unreadable)
+                if self.watcher.started_at is not None:
+                    self.scheduler.read_started(self.watcher.started_at)
+                resumed = {} if unreadable else self.resume(compare)
                 code = self.carry_out([Exit(1)] if unreadable else
-                                      self.scheduler.begin(time.monotonic(), compare))
+                                      self.scheduler.begin(time.monotonic(), compare, resumed))
                 self.notify.ready()  # the tree is watched: systemctl start may return
                 self.announce()
                 while code is None:
@@ -199,6 +217,8 @@ class Daemon:
                     code = self.carry_out(actions)
                     if actions:  # nothing done, nothing to tell: no status per event
                         self.announce()
+                    self.save_checkpoints(time.monotonic())
+                self.last_checkpoints()
         finally:
             self.watcher.close()  # ours from the start (a reload may have replaced it)
         self.write_status(time.monotonic(), stopped=code)
@@ -209,8 +229,8 @@ class Daemon:
         return code
 
     def wait(self) -> None:
-        due = [t for t in (self.scheduler.next_deadline(), self.runner.next_deadline())
-               if t is not None]
+        due = [t for t in (self.scheduler.next_deadline(), self.runner.next_deadline(),
+                           self.save_at) if t is not None]
         deadline = min(due) if due else None
         timeout = None
         if deadline is not None:
@@ -228,6 +248,7 @@ class Daemon:
             actions += s.signal(signum, now)
         self.runner.expire(now)
         actions += self.reaped(now)
+        read_at = time.time()
         events = self.watcher.read()
         self.record_kept()  # a place found unmounted: recorded before any run
         if events.paths:
@@ -241,6 +262,7 @@ class Daemon:
             actions += s.overflowed(now)
         if events.root_changed:
             actions += s.root_changed(now)
+        s.read_started(read_at)  # after this read's events went in, which began before it
         return actions + s.tick(now)
 
     def reaped(self, now: float) -> list[Action]:
@@ -314,6 +336,201 @@ class Daemon:
             self.report_progress(action.to_log, now)
         return []
 
+    # ---- checkpoints: where each node is, across restarts (checkpoint.py)
+
+    def resume(self, compare: set[str]) -> dict[str, Resumed]:
+        """The nodes that start from their checkpoint, with what changed since
+        (one scan of the tree for all); the others get a full sync. One line
+        per node says which, and why."""
+        c, w = self.config, self.watcher
+        wall, boot = time.time(), checkpointmod.boot_clock()
+        reasons: dict[str, str] = {}
+        records: dict[str, Record] = {}
+        lags: dict[str, float] = {}  # how far the clock was set back since each record
+        general = "--full was given" if self.full_start else self.no_checkpoints()
+        for dest in c.rnodes:
+            why = general or ("a move replay there was never confirmed" if dest in compare
+                              else None)
+            record = None
+            if why is None and w.identity is not None:
+                try:
+                    record = self.checkpoints.load(w.root, dest)
+                except CheckpointError as e:
+                    why = str(e)
+                else:
+                    here = Here(dest, w.root, w.identity, self.settings(), wall, boot=boot,
+                                node_id=checkpointmod.node_identity(dest))
+                    why = checkpointmod.refuse(record, here)
+                    if why is None and record is not None:
+                        lags[dest] = checkpointmod.clock_lag(record, here)
+            if why is not None or record is None:
+                reasons[dest] = why or "wpath has no identity"
+            else:
+                records[dest] = record
+        said: dict[str, str] = {}  # each resumed node's start line
+        resumed = self._scan_for(records, lags, reasons, wall, said) if records else {}
+        for dest, why in self._check_nodes(resumed).items():
+            if why is not None:  # the node lost what the checkpoint says it holds
+                reasons[dest] = why
+                del resumed[dest]
+                self.saved.pop(dest, None)
+        for dest in reasons:  # whatever the doubt (--full too), the record is not sure now
+            self.void_checkpoint(dest, always=True)
+        for dest in c.rnodes:
+            if dest in resumed:
+                log.info("%s: %s", dest, said[dest])
+            if dest in reasons:
+                log.info("%s: full sync: %s", dest, reasons[dest])
+        return resumed
+
+    def _scan_for(self, records: dict[str, Record], lags: dict[str, float],
+                  reasons: dict[str, str], wall: float,
+                  said: dict[str, str]) -> dict[str, Resumed]:
+        """Scan the tree once from the oldest checkpoint; each node's batch."""
+        c, w = self.config, self.watcher
+        margin = checkpointmod.MARGIN
+        since = {d: r.synced_to - margin - lags.get(d, 0.0) for d, r in records.items()}
+        oldest = min(since.values())
+        started = time.monotonic()
+        try:
+            found = scan.walk(w.root, int(oldest * 1e9), c.excludes, w.kept)
+        except OSError as e:
+            reasons.update({d: f"cannot scan {w.root}: {e.strerror}" for d in records})
+            return {}
+        took = time.monotonic() - started
+        most = full_sync_above(c.full_threshold, max(w.entries, found.seen))
+        resumed: dict[str, Resumed] = {}
+        for dest, record in records.items():
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.synced_to))
+            paths = scan.changed(found, int(since[dest] * 1e9))
+            if paths is None:
+                reasons[dest] = "the entries or attributes of wpath itself changed since " \
+                                "its checkpoint"
+                continue
+            listed = collapse(paths)  # what lies below a changed directory goes with it
+            if len(listed) > most:
+                reasons[dest] = (f"{len(listed):,} paths changed since its checkpoint, more "
+                                 f"than a list run is worth ({most:,})")
+                continue
+            batch = PathSet(c.max_pending)
+            for path in listed:
+                batch.add(path)
+            batch.note_since(record.synced_to)
+            # ctime says the inode changed, not that size or mtime tell it (an
+            # mtime set back): what the scan found is compared by content.
+            batch.checksum = bool(batch)
+            resumed[dest] = Resumed(batch, wall, record.last_full)
+            self.saved[dest] = record.synced_to
+            if lags.get(dest, 0.0) > margin:
+                log.info("%s: the clock was set back by %.0f s since its checkpoint was "
+                         "written: the scan looked back that much further", dest, lags[dest])
+            said[dest] = (f"starting from its checkpoint of {when}: "
+                          f"{plural(len(paths), 'path')} changed since, {len(listed)} to send "
+                          f"(scan of {found.seen:,} entries in {took:.1f} s); no full sync")
+        return resumed
+
+    def _check_nodes(self, resumed: dict[str, Resumed]) -> dict[str, str | None]:
+        """Whether each node resumed still holds wpath's top level (nodecheck.py)."""
+        if not resumed or self.runner.pretend:
+            return {}
+        c, w = self.config, self.watcher
+        kept = tuple(sorted(w.kept))
+        argvs = {dest: nodecheck.top_level_argv(
+                     dataclasses.replace(c.rsync_options(), ssh=self._ssh_for(dest), kept=kept),
+                     w.root, dest) for dest in resumed}
+        return nodecheck.check(argvs)
+
+    def no_checkpoints(self) -> str | None:
+        """Why this configuration keeps no checkpoints, or None."""
+        c = self.config
+        if c.delete is not True:  # the start's full sync is what deletes, or nothing does
+            return (f"{deletepolicy.shown(c.delete)}: checkpoints are kept with delete = "
+                    "True only")
+        return checkpointmod.events_problem(c.emask) or self._clock_elsewhere()
+
+    def _clock_elsewhere(self) -> str | None:
+        """checkpoint.clock_elsewhere for the watched tree, read once per tree."""
+        root = self.watcher.root
+        if self.clock_of is None or self.clock_of[0] != root:
+            self.clock_of = (root, checkpointmod.clock_elsewhere(root, read_mounts()))
+        return self.clock_of[1]
+
+    def settings(self) -> dict[str, str]:
+        """The fingerprint of what decides what the nodes hold (checkpoint.fingerprint)."""
+        c, w = self.config, self.watcher
+        if self.mounts_of is None or self.mounts_of[0] != w.root:  # read once per tree
+            self.mounts_of = (w.root, checkpointmod.mounts_inside(w.root, read_mounts()))
+        return checkpointmod.fingerprint(c.excludes.patterns, c.rsync_args, w.kept,
+                                         self.mounts_of[1], c.delete)
+
+    def save_checkpoints(self, now: float, force: bool = False) -> None:
+        """Record each node's checkpoint that moved on, every SAVE_EVERY seconds
+        (and at a clean stop): not per batch, a few small files a minute at most.
+        A node that got nothing since its last record gets one every IDLE_SAVE_EVERY:
+        an older checkpoint only makes the next start send a little more."""
+        if self.save_at is None:
+            self.save_at = now + checkpointmod.SAVE_EVERY
+        if (now < self.save_at and not force) or self.runner.pretend:
+            return
+        self.save_at = now + checkpointmod.SAVE_EVERY
+        c, w = self.config, self.watcher
+        if w.identity is None or self.no_checkpoints():
+            return
+        settings, wall, boot = self.settings(), time.time(), checkpointmod.boot_clock()
+        for dest in c.rnodes:
+            point = self.scheduler.checkpoint(dest)
+            if point is None or point <= self.saved.get(dest, 0.0):
+                continue
+            node = self.scheduler.nodes[dest]
+            at, runs = self.saved_when.get(dest, (0.0, -1))
+            if not force and runs == node.runs and wall - at < checkpointmod.IDLE_SAVE_EVERY:
+                continue  # idle: no write a minute for nothing
+            record = Record(dest, w.root, w.identity.dev, w.identity.ino, settings, __version__,
+                            min(point, wall), wall, node.last_full, boot_id=boot[0] if boot
+                            else "", boottime=boot[1] if boot else None,
+                            node_id=checkpointmod.node_identity(dest))
+            if self.checkpoints.save(record):
+                self.saved[dest] = point
+                self.saved_when[dest] = (wall, node.runs)
+                self.voided.discard(dest)  # a record again: the next such run removes it
+
+    def void_checkpoint(self, dest: str, always: bool = False) -> None:
+        """Before a run of unknown effect (a full sync at a start that did not resume
+        from the record, after a reload, on another tree): a record on disk written
+        under other settings, another version or another wpath directory is
+        removed. Killed before its next record, a later start under the old
+        settings would trust it, and what this run changed (modes, deletions)
+        would stay. One written under these settings stays valid, unless always
+        (a start that found a reason to doubt it: a node that lost its data)."""
+        w = self.watcher
+        if dest in self.voided or self.runner.pretend or w.identity is None:
+            return
+        try:
+            record = self.checkpoints.load(w.root, dest)
+        except CheckpointError:
+            record = None  # removed below: it says nothing
+        if not always and record is not None and record.version == __version__ \
+                and dict(record.settings) == self.settings() \
+                and (record.dev, record.ino) == (w.identity.dev, w.identity.ino):
+            return  # written under these very settings: this run only brings the node nearer
+        if self.checkpoints.void(w.root, dest):
+            self.voided.add(dest)
+            self.saved.pop(dest, None)
+            self.saved_when.pop(dest, None)
+
+    def last_checkpoints(self) -> None:
+        """At a stop: read what the watcher still holds, then record. Lost events
+        or a moved wpath record nothing new (the last records stay)."""
+        read_at = time.time()
+        events = self.watcher.read()
+        if events.overflowed or events.root_changed or events.unwatched:
+            return
+        s, now = self.scheduler, time.monotonic()
+        if events.paths:
+            s.changed(events.paths, now, events.moves)
+        s.read_started(read_at)
+        self.save_checkpoints(now, force=True)
+
     # ---- the edges: runs, wpath, reload, status
 
     def start(self, action: StartRun, now: float) -> list[Action]:
@@ -328,6 +545,8 @@ class Daemon:
         if source is None:
             return self.scheduler.root_not_same(action.dest, now)  # never sync another tree
         batch = action.batch
+        if batch.since == 0.0:
+            self.void_checkpoint(action.dest)
         listed = [] if batch.full else self._files_list(batch.paths)
         # Under delete = 'running' a whole-tree run deletes nothing: a long list
         # stays a list, or the deletions in it would be lost.

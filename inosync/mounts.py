@@ -40,6 +40,9 @@ PSEUDO = frozenset({
 class Mount(NamedTuple):
     point: str  # where it is mounted, as this process sees the tree
     fstype: str
+    dev: str = ""  # MAJ:MIN of its filesystem
+    root: str = ""  # the directory of that filesystem mounted here
+    source: str = ""  # what is mounted: /dev/sdb1, a server's export...
 
 
 def _unescape(field: bytes) -> str:
@@ -58,7 +61,10 @@ def parse_mountinfo(data: bytes) -> list[Mount]:
             continue  # not a mount line (the file's end, or a format we do not know)
         dash = fields.index(b"-", 6)
         if dash + 1 < len(fields):
-            found.append(Mount(_unescape(fields[4]), _unescape(fields[dash + 1])))
+            source = _unescape(fields[dash + 2]) if dash + 2 < len(fields) else ""
+            found.append(Mount(_unescape(fields[4]), _unescape(fields[dash + 1]),
+                               fields[2].decode("ascii", "replace"), _unescape(fields[3]),
+                               source))
     return found
 
 
@@ -90,7 +96,7 @@ def problem(wpath: str, mounts: Iterable[Mount], excludes: Excludes) -> str | No
     special = special_inside(wpath, mounts, excludes)
     if not special:
         return None
-    point, fstype = special[0]
+    point, fstype = special[0].point, special[0].fstype
     if point == wpath:
         return f"wpath {wpath} is a {fstype} filesystem, not data to copy"
     rel = os.path.relpath(point, wpath)

@@ -139,6 +139,15 @@ def stderr_tail(text: str, lines: int = STDERR_LINES) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
+@dataclass(frozen=True)
+class Resumed:
+    """A node that starts from its checkpoint: what changed since, to send first."""
+
+    batch: PathSet
+    wall: float  # the clock at start
+    last_full: float | None  # when its last whole-tree sync ended (wall clock)
+
+
 class Scheduler:
     def __init__(self, config: Config, live: bool = False) -> None:
         self.config = config
@@ -168,6 +177,14 @@ class Scheduler:
         self.unreadable: dict[str, str] = {}
         self.unreadable_said: set[str] = set()
         self.left_out: dict[str, frozenset[str]] = {}  # what each node's run leaves out
+        # Checkpoints (checkpoint.py), in wall-clock time: when the last read of
+        # the watcher began (what it has not read yet changed after that), when
+        # events were lost that a full sync has not been collected for yet, and
+        # since when a directory went without a watch (for good in this process).
+        self.drained_at: float | None = None
+        self.held_since: float | None = None
+        self.blind_since: float | None = None
+        self.begun = False  # before begin() no node's state is known
 
     def _new_node(self, dest: str) -> Node:
         c = self.config
@@ -175,13 +192,47 @@ class Scheduler:
 
     # ---- inputs
 
-    def begin(self, now: float, compare: Iterable[str] = ()) -> list[Action]:
-        """The daemon starts: a full sync to every node; those in compare (a replay
-        there was never confirmed) compare file contents."""
+    def begin(self, now: float, compare: Iterable[str] = (),
+              resumed: dict[str, Resumed] | None = None) -> list[Action]:
+        """The daemon starts: a full sync to every node, but for those resumed from
+        their checkpoint (they get what changed since); those in compare (a
+        replay there was never confirmed) compare file contents."""
+        resumed = resumed or {}
+        self.begun = True
         for node in self.nodes.values():
-            node.pending.set_start()
+            start = resumed.get(node.dest)
+            if start is None:
+                node.pending.set_start()
+                node.pending.note_since(0.0)  # what the node holds is not known
+                continue
+            node.pending.update(start.batch)
+            node.pending.drop_moves()  # no rename is known to lead from what it holds
+            if start.last_full is not None:  # resync_interval counts from it, not from now
+                node.full_synced_at = now - max(0.0, start.wall - start.last_full)
+                node.last_full = start.last_full
+            else:
+                node.full_synced_at = now
         self._compare_contents(compare)
         return self.tick(now)
+
+    def checkpoint(self, dest: str) -> float | None:
+        """The wall-clock time before which every change of the tree is on dest:
+        the start of the oldest change not yet delivered there (collected,
+        pending, in flight) or not yet read; None if not known (a full sync of
+        unknown need has not got through, no read happened yet)."""
+        node = self.nodes.get(dest)
+        if node is None or self.drained_at is None or not self.begun:
+            return None
+        bounds = [self.drained_at, self.held_since, self.blind_since, self.collected.since,
+                  node.pending.since, node.inflight.since if node.inflight else None]
+        point = min(b for b in bounds if b is not None)
+        return point if point > 0 else None
+
+    def read_started(self, wall: float) -> None:
+        """The loop is about to read the watcher to its end: what the read does not
+        return happened after wall. Called after the previous read's events went
+        in (changed(), overflowed()...), which began at the previous wall."""
+        self.drained_at = wall
 
     def _compare_contents(self, dests: Iterable[str]) -> None:
         for dest in dests:
@@ -206,6 +257,8 @@ class Scheduler:
         for path in paths:
             self.collected.add(itself if path == ROOT else path)
         self._deletions_lost(self.collected, was_full, "changed in one batch")
+        if self.collected:  # these changes began after the read before the one that found them
+            self.collected.note_since(self.drained_at if self.drained_at is not None else 0.0)
         if moves and self.config.replay_moves:
             self.collected.add_moves(moves)
         if self.flush_at is None:
@@ -215,6 +268,7 @@ class Scheduler:
     def overflowed(self, now: float) -> list[Action]:
         """Events were lost: rescan and sync everything, once wpath is known to be the same."""
         self.lost_events = True
+        self._hold()  # the lost changes began after the last read; no checkpoint passes that
         self.collected.drop_moves()  # a rename may be among the lost events
         if self.root_check_at is not None or self.root_check_asked:
             return []  # a check is due anyway; its answer rescans
@@ -240,6 +294,8 @@ class Scheduler:
                 self.limit_hit = False
                 log.info("every directory is watched again")
             return []
+        if self.blind_since is None:  # changes there go unseen: checkpoints stop here
+            self.blind_since = self.drained_at if self.drained_at is not None else 0.0
         if not self.limit_hit:
             self.limit_hit = True  # logged once, until every directory has a watch again
             log.error("inotify watch limit reached at %r: raise fs.inotify.max_user_watches; "
@@ -270,12 +326,13 @@ class Scheduler:
             self.config = dataclasses.replace(self.config, wpath=verdict.real)
             self.unreadable.clear()  # paths of the old tree
             actions.append(Rescan(verdict.real))
-            self._collect_everything(now)
+            self._collect_everything(now, 0.0)  # another tree: the nodes hold none of it
         elif lost:
             log.warning("inotify queue overflowed: events were lost; rewatching "
                         "and syncing everything to every node")
             actions.append(Rescan())
-            self._collect_everything(now)
+            self._collect_everything(now, self.held_since)
+        self.held_since = None  # carried by what was collected, if anything was lost
         return actions + self.tick(now)
 
     def run_ended(self, dest: str, returncode: int, stderr: str | None, now: float,
@@ -383,6 +440,7 @@ class Scheduler:
             node.retry_min, node.retry_max = new.retry_min, new.retry_max
             node.pending.limit = new.max_pending
             node.pending.set_start()
+            node.pending.note_since(0.0)  # under settings whose effect on the node is not known
             node.pending.drop_moves()  # seen under the old settings (excludes, rsync_args)
         self._compare_contents(compare)
         log.info("reloaded; full sync to %s", plural(len(self.nodes), "node"))
@@ -487,7 +545,10 @@ class Scheduler:
         return "pending: " + ", ".join(left) + f" ({self._next_start('it')})"
 
     def _next_start(self, what: str) -> str:
-        """What the next start's full sync does with what is pending at a stop."""
+        """What the next start does with what is pending at a stop: under delete =
+        True it starts from the checkpoint (or a full sync), which sends it."""
+        if self.config.delete is True:
+            return f"the next start sends {what}"
         if deletepolicy.deletes(self.config.delete, deletepolicy.Phase.START).delete:
             return f"the next start's full sync covers {what}"
         return (f"the next start's full sync sends {what} but deletes nothing: "
@@ -527,10 +588,15 @@ class Scheduler:
         self.root_check_asked = True
         return [CheckRoot()]
 
-    def _collect_everything(self, now: float) -> None:
+    def _collect_everything(self, now: float, since: float | None) -> None:
         self.collected.set_full()
+        self.collected.note_since(0.0 if since is None else since)
         self.collected.drop_moves()
         self.flush_at = now
+
+    def _hold(self) -> None:
+        if self.held_since is None:
+            self.held_since = self.drained_at if self.drained_at is not None else 0.0
 
     def _progress(self, now: float) -> list[Action]:
         """A progress report every progress_interval (every second on a terminal)

@@ -231,6 +231,7 @@ class Watcher:
         # directory may now be at its path. The daemon checks root_is_same().
         self.root_changed = False
         self._strict = True  # ENOSPC raises while starting, is logged later
+        self.started_at: float | None = None  # wall clock, when start() began
         # Told how many directories are watched so far, every progress_every
         # seconds while a tree is being watched (minutes, on a big one).
         self.on_progress: Callable[[int], None] | None = None
@@ -263,6 +264,9 @@ class Watcher:
     def start(self) -> int:
         """Watch the whole tree; raises WatchLimitError if inotify runs out,
         OSError if root is not a directory."""
+        # Every change from now on is seen: by an event, or by the walk that
+        # follows (for a directory whose watch comes later). For checkpoints.
+        self.started_at = time.time()
         self.identity = identity(self.root)
         if self.identity is None:
             raise FileNotFoundError(errno.ENOENT, "not a directory", self.root)

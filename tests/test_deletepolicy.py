@@ -304,7 +304,7 @@ def test_check_shows_the_deleting_start_of_startup(tmp_path, wdir):
 
 
 @pytest.mark.parametrize("policy, said", [
-    (True, "(the next start's full sync covers it)"),
+    (True, "(the next start sends it)"),
     ("startup", "(the next start's full sync covers it)"),
     ("running", "(the next start's full sync sends it but deletes nothing: delete = "
                 "'running')"),

@@ -37,8 +37,9 @@ def test_mountinfo_is_parsed_with_its_escapes():
             b"43 27 0:39 / /srv/www/a\\040b\\012c\\134 rw,relatime - proc proc rw\n"
             b"44 27 8:1 / /srv/www/data rw master:1 propagate_from:2 - ext4 /dev/sda1 rw\n"
             b"garbage\n")
-    assert parse_mountinfo(data) == [Mount("/proc", "proc"), Mount("/srv/www/a b\nc\\", "proc"),
-                                     Mount("/srv/www/data", "ext4")]
+    assert parse_mountinfo(data) == [Mount("/proc", "proc", "0:21", "/", "proc"),
+                                     Mount("/srv/www/a b\nc\\", "proc", "0:39", "/", "proc"),
+                                     Mount("/srv/www/data", "ext4", "8:1", "/", "/dev/sda1")]
 
 
 def test_only_pseudo_filesystems_inside_wpath_and_not_excluded_are_a_problem():

@@ -98,8 +98,8 @@ def test_stop_line_says_what_was_pending_and_recovery_how_long_it_took(tree, run
     wait_until(lambda: json.loads(status.read_text())["nodes"][0]["pending_paths"] == 2, 10)
     assert d.stop() == 0
     assert d.log().splitlines()[-1].endswith(
-        f"stopped (exit status 0); pending: {node}: 2 paths (the next start's full sync "
-        "covers it)")
+        f"stopped (exit status 0); pending: {node}: 2 paths (the next start sends "
+        "it)")
 
 
 @contextlib.contextmanager
