@@ -79,7 +79,7 @@ from .sshcontrol import ControlMasters, connection_lost
 from .statusline import summary
 from .treelock import TreeLock, TreeLockError
 from .unverified import Marks
-from .watch import Watcher, WatchLimitError
+from .watch import Watcher, WatchEvents, WatchLimitError
 
 log = logging.getLogger("inosync")
 
@@ -705,7 +705,8 @@ class Daemon:
 
     def reload(self, now: float) -> list[Action]:
         """Read the configuration again; any error keeps the old one, whole."""
-        old = self.config
+        old, tree = self.config, self.watcher.identity
+        leftover: WatchEvents | None = None
         try:
             new = configmod.load(old.path, old.base_dir)
             problem = preflight(new)  # what a start would refuse, a reload refuses
@@ -715,7 +716,7 @@ class Daemon:
                 self.on_reload(new)  # first: opening a new log file may fail
             if (new.wpath, new.configured_wpath, new.emask, new.excludes.patterns) != (
                     old.wpath, old.configured_wpath, old.emask, old.excludes.patterns):
-                self._switch_watcher(new)
+                leftover = self._switch_watcher(new)
         except (ConfigError, WatchLimitError) as e:
             return self.scheduler.reload_failed(str(e), now)
         except OSError as e:
@@ -729,10 +730,42 @@ class Daemon:
         if off != replaymod.off_because(old.replay_moves, old.rsync_args, old.delete):
             log.info("renames are %s", f"sent as data, not replayed: {off}" if off
                      else "replayed again")
-        return self.scheduler.reloaded(new, now, self.marks.marked(new.rnodes))
+        same_tree = new.wpath == old.wpath and self.watcher.identity == tree
+        actions = self._leftover(leftover, now) if leftover and same_tree else []
+        actions += self.scheduler.reloaded(new, now, self.marks.marked(new.rnodes), same_tree,
+                                           rewatched=leftover is not None)
+        self._forget_checkpoints([d for d in new.rnodes if self.scheduler.nodes[d].pending.start])
+        return actions
 
-    def _switch_watcher(self, new: Config) -> None:
-        """Watch the new tree; raises before changing anything."""
+    def _leftover(self, events: WatchEvents, now: float) -> list[Action]:
+        """What the old watcher read last, of the same tree: still to be sent (the
+        new watcher saw only what came after it started)."""
+        s = self.scheduler
+        actions = s.changed(events.paths, now, events.moves) if events.paths else []
+        if events.overflowed:
+            actions += s.overflowed(now)
+        if events.root_changed:
+            actions += s.root_changed(now)
+        return actions
+
+    def _forget_checkpoints(self, dests: list[str]) -> None:
+        """Nodes the reload gave a full sync: their records (of the old settings)
+        must not spare them that full sync at the next start, whatever the
+        fingerprint holds (an ssh command, the rsync program are not in it)."""
+        for dest in dests:
+            self.saved.pop(dest, None)
+            path = self.checkpoints.path(self.watcher.root, dest)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("cannot remove the checkpoint %s (%s): a start before %s's full "
+                            "sync got through may trust it", path, e.strerror, dest)
+
+    def _switch_watcher(self, new: Config) -> WatchEvents:
+        """Watch the new tree; raises before changing anything. What the old watcher
+        had not read yet is returned (the new one watches from its start on)."""
         watcher = Watcher(new.wpath, new.emask, new.excludes, new.configured_wpath)
         try:
             watcher.start()
@@ -753,6 +786,7 @@ class Daemon:
             if moved:
                 watcher.close()
                 raise ConfigError(moved)
+        leftover = self.watcher.read()
         self.poller.unregister(self.watcher.fileno())
         self.watcher.close()
         self.watcher = watcher
@@ -760,6 +794,7 @@ class Daemon:
         self.poller.register(watcher.fileno(), select.POLLIN)
         if recorded is not None:
             self.apply_kept(watcher, recorded, "from when inosync last watched this tree")
+        return leftover
 
     def _relock(self, root: str | None) -> str | None:
         """Hold the lock of the tree root now is (a swap, a reload to another wpath);

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Union
 
-from . import deletepolicy
+from . import deletepolicy, reloadplan
 from .batch import ROOT, PathSet, plural
 from .config import Config
 from .nodes import Node, State
@@ -409,34 +409,65 @@ class Scheduler:
         handler: Callable[[str, float], list[Action]] = getattr(self, f"_handle_{name[3:].lower()}")
         return handler(name, now)
 
-    def reloaded(self, new: Config, now: float, compare: Iterable[str] = ()) -> list[Action]:
-        """The new configuration is in effect (the loop switched the watcher if needed);
-        compare: nodes whose full sync compares contents (see begin)."""
+    def reloaded(self, new: Config, now: float, compare: Iterable[str] = (),
+                 same_tree: bool = True, rewatched: bool = False) -> list[Action]:
+        """The new configuration is in effect (the loop switched the watcher if needed:
+        rewatched). Only the nodes whose settings changed what they should hold get a
+        full sync (reloadplan.py); the others go on with what they had pending.
+        same_tree: wpath is the same directory as before; compare: nodes whose
+        full sync compares contents (see begin)."""
         self.reloading = False
         old, self.config = self.config, new
+        plan = reloadplan.full_syncs(old, new, same_tree)
         actions: list[Action] = []
         for dest, node in self.nodes.items():
             if dest not in new.rnodes and node.state is State.RUNNING:
                 self.retired[dest] = node
                 self.stopped_by_us.add(dest)
                 actions.append(SignalRun(dest, signal.SIGTERM))
-        if (new.wpath, new.emask, new.excludes.patterns) != (
-                old.wpath, old.emask, old.excludes.patterns):
-            self.collected = PathSet(new.max_pending)
+        everything = set(plan) == set(new.rnodes)
+        if not same_tree or old.excludes.patterns != new.excludes.patterns:
+            self.unreadable.clear()  # paths of another tree, or read under other rules
+        if rewatched:  # the new watcher watches every directory: those without one
+            for path in () if everything else sorted(self.unwatched):
+                self.collected.add(path)  # had no events: sent whole, as a rewatch does
+            if self.unwatched and self.flush_at is None:
+                self.flush_at = now
             self.unwatched, self.rewatch_at = set(), None
-            self.unreadable.clear()
+        if everything:  # every node gets the whole tree: nothing collected is needed
+            self.collected = PathSet(new.max_pending)
+            self.flush_at = None
+        self.collected.limit = new.max_pending
         self.collected.drop_moves()
         self.nodes = {d: self.nodes.get(d) or self.retired.pop(d, None) or self._new_node(d)
                       for d in new.rnodes}
         for node in self.nodes.values():
             node.retry_min, node.retry_max = new.retry_min, new.retry_max
             node.pending.limit = new.max_pending
-            node.pending.set_start()
-            node.pending.note_since(0.0)  # under settings whose effect on the node is not known
-            node.pending.drop_moves()  # seen under the old settings (excludes, rsync_args)
-        self._compare_contents(compare)
-        log.info("reloaded; full sync to %s", plural(len(self.nodes), "node"))
+        for dest, why in plan.items():
+            self._full_after_reload(self.nodes[dest], now)
+            log.info("reload: full sync to %s: %s", dest, why)
+        unchanged = [d for d in new.rnodes if d not in plan]
+        if unchanged:
+            log.info("reload: unchanged nodes: no sync (%s)", ", ".join(unchanged))
+        self._compare_contents(d for d in compare if d in plan)
+        if not plan:
+            log.info("reloaded; no sync: nothing that decides what the nodes hold changed")
+        elif unchanged:
+            log.info("reloaded; full sync to %s, no sync to %d", plural(len(plan), "node"),
+                     len(unchanged))
+        else:
+            log.info("reloaded; full sync to %s", plural(len(plan), "node"))
         return actions + self.tick(now)
+
+    def _full_after_reload(self, node: Node, now: float) -> None:
+        """The deleting full sync of new settings (after a run in flight ends). A
+        node failing under the old ones is tried again at once."""
+        node.pending.set_start()
+        node.pending.note_since(0.0)  # under settings whose effect on the node is not known
+        node.pending.drop_moves()  # seen under the old settings (excludes, rsync_args)
+        if node.state is State.WAITING:
+            node.retry_at = now
 
     def reload_failed(self, error: str, now: float) -> list[Action]:
         self.reloading = False
