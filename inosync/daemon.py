@@ -315,7 +315,10 @@ class Daemon:
                                                f"{e.strerror}"), now)
             if action.root is not None:  # a swapped-in tree: none of the old one's places
                 self.apply_kept(w, set(), "")
-            return s.watch_limit_hit(w.take_unwatched(), now)
+            actions = s.watch_limit_hit(w.take_unwatched(), now)
+            if action.since is not None:  # after the rewatch: what changes later, it sees
+                actions += s.rescanned(*self.scan_lost(action.since), now)
+            return actions
         elif isinstance(action, Rewatch):
             w.rewatch(action.paths)
             return s.watch_limit_hit(w.take_unwatched(), now)
@@ -407,6 +410,31 @@ class Daemon:
                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.synced_to)),
                      plural(len(paths), "path"), len(listed), f"{found.seen:,}", took)
         return resumed
+
+    def scan_lost(self, since: float) -> tuple[list[str] | None, str]:
+        """After lost events: what changed in the tree since the wall-clock time since
+        (the last read known complete), by one scan as at a start; or None and why
+        the scan cannot say (then everything is sent)."""
+        c, w = self.config, self.watcher
+        if time.time() < since:
+            return None, "the clock went backwards since the last complete read"
+        threshold = int((since - checkpointmod.MARGIN) * 1e9)
+        started = time.monotonic()
+        try:
+            found = scan.walk(w.root, threshold, c.excludes, w.kept)
+        except OSError as e:
+            return None, f"cannot scan {w.root}: {e.strerror}"
+        took = time.monotonic() - started
+        paths = scan.changed(found, threshold)
+        if paths is None:
+            return None, "the entries or attributes of wpath itself changed meanwhile"
+        listed = collapse(paths)  # what lies below a changed directory goes with it
+        most = full_sync_above(c.full_threshold, max(w.entries, found.seen))
+        if len(listed) > most:
+            return None, (f"{len(listed):,} paths changed, more than a list run is worth "
+                          f"({most:,})")
+        when = time.strftime("%H:%M:%S", time.localtime(since - checkpointmod.MARGIN))
+        return listed, f"by ctime since {when}: {found.seen:,} entries in {took:.1f} s"
 
     def no_checkpoints(self) -> str | None:
         """Why this configuration keeps no checkpoints, or None."""

@@ -60,9 +60,12 @@ class SignalRun:
 
 @dataclass(frozen=True)
 class Rescan:
-    """Rewatch the whole tree (events were lost), on root if given (wpath moved)."""
+    """Rewatch the whole tree (events were lost), on root if given (wpath moved);
+    then, if since is given (a wall-clock time), scan the tree for what changed
+    since (scan.py) and answer with rescanned()."""
 
     root: str | None = None
+    since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,7 @@ class Scheduler:
         self.root_check_asked = False  # CheckRoot went out; no run starts until answered
         self.quick_check = False  # asked at once (overflow): a change of root gets a delay
         self.lost_events = False  # the queue overflowed: rescan once the root is known
+        self.scan_asked = False  # a Rescan with a scan went out: no run until rescanned()
         self.reloading = False  # a Reload went out: no run starts until it is answered
         self.exited = False
         # Paths rsync could not read (path -> why): left out of every run until
@@ -265,7 +269,8 @@ class Scheduler:
         return [WriteStatus()] if was_empty and self.collected else []
 
     def overflowed(self, now: float) -> list[Action]:
-        """Events were lost: rescan and sync everything, once wpath is known to be the same."""
+        """Events were lost: once wpath is known to be the same, rewatch and send what
+        a scan finds changed since the last read known complete (or everything)."""
         self.lost_events = True
         self._hold()  # the lost changes began after the last read; no checkpoint passes that
         self.collected.drop_moves()  # a rename may be among the lost events
@@ -306,8 +311,8 @@ class Scheduler:
         return []
 
     def root_checked(self, verdict: RootVerdict, now: float) -> list[Action]:
-        """The loop's answer to CheckRoot."""
-        self.root_check_asked = False
+        """The loop's answer to CheckRoot (and to a Rescan that failed)."""
+        self.root_check_asked = self.scan_asked = False
         quick, self.quick_check = self.quick_check, False
         if quick and not isinstance(verdict, RootSame):
             return self.root_changed(now)  # give a swap under way the batch delay to finish
@@ -326,13 +331,37 @@ class Scheduler:
             self.unreadable.clear()  # paths of the old tree
             actions.append(Rescan(verdict.real))
             self._collect_everything(now, 0.0)  # another tree: the nodes hold none of it
+        elif lost and self.held_since:  # the lost changes came after that read
+            self.scan_asked = True
+            return [Rescan(since=self.held_since)]  # held_since holds until rescanned()
         elif lost:
-            log.warning("inotify queue overflowed: events were lost; rewatching "
-                        "and syncing everything to every node")
+            self._lost_in_full(now, "no read of the watcher was known complete before")
             actions.append(Rescan())
-            self._collect_everything(now, self.held_since)
         self.held_since = None  # carried by what was collected, if anything was lost
         return actions + self.tick(now)
+
+    def rescanned(self, paths: list[str] | None, note: str, now: float) -> list[Action]:
+        """The loop's answer to a Rescan with a scan: the paths that changed since
+        (each sent whole, as the start's scan; note says how the scan went), or
+        None when the scan cannot be trusted (note says why): everything."""
+        self.scan_asked = False
+        if paths is None:
+            self._lost_in_full(now, note)
+        else:
+            for path in paths:
+                self.collected.add(path)
+            self.collected.note_since(self.held_since)
+            self.flush_at = now
+            log.warning("inotify queue overflowed: events were lost; rewatched, and a scan "
+                        "since the last complete read (%s) found %s changed: sent to every "
+                        "node, no full sync", note, plural(len(paths), "path"))
+        self.held_since = None
+        return self.tick(now)
+
+    def _lost_in_full(self, now: float, why: str) -> None:
+        log.warning("inotify queue overflowed: events were lost; rewatched, full sync to "
+                    "every node: %s", why)
+        self._collect_everything(now, self.held_since)
 
     def run_ended(self, dest: str, returncode: int, stderr: str | None, now: float,
                   wall: float, took: float, what: str, pretended: bool = False,
@@ -497,7 +526,7 @@ class Scheduler:
                 self.exited = True
                 actions.append(Exit(self.exit_code))
             return actions
-        if self.root_check_at is not None or self.root_check_asked:
+        if self.root_check_at is not None or self.root_check_asked or self.scan_asked:
             return actions  # until we know which directory wpath is, nothing is synced
         if self.reloading:
             return actions  # the node a run is for may be gone after it
