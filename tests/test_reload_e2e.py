@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import Inosync, tree_diff, wait_converged, wait_until, write_config
 
+from inosync.config import DEFAULT_EMASK
+
 pytestmark = pytest.mark.slow
 
 PLANTED = "docs/old/only-on-node.txt"
@@ -119,4 +121,28 @@ def test_a_hup_while_a_node_fails_keeps_its_batch(tree, run_inosync, tmp_path):
     d.wait_log(rf"{first}: recovered")
     assert still_planted([first]), d.log()
     assert d.log().count(f"{first}: synced full sync") == 1
+    assert d.stop() == 0
+
+
+def test_a_new_watcher_on_the_same_tree_loses_nothing_the_old_one_had_not_read(tree,
+                                                                                run_inosync):
+    """A reload that changes emask watches the tree anew, without a full sync: a
+    change made while the configuration is read (here by the configuration itself,
+    after the loop's last read) is in the old watcher only, and is still sent."""
+    src, nodes = tree["src"], tree["nodes"]
+    d, conf, settings = start(tree, run_inosync, nodes)
+    made = src / "made-by-config.txt"
+    writes = ("import time as _time\n"
+              f"with open({str(made)!r}, 'w') as _f:\n"
+              "    _f.write(repr(_time.time()))\n")
+    plant(nodes)
+    settings["emask"] = [*DEFAULT_EMASK, "IN_MOVE_SELF"]
+    write_config(conf, **settings)
+    conf.write_text(conf.read_text() + writes)
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"reloaded; no sync")
+    wait_until(lambda: all((n / made.name).exists()
+                           and (n / made.name).read_text() == made.read_text() for n in nodes),
+               20, "what the configuration wrote, on every node")
+    assert still_planted(nodes), d.log()
     assert d.stop() == 0
