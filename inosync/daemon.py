@@ -762,7 +762,7 @@ class Daemon:
         actions = self._leftover(leftover, now) if leftover and same_tree else []
         actions += self.scheduler.reloaded(new, now, self.marks.marked(new.rnodes), same_tree,
                                            rewatched=leftover is not None)
-        self._forget_checkpoints([d for d in new.rnodes if self.scheduler.nodes[d].pending.start])
+        self._forget_checkpoints(self.scheduler.full_by_reload)
         return actions
 
     def _leftover(self, events: WatchEvents, now: float) -> list[Action]:
@@ -780,6 +780,8 @@ class Daemon:
         """Nodes the reload gave a full sync: their records (of the old settings)
         must not spare them that full sync at the next start, whatever the
         fingerprint holds (an ssh command, the rsync program are not in it)."""
+        if self.runner.pretend:
+            return  # -p writes nothing, removes nothing
         for dest in dests:
             self.saved.pop(dest, None)
             path = self.checkpoints.path(self.watcher.root, dest)

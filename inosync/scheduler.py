@@ -174,6 +174,7 @@ class Scheduler:
         self.quick_check = False  # asked at once (overflow): a change of root gets a delay
         self.lost_events = False  # the queue overflowed: rescan once the root is known
         self.scan_asked = False  # a Rescan with a scan went out: no run until rescanned()
+        self.full_by_reload: list[str] = []  # the nodes the last reload gave a full sync
         self.reloading = False  # a Reload went out: no run starts until it is answered
         self.exited = False
         # Paths rsync could not read (path -> why): left out of every run until
@@ -448,6 +449,7 @@ class Scheduler:
         self.reloading = False
         old, self.config = self.config, new
         plan = reloadplan.full_syncs(old, new, same_tree)
+        self.full_by_reload = list(plan)
         actions: list[Action] = []
         for dest, node in self.nodes.items():
             if dest not in new.rnodes and node.state is State.RUNNING:

@@ -5,11 +5,13 @@ configuration changes. A file planted only on a node is what a full sync
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import pytest
-from helpers import Inosync, tree_diff, wait_converged, wait_until, write_config
+from helpers import RSYNC, Inosync, tree_diff, wait_converged, wait_until, write_config
 
+from inosync.checkpoint import MARGIN
 from inosync.config import DEFAULT_EMASK
 
 pytestmark = pytest.mark.slow
@@ -145,4 +147,27 @@ def test_a_new_watcher_on_the_same_tree_loses_nothing_the_old_one_had_not_read(t
                            and (n / made.name).read_text() == made.read_text() for n in nodes),
                20, "what the configuration wrote, on every node")
     assert still_planted(nodes), d.log()
+    assert d.stop() == 0
+
+
+def test_a_node_given_a_full_sync_by_a_reload_loses_its_checkpoint(tree, run_inosync,
+                                                                   tmp_path):
+    """The rsync program is not in the checkpoint's fingerprint: the record written
+    under the old one must not spare the node its full sync at the next start."""
+    node = tree["nodes"][0]
+    time.sleep(MARGIN + 0.5)  # the tree's ctimes: older than the checkpoint's margin
+    d, conf, settings = start(tree, run_inosync, [node])
+    assert d.stop() == 0  # a clean stop records the checkpoint
+    d = run_inosync(conf, "-v")
+    d.wait_log(rf"{node}: starting from its checkpoint")
+    failing = tmp_path / "failing-rsync"
+    failing.write_text(f'#!/bin/sh\ncase "$*" in *--version*) exec {RSYNC} "$@";; esac\n'
+                       "exit 12\n")
+    failing.chmod(0o755)
+    reload(d, conf, settings, rsync=str(failing))
+    d.wait_log(rf"reload: full sync to {node}: rsync changed")
+    d.wait_log(rf"{node}: rsync failed")
+    assert d.stop() == 0
+    d = run_inosync(conf, "-v")
+    d.wait_log(rf"{node}: full sync: no checkpoint in state_dir")
     assert d.stop() == 0
