@@ -110,8 +110,9 @@ DOCS: dict[str, Doc] = {
     "resync_interval": Doc(
         "Seconds from the end of a node's last whole-tree sync to its next one: repairs what "
         "changed on a node behind inosync's back (edited by hand, a restored backup); counted "
-        "across restarts (the last one is recorded in state_dir). A reload and a queue "
-        "overflow do a whole-tree sync too, and so does a start without a usable checkpoint.",
+        "across restarts (the last one is recorded in state_dir). A reload that changes what a "
+        "node holds, a queue overflow the scan cannot account for, and a start without a "
+        "usable checkpoint do a whole-tree sync too.",
         unit="seconds"),
     "retry_max": Doc(
         "The longest wait between retries of a failing node (the backoff doubles up to it); "

@@ -79,7 +79,7 @@ from .sshcontrol import ControlMasters, connection_lost
 from .statusline import summary
 from .treelock import TreeLock, TreeLockError
 from .unverified import Marks
-from .watch import Watcher, WatchLimitError
+from .watch import Watcher, WatchEvents, WatchLimitError
 
 log = logging.getLogger("inosync")
 
@@ -317,7 +317,10 @@ class Daemon:
                                                f"{e.strerror}"), now)
             if action.root is not None:  # a swapped-in tree: none of the old one's places
                 self.apply_kept(w, set(), "")
-            return s.watch_limit_hit(w.take_unwatched(), now)
+            actions = s.watch_limit_hit(w.take_unwatched(), now)
+            if action.since is not None:  # after the rewatch: what changes later, it sees
+                actions += s.rescanned(*self.scan_lost(action.since), now)
+            return actions
         elif isinstance(action, Rewatch):
             w.rewatch(action.paths)
             return s.watch_limit_hit(w.take_unwatched(), now)
@@ -439,6 +442,31 @@ class Daemon:
                      dataclasses.replace(c.rsync_options(), ssh=self._ssh_for(dest), kept=kept),
                      w.root, dest) for dest in resumed}
         return nodecheck.check(argvs)
+
+    def scan_lost(self, since: float) -> tuple[list[str] | None, str]:
+        """After lost events: what changed in the tree since the wall-clock time since
+        (the last read known complete), by one scan as at a start; or None and why
+        the scan cannot say (then everything is sent)."""
+        c, w = self.config, self.watcher
+        if time.time() < since:
+            return None, "the clock went backwards since the last complete read"
+        threshold = int((since - checkpointmod.MARGIN) * 1e9)
+        started = time.monotonic()
+        try:
+            found = scan.walk(w.root, threshold, c.excludes, w.kept)
+        except OSError as e:
+            return None, f"cannot scan {w.root}: {e.strerror}"
+        took = time.monotonic() - started
+        paths = scan.changed(found, threshold)
+        if paths is None:
+            return None, "the entries or attributes of wpath itself changed meanwhile"
+        listed = collapse(paths)  # what lies below a changed directory goes with it
+        most = full_sync_above(c.full_threshold, max(w.entries, found.seen))
+        if len(listed) > most:
+            return None, (f"{len(listed):,} paths changed, more than a list run is worth "
+                          f"({most:,})")
+        when = time.strftime("%H:%M:%S", time.localtime(since - checkpointmod.MARGIN))
+        return listed, f"by ctime since {when}: {found.seen:,} entries in {took:.1f} s"
 
     def no_checkpoints(self) -> str | None:
         """Why this configuration keeps no checkpoints, or None."""
@@ -773,7 +801,8 @@ class Daemon:
 
     def reload(self, now: float) -> list[Action]:
         """Read the configuration again; any error keeps the old one, whole."""
-        old = self.config
+        old, tree = self.config, self.watcher.identity
+        leftover: WatchEvents | None = None
         try:
             new = configmod.load(old.path, old.base_dir)
             problem = preflight(new)  # what a start would refuse, a reload refuses
@@ -783,7 +812,7 @@ class Daemon:
                 self.on_reload(new)  # first: opening a new log file may fail
             if (new.wpath, new.configured_wpath, new.emask, new.excludes.patterns) != (
                     old.wpath, old.configured_wpath, old.emask, old.excludes.patterns):
-                self._switch_watcher(new)
+                leftover = self._switch_watcher(new)
         except (ConfigError, WatchLimitError) as e:
             return self.scheduler.reload_failed(str(e), now)
         except OSError as e:
@@ -797,10 +826,44 @@ class Daemon:
         if off != replaymod.off_because(old.replay_moves, old.rsync_args, old.delete):
             log.info("renames are %s", f"sent as data, not replayed: {off}" if off
                      else "replayed again")
-        return self.scheduler.reloaded(new, now, self.marks.marked(new.rnodes))
+        same_tree = new.wpath == old.wpath and self.watcher.identity == tree
+        actions = self._leftover(leftover, now) if leftover and same_tree else []
+        actions += self.scheduler.reloaded(new, now, self.marks.marked(new.rnodes), same_tree,
+                                           rewatched=leftover is not None)
+        self._forget_checkpoints(self.scheduler.full_by_reload)
+        return actions
 
-    def _switch_watcher(self, new: Config) -> None:
-        """Watch the new tree; raises before changing anything."""
+    def _leftover(self, events: WatchEvents, now: float) -> list[Action]:
+        """What the old watcher read last, of the same tree: still to be sent (the
+        new watcher saw only what came after it started)."""
+        s = self.scheduler
+        actions = s.changed(events.paths, now, events.moves) if events.paths else []
+        if events.overflowed:
+            actions += s.overflowed(now)
+        if events.root_changed:
+            actions += s.root_changed(now)
+        return actions
+
+    def _forget_checkpoints(self, dests: list[str]) -> None:
+        """Nodes the reload gave a full sync: their records (of the old settings)
+        must not spare them that full sync at the next start, whatever the
+        fingerprint holds (an ssh command, the rsync program are not in it)."""
+        if self.runner.pretend:
+            return  # -p writes nothing, removes nothing
+        for dest in dests:
+            self.saved.pop(dest, None)
+            path = self.checkpoints.path(self.watcher.root, dest)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("cannot remove the checkpoint %s (%s): a start before %s's full "
+                            "sync got through may trust it", path, e.strerror, dest)
+
+    def _switch_watcher(self, new: Config) -> WatchEvents:
+        """Watch the new tree; raises before changing anything. What the old watcher
+        had not read yet is returned (the new one watches from its start on)."""
         watcher = Watcher(new.wpath, new.emask, new.excludes, new.configured_wpath)
         try:
             watcher.start()
@@ -821,6 +884,7 @@ class Daemon:
             if moved:
                 watcher.close()
                 raise ConfigError(moved)
+        leftover = self.watcher.read()
         self.poller.unregister(self.watcher.fileno())
         self.watcher.close()
         self.watcher = watcher
@@ -828,6 +892,7 @@ class Daemon:
         self.poller.register(watcher.fileno(), select.POLLIN)
         if recorded is not None:
             self.apply_kept(watcher, recorded, "from when inosync last watched this tree")
+        return leftover
 
     def _relock(self, root: str | None) -> str | None:
         """Hold the lock of the tree root now is (a swap, a reload to another wpath);

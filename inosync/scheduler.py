@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Union
 
-from . import deletepolicy
+from . import deletepolicy, reloadplan
 from .batch import ROOT, PathSet, plural
 from .config import Config
 from .nodes import Node, State
@@ -60,9 +60,12 @@ class SignalRun:
 
 @dataclass(frozen=True)
 class Rescan:
-    """Rewatch the whole tree (events were lost), on root if given (wpath moved)."""
+    """Rewatch the whole tree (events were lost), on root if given (wpath moved);
+    then, if since is given (a wall-clock time), scan the tree for what changed
+    since (scan.py) and answer with rescanned()."""
 
     root: str | None = None
+    since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,8 @@ class Scheduler:
         self.root_check_asked = False  # CheckRoot went out; no run starts until answered
         self.quick_check = False  # asked at once (overflow): a change of root gets a delay
         self.lost_events = False  # the queue overflowed: rescan once the root is known
+        self.scan_asked = False  # a Rescan with a scan went out: no run until rescanned()
+        self.full_by_reload: list[str] = []  # the nodes the last reload gave a full sync
         self.reloading = False  # a Reload went out: no run starts until it is answered
         self.exited = False
         # Paths rsync could not read (path -> why): left out of every run until
@@ -266,7 +271,8 @@ class Scheduler:
         return [WriteStatus()] if was_empty and self.collected else []
 
     def overflowed(self, now: float) -> list[Action]:
-        """Events were lost: rescan and sync everything, once wpath is known to be the same."""
+        """Events were lost: once wpath is known to be the same, rewatch and send what
+        a scan finds changed since the last read known complete (or everything)."""
         self.lost_events = True
         self._hold()  # the lost changes began after the last read; no checkpoint passes that
         self.collected.drop_moves()  # a rename may be among the lost events
@@ -307,8 +313,8 @@ class Scheduler:
         return []
 
     def root_checked(self, verdict: RootVerdict, now: float) -> list[Action]:
-        """The loop's answer to CheckRoot."""
-        self.root_check_asked = False
+        """The loop's answer to CheckRoot (and to a Rescan that failed)."""
+        self.root_check_asked = self.scan_asked = False
         quick, self.quick_check = self.quick_check, False
         if quick and not isinstance(verdict, RootSame):
             return self.root_changed(now)  # give a swap under way the batch delay to finish
@@ -327,13 +333,37 @@ class Scheduler:
             self.unreadable.clear()  # paths of the old tree
             actions.append(Rescan(verdict.real))
             self._collect_everything(now, 0.0)  # another tree: the nodes hold none of it
+        elif lost and self.held_since:  # the lost changes came after that read
+            self.scan_asked = True
+            return [Rescan(since=self.held_since)]  # held_since holds until rescanned()
         elif lost:
-            log.warning("inotify queue overflowed: events were lost; rewatching "
-                        "and syncing everything to every node")
+            self._lost_in_full(now, "no read of the watcher was known complete before")
             actions.append(Rescan())
-            self._collect_everything(now, self.held_since)
         self.held_since = None  # carried by what was collected, if anything was lost
         return actions + self.tick(now)
+
+    def rescanned(self, paths: list[str] | None, note: str, now: float) -> list[Action]:
+        """The loop's answer to a Rescan with a scan: the paths that changed since
+        (each sent whole, as the start's scan; note says how the scan went), or
+        None when the scan cannot be trusted (note says why): everything."""
+        self.scan_asked = False
+        if paths is None:
+            self._lost_in_full(now, note)
+        else:
+            for path in paths:
+                self.collected.add(path)
+            self.collected.note_since(self.held_since)
+            self.flush_at = now
+            log.warning("inotify queue overflowed: events were lost; rewatched, and a scan "
+                        "since the last complete read (%s) found %s changed: sent to every "
+                        "node, no full sync", note, plural(len(paths), "path"))
+        self.held_since = None
+        return self.tick(now)
+
+    def _lost_in_full(self, now: float, why: str) -> None:
+        log.warning("inotify queue overflowed: events were lost; rewatched, full sync to "
+                    "every node: %s", why)
+        self._collect_everything(now, self.held_since)
 
     def run_ended(self, dest: str, returncode: int, stderr: str | None, now: float,
                   wall: float, took: float, what: str, pretended: bool = False,
@@ -410,11 +440,17 @@ class Scheduler:
         handler: Callable[[str, float], list[Action]] = getattr(self, f"_handle_{name[3:].lower()}")
         return handler(name, now)
 
-    def reloaded(self, new: Config, now: float, compare: Iterable[str] = ()) -> list[Action]:
-        """The new configuration is in effect (the loop switched the watcher if needed);
-        compare: nodes whose full sync compares contents (see begin)."""
+    def reloaded(self, new: Config, now: float, compare: Iterable[str] = (),
+                 same_tree: bool = True, rewatched: bool = False) -> list[Action]:
+        """The new configuration is in effect (the loop switched the watcher if needed:
+        rewatched). Only the nodes whose settings changed what they should hold get a
+        full sync (reloadplan.py); the others go on with what they had pending.
+        same_tree: wpath is the same directory as before; compare: nodes whose
+        full sync compares contents (see begin)."""
         self.reloading = False
         old, self.config = self.config, new
+        plan = reloadplan.full_syncs(old, new, same_tree)
+        self.full_by_reload = list(plan)
         actions: list[Action] = []
         # A run started under a policy that deleted more would go on deleting
         # what the new one keeps: stopped, its batch sent again under the new.
@@ -428,23 +464,49 @@ class Scheduler:
                 continue
             self.stopped_by_us.add(dest)
             actions.append(SignalRun(dest, signal.SIGTERM))
-        if (new.wpath, new.emask, new.excludes.patterns) != (
-                old.wpath, old.emask, old.excludes.patterns):
-            self.collected = PathSet(new.max_pending)
+        everything = set(plan) == set(new.rnodes)
+        if not same_tree or old.excludes.patterns != new.excludes.patterns:
+            self.unreadable.clear()  # paths of another tree, or read under other rules
+        if rewatched:  # the new watcher watches every directory: those without one
+            for path in () if everything else sorted(self.unwatched):
+                self.collected.add(path)  # had no events: sent whole, as a rewatch does
+            if self.unwatched and self.flush_at is None:
+                self.flush_at = now
             self.unwatched, self.rewatch_at = set(), None
-            self.unreadable.clear()
+        if everything:  # every node gets the whole tree: nothing collected is needed
+            self.collected = PathSet(new.max_pending)
+            self.flush_at = None
+        self.collected.limit = new.max_pending
         self.collected.drop_moves()
         self.nodes = {d: self.nodes.get(d) or self.retired.pop(d, None) or self._new_node(d)
                       for d in new.rnodes}
         for node in self.nodes.values():
             node.retry_min, node.retry_max = new.retry_min, new.retry_max
             node.pending.limit = new.max_pending
-            node.pending.set_start()
-            node.pending.note_since(0.0)  # under settings whose effect on the node is not known
-            node.pending.drop_moves()  # seen under the old settings (excludes, rsync_args)
-        self._compare_contents(compare)
-        log.info("reloaded; full sync to %s", plural(len(self.nodes), "node"))
+        for dest, why in plan.items():
+            self._full_after_reload(self.nodes[dest], now)
+            log.info("reload: full sync to %s: %s", dest, why)
+        unchanged = [d for d in new.rnodes if d not in plan]
+        if unchanged:
+            log.info("reload: unchanged nodes: no sync (%s)", ", ".join(unchanged))
+        self._compare_contents(d for d in compare if d in plan)
+        if not plan:
+            log.info("reloaded; no sync: nothing that decides what the nodes hold changed")
+        elif unchanged:
+            log.info("reloaded; full sync to %s, no sync to %d", plural(len(plan), "node"),
+                     len(unchanged))
+        else:
+            log.info("reloaded; full sync to %s", plural(len(plan), "node"))
         return actions + self.tick(now)
+
+    def _full_after_reload(self, node: Node, now: float) -> None:
+        """The deleting full sync of new settings (after a run in flight ends). A
+        node failing under the old ones is tried again at once."""
+        node.pending.set_start()
+        node.pending.note_since(0.0)  # under settings whose effect on the node is not known
+        node.pending.drop_moves()  # seen under the old settings (excludes, rsync_args)
+        if node.state is State.WAITING:
+            node.retry_at = now
 
     def reload_failed(self, error: str, now: float) -> list[Action]:
         self.reloading = False
@@ -474,7 +536,7 @@ class Scheduler:
                 self.exited = True
                 actions.append(Exit(self.exit_code))
             return actions
-        if self.root_check_at is not None or self.root_check_asked:
+        if self.root_check_at is not None or self.root_check_asked or self.scan_asked:
             return actions  # until we know which directory wpath is, nothing is synced
         if self.reloading:
             return actions  # the node a run is for may be gone after it

@@ -106,7 +106,8 @@ def test_lost_events_hold_it_until_the_full_sync_got_through(synced):
     synced.overflowed(2.0)
     synced.read_started(130.0)
     assert synced.checkpoint(A) == 110.0
-    run = starts(synced.root_checked(RootSame(), 2.1))
+    assert starts(synced.root_checked(RootSame(), 2.1)) == {}  # the scan comes first
+    run = starts(synced.rescanned(None, "the scan cannot say", 2.1))
     assert run[A].batch.full
     read(synced, 140.0, 2.5)
     assert synced.checkpoint(A) == 110.0

@@ -126,15 +126,17 @@ def test_a_reload_logs_what_changed(tree, tmp_path, run_inosync):
     write_config(conf, wpath=str(src), rnodes=[str(nodes[1])], edelay=0.2,
                  rexcludes=["*.tmp"], timeout=30)
     d.proc.send_signal(signal.SIGHUP)
-    d.wait_log(r"reloaded; full sync", count=2)
+    d.wait_log(r"reloaded; full sync")
     lines = [line.split(" INFO ", 1)[1] for line in d.log().splitlines()
              if " INFO reload: " in line]
     assert lines == [
         "reload: configuration unchanged",
+        f"reload: unchanged nodes: no sync ({nodes[0]})",
         f"reload: node removed: {nodes[0]}",
         f"reload: node added: {nodes[1]}",
         "reload: excludes: added '*.tmp'; removed '*.o'",
         "reload: timeout: 60 -> 30",
+        f"reload: full sync to {nodes[1]}: new node",
     ], d.log()
     wait_converged(src, [nodes[1]])
     assert d.stop() == 0

@@ -70,8 +70,10 @@ def reload_with(d, **changes: object) -> None:
     write_config(d.conf, **settings)
     count = d.log().count("synced full sync")
     d.signal(signal.SIGHUP)
-    d.wait_log("reloaded; full sync")
-    d.wait_log("synced full sync", count=count + 1)
+    d.wait_log("reloaded")
+    if settings != d.settings:  # only a change of what the node holds syncs (issue 18.4)
+        d.wait_log("synced full sync", count=count + 1)
+    d.settings = settings
 
 
 # ----------------------------- 1. a reload that adds a blocking rsync option
@@ -96,7 +98,7 @@ def test_a_reload_that_adds_a_blocker_turns_the_replay_off(daemon, tree, tmp_pat
     synced_after(d, lambda: (src / "warm-up").write_text("x"))  # the chain starts again
     synced_after(d, lambda: (src / "a").rename(src / "b"))
     assert tree_diff(src, node) == []
-    assert "replaying" not in d.log().split("reloaded; full sync")[-1], \
+    assert "replaying" not in d.log().split("reloaded")[-1], \
         "a rename was replayed with --max-delete in rsync_args"
 
 

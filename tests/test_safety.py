@@ -82,7 +82,9 @@ def test_excluded_content_never_reaches_a_node(tree, run_inosync, shape):
     wait_until(lambda: all((n / "marker").exists() for n in nodes), 20, "the batch")
     wait_converged(src, nodes, excludes=EXCLUDES)
     assert [leaked(n) for n in nodes] == [[], []]
-    # And whole-tree runs (a reload syncs everything) agree.
+    # And whole-tree runs (a reload that changes rsync_args syncs everything) agree.
+    with conf.open("a") as f:
+        f.write("rsync_args = ['--numeric-ids']\n")
     d.signal(signal.SIGHUP)
     d.wait_log("synced full sync", count=2 * len(nodes))
     assert [leaked(n) for n in nodes] == [[], []]
@@ -379,6 +381,8 @@ def test_wpath_swapped_while_ssh_connects_is_not_what_rsync_reads(tree, run_inos
     d = run_inosync(conf, "-v")
     wait_converged(src, [remote], timeout=30)
     gate.unlink()
+    with conf.open("a") as f:  # a reload that changes rsync_args: a full sync
+        f.write("rsync_args = ['--numeric-ids']\n")
     d.signal(signal.SIGHUP)  # a full sync, through the slow ssh
     wait_until(gate.exists, 20, "the full sync to connect")
     src.rename(tmp_path / "src.old")

@@ -240,7 +240,8 @@ def test_hup_while_runs_are_in_flight(synced):
     s.changed(["p"], 0.0)
     s.tick(2.0)
     assert s.signal(signal.SIGHUP, 3.0) == [Reload()]
-    actions = s.reloaded(config(rnodes=(A, B), edelay=5.0, progress_interval=0.0), 3.5)
+    actions = s.reloaded(config(rnodes=(A, B), edelay=5.0, progress_interval=0.0,
+                                rsync_args=("--hard-links",)), 3.5)
     assert actions == []  # both still running: full syncs wait for them
     assert s.nodes[A].pending.full
     runs = starts(ended(s, A, OK, 4.0))
@@ -255,9 +256,9 @@ def test_no_run_starts_while_a_reload_is_read(synced):
     assert s.signal(signal.SIGHUP, 1.0) == [Reload()]
     assert s.tick(2.0) == []  # the batch is due, but B may be gone after the reload
     runs = starts(s.reloaded(config(rnodes=(A,)), 2.5))
-    assert set(runs) == {A} and runs[A].batch.full
+    assert set(runs) == {A} and runs[A].batch.paths == {"p"}  # A unchanged: no full sync
     s.signal(signal.SIGHUP, 3.0)
-    assert starts(s.reload_failed("bad", 3.5)) == {}  # A is running its full sync
+    assert starts(s.reload_failed("bad", 3.5)) == {}  # A is running
 
 
 def test_node_removed_by_reload_has_its_run_stopped(synced):
@@ -486,7 +487,7 @@ def test_a_full_sync_for_another_reason_postpones_the_resync():
     ended(s, A, OK, 1.0)
     ended(s, B, OK, 1.0)
     s._handle_hup("SIGHUP", 50.0)
-    s.reloaded(s.config, 50.0)  # a reload syncs everything
+    s.reloaded(dataclasses.replace(s.config, rsync_args=("-H",)), 50.0)  # a full sync
     ended(s, A, OK, 52.0)
     ended(s, B, OK, 52.0)
     assert s.next_deadline() == 152.0
