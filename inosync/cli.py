@@ -116,7 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_intermixed_args(argv)
 
 
-USAGE = """inosync [-c FILE] [-d] [-p] [-v] [--pidfile FILE]
+USAGE = """inosync [-c FILE] [-d] [-p] [-v] [--full] [--pidfile FILE]
        inosync [-c FILE] --check | --verify [--checksum] [--nagios]
        inosync [-p] [-v] [--pidfile FILE] [--state-dir DIR] SRC DEST [DEST ...]
        inosync --check | --verify [--checksum] [--nagios] [--state-dir DIR]
