@@ -120,15 +120,22 @@ def mounts_inside(wpath: str, mounts: Iterable[Mount]) -> list[list[str]]:
 
 
 def fingerprint(excludes: Iterable[str], rsync_args: Iterable[str], kept: Iterable[str],
-                mounts: list[list[str]], delete: object = True) -> dict[str, str]:
-    """One digest per setting that changes what a node should hold."""
-    return {
+                mounts: list[list[str]], delete: object = True,
+                reach: tuple[str, Iterable[str]] | None = None) -> dict[str, str]:
+    """One digest per setting that changes what a node should hold. reach: the rsync
+    program and the ssh command, which decide which host and what writes there (the
+    same spelling may reach another host); in a start's records, not in a reload's
+    comparison, which treats them itself (reloadplan.py)."""
+    parts = {
         "delete": _digest(delete),
         "excludes (rexcludes, rexcludes_from)": _digest(list(excludes)),
         "rsync_args": _digest(list(rsync_args)),
         "kept mount points": _digest(sorted(kept)),
         "filesystems mounted inside wpath": _digest(mounts),
     }
+    if reach is not None:
+        parts["rsync program and ssh command"] = _digest([reach[0], list(reach[1])])
+    return parts
 
 
 @dataclass(frozen=True)

@@ -489,7 +489,7 @@ class Daemon:
         if self.mounts_of is None or self.mounts_of[0] != w.root:  # read once per tree
             self.mounts_of = (w.root, checkpointmod.mounts_inside(w.root, read_mounts()))
         return checkpointmod.fingerprint(c.excludes.patterns, c.rsync_args, w.kept,
-                                         self.mounts_of[1], c.delete)
+                                         self.mounts_of[1], c.delete, (c.rsync, c.ssh))
 
     def save_checkpoints(self, now: float, force: bool = False) -> None:
         """Record each node's checkpoint that moved on, every SAVE_EVERY seconds

@@ -372,3 +372,14 @@ def test_a_tree_on_a_network_filesystem_keeps_no_checkpoints():
     assert "/srv/www/share is on cifs" in (cp.clock_elsewhere(
         "/srv/www", [*local, Mount("/srv/www/share", "cifs")]) or "")
     assert cp.clock_elsewhere("/srv/www", [Mount("/", "nfs4"), Mount("/srv", "xfs")]) is None
+
+
+def test_another_ssh_command_or_rsync_program_voids_a_start_record():
+    """The same spelling may reach another host through another ssh command (a
+    -p, a ProxyJump, another -F): a restart must not trust what was delivered
+    through the old one. A reload treats them itself (reloadplan.py)."""
+    old = cp.fingerprint([], [], [], [], True, ("/usr/bin/rsync", ["ssh"]))
+    assert old != cp.fingerprint([], [], [], [], True, ("/usr/bin/rsync", ["ssh", "-p", "2222"]))
+    assert old != cp.fingerprint([], [], [], [], True, ("/opt/rsync", ["ssh"]))
+    assert old == cp.fingerprint([], [], [], [], True, ("/usr/bin/rsync", ("ssh",)))
+    assert "rsync program and ssh command" not in cp.fingerprint([], [], [], [])

@@ -171,6 +171,9 @@ FALLBACKS = {
               "emask leaves out IN_ATTRIB"),
     "delete policy": (lambda c, s: c.write_text(c.read_text() + "delete = 'startup'\n"),
                       "delete = 'startup': checkpoints are kept with delete = True only"),
+    "another ssh command": (lambda c, s: c.write_text(
+        c.read_text() + "ssh = ['ssh', '-o', 'BatchMode=yes', '-p', '2222']\n"),
+        "changed since the checkpoint: rsync program and ssh command"),
     "--full": ("--full", "--full was given"),
     "wpath changed": (lambda c, s: (s / "top.txt").write_text("new at the top"),
                       "the entries or attributes of wpath itself changed"),
