@@ -79,6 +79,7 @@ def make_tree(src: Path, dirs: int, files: int) -> None:
     """Small files (a few bytes each: one block), plain syscalls: 1M files in minutes."""
     for i in range(dirs):
         os.makedirs(src / leaf(i))
+    (src / "mark").mkdir()  # prime() changes a file here: something to send each time
     for j in range(files):
         fd = os.open(src / file_path(j, dirs), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         os.write(fd, b"%d\n" % j)
@@ -180,6 +181,7 @@ class Rig:
         self.conf = work / "inosync.conf"
         self.procs: list[subprocess.Popen[bytes]] = []
         self.runs = 0
+        self.primed = 0
 
     def write_conf(self, dests: list[str]) -> None:
         write_config(self.conf, wpath=str(self.src), rnodes=dests, ssh=[self.link.ssh],
@@ -205,10 +207,12 @@ class Rig:
         return left
 
     def prime(self) -> None:
-        """One start (a full sync: no checkpoint yet) and a clean stop that records
-        each node's checkpoint. It runs past MARGIN, so that the tree made before
+        """One start (the first time a full sync: no checkpoint yet) and a clean
+        stop that records each node's checkpoint. It runs past MARGIN, so that the tree made before
         is older than the checkpoint's margin (as a real tree's untouched parts are)."""
         self.write_conf(self.dests)
+        self.primed += 1
+        (self.src / "mark" / "primed").write_text(f"{self.primed}\n")
         proc, log = self.spawn([*inosync_argv(), "-c", str(self.conf)], "prime")
         started = time.monotonic()
         if wait_for(lambda: synced_all(log, self.dests), started, self.limit,
@@ -355,6 +359,8 @@ def measure(args: argparse.Namespace, modes: list[str], work: Path) -> dict[str,
             changes: list[Changes] = []
             for r in range(args.runs):
                 for mode in modes:
+                    if mode == "checkpoint" and r:  # as fresh a checkpoint as the first run's,
+                        rig.prime()  # not one older than the other tools' rounds since
                     changes.append(change_tree(src, args.dirs, args.files, args.changes, rnd,
                                                f"{mode}{r}"))
                     runs[mode].append(rig.restart(mode))
