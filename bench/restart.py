@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -201,10 +202,11 @@ class Rig:
             stop(proc)
 
     def verify(self, nodes: list[Path]) -> list[str]:
-        left = []
-        for node in nodes:
-            left += [f"{node.name}: {line}" for line in tree_diff(self.src, node)[:5]]
-        return left
+        """What still differs, by rsync -anc --delete (all nodes at once: on a tree
+        of a million files each comparison takes minutes)."""
+        with ThreadPoolExecutor(len(nodes)) as pool:
+            diffs = list(pool.map(lambda node: tree_diff(self.src, node), nodes))
+        return [f"{node.name}: {line}" for node, diff in zip(nodes, diffs) for line in diff[:5]]
 
     def prime(self) -> None:
         """One start (the first time a full sync: no checkpoint yet) and a clean
