@@ -183,6 +183,7 @@ class Rig:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.runs = 0
         self.primed = 0
+        self.changed_at = time.time()  # of the tree's last change (made just before)
 
     def write_conf(self, dests: list[str]) -> None:
         write_config(self.conf, wpath=str(self.src), rnodes=dests, ssh=[self.link.ssh],
@@ -210,17 +211,20 @@ class Rig:
 
     def prime(self) -> None:
         """One start (the first time a full sync: no checkpoint yet) and a clean
-        stop that records each node's checkpoint. It runs past MARGIN, so that the tree made before
-        is older than the checkpoint's margin (as a real tree's untouched parts are)."""
+        stop that records each node's checkpoint. It stops only once the tree's
+        last change is MARGIN old, so that the checkpoint's margin holds nothing
+        made before (as a real tree's untouched parts are not in it)."""
         self.write_conf(self.dests)
+        if self.primed:  # a start with nothing to send says no "synced": give it a file
+            (self.src / "mark" / "primed").write_text(f"{self.primed}\n")
+            self.changed_at = time.time()
         self.primed += 1
-        (self.src / "mark" / "primed").write_text(f"{self.primed}\n")
         proc, log = self.spawn([*inosync_argv(), "-c", str(self.conf)], "prime")
         started = time.monotonic()
         if wait_for(lambda: synced_all(log, self.dests), started, self.limit,
                     lambda: proc.poll() is None) is None:
-            raise RuntimeError(f"the first start never synced every node: see {log}")
-        time.sleep(MARGIN + 0.5)
+            raise RuntimeError(f"the start before the runs never synced every node: see {log}")
+        time.sleep(max(0.0, self.changed_at + MARGIN + 0.5 - time.time()))
         stop(proc)
 
     def restart(self, mode: str) -> Figure:
@@ -365,6 +369,7 @@ def measure(args: argparse.Namespace, modes: list[str], work: Path) -> dict[str,
                         rig.prime()  # not one older than the other tools' rounds since
                     changes.append(change_tree(src, args.dirs, args.files, args.changes, rnd,
                                                f"{mode}{r}"))
+                    rig.changed_at = time.time()
                     runs[mode].append(rig.restart(mode))
                     print(f"{mode}, run {r + 1}: {runs[mode][-1]}", file=sys.stderr)
             hup = rig.hup_adds_node() if args.hup else None
