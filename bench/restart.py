@@ -406,8 +406,8 @@ def report(args: argparse.Namespace, result: dict[str, object],
     for label, attr, key, fmt in (("restart until in sync (s)", "seconds", "time", "{:.2f}"),
                                   ("slow-link bytes (MB)", "megabytes", "bytes", "{:.3f}")):
         cells = "".join(f"{_fmt(getattr(figures[m], attr), fmt):>12}" for m in modes)
-        print(f"{label:28}{cells}{_fmt(ratios[f'{key} checkpoint/full'], '{:.3f}'):>12}"
-              f"{_fmt(ratios[f'{key} checkpoint/lsyncd'], '{:.3f}'):>13}")
+        print(f"{label:28}{cells}{_fmt(ratios[f'{key} checkpoint/full'], '{:.3g}'):>12}"
+              f"{_fmt(ratios[f'{key} checkpoint/lsyncd'], '{:.3g}'):>13}")
     for m in modes:
         f = figures[m]
         print(f"{m}: {f.how}; {'equal' if f.equal else 'NOT EQUAL: ' + '; '.join(f.left[:5])}")
