@@ -47,6 +47,7 @@ from hosts import TestHost  # noqa: E402
 
 DELAY = 1
 ONE_WAY_MS = 25
+MBIT = 20
 TOOLS = ("inosync", "inosync-noreplay", "lsyncd-rsync", "lsyncd-rsyncssh")
 LSYNCD = shutil.which("lsyncd")
 
@@ -128,15 +129,15 @@ def changes(src: Path, node: Path) -> dict[str, tuple[Callable[[], object], Call
 class Link:
     """The host, and one ssh setup every tool uses to reach it."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, index: int = 9) -> None:
         self.work = work
-        self.host = TestHost(9, work / "host")
+        self.host = TestHost(index, work / "host")
         self.bin = work / "bin"
 
     def __enter__(self) -> Link:
         try:
             self.host.create()
-            self.host.shape(20)
+            self.host.shape(MBIT)
         except BaseException:
             self.host.destroy()
             raise

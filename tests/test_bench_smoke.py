@@ -1,10 +1,12 @@
-"""Smoke test of the benchmark: `python bench/bench.py --quick` runs and reports numbers.
-
-Needs root and a tmpfs mount (the benchmark mounts its own); skipped otherwise.
+"""Smoke tests of the benchmarks: `python bench/bench.py --quick` runs and reports
+numbers (needs root and a tmpfs mount: the benchmark mounts its own), and
+bench/restart.py on a tiny tree (needs root and network namespaces); skipped
+otherwise.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hosts import can_make_namespaces
 
 pytestmark = pytest.mark.slow  # end to end: real processes
 
@@ -85,3 +88,38 @@ def test_quick_benchmark(tmp_path: Path) -> None:
         assert any(NUMBER.match(r[col["inosync"]]) and NUMBER.match(r[col["floor"]])
                    for r in mine), f"{scenario}: no numbers for inosync and floor in:\n{report}"
     assert not [line for line in report.splitlines() if line.startswith("- error:")], report
+
+
+RESTART = ROOT / "bench" / "restart.py"
+
+
+@pytest.mark.slow
+def test_restart_benchmark_on_a_tiny_tree(tmp_path: Path) -> None:
+    """bench/restart.py end to end on 250 directories: every mode runs, does what
+    it says (checkpoint: no full sync; --full: one per node), ends with every node
+    equal to the source (rsync -anc), and the report has its numbers."""
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "restart.json"
+    done = subprocess.run([sys.executable, str(RESTART), "--dirs", "250", "--files", "1000",
+                           "--changes", "20", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(out.read_text())
+    figures = data["figures"]
+    assert data["tree"] == {"directories": 253, "leaf_directories": 250, "files": 1000}
+    assert sum(data["changes"].values()) == 20 and data["changes"]["renamed"] == 1
+    expected = {"checkpoint": "3 from checkpoint, 0 full syncs",
+                "full": "0 from checkpoint, 3 full syncs"}
+    if shutil.which("lsyncd"):
+        expected["lsyncd"] = "3 start-up rsyncs"
+    assert {m: f["how"] for m, f in figures.items()} == expected, done.stdout
+    for mode, figure in figures.items():
+        assert figure["equal"] and figure["left"] == [], (mode, figure)
+        assert 0 < figure["seconds"] < 60 and figure["megabytes"] > 0, (mode, figure)
+    assert data["ratios"]["time checkpoint/full"] > 0
+    hup = data["hup_adds_node"]
+    assert hup["equal"] and "reloaded" in hup["how"] and hup["seconds"] > 0, hup
+    assert "restart until in sync (s)" in done.stdout and "targets:" in done.stdout
