@@ -278,6 +278,7 @@ def test_boot_that_ended_early_is_still_closed(tmp_path: Path) -> None:
     machine = sdboot.Boot(tmp_path, {"boot.target": "[Unit]\nDescription=t\n"}, {},
                           "boot.target", dirs=("/proc/no-such-dir/x",))
     try:
+        machine.proc.wait(30)  # else init_pid may find the shell before its mkdir fails
         with pytest.raises(AssertionError, match="the namespace ended"):
             machine.init_pid()
     finally:
