@@ -652,7 +652,8 @@ class Inosync(Daemon):
     def config_path(self) -> str:
         path = os.path.join(self.ws.work, "inosync.conf")
         settings = {"wpath": self.ws.src, "rnodes": self.ws.nodes, "edelay": DELAY,
-                    "rsync": self.wrapper, "pidfile": None}
+                    "rsync": self.wrapper, "pidfile": None,
+                    "state_dir": os.path.join(self.ws.work, "state")}
         with open(path, "w") as f:
             f.write("".join(f"{k} = {v!r}\n" for k, v in settings.items()))
         os.chmod(path, 0o644)

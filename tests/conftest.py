@@ -152,6 +152,41 @@ def unlink_unheld(lock: Path) -> None:
         os.close(fd)
 
 
+SYSTEM_STATE_DIR = Path("/var/lib/inosync")  # Config.state_dir's default
+
+
+@pytest.fixture(autouse=True)
+def no_state_written_into_the_system(tmp_path_factory: pytest.TempPathFactory,
+                                     ) -> Iterator[None]:
+    """A test's daemon keeps its checkpoints, kept records and marks under the
+    test's own directories, never in the machine's /var/lib/inosync: left there,
+    they pile up, and a later daemon of this machine could take one for its own.
+    Files that name this session's (or xdist worker's) temporary directory are
+    this test's: removed, and the test fails."""
+    def ours() -> set[Path]:
+        base = str(tmp_path_factory.getbasetemp()).encode()
+        try:
+            names = list(SYSTEM_STATE_DIR.iterdir())
+        except OSError:
+            return set()
+        found = set()
+        for path in names:
+            try:
+                if base in path.read_bytes():
+                    found.add(path)
+            except OSError:
+                pass
+        return found
+
+    before = ours()
+    yield
+    leaked = ours() - before
+    for path in leaked:
+        path.unlink(missing_ok=True)
+    assert not leaked, (f"the test wrote {sorted(p.name for p in leaked)} into "
+                        f"{SYSTEM_STATE_DIR}: give its daemon a state_dir under tmp_path")
+
+
 @pytest.fixture(autouse=True)
 def inosync_logger_left_as_found() -> Iterator[None]:
     """A test that sets up inosync's logging in this process (cli.Logs turns

@@ -145,6 +145,7 @@ class Init:
         self.pidfile = tmp_path / "inosync.pid"
         self.logfile = tmp_path / "inosync.log"
         self.config = tmp_path / "inosync.conf"
+        self.state_dir = tmp_path / "state"  # not the machine's /var/lib/inosync
         self.write_config()  # no pidfile in it: the script passes --pidfile
         self.env = dict(os.environ)
         self.env.update(
@@ -163,6 +164,7 @@ class Init:
             "rnodes": [f"{self.replica}/"],
             "edelay": 0.2,
             "logfile": str(self.logfile),
+            "state_dir": str(self.state_dir),
         }
         if pidfile:
             settings["pidfile"] = str(pidfile)

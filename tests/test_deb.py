@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 EXAMPLE = "/usr/share/doc/inosync/examples/inosync.conf.example"
 CONFIG = Path("/etc/inosync.conf")
+STATE_DIR = Path("/var/lib/inosync")  # what purge removes
+LOGFILE = Path("/var/log/inosync.log")  # the shipped logrotate entry's
+OLD_LOG = Path("/var/log/inosync.log.1")
 MARKER = "# an admin's configuration (written by tests/test_deb.py)\n"
 
 # What a sysadmin needs from the package, as dpkg-deb -c names it. Units are
@@ -168,11 +171,21 @@ def installed(deb: Path) -> Iterator[set[str]]:
     if made_config:
         CONFIG.write_text(MARKER)
     config_before = CONFIG.read_bytes()
+    # What a root daemon of the package leaves, for purge to remove (but not
+    # an inosync's state or log that were on this machine before).
+    leftovers = [p for p in (STATE_DIR, LOGFILE, OLD_LOG) if not p.exists()]
     before = installed_packages()
     try:
         result = apt_get("install", str(deb))
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
         added = installed_packages() - before
+        if STATE_DIR in leftovers:
+            STATE_DIR.mkdir(mode=0o700)
+            (STATE_DIR / "node-0123.checkpoint").write_text("{}")
+        if LOGFILE in leftovers:
+            LOGFILE.write_text("a log line\n")
+        if OLD_LOG in leftovers:
+            OLD_LOG.write_text("an older one\n")
         yield added
     finally:
         auto = set(run(["apt-mark", "showauto"]).stdout.split())
@@ -183,6 +196,10 @@ def installed(deb: Path) -> Iterator[set[str]]:
             assert "inosync" not in installed_packages()
             assert CONFIG.read_bytes() == config_before, "install or purge changed " \
                 f"{CONFIG}"
+            left = [str(p) for p in leftovers if p.exists()]
+            for path in leftovers:  # ours, so that a failure leaves nothing either
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            assert left == [], "purge left the daemon's state or log"
         finally:
             if made_config:
                 CONFIG.unlink()

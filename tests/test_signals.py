@@ -84,7 +84,7 @@ def test_relative_paths_hold_behind_d_and_across_reload(tmp_path, tree):
     conf = tmp_path / "rel.conf"
     conf.write_text(f'wpath = "src"\nrnodes = [{node!r}]\nedelay = 0.2\n'
                     'pidfile = "run/inosync.pid"\nlogfile = "inosync.log"\n'
-                    'statusfile = "status.json"\n')
+                    'statusfile = "status.json"\nstate_dir = "state"\n')
     conf.chmod(0o644)
     (tmp_path / "run").mkdir()
     done = subprocess.run([*inosync_argv(), "-c", "rel.conf", "-d"], cwd=tmp_path,
