@@ -231,7 +231,8 @@ class Daemon:
                     if actions:  # nothing done, nothing to tell: no status per event
                         self.announce()
                     self.save_checkpoints(time.monotonic())
-                    self.metrics_refresh.changed()  # the loop woke: something happened
+                    if actions:
+                        self.metrics_refresh.changed()
                     self.write_metrics(time.monotonic())
                 self.last_checkpoints()
                 self.write_metrics(time.monotonic(), force=True)  # the state it stopped in
@@ -260,12 +261,16 @@ class Daemon:
         s = self.scheduler
         self._list_cache = None
         actions: list[Action] = []
-        for signum in self.signals.take():
+        signums = self.signals.take()
+        for signum in signums:
             actions += s.signal(signum, now)
         self.runner.expire(now)
         actions += self.reaped(now)
         read_at = time.time()
         events = self.watcher.read()
+        if signums or events.paths or events.unwatched or events.overflowed \
+                or events.root_changed:  # not a wake for nothing (an event above wpath)
+            self.metrics_refresh.changed()
         self.record_kept()  # a place found unmounted: recorded before any run
         if events.paths:
             actions += s.changed(events.paths, now, events.moves)
@@ -284,6 +289,8 @@ class Daemon:
     def reaped(self, now: float) -> list[Action]:
         actions: list[Action] = []
         ended = self.runner.reap()
+        if ended:
+            self.metrics_refresh.changed()
         for e in ended:
             self.pretended += e.pretended
             self.replay_ended(e)
@@ -1029,9 +1036,10 @@ class Daemon:
 
     def metrics_snapshot(self) -> metricsmod.Snapshot:
         c = self.config
-        return metricsmod.Snapshot(__version__, c.configured_wpath or c.wpath, len(self.watcher),
-                                   watch_limit(), self.scheduler.overflows,
-                                   self.scheduler.metric_values())
+        w = self.watcher  # a watch per directory of the tree, and on those above it
+        return metricsmod.Snapshot(__version__, c.configured_wpath or c.wpath,
+                                   len(w.wd_of) + len(w.ancestor_names), watch_limit(),
+                                   self.scheduler.overflows, self.scheduler.metric_values())
 
 
 def watch_limit() -> int | None:

@@ -47,7 +47,7 @@ class NodeValues:
 class Snapshot:
     version: str
     wpath: str  # as configured: the label that tells one daemon's series from another's
-    watches: int  # inotify watches held (one per directory)
+    watches: int  # inotify watches held: the tree's directories, and those above it
     watch_limit: int | None  # fs.inotify.max_user_watches; None: not readable
     overflows: int  # inotify queue overflows since the start
     nodes: tuple[NodeValues, ...]
@@ -99,7 +99,9 @@ def render(snap: Snapshot, now: float) -> str:
     lines: list[str] = []
     lines += _family("inosync_build_info", "gauge", "inosync's version; always 1.",
                      [((*tree, ("version", snap.version)), 1)])
-    lines += _family("inosync_watches", "gauge", "inotify watches held (one per directory).",
+    lines += _family("inosync_watches", "gauge",
+                     "inotify watches held: one per directory of the tree, and on the "
+                     "directories above it (a move of one is followed).",
                      [(tree, snap.watches)])
     if snap.watch_limit is not None:
         lines += _family("inosync_watch_limit", "gauge",
