@@ -597,10 +597,16 @@ class Scheduler:
         """Each node's values for the metrics (metrics.render)."""
         values = []
         for node in self.nodes.values():
-            pending = node.all_pending()
-            pending.update(self.collected)  # every node gets it at the flush
+            # What the node is to get: queued, in flight, and what is collected
+            # (every node gets it at the flush). Counted without copying a set
+            # where one alone holds paths: a hundred nodes, a second apart.
+            sets = [p for p in (node.pending, node.inflight, self.collected) if p]
+            full = any(p.full for p in sets)
+            count = 0 if full else len(sets[0]) if len(sets) == 1 else \
+                len(set().union(*(p.paths for p in sets)))
+            seen = [p.seen for p in sets if p.seen is not None]
             values.append(NodeValues(
-                node.dest, len(pending.paths), pending.full, pending.seen, node.last_ok,
+                node.dest, count, full, min(seen) if seen else None, node.last_ok,
                 node.failures_total, node.list_runs, node.full_runs, node.bytes_sent,
                 up=node.failures == 0))
         return tuple(values)

@@ -16,7 +16,7 @@ from inosync import progress
 from inosync.config import Config, ConfigError, load
 from inosync.metrics import NodeValues, Refresh, Snapshot, escape, render
 from inosync.rsync import Options, batch_argv, full_argv
-from inosync.scheduler import Scheduler, StartRun
+from inosync.scheduler import RootSame, Scheduler, StartRun
 
 HOSTILE = 'we"ird\\node\nname:/x'
 
@@ -191,6 +191,25 @@ def test_counts_lag_and_up_through_a_story():
     end(s, A, 0, 15.0)
     end(s, B, 0, 15.0)
     assert all(n.oldest_change is None and n.pending_paths == 0 for n in s.metric_values())
+
+
+def test_pending_paths_count_each_path_once_across_queued_in_flight_and_collected():
+    s = scheduler()
+    s.begin(0.0)
+    end(s, A, 0, 1.0, full=True)
+    end(s, B, 0, 1.0, full=True)
+    s.changed(["x", "y"], 10.0)
+    s.tick(12.0)  # in flight on both
+    s.changed(["y", "z"], 12.5)
+    end(s, A, 10, 13.0)  # A failed: x, y queued again; y, z collected
+    v = by_node(s)
+    assert (v[A].pending_paths, v[A].oldest_change) == (3, 10.0)
+    assert (v[B].pending_paths, v[B].oldest_change) == (3, 10.0)  # x, y in flight
+    s.overflowed(14.0)
+    s.root_checked(RootSame(), 14.0)  # no read known complete: the whole tree, to both
+    v = by_node(s)
+    assert all(n.pending_full and n.pending_paths == 0 for n in v.values())
+    assert v[A].oldest_change == 10.0 and v[B].oldest_change == 10.0  # still the oldest
 
 
 def test_a_run_stopped_by_a_reload_counts_as_a_run_not_a_failure():
