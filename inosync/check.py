@@ -194,7 +194,7 @@ def summary(config: Config) -> list[str]:
                  "may match are sent as data; see README, Moves and ssh connections)")
     lines.append(f"edelay: {show(config.edelay)} s")
     lines += [f"{name}: {show(value)}" for name, value in non_defaults(config)]
-    opts = config.rsync_options()
+    opts = dataclasses.replace(config.rsync_options(), stats=bool(config.metrics_file))
     lines.append("full sync, per node (rsync argv, shown quoted):")
     progress = config.progress_interval > 0  # as the daemon decides
     lines += [f"  {shlex.join(full_argv(opts, config.wpath, node, progress))}"

@@ -364,3 +364,13 @@ def test_check_says_when_its_directory_is_missing(tmp_path, wdir):
     assert preflight(load(str(conf))) == (
         f"{conf}:4: metrics_file {missing}: its directory {missing.parent} does not exist; "
         f"create it (mkdir -p {missing.parent}) or set metrics_file elsewhere")
+
+
+def test_check_shows_the_stats_option_runs_get_with_metrics_file(tmp_path, wdir):
+    from inosync.check import summary
+
+    off = load(str(write(tmp_path, wdir)))
+    on = load(str(write(tmp_path, wdir, f"metrics_file = {str(tmp_path / 'i.prom')!r}")))
+    assert not any("--info=stats1" in line for line in summary(off))
+    assert any("--info=stats1" in line and line.startswith("  ") for line in summary(on))
+    assert f"metrics_file: {tmp_path / 'i.prom'}" in summary(on)
