@@ -256,3 +256,32 @@ def test_a_stream_of_changes_rewrites_the_file_about_once_a_second(tree, run_ino
     m = when(prom, lambda m: m.node("pending_paths", node) == count)
     assert m.node("lag_seconds", node) >= took - 1
     assert d.stop() == 0
+
+
+def test_an_ssh_node_and_a_hostile_node_name(tree, run_inosync, sshd, tmp_path):
+    """Bytes counted over ssh (rsync's summary comes from the sending side, here);
+    a local node whose name holds a quote and a backslash read back whole."""
+    src = tree["src"]
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    odd = tmp_path / 'we"ird\\node'
+    odd.mkdir()
+    ssh_node = f"root@127.0.0.1:{remote}"
+    prom = tmp_path / "inosync.prom"
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2,
+                        rnodes=[ssh_node, str(odd)], ssh=sshd.ssh_command(),
+                        metrics_file=str(prom))
+    d = run_inosync(conf)
+    wait_converged(src, [remote, odd])
+    (src / "big").write_bytes(bytes(range(256)) * 400)  # 102,400 bytes, little to squeeze
+    wait_converged(src, [remote, odd])
+
+    def sent_it(m: Metrics) -> bool:
+        return all((m.get("inosync_node_bytes_sent_total", node=n) or 0) > 100_000
+                   for n in (ssh_node, str(odd)))
+
+    m = when(prom, sent_it)
+    assert {dict(k[1])["node"] for k in m.values if k[0] == "inosync_node_up"} == \
+        {ssh_node, str(odd)}
+    assert m.get("inosync_node_runs_total", node=ssh_node, kind="list") >= 1
+    assert d.stop() == 0
