@@ -374,3 +374,15 @@ def test_check_shows_the_stats_option_runs_get_with_metrics_file(tmp_path, wdir)
     assert not any("--info=stats1" in line for line in summary(off))
     assert any("--info=stats1" in line and line.startswith("  ") for line in summary(on))
     assert f"metrics_file: {tmp_path / 'i.prom'}" in summary(on)
+
+
+def test_a_bad_metrics_file_is_one_line_and_exit_2(tmp_path, wdir):
+    import sys
+
+    conf = write(tmp_path, wdir, f"metrics_file = {str(tmp_path / 'metrics.json')!r}")
+    done = subprocess.run([sys.executable, "-m", "inosync", "-c", str(conf), "--check"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"inosync: {conf}:4: metrics_file {tmp_path / 'metrics.json'} must end in .prom: "
+        "node_exporter's textfile collector reads only *.prom files"]
