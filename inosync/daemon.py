@@ -1017,7 +1017,8 @@ class Daemon:
         except OSError as e:
             error = f"cannot write metrics_file {path}: {e.strerror}"
             if error != self.metrics_error:  # once, not every second
-                log.warning("%s (tried again every %g s)", error, metricsmod.MAX_GAP)
+                log.warning("%s (tried again at each refresh, said again if it "
+                            "changes)", error)
             self.metrics_error = error
             return
         if self.metrics_error is not None:

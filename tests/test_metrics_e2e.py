@@ -285,3 +285,26 @@ def test_an_ssh_node_and_a_hostile_node_name(tree, run_inosync, sshd, tmp_path):
         {ssh_node, str(odd)}
     assert m.get("inosync_node_runs_total", node=ssh_node, kind="list") >= 1
     assert d.stop() == 0
+
+
+def test_a_write_that_fails_is_said_once_and_its_end_too(tree, run_inosync):
+    src, node = tree["src"], tree["nodes"][0]
+    folder = tree["dir"] / "textfile"
+    folder.mkdir(mode=0o755)
+    prom = folder / "inosync.prom"
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.2, metrics_file=str(prom))
+    d = run_inosync(conf)
+    wait_until(prom.exists, 10, "the metrics_file")
+    prom.unlink()
+    folder.rmdir()  # taken away while the daemon runs
+    for name in ("a", "b", "c"):  # three changes, three writes due a second apart
+        (src / name).write_text(name)
+        time.sleep(1.2)
+    d.wait_log("cannot write metrics_file")
+    assert d.log().count(f"cannot write metrics_file {prom}: No such file or directory") == 1
+    folder.mkdir(mode=0o755)
+    (src / "d").write_text("d")
+    d.wait_log(f"metrics_file {prom} written again")
+    assert Metrics(prom).node("pending_paths", node) is not None
+    assert d.stop() == 0
