@@ -89,6 +89,21 @@ DOCS: dict[str, Doc] = {
     "max_pending": Doc(
         "A node with more paths waiting than this (or a batch being gathered) collapses to "
         "one whole-tree rsync: an event storm costs bounded memory.", unit="paths"),
+    "metrics_file": Doc(
+        "Metrics for Prometheus in its text format, for node_exporter's textfile collector "
+        "(*--collector.textfile.directory*): replaced atomically (fsync, rename, mode 0644) "
+        "within a second of a change and at least every 15 seconds. Per node (label "
+        "``node``, as configured) ``inosync_node_up``, ``_pending_paths``, "
+        "``_full_sync_pending``, ``_lag_seconds``, ``_last_success_timestamp_seconds``, "
+        "``_failures_total``, ``_runs_total{kind}``, ``_bytes_sent_total``; and "
+        "``inosync_watches``, ``inosync_watch_limit``, ``inosync_overflows_total``, "
+        "``inosync_build_info{version}``; every series has ``wpath``. Counters restart at 0 "
+        "with the daemon. Runs get rsync's **--info=stats1** (before *rsync_args*: their "
+        "**-q** leaves the bytes uncounted). **-p** writes none; a reload that moves or "
+        "drops it removes the old file.",
+        kind="string (a path) or None",
+        accepts="a path ending in .prom that only root can write, on the way too; not inside "
+                "*wpath* unless excluded, never inside a local node"),
     "pidfile": Doc(
         "Held (flock) while the daemon runs; a second daemon on a held pidfile is refused "
         "(exit 1). **--pidfile** overrides it; with **-d** and neither, */run/inosync.pid*. "

@@ -45,10 +45,14 @@ class PathSet:
     old as can be": a sync whose need has no known start (the first one, a
     new tree, new settings). No node's checkpoint passes it (see
     Scheduler.checkpoint).
+
+    ``seen`` is the monotonic time the oldest change it holds was read (or
+    the need for a whole-tree sync arose), for the lag metric (metrics.py);
+    None when it holds no change known as such (a periodic resync).
     """
 
     __slots__ = ("paths", "full", "limit", "moves", "moves_dropped", "checksum", "start",
-                 "since")
+                 "since", "seen")
 
     def __init__(self, limit: int = 100_000) -> None:
         self.paths: set[str] = set()
@@ -59,6 +63,7 @@ class PathSet:
         self.checksum = False
         self.start = False
         self.since: float | None = None
+        self.seen: float | None = None
 
     def __bool__(self) -> bool:
         return self.full or bool(self.paths)
@@ -90,6 +95,11 @@ class PathSet:
         if when is not None and (self.since is None or when < self.since):
             self.since = when
 
+    def note_seen(self, when: float | None) -> None:
+        """What it holds was read (or became needed) no later than when (monotonic)."""
+        if when is not None and (self.seen is None or when < self.seen):
+            self.seen = when
+
     def update(self, other: PathSet) -> None:
         """Add other, which is newer: its renames happened after ours."""
         self.add_moves(other.moves)
@@ -98,6 +108,7 @@ class PathSet:
         self.checksum |= other.checksum
         self.start |= other.start
         self.note_since(other.since)
+        self.note_seen(other.seen)
         if other.full:
             self.set_full()
         elif not self.full:
@@ -131,10 +142,10 @@ class PathSet:
         taken = PathSet(self.limit)
         taken.paths, taken.full, taken.moves = self.paths, self.full, self.moves
         taken.moves_dropped, taken.checksum = self.moves_dropped, self.checksum
-        taken.start, taken.since = self.start, self.since
+        taken.start, taken.since, taken.seen = self.start, self.since, self.seen
         self.paths, self.full, self.moves = set(), False, []
         self.moves_dropped = self.checksum = self.start = False
-        self.since = None
+        self.since = self.seen = None
         return taken
 
     def describe(self) -> str:

@@ -82,7 +82,7 @@ def _local_node_parents(config: Config) -> Problem | None:
 
 
 def _daemon_file_folders(config: Config) -> Problem | None:
-    for name in ("logfile", "pidfile", "statusfile"):
+    for name in ("logfile", "pidfile", "statusfile", "metrics_file"):
         why = _daemon_file_folder(name, getattr(config, name))
         if why:
             return name, why
@@ -102,7 +102,7 @@ def _daemon_file_folder(name: str, path: str | None) -> str | None:
     if os.path.isdir(path):
         return f"{name} {path} is a directory; name a file"
     too_long = _name_too_long(folder, os.path.basename(path),
-                              _TEMP_NAME_ROOM if name == "statusfile" else 0)
+                              _TEMP_NAME_ROOM if name in REPLACED else 0)
     if too_long:
         return f"{name} {path}: {too_long}; choose a shorter name"
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -110,8 +110,10 @@ def _daemon_file_folder(name: str, path: str | None) -> str | None:
     return None
 
 
-# The statusfile is replaced through ".NAME.XXXXXXXX.tmp" beside it (mkstemp).
+# The statusfile and metrics_file are replaced through ".NAME.XXXXXXXX.tmp"
+# beside them (mkstemp).
 _TEMP_NAME_ROOM = len("..XXXXXXXX.tmp")
+REPLACED = ("statusfile", "metrics_file")
 
 
 def _name_too_long(folder: str, name: str, room: int) -> str | None:
@@ -192,7 +194,7 @@ def summary(config: Config) -> list[str]:
                  "may match are sent as data; see README, Moves and ssh connections)")
     lines.append(f"edelay: {show(config.edelay)} s")
     lines += [f"{name}: {show(value)}" for name, value in non_defaults(config)]
-    opts = config.rsync_options()
+    opts = dataclasses.replace(config.rsync_options(), stats=bool(config.metrics_file))
     lines.append("full sync, per node (rsync argv, shown quoted):")
     progress = config.progress_interval > 0  # as the daemon decides
     lines += [f"  {shlex.join(full_argv(opts, config.wpath, node, progress))}"

@@ -453,8 +453,8 @@ def run(args: argparse.Namespace, config: Config, logs: Logs, signals: Signals) 
             or own_file_in_node(config.rnodes, "--pidfile", args.pidfile)
         if problem:
             return fail(problem, EXIT_USAGE)
-    if args.pretend:  # -p writes nothing: no pidfile, no statusfile (nor the log: no -d)
-        config = dataclasses.replace(config, pidfile=None, statusfile=None)
+    if args.pretend:  # -p writes nothing: no pidfile, statusfile, metrics (nor the log: no -d)
+        config = dataclasses.replace(config, pidfile=None, statusfile=None, metrics_file=None)
     path = choose_pidfile(args.pidfile, config.pidfile, args.daemonize)
     why = path and strict_modes(path, "writes", writes=True)  # the config's: at load
     if why:

@@ -32,6 +32,7 @@ from typing import Any
 
 from . import deletepolicy, mounts, paths, rsync, unverified
 from .excludes import Excludes, ExcludeSyntaxError, read_exclude_file
+from .metrics import SUFFIX
 from .rsync import Options as RsyncOptions  # "rsync" is also a setting of Config
 from .watch import EVENT_FLAGS
 
@@ -131,6 +132,7 @@ class Config:
     pidfile: str | None = None
     logfile: str | None = None
     statusfile: str | None = None
+    metrics_file: str | None = None  # Prometheus' text format, for node_exporter (metrics.py)
     state_dir: str = "/var/lib/inosync"  # what must outlive a restart (unverified.py)
     allow_empty_wpath: bool = False
     allow_system_wpath: bool = False
@@ -787,7 +789,7 @@ def _bool(value: Any) -> bool:
     return value
 
 
-_DAEMON_FILES = ("pidfile", "logfile", "statusfile")
+_DAEMON_FILES = ("pidfile", "logfile", "statusfile", "metrics_file")
 
 
 def _path_checks(base_dir: str) -> dict[str, Callable[[Any], Any]]:
@@ -799,6 +801,13 @@ def _path_checks(base_dir: str) -> dict[str, Callable[[Any], Any]]:
     def optional(value: Any) -> str | None:
         return None if value is None else local(value)
 
+    def metrics_file(value: Any) -> str | None:
+        path = optional(value)
+        if path is not None and not path.endswith(SUFFIX):
+            raise ValueError(f"{path} must end in {SUFFIX}: node_exporter's textfile "
+                             f"collector reads only *{SUFFIX} files")
+        return path
+
     def program(value: Any) -> str:
         # A bare name stays as is (found on PATH, as rsync finds it); a
         # relative path must keep meaning the same file after -d's cd /.
@@ -806,7 +815,8 @@ def _path_checks(base_dir: str) -> dict[str, Callable[[Any], Any]]:
         return _executable(local(name) if "/" in name else name)
 
     return {"wpath": local, "rnodes": lambda v: _rnodes(v, base_dir),
-            **{name: optional for name in _DAEMON_FILES}, "state_dir": local,
+            **{name: optional for name in _DAEMON_FILES}, "metrics_file": metrics_file,
+            "state_dir": local,
             "rsync": program}
 
 

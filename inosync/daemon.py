@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from . import __version__, deletepolicy, keptstore, nodecheck, paths, scan
 from . import checkpoint as checkpointmod
 from . import config as configmod
+from . import metrics as metricsmod
 from . import replay as replaymod
 from .batch import PathSet, RunPlan, collapse, files_list, full_sync_above, plan_run, plural
 from .check import preflight
@@ -84,10 +85,13 @@ from .watch import Watcher, WatchEvents, WatchLimitError
 log = logging.getLogger("inosync")
 
 MAX_SLEEP_MS = 3_600_000  # poll() takes at most 2**31-1 ms; waking hourly costs nothing
+WATCH_LIMIT = "/proc/sys/fs/inotify/max_user_watches"
 
 
-def replace_file(path: str, data: bytes) -> None:
+def replace_file(path: str, data: bytes, sync: bool = False) -> None:
     """Replace path's contents atomically: readers never see half a file.
+    With sync, the data is on disk before the rename (a crash leaves the old
+    file or the new one, never an empty one).
 
     The temporary file is created beside the target with a random name and
     O_EXCL|O_NOFOLLOW (mkstemp): a symlink planted there is never followed.
@@ -106,6 +110,9 @@ def replace_file(path: str, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o644)  # monitoring reads it; mkstemp makes 0600
             f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -179,6 +186,11 @@ class Daemon:
         self.mounts_of: tuple[str, list[list[str]]] | None = None
         self.clock_of: tuple[str, str | None] | None = None  # see _clock_elsewhere
         self.voided: set[str] = set()  # nodes whose record was removed (see void_checkpoint)
+        # metrics_file (metrics.py): when to write it, where it was written last
+        # (a reload that moves or drops it removes the old one), the last error.
+        self.metrics_refresh = metricsmod.Refresh()
+        self.metrics_at: str | None = None
+        self.metrics_error: str | None = None
 
     @property
     def config(self) -> Config:
@@ -211,6 +223,7 @@ class Daemon:
                                       self.scheduler.begin(time.monotonic(), compare, resumed))
                 self.notify.ready()  # the tree is watched: systemctl start may return
                 self.announce()
+                self.write_metrics(time.monotonic())
                 while code is None:
                     self.wait()
                     actions = self.inputs(time.monotonic())
@@ -218,7 +231,11 @@ class Daemon:
                     if actions:  # nothing done, nothing to tell: no status per event
                         self.announce()
                     self.save_checkpoints(time.monotonic())
+                    if actions:
+                        self.metrics_refresh.changed()
+                    self.write_metrics(time.monotonic())
                 self.last_checkpoints()
+                self.write_metrics(time.monotonic(), force=True)  # the state it stopped in
         finally:
             self.watcher.close()  # ours from the start (a reload may have replaced it)
         self.write_status(time.monotonic(), stopped=code)
@@ -230,7 +247,7 @@ class Daemon:
 
     def wait(self) -> None:
         due = [t for t in (self.scheduler.next_deadline(), self.runner.next_deadline(),
-                           self.save_at) if t is not None]
+                           self.save_at, self.metrics_deadline()) if t is not None]
         deadline = min(due) if due else None
         timeout = None
         if deadline is not None:
@@ -244,12 +261,16 @@ class Daemon:
         s = self.scheduler
         self._list_cache = None
         actions: list[Action] = []
-        for signum in self.signals.take():
+        signums = self.signals.take()
+        for signum in signums:
             actions += s.signal(signum, now)
         self.runner.expire(now)
         actions += self.reaped(now)
         read_at = time.time()
         events = self.watcher.read()
+        if signums or events.paths or events.unwatched or events.overflowed \
+                or events.root_changed:  # not a wake for nothing (an event above wpath)
+            self.metrics_refresh.changed()
         self.record_kept()  # a place found unmounted: recorded before any run
         if events.paths:
             actions += s.changed(events.paths, now, events.moves)
@@ -268,6 +289,8 @@ class Daemon:
     def reaped(self, now: float) -> list[Action]:
         actions: list[Action] = []
         ended = self.runner.reap()
+        if ended:
+            self.metrics_refresh.changed()
         for e in ended:
             self.pretended += e.pretended
             self.replay_ended(e)
@@ -277,7 +300,7 @@ class Daemon:
                     self.marks.clear(e.dest)  # what a replay moved is confirmed
             actions += self.scheduler.run_ended(e.dest, e.returncode, e.stderr, now,
                                                 time.time(), e.took, e.what, e.pretended,
-                                                self._settle(e))
+                                                self._settle(e), full=e.full, sent=e.sent)
             if node_kind(e.dest) is Kind.SSH and connection_lost(e.returncode):
                 self.masters.connection_failed(ssh_host(e.dest))  # else every retry reuses it
         if ended and self.live is not None and not self.progress_texts():
@@ -594,7 +617,7 @@ class Daemon:
             action.dest, plan,
             self._argv_for(action.dest, f"/proc/self/fd/{source}", progress, checksum,
                            action.leave_out, kept, phase),
-            replay, (source, c.wpath), progress)
+            replay, (source, c.wpath), progress, self._stats())
         if failed is None:
             return []
         outcome, error = failed
@@ -639,7 +662,7 @@ class Daemon:
         # Empty mount points keep their copy on the nodes: every run, whole
         # tree or list, leaves them alone (see kept.py).
         opts = dataclasses.replace(self.config.rsync_options(phase), ssh=self._ssh_for(dest),
-                                   kept=tuple(sorted(kept)))
+                                   kept=tuple(sorted(kept)), stats=self._stats())
         # Never read, never deleted on the node: what rsync cannot read, and
         # pseudo filesystems (proc...) mounted inside wpath since the start.
         mounted = self.special.left_out(self.config.wpath, self.config.excludes)
@@ -962,3 +985,68 @@ class Daemon:
         """The statusfile, for monitoring; stopped: the exit status, once stopped."""
         if self.config.statusfile and not self.runner.pretend:  # -p writes nothing
             write_statusfile(self.config, "running", self.status_rows(now), stopped)
+
+    # ---- metrics_file: for node_exporter's textfile collector (metrics.py)
+
+    def _metrics_path(self) -> str | None:
+        return None if self.runner.pretend else self.config.metrics_file  # -p writes nothing
+
+    def _stats(self) -> bool:
+        """Whether runs print rsync's summary: the bytes it sent, for the metrics."""
+        return self._metrics_path() is not None
+
+    def metrics_deadline(self) -> float | None:
+        """When the metrics are to be written next; None without metrics_file, so
+        that an idle daemon without it still sleeps without a timeout."""
+        if self._metrics_path() is None:
+            return None
+        at = self.metrics_refresh.next_write()
+        return 0.0 if at is None else at
+
+    def write_metrics(self, now: float, force: bool = False) -> None:
+        """Write metrics_file if due (or forced); remove the one a reload moved away."""
+        path = self._metrics_path()
+        if self.metrics_at is not None and path != self.metrics_at:
+            self._remove_metrics(self.metrics_at)
+        if path is None or not (force or self.metrics_refresh.due(now)):
+            return
+        self.metrics_refresh.wrote(now)
+        text = metricsmod.render(self.metrics_snapshot(), now)
+        try:
+            replace_file(path, text.encode(), sync=True)
+        except OSError as e:
+            error = f"cannot write metrics_file {path}: {e.strerror}"
+            if error != self.metrics_error:  # once, not every second
+                log.warning("%s (tried again at each refresh, said again if it "
+                            "changes)", error)
+            self.metrics_error = error
+            return
+        if self.metrics_error is not None:
+            log.info("metrics_file %s written again", path)
+        self.metrics_at, self.metrics_error = path, None
+
+    def _remove_metrics(self, path: str) -> None:
+        """The metrics of a file no longer configured would go on being served."""
+        self.metrics_at = None
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("cannot remove the old metrics_file %s: %s", path, e.strerror)
+
+    def metrics_snapshot(self) -> metricsmod.Snapshot:
+        c = self.config
+        w = self.watcher  # a watch per directory of the tree, and on those above it
+        return metricsmod.Snapshot(__version__, c.configured_wpath or c.wpath,
+                                   len(w.wd_of) + len(w.ancestor_names), watch_limit(),
+                                   self.scheduler.overflows, self.scheduler.metric_values())
+
+
+def watch_limit() -> int | None:
+    """fs.inotify.max_user_watches, if it can be read."""
+    try:
+        with open(WATCH_LIMIT, "rb") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None

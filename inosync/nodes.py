@@ -46,6 +46,13 @@ class Node:
     changed_runs: int = 0  # runs in a row the source changed under
     failing_since: float | None = None  # when the current spell of failures began
     failed_for: float = 0.0  # how long the last spell of failures lasted
+    # Counts for the metrics (metrics.py), since the daemon started: failed
+    # runs in all (failures counts those in a row), runs that ended by kind,
+    # and the bytes rsync said it sent.
+    failures_total: int = 0
+    list_runs: int = 0
+    full_runs: int = 0
+    bytes_sent: int = 0
 
     # After this many runs in a row that the source changed under, the next
     # one counts as a failure: a "vanished" error that never ends is not churn.
@@ -74,6 +81,14 @@ class Node:
         self.state = State.RUNNING
         self.runs += 1
         return self.inflight
+
+    def ended(self, full: bool, sent: int | None) -> None:
+        """Count a run that ended (whatever its outcome): its kind, what it sent."""
+        if full:
+            self.full_runs += 1
+        else:
+            self.list_runs += 1
+        self.bytes_sent += sent or 0
 
     def pretended(self) -> None:
         """-p showed the run instead: idle again, and nothing recorded as synced."""
@@ -108,6 +123,7 @@ class Node:
         if not was_failing:
             self.failing_since = now
         self.failures += 1
+        self.failures_total += 1
         lo = self.retry_max if outcome is Outcome.BROKEN else self.retry_min
         self.retry_at = now + backoff(self.failures, lo, self.retry_max)
         self.state = State.WAITING

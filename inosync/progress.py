@@ -58,6 +58,21 @@ def parse(tail: bytes) -> Progress | None:
     return None
 
 
+# The summary of --info=stats1 (and -v, --stats), the last lines rsync prints:
+#   "sent 1,500,544 bytes  received 57 bytes  3,001,202.00 bytes/sec"
+_SENT = re.compile(rb"^sent ([\d.,]+)([KMGTP]?) bytes\s+received ")
+
+
+def sent(tail: bytes) -> int | None:
+    """The bytes rsync says it sent, from the tail of its output; None if it did
+    not say (stopped, failed before the end, -q in rsync_args)."""
+    for line in reversed(re.split(rb"[\r\n]", tail)):
+        m = _SENT.match(line)
+        if m:
+            return _number(m.group(1), m.group(2))
+    return None
+
+
 def _number(digits: bytes, unit: bytes) -> int:
     """rsync's number: 1,234,567 (or 1.234.567 where the locale says so), or with
     rsync_args' -h a unit: 1.23M (-h: powers of 1000; -hh: 1024, read as 1000)."""

@@ -120,6 +120,9 @@ class Options:
     contimeout: int = 10  # seconds to connect to an rsync daemon
     ssh: Sequence[str] = ("ssh",)
     extra: Sequence[str] = ()
+    # rsync's summary on stdout ("sent N bytes ..."), for the metrics; before
+    # rsync_args, so that their -q, --stats or --info=stats0 decide.
+    stats: bool = False
     # Kept mount points (relative to wpath, see watch.py): never sent nor
     # deleted, by any run, whatever rules the user wrote.
     kept: Sequence[str] = ()
@@ -152,6 +155,8 @@ def _common(opts: Options, dest: str, rules: Sequence[str] = ()) -> list[str]:
     argv += [f"--exclude={kept_pattern(rel)}" for rel in opts.kept]
     argv += [f"--exclude={pattern}" for pattern in opts.excludes]
     argv += rules
+    if opts.stats:
+        argv.append("--info=stats1")
     argv += list(opts.extra)
     return argv
 

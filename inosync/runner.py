@@ -56,6 +56,8 @@ class Ended:
     # cut short by its time limit) and what it wrote.
     replay_rc: int | None = None
     replay_said: str = ""
+    full: bool = False  # a whole-tree run
+    sent: int | None = None  # the bytes rsync said it sent (with stats), if it said
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,13 @@ class _Child:
     rsync_argv: list[str] | None = None  # to start once the replay has ended
     source_fd: int | None = None  # wpath, opened: rsync reads it as /proc/self/fd/N
     shown: dict[str, str] | None = None  # for the log: that fd's path -> wpath
-    output: IO[bytes] | None = None  # rsync's stdout, for its progress (full syncs)
+    output: IO[bytes] | None = None  # rsync's stdout: its progress, its summary
     replay_until: float | None = None  # while the replay runs: when it is cut short
     replay_rc: int | None = None
     replay_said: str = ""
     stop_after_replay: bool = False  # asked to stop while its replay ran: no rsync after
+    full: bool = False
+    progress: bool = False  # output holds --info=progress2 records (progress())
 
 
 class Runner:
@@ -121,7 +125,7 @@ class Runner:
 
     def start(self, dest: str, plan: RunPlan, argv_for: ArgvFor,
               replay: Replay | None = None, source: tuple[int, str] | None = None,
-              progress: bool = False) -> tuple[Outcome, str] | None:
+              progress: bool = False, stats: bool = False) -> tuple[Outcome, str] | None:
         """Start a run for dest (its replay first, if any); on failure, how it
         counts and why.
 
@@ -129,17 +133,18 @@ class Runner:
         /proc/self/fd/N, the very directory the daemon checked, even if a
         deploy swaps the path while ssh connects. The runner owns the fd.
         With progress, rsync's stdout (its --info=progress2) is kept for
-        progress().
+        progress(); with stats too, for the bytes its summary says it sent.
         """
         try:
-            return self._start(dest, plan, argv_for, replay, source, progress)
+            return self._start(dest, plan, argv_for, replay, source, progress, stats)
         finally:
             child = self.children.get(dest)
             if source is not None and (child is None or child.source_fd != source[0]):
                 os.close(source[0])  # not handed to a child: ours to close
 
     def _start(self, dest: str, plan: RunPlan, argv_for: ArgvFor, replay: Replay | None,
-               source: tuple[int, str] | None, progress: bool) -> tuple[Outcome, str] | None:
+               source: tuple[int, str] | None, progress: bool,
+               stats: bool = False) -> tuple[Outcome, str] | None:
         shown = {f"/proc/self/fd/{source[0]}/": with_slash(source[1])} if source else {}
         scratch: list[str] = []
         replay_stdin = None
@@ -160,7 +165,8 @@ class Runner:
             _remove(scratch)
             return Outcome.RETRY, f"cannot write rsync's list files in {self.dir}: {e.strerror}"
         try:
-            output = _appended(tempfile.TemporaryFile(dir=self.dir)) if progress else None
+            output = _appended(tempfile.TemporaryFile(dir=self.dir)) \
+                if progress or stats else None
         except OSError as e:
             stderr.close()
             _remove(scratch)
@@ -175,7 +181,8 @@ class Runner:
             stderr.close()
             _close_output(output)
             _remove(scratch)
-            self._pretended.append(Ended(dest, 0, "", 0.0, plan.what, pretended=True))
+            self._pretended.append(Ended(dest, 0, "", 0.0, plan.what, pretended=True,
+                                         full=plan.full))
             return None
         try:
             fd = source[0] if source else None
@@ -190,12 +197,13 @@ class Runner:
             if proc is not None and replay is not None:
                 child = _Child(proc, stderr, scratch, started, plan.what, argv, fd, shown,
                                output, replay_until=started + replay.timeout
-                               if replay.timeout else None)
+                               if replay.timeout else None, full=plan.full, progress=progress)
             else:
                 log.debug("%s: running (%s): %s", dest, plan.what, _show(argv, shown))
                 proc = _spawn(argv, stderr, keep_fd=fd, stdout=output)
                 child = _Child(proc, stderr, scratch, started, plan.what, output=output,
-                               replay_rc=127 if why else None, replay_said=why)
+                               replay_rc=127 if why else None, replay_said=why,
+                               full=plan.full, progress=progress)
         except OSError as e:
             stderr.close()
             _close_output(output)
@@ -208,7 +216,7 @@ class Runner:
         """How long dest's full sync has been running and how far it got, by
         rsync's own count; None if no full sync runs for dest."""
         child = self.children.get(dest)
-        if child is None or child.output is None:
+        if child is None or child.output is None or not child.progress:
             return None
         fd = child.output.fileno()
         size = os.fstat(fd).st_size
@@ -247,10 +255,12 @@ class Runner:
             del self.children[dest]
             stderr = _read_stderr(child.stderr)
             child.stderr.close()
+            sent = _sent(child.output)
             _close_output(child.output)
             _remove(child.scratch)
             ended.append(Ended(dest, rc, stderr, time.monotonic() - child.started, child.what,
-                               replay_rc=child.replay_rc, replay_said=child.replay_said))
+                               replay_rc=child.replay_rc, replay_said=child.replay_said,
+                               full=child.full, sent=sent))
         return ended
 
     def next_deadline(self) -> float | None:
@@ -387,6 +397,15 @@ def _appended(f: IO[bytes]) -> IO[bytes]:
     next write lands at the new end instead of leaving a hole."""
     fcntl.fcntl(f.fileno(), fcntl.F_SETFL, fcntl.fcntl(f.fileno(), fcntl.F_GETFL) | os.O_APPEND)
     return f
+
+
+def _sent(output: IO[bytes] | None) -> int | None:
+    """What the summary at the end of rsync's stdout says it sent, if it says."""
+    if output is None:
+        return None
+    fd = output.fileno()
+    size = os.fstat(fd).st_size
+    return progress.sent(os.pread(fd, PROGRESS_TAIL, max(0, size - PROGRESS_TAIL)))
 
 
 def _close_output(output: IO[bytes] | None) -> None:

@@ -23,6 +23,7 @@ from typing import Union
 from . import deletepolicy, reloadplan
 from .batch import ROOT, PathSet, plural
 from .config import Config
+from .metrics import NodeValues
 from .nodes import Node, State
 from .replay import Move
 from .rsync import Outcome, classify, describe, unreadable
@@ -190,6 +191,7 @@ class Scheduler:
         self.held_since: float | None = None
         self.blind_since: float | None = None
         self.begun = False  # before begin() no node's state is known
+        self.overflows = 0  # inotify queue overflows since the start (metrics.py)
 
     def _new_node(self, dest: str) -> Node:
         c = self.config
@@ -209,8 +211,11 @@ class Scheduler:
             if start is None:
                 node.pending.set_start()
                 node.pending.note_since(0.0)  # what the node holds is not known
+                node.pending.note_seen(now)
                 continue
             node.pending.update(start.batch)
+            if start.batch:
+                node.pending.note_seen(now)  # changed while no inosync watched
             node.pending.drop_moves()  # no rename is known to lead from what it holds
             if start.last_full is not None:  # resync_interval counts from it, not from now
                 node.full_synced_at = now - max(0.0, start.wall - start.last_full)
@@ -264,6 +269,7 @@ class Scheduler:
         self._deletions_lost(self.collected, was_full, "changed in one batch")
         if self.collected:  # these changes began after the read before the one that found them
             self.collected.note_since(self.drained_at if self.drained_at is not None else 0.0)
+            self.collected.note_seen(now)
         if moves and self.config.replay_moves:
             self.collected.add_moves(moves)
         if self.flush_at is None:
@@ -274,6 +280,7 @@ class Scheduler:
         """Events were lost: once wpath is known to be the same, rewatch and send what
         a scan finds changed since the last read known complete (or everything)."""
         self.lost_events = True
+        self.overflows += 1
         self._hold()  # the lost changes began after the last read; no checkpoint passes that
         self.collected.drop_moves()  # a rename may be among the lost events
         if self.root_check_at is not None or self.root_check_asked:
@@ -353,6 +360,8 @@ class Scheduler:
             for path in paths:
                 self.collected.add(path)
             self.collected.note_since(self.held_since)
+            if paths:
+                self.collected.note_seen(now)
             self.flush_at = now
             log.warning("inotify queue overflowed: events were lost; rewatched, and a scan "
                         "since the last complete read (%s) found %s changed: sent to every "
@@ -367,16 +376,19 @@ class Scheduler:
 
     def run_ended(self, dest: str, returncode: int, stderr: str | None, now: float,
                   wall: float, took: float, what: str, pretended: bool = False,
-                  settled: dict[str, str] | None = None) -> list[Action]:
+                  settled: dict[str, str] | None = None, full: bool = False,
+                  sent: int | None = None) -> list[Action]:
         """A node's run exited; stderr is None when it wrote too much to judge.
         settled: the paths rsync could not read, found in the source tree (see
-        rsync.settle); without it, as unreadable() reads them from stderr."""
+        rsync.settle); without it, as unreadable() reads them from stderr.
+        full: it was a whole-tree run; sent: the bytes rsync said it sent."""
         node = self.retired.pop(dest, None) or self.nodes.get(dest)
         if node is None:
             return []
         if pretended:  # -p: the command line was logged, nothing ran (nor is said to)
             node.pretended()
             return self.tick(now)
+        node.ended(full, sent)
         if dest in self.stopped_by_us:
             self.stopped_by_us.discard(dest)
             node.abandon()
@@ -504,6 +516,7 @@ class Scheduler:
         node failing under the old ones is tried again at once."""
         node.pending.set_start()
         node.pending.note_since(0.0)  # under settings whose effect on the node is not known
+        node.pending.note_seen(now)
         node.pending.drop_moves()  # seen under the old settings (excludes, rsync_args)
         if node.state is State.WAITING:
             node.retry_at = now
@@ -580,6 +593,24 @@ class Scheduler:
             })
         return rows
 
+    def metric_values(self) -> tuple[NodeValues, ...]:
+        """Each node's values for the metrics (metrics.render)."""
+        values = []
+        for node in self.nodes.values():
+            # What the node is to get: queued, in flight, and what is collected
+            # (every node gets it at the flush). Counted without copying a set
+            # where one alone holds paths: a hundred nodes, a second apart.
+            sets = [p for p in (node.pending, node.inflight, self.collected) if p]
+            full = any(p.full for p in sets)
+            count = 0 if full else len(sets[0]) if len(sets) == 1 else \
+                len(set().union(*(p.paths for p in sets)))
+            seen = [p.seen for p in sets if p.seen is not None]
+            values.append(NodeValues(
+                node.dest, count, full, min(seen) if seen else None, node.last_ok,
+                node.failures_total, node.list_runs, node.full_runs, node.bytes_sent,
+                up=node.failures == 0))
+        return tuple(values)
+
     def _sync_in(self, now: float) -> float | None:
         """Seconds until what is collected goes to the nodes (None: nothing is)."""
         if not self.collected or self.flush_at is None:
@@ -653,6 +684,7 @@ class Scheduler:
     def _collect_everything(self, now: float, since: float | None) -> None:
         self.collected.set_full()
         self.collected.note_since(0.0 if since is None else since)
+        self.collected.note_seen(now)
         self.collected.drop_moves()
         self.flush_at = now
 

@@ -96,6 +96,7 @@ OTHER_VALUES: dict[str, object] = {
     "retry_min": 2.0, "retry_max": 30.0, "max_pending": 10, "full_threshold": 10,
     "rescan_interval": 5.0, "resync_interval": 0.0, "progress_interval": 0.0,
     "pidfile": "/run/i.pid", "logfile": "/var/log/i.log", "statusfile": "/run/i.json",
+    "metrics_file": "/run/i.prom",
     "state_dir": "/var/lib/other", "allow_empty_wpath": True, "allow_system_wpath": True,
     "replay_moves": False, "ssh_control": False, "delete": "running",
 }
