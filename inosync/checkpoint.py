@@ -262,15 +262,18 @@ class Store:
         self.dir = state_dir
         self.failed = False  # said once, until a write gets through
 
-    def path(self, wpath: str, node: str) -> str:
-        """Named by the tree and the node spelt one way: another spelling of the
-        same node finds the file, and is told apart inside it."""
-        key = os.fsencode(wpath) + b"\0" + os.fsencode(normal_form(node))
+    def path(self, node: str) -> str:
+        """Named by the node spelt one way, not by the tree: a node holds one tree,
+        and the record of the last one synced there replaces (or, voided, removes)
+        any other tree's, which the node no longer holds (a rollback of wpath to
+        an older directory must not resume from that directory's old record).
+        Another spelling of the same node finds the file, and is told apart inside."""
+        key = os.fsencode(normal_form(node))
         return os.path.join(self.dir, PREFIX + hashlib.sha256(key).hexdigest()[:24] + SUFFIX)
 
-    def load(self, wpath: str, node: str) -> Record | None:
+    def load(self, node: str) -> Record | None:
         """The record for node, None if there is none; CheckpointError if unreadable."""
-        path = self.path(wpath, node)
+        path = self.path(node)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -292,13 +295,13 @@ class Store:
         except ValueError as e:
             raise CheckpointError(f"{path} is damaged: {e}") from None
 
-    def void(self, wpath: str, node: str) -> bool:
+    def void(self, node: str) -> bool:
         """Remove node's record, durably, before a run whose effect on the node it
         does not describe (a full sync under other settings or another version):
         once that run has changed the node, a later start under the record's
         settings must not trust it. False if it is there still (said once)."""
         try:
-            os.unlink(self.path(wpath, node))
+            os.unlink(self.path(node))
         except FileNotFoundError:
             return True
         except OSError as e:
@@ -317,7 +320,7 @@ class Store:
         """Write record atomically and durably; False if that cannot be (said once)."""
         try:
             make_private_dir(self.dir)
-            _replace(self.path(record.wpath, record.node), encode(record))
+            _replace(self.path(record.node), encode(record))
             _sync_dir(self.dir)
         except OSError as e:
             if not self.failed:

@@ -357,7 +357,7 @@ class Daemon:
             record = None
             if why is None and w.identity is not None:
                 try:
-                    record = self.checkpoints.load(w.root, dest)
+                    record = self.checkpoints.load(dest)
                 except CheckpointError as e:
                     why = str(e)
                 else:
@@ -534,14 +534,14 @@ class Daemon:
         if dest in self.voided or self.runner.pretend or w.identity is None:
             return
         try:
-            record = self.checkpoints.load(w.root, dest)
+            record = self.checkpoints.load(dest)
         except CheckpointError:
             record = None  # removed below: it says nothing
         if not always and record is not None and record.version == __version__ \
                 and dict(record.settings) == self.settings() \
                 and (record.dev, record.ino) == (w.identity.dev, w.identity.ino):
             return  # written under these very settings: this run only brings the node nearer
-        if self.checkpoints.void(w.root, dest):
+        if self.checkpoints.void(dest):
             self.voided.add(dest)
             self.saved.pop(dest, None)
             self.saved_when.pop(dest, None)
@@ -852,7 +852,7 @@ class Daemon:
             return  # -p writes nothing, removes nothing
         for dest in dests:
             self.saved.pop(dest, None)
-            path = self.checkpoints.path(self.watcher.root, dest)
+            path = self.checkpoints.path(dest)
             try:
                 os.unlink(path)
             except FileNotFoundError:

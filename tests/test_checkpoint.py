@@ -240,27 +240,29 @@ def test_a_record_round_trips_any_node_name(tmp_path):
     odd = "h:/srv/caf\udce9 #1"  # not UTF-8
     rec = record(node=odd)
     assert store.save(rec)
-    assert store.load("/srv/www", odd) == rec
+    assert store.load(odd) == rec
     assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
-    saved = Path(store.path("/srv/www", odd))
+    saved = Path(store.path(odd))
     assert saved.stat().st_mode & 0o777 == 0o600
     # another spelling of the same node finds it, and is told apart inside
-    assert store.path("/srv/www", "h:/srv//caf\udce9 #1/") == str(saved)
-    assert store.load("/srv/www", "a.example.com:/other") is None
-    assert store.path("/srv/other", odd) != str(saved)  # another tree: another file
+    assert store.path("h:/srv//caf\udce9 #1/") == str(saved)
+    assert store.load("a.example.com:/other") is None
+    # one file per node, whatever the tree: another tree's record is replaced
+    assert store.save(dataclasses.replace(rec, wpath="/srv/other"))
+    assert store.load(odd).wpath == "/srv/other"
 
 
 def test_an_unreadable_or_damaged_record_is_an_error_not_a_start_from_it(tmp_path):
     store = cp.Store(str(tmp_path / "state"))
     assert store.save(record())
-    path = Path(store.path("/srv/www", A))
+    path = Path(store.path(A))
     path.write_bytes(path.read_bytes()[:40])  # cut short
     with pytest.raises(cp.CheckpointError, match="damaged"):
-        store.load("/srv/www", A)
+        store.load(A)
     path.unlink()
     path.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(cp.CheckpointError, match="cannot read"):
-        store.load("/srv/www", A)
+        store.load(A)
 
 
 def test_a_record_cannot_be_written_into_a_state_dir_others_may_write(tmp_path, caplog):
