@@ -236,10 +236,29 @@ def clock_elsewhere(wpath: str, mounts: Iterable[Mount]) -> str | None:
         if inside(wpath, m.point) and (mine is None or len(m.point) >= len(mine.point)):
             mine = m
     for m in ([mine] if mine else []) + [m for m in listed if inside(m.point, wpath)]:
-        if m.fstype in CLOCK_ELSEWHERE or m.fstype.startswith("fuse."):
+        why = _untrusted_ctimes(m.fstype)
+        if why:
             where = "wpath is" if m is mine else f"{m.point} is"
-            return (f"{where} on {m.fstype}: its ctimes come from another machine's clock, "
-                    "not comparable with a checkpoint")
+            return f"{where} on {m.fstype}: {why}"
+    return None
+
+
+# Filesystems that keep no change time of their own: FAT and exFAT store none,
+# and the kernel reads a file's ctime back as its mtime, which any writer sets
+# (touch -d, cp -p, rsync -t, tar): new data under an old mtime looks unchanged.
+CTIME_IS_MTIME = frozenset({"vfat", "msdos", "exfat", "umsdos"})
+
+
+def _untrusted_ctimes(fstype: str) -> str | None:
+    """Why the ctimes of this filesystem type say nothing of a checkpoint, or None."""
+    if fstype in CLOCK_ELSEWHERE:
+        return "its ctimes come from another machine's clock, not comparable with a checkpoint"
+    if fstype in ("fuse", "fuseblk") or fstype.startswith("fuse."):
+        return ("its ctimes come from a FUSE server (or another machine's clock), not the "
+                "kernel: not comparable with a checkpoint")
+    if fstype in CTIME_IS_MTIME:
+        return ("it keeps no change time: its ctimes are its mtimes, which any writer can "
+                "set back (cp -p, rsync -t, tar)")
     return None
 
 

@@ -376,6 +376,25 @@ def test_a_tree_on_a_network_filesystem_keeps_no_checkpoints():
     assert cp.clock_elsewhere("/srv/www", [Mount("/", "nfs4"), Mount("/srv", "xfs")]) is None
 
 
+def test_a_tree_whose_ctimes_anyone_can_set_keeps_no_checkpoints():
+    """FAT and exFAT keep no change time: the kernel reads a file's ctime back as
+    its mtime, so a file rewritten while inosync was stopped, its mtime put back
+    (cp -p, rsync -a, tar x), looked older than the checkpoint and was never sent.
+    A plain FUSE mount ("fuse", "fuseblk": ntfs-3g, or a user's own fusermount
+    without a subtype) reports what its server says. Failed before the fix: None
+    (checkpoints kept). This kernel has no vfat or exfat module: not end to end."""
+    from inosync.mounts import Mount
+
+    local = [Mount("/", "ext4")]
+    for fstype in ("vfat", "msdos", "exfat"):
+        why = cp.clock_elsewhere("/media/usb/www", [*local, Mount("/media/usb", fstype)])
+        assert why and f"wpath is on {fstype}: it keeps no change time" in why
+    for fstype in ("fuse", "fuseblk"):
+        why = cp.clock_elsewhere("/srv/www", [*local, Mount("/srv/www/u", fstype)])
+        assert why and f"/srv/www/u is on {fstype}: its ctimes come from a FUSE server" in why
+    assert cp.clock_elsewhere("/srv/www", [*local, Mount("/srv/www/u", "fusectl")]) is None
+
+
 def test_another_ssh_command_or_rsync_program_voids_a_start_record():
     """The same spelling may reach another host through another ssh command (a
     -p, a ProxyJump, another -F): a restart must not trust what was delivered
