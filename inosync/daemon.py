@@ -448,6 +448,9 @@ class Daemon:
         (the last read known complete), by one scan as at a start; or None and why
         the scan cannot say (then everything is sent)."""
         c, w = self.config, self.watcher
+        untrusted = self._clock_elsewhere()  # a server's clock, FUSE, FAT: as at a start
+        if untrusted:
+            return None, untrusted
         if time.time() < since:
             return None, "the clock went backwards since the last complete read"
         threshold = int((since - checkpointmod.MARGIN) * 1e9)

@@ -4,12 +4,18 @@ tree (with its settings) would leave it, on the code before its fix."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from helpers import tree_diff, write_config
+from helpers import tree_diff, wait_converged, write_config
 from test_checkpoint_restart import first_run
+from test_overflow_e2e import flood_while_stopped
 from test_review18 import restart_and_settle
+
+from inosync.checkpoint import MARGIN
 
 pytestmark = pytest.mark.slow  # end to end: real daemons, real rsync
 
@@ -44,4 +50,41 @@ def test_a_node_that_held_another_tree_since_its_checkpoint_gets_a_full_sync(tre
     write_config(conf, wpath=str(v1), **settings)  # rolled back
     d = restart_and_settle(run_inosync, conf, nodes)
     assert tree_diff(v1, nodes[0]) == [], d.log()
+    assert d.stop() == 0
+
+
+@pytest.fixture
+def on_fuse(tree):
+    """The tree seen through a FUSE mount (bindfs: fstype "fuse", no subtype)."""
+    if not shutil.which("bindfs") or not Path("/dev/fuse").exists():
+        pytest.skip("needs bindfs and /dev/fuse (apt-get install bindfs)")
+    under, mnt = tree["dir"] / "under", tree["dir"] / "fuse"
+    tree["src"].rename(under)
+    mnt.mkdir()
+    subprocess.run(["bindfs", str(under), str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["fusermount", "-u", str(mnt)], capture_output=True)
+
+
+def test_an_overflow_on_a_tree_whose_ctimes_are_not_ours_is_a_full_sync(tree, on_fuse,
+                                                                          run_inosync):
+    """A start on such a tree (network filesystem, FUSE, FAT) keeps no checkpoint: its
+    ctimes come from a server's clock or a writer, not this kernel's. The overflow
+    scan trusted them all the same: a server whose clock is behind ours by more
+    than MARGIN gives the changes lost in the overflow ctimes older than the scan's
+    threshold, never sent. Failed before the fix: 'a scan ... no full sync'."""
+    src, nodes = on_fuse, tree["nodes"][:1]
+    (src / "flood").mkdir()
+    time.sleep(MARGIN + 0.5)  # wpath's own ctime: older than the scan's margin
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], edelay=0.2)
+    d = run_inosync(conf, "-v")
+    d.wait_log(rf"{nodes[0]}: full sync: wpath is on fuse")
+    d.wait_log("synced full sync")
+    flood_while_stopped(d, src / "flood", lambda: (src / "docs" / "a.txt").write_text("x\n"))
+    d.wait_log(r"inotify queue overflowed: events were lost; rewatched, full sync to every "
+               r"node: wpath is on fuse", timeout=60)
+    wait_converged(src, nodes, timeout=60)
     assert d.stop() == 0
