@@ -179,6 +179,7 @@ class Daemon:
         self.mounts_of: tuple[str, list[list[str]]] | None = None
         self.clock_of: tuple[str, str | None] | None = None  # see _clock_elsewhere
         self.voided: set[str] = set()  # nodes whose record was removed (see void_checkpoint)
+        self.clock_back = 0.0  # the scheduler's when the records were last written
 
     @property
     def config(self) -> Config:
@@ -248,7 +249,7 @@ class Daemon:
             actions += s.signal(signum, now)
         self.runner.expire(now)
         actions += self.reaped(now)
-        read_at = time.time()
+        read_at, read_mono = time.time(), time.monotonic()
         events = self.watcher.read()
         self.record_kept()  # a place found unmounted: recorded before any run
         if events.paths:
@@ -262,7 +263,7 @@ class Daemon:
             actions += s.overflowed(now)
         if events.root_changed:
             actions += s.root_changed(now)
-        s.read_started(read_at)  # after this read's events went in, which began before it
+        s.read_started(read_at, read_mono)  # after this read's events went in (began before)
         return actions + s.tick(now)
 
     def reaped(self, now: float) -> list[Action]:
@@ -508,6 +509,10 @@ class Daemon:
         if w.identity is None or self.no_checkpoints():
             return
         settings, wall, boot = self.settings(), time.time(), checkpointmod.boot_clock()
+        if self.scheduler.clock_back != self.clock_back:  # the records before: lowered too
+            self.clock_back = self.scheduler.clock_back
+            self.saved.clear()
+            self.saved_when.clear()
         for dest in c.rnodes:
             point = self.scheduler.checkpoint(dest)
             if point is None or point <= self.saved.get(dest, 0.0):
@@ -552,14 +557,14 @@ class Daemon:
     def last_checkpoints(self) -> None:
         """At a stop: read what the watcher still holds, then record. Lost events
         or a moved wpath record nothing new (the last records stay)."""
-        read_at = time.time()
+        read_at, read_mono = time.time(), time.monotonic()
         events = self.watcher.read()
         if events.overflowed or events.root_changed or events.unwatched:
             return
         s, now = self.scheduler, time.monotonic()
         if events.paths:
             s.changed(events.paths, now, events.moves)
-        s.read_started(read_at)
+        s.read_started(read_at, read_mono)
         self.save_checkpoints(now, force=True)
 
     # ---- the edges: runs, wpath, reload, status

@@ -404,3 +404,23 @@ def test_another_ssh_command_or_rsync_program_voids_a_start_record():
     assert old != cp.fingerprint([], [], [], [], True, ("/opt/rsync", ["ssh"]))
     assert old == cp.fingerprint([], [], [], [], True, ("/usr/bin/rsync", ("ssh",)))
     assert "rsync program and ssh command" not in cp.fingerprint([], [], [], [])
+
+
+def test_a_clock_set_back_while_running_lowers_the_checkpoint_by_as_much(synced):
+    """An NTP step back of 100 s while running: b.html, changed right after it,
+    has a ctime 100 s older than the read before it, which the batch notes as its
+    start. With node A failing until later, its checkpoint stayed at that read
+    (205), past b.html's ctime (111): recorded, the next start's scan would never
+    find b.html for A. Failed before the fix (205.0)."""
+    s = synced
+    s.read_started(200.0, 100.0)  # wall - monotonic: 100
+    s.changed(["a.html"], 105.0)
+    s.read_started(205.0, 105.0)
+    assert set(starts(s.tick(108.0))) == {A, B}  # edelay over
+    ended(s, B, 0, 108.5)
+    ended(s, A, 10, 108.5)  # a socket error: A is retried, and fails on
+    s.changed(["b.html"], 111.0)  # made at wall 111, after the clock went back 100 s
+    s.read_started(112.0, 112.0)
+    s.read_started(400.0, 400.0)  # much later, A still not through
+    point = s.checkpoint(A)
+    assert point is not None and point <= 111.0
