@@ -31,10 +31,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from . import __version__
-from .keptstore import _replace, _sync_dir
 from .mounts import Mount
 from .paths import Identity, inside
 from .rsync import Kind, node_kind, normal_form
+from .statefile import Once, replace, sync_dir
 from .unverified import make_private_dir
 
 log = logging.getLogger("inosync")
@@ -279,7 +279,7 @@ class Store:
 
     def __init__(self, state_dir: str) -> None:
         self.dir = state_dir
-        self.failed = False  # said once, until a write gets through
+        self.once = Once()
 
     def path(self, node: str) -> str:
         """Named by the node spelt one way, not by the tree: a node holds one tree,
@@ -324,13 +324,11 @@ class Store:
         except FileNotFoundError:
             return True
         except OSError as e:
-            if not self.failed:
-                self.failed = True
-                log.warning("cannot remove the checkpoint of %s in state_dir %s (%s): start "
-                            "next time with --full", node, self.dir, e.strerror or e)
+            self.once.fail("cannot remove the checkpoint of %s in state_dir %s (%s): start "
+                           "next time with --full", node, self.dir, e.strerror or e)
             return False
         try:
-            _sync_dir(self.dir)
+            sync_dir(self.dir)
         except OSError:
             pass  # removed; only a power cut could bring it back
         return True
@@ -339,15 +337,11 @@ class Store:
         """Write record atomically and durably; False if that cannot be (said once)."""
         try:
             make_private_dir(self.dir)
-            _replace(self.path(record.node), encode(record))
-            _sync_dir(self.dir)
+            replace(self.path(record.node), encode(record))
+            sync_dir(self.dir)
         except OSError as e:
-            if not self.failed:
-                self.failed = True
-                log.warning("cannot record checkpoints in state_dir %s (%s): the next start "
-                            "syncs from an older one, or in full", self.dir, e.strerror or e)
+            self.once.fail("cannot record checkpoints in state_dir %s (%s): the next start "
+                           "syncs from an older one, or in full", self.dir, e.strerror or e)
             return False
-        if self.failed:
-            self.failed = False
-            log.info("state_dir %s can be written again: checkpoints are recorded", self.dir)
+        self.once.ok("state_dir %s can be written again: checkpoints are recorded", self.dir)
         return True

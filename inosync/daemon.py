@@ -24,12 +24,11 @@ import select
 import shutil
 import stat
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from . import __version__, deletepolicy, keptstore, nodecheck, paths, scan
+from . import __version__, deletepolicy, keptstore, nodecheck, paths, scan, statefile
 from . import checkpoint as checkpointmod
 from . import config as configmod
 from . import replay as replaymod
@@ -100,19 +99,7 @@ def replace_file(path: str, data: bytes) -> None:
         mode = stat.S_IFREG
     if not stat.S_ISREG(mode):
         raise OSError(errno.EINVAL, f"{paths.file_kind(mode)}, not a regular file", path)
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=folder or ".", prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # monitoring reads it; mkstemp makes 0600
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    statefile.replace(path, data, mode=0o644, durable=False)  # monitoring reads it
 
 
 def write_statusfile(config: Config, state: str, nodes: list[dict[str, object]],
