@@ -216,7 +216,8 @@ class Scheduler:
                 node.pending.set_start()
                 node.pending.note_since(0.0)  # what the node holds is not known
                 continue
-            node.pending.update(start.batch)
+            if start.batch:  # empty: every change before the watches began is there
+                node.pending.update(start.batch)
             node.pending.drop_moves()  # no rename is known to lead from what it holds
             if start.last_full is not None:  # resync_interval counts from it, not from now
                 node.full_synced_at = now - max(0.0, start.wall - start.last_full)

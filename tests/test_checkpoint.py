@@ -424,3 +424,18 @@ def test_a_clock_set_back_while_running_lowers_the_checkpoint_by_as_much(synced)
     s.read_started(400.0, 400.0)  # much later, A still not through
     point = s.checkpoint(A)
     assert point is not None and point <= 111.0
+
+
+def test_a_node_resumed_with_nothing_to_send_is_checkpointed_at_the_reads():
+    """The scan found nothing since its record (900): the node holds every change
+    made before the watches began. The empty batch's start stayed in its pending
+    for good, holding the checkpoint at 900 while the tree was quiet (failed
+    before the fix: 900.0)."""
+    s = Scheduler(config())
+    s.read_started(1000.0)
+    nothing = PathSet(100)
+    nothing.note_since(900.0)
+    s.begin(0.0, resumed={A: Resumed(nothing, 1000.0, 500.0)})
+    read(s, 1100.0, 1.0)
+    read(s, 1200.0, 2.0)
+    assert s.checkpoint(A) == 1200.0

@@ -4,6 +4,7 @@ tree (with its settings) would leave it, on the code before its fix."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import tree_diff, wait_converged, write_config
-from test_checkpoint_restart import first_run
+from test_checkpoint_restart import first_run, records
 from test_overflow_e2e import flood_while_stopped
 from test_review18 import restart_and_settle
 
@@ -88,3 +89,23 @@ def test_an_overflow_on_a_tree_whose_ctimes_are_not_ours_is_a_full_sync(tree, on
                r"node: wpath is on fuse", timeout=60)
     wait_converged(src, nodes, timeout=60)
     assert d.stop() == 0
+
+
+def test_a_restart_with_nothing_changed_moves_the_checkpoint_on(tree, run_inosync):
+    """A node resumed with nothing to send kept the old record's time as the start of
+    an empty batch that no run ever took: its checkpoint never moved while the tree
+    stayed quiet, no record was written again (not even at the stop), every
+    restart scanned further back, and a week of quiet made the next restart a
+    full sync ('older than 7 days'). Failed before the fix: synced_to unchanged."""
+    src, nodes = tree["src"], tree["nodes"][:1]
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),
+                        rnodes=[str(n) for n in nodes], edelay=0.2)
+    first_run(run_inosync, conf, src, nodes)
+    (record,) = records(conf)
+    before = json.loads(record.read_text())["synced_to"]
+    d = restart_and_settle(run_inosync, conf, nodes)
+    assert "0 paths changed since" in d.log(), d.log()
+    time.sleep(1.0)
+    assert d.stop() == 0
+    after = json.loads(record.read_text())["synced_to"]
+    assert after > before + 1.0, d.log()
