@@ -370,7 +370,8 @@ class Scheduler:
         else:
             for path in paths:
                 self.collected.add(path)
-            self.collected.note_since(self.held_since)
+            if paths:  # nothing found: nothing owed (an empty batch no run takes held it)
+                self.collected.note_since(self.held_since)
             self.flush_at = now
             log.warning("inotify queue overflowed: events were lost; rewatched, and a scan "
                         "since the last complete read (%s) found %s changed: sent to every "

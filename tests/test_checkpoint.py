@@ -439,3 +439,17 @@ def test_a_node_resumed_with_nothing_to_send_is_checkpointed_at_the_reads():
     read(s, 1100.0, 1.0)
     read(s, 1200.0, 2.0)
     assert s.checkpoint(A) == 1200.0
+
+
+def test_an_overflow_whose_scan_found_nothing_holds_no_checkpoint(synced):
+    """After an overflow the scan found nothing changed since the last complete read
+    (110): nothing is owed to any node. The empty batch still carried 110 as its
+    start into every node's pending, which no run takes: the checkpoints stayed at
+    110 while the tree was quiet (failed before the fix: 110.0)."""
+    synced.overflowed(2.0)
+    synced.read_started(130.0)
+    synced.root_checked(RootSame(), 2.1)
+    assert starts(synced.rescanned([], "by ctime since ...", 2.2)) == {}
+    read(synced, 140.0, 3.0)
+    read(synced, 150.0, 4.0)
+    assert synced.checkpoint(A) == synced.checkpoint(B) == 150.0
