@@ -1,6 +1,7 @@
 """Review 18, second round: restarts, reloads and overflows attacked again.
 Each test is a way a node ended other than a plain `rsync -a --delete` of the
-tree (with its settings) would leave it, on the code before its fix."""
+tree (with its settings) would leave it, or a way checkpoints stopped saving a
+full sync, on the code before its fix."""
 
 from __future__ import annotations
 
