@@ -36,7 +36,9 @@ PROGRESS_STEP = 5.0  # seconds between progress reports (most only for the termi
 # Paths left out because rsync cannot read them: each is a rule of up to 4 KB on
 # rsync's command line. Past this many, a run that finds more fails as before.
 UNREADABLE_MAX = 100
-CLOCK_STEP = 0.1  # seconds the wall clock may fall behind the monotonic one unnoticed
+# Seconds the wall clock may fall behind the monotonic one unnoticed: more than a
+# preemption between reading the two under load, less than checkpoint.MARGIN.
+CLOCK_STEP = 1.0
 
 
 # ---- actions: what the loop must do
