@@ -6,6 +6,7 @@ full sync, on the code before its fix."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -110,3 +111,43 @@ def test_a_restart_with_nothing_changed_moves_the_checkpoint_on(tree, run_inosyn
     assert d.stop() == 0
     after = json.loads(record.read_text())["synced_to"]
     assert after > before + 1.0, d.log()
+
+
+def test_a_stop_during_a_rollback_of_a_followed_symlink_resumes_nothing_stale(tree, run_inosync):
+    """The running variant, as deploy tools do it: wpath is a symlink 'current' to a
+    release; inosync follows it to v2 (a full sync), then back to v1 (a rollback),
+    and is stopped (a restart, an upgrade) while the rollback's full sync runs.
+    v1's own record, written before the node got v2, was kept through it ('the
+    same settings: it only brings the node nearer'), and the next start resumed
+    from it: data/big.bin never came back and index.html said v2 (the top-level
+    names are the same). Failed before the fix."""
+    v1, v2 = release(tree["dir"] / "v1", "v1"), release(tree["dir"] / "v2", "v2")
+    (v1 / "data").mkdir()
+    (v2 / "data").mkdir()
+    (v1 / "data" / "big.bin").write_bytes(os.urandom(3 << 20))  # 30 s at rspeed 100
+    current, nodes = tree["dir"] / "current", tree["nodes"][:1]
+    current.symlink_to(v1)
+    conf = tree["dir"] / "inosync.conf"
+    settings = dict(wpath=str(current), rnodes=[str(n) for n in nodes], edelay=0.2)
+    write_config(conf, **settings)
+    first_run(run_inosync, conf, v1, nodes)
+
+    write_config(conf, **settings, rspeed=100)  # how, not what: it resumes
+    d = restart_and_settle(run_inosync, conf, nodes)
+    flip = tree["dir"] / "flip"
+    flip.symlink_to(v2)
+    flip.replace(current)
+    d.wait_log(r"now leads to another directory")
+    d.wait_log(r"synced full sync")
+    assert tree_diff(v2, nodes[0]) == [], d.log()
+    flip.symlink_to(v1)
+    flip.replace(current)  # the rollback
+    d.wait_log(r"now leads to another directory", count=2)
+    time.sleep(1.0)
+    assert d.stop() == 0  # big.bin is still on its way
+    assert tree_diff(v1, nodes[0]) != []
+
+    write_config(conf, **settings)
+    d = restart_and_settle(run_inosync, conf, nodes)
+    assert tree_diff(v1, nodes[0]) == [], d.log()
+    assert d.stop() == 0
