@@ -31,10 +31,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from . import __version__
-from .keptstore import _replace, _sync_dir
 from .mounts import Mount
 from .paths import Identity, inside
 from .rsync import Kind, node_kind, normal_form
+from .statefile import Once, replace, sync_dir
 from .unverified import make_private_dir
 
 log = logging.getLogger("inosync")
@@ -236,10 +236,29 @@ def clock_elsewhere(wpath: str, mounts: Iterable[Mount]) -> str | None:
         if inside(wpath, m.point) and (mine is None or len(m.point) >= len(mine.point)):
             mine = m
     for m in ([mine] if mine else []) + [m for m in listed if inside(m.point, wpath)]:
-        if m.fstype in CLOCK_ELSEWHERE or m.fstype.startswith("fuse."):
+        why = _untrusted_ctimes(m.fstype)
+        if why:
             where = "wpath is" if m is mine else f"{m.point} is"
-            return (f"{where} on {m.fstype}: its ctimes come from another machine's clock, "
-                    "not comparable with a checkpoint")
+            return f"{where} on {m.fstype}: {why}"
+    return None
+
+
+# Filesystems that keep no change time of their own: FAT and exFAT store none,
+# and the kernel reads a file's ctime back as its mtime, which any writer sets
+# (touch -d, cp -p, rsync -t, tar): new data under an old mtime looks unchanged.
+CTIME_IS_MTIME = frozenset({"vfat", "msdos", "exfat", "umsdos"})
+
+
+def _untrusted_ctimes(fstype: str) -> str | None:
+    """Why the ctimes of this filesystem type say nothing of a checkpoint, or None."""
+    if fstype in CLOCK_ELSEWHERE:
+        return "its ctimes come from another machine's clock, not comparable with a checkpoint"
+    if fstype in ("fuse", "fuseblk") or fstype.startswith("fuse."):
+        return ("its ctimes come from a FUSE server (or another machine's clock), not the "
+                "kernel: not comparable with a checkpoint")
+    if fstype in CTIME_IS_MTIME:
+        return ("it keeps no change time: its ctimes are its mtimes, which any writer can "
+                "set back (cp -p, rsync -t, tar)")
     return None
 
 
@@ -260,17 +279,20 @@ class Store:
 
     def __init__(self, state_dir: str) -> None:
         self.dir = state_dir
-        self.failed = False  # said once, until a write gets through
+        self.once = Once()
 
-    def path(self, wpath: str, node: str) -> str:
-        """Named by the tree and the node spelt one way: another spelling of the
-        same node finds the file, and is told apart inside it."""
-        key = os.fsencode(wpath) + b"\0" + os.fsencode(normal_form(node))
+    def path(self, node: str) -> str:
+        """Named by the node spelt one way, not by the tree: a node holds one tree,
+        and the record of the last one synced there replaces (or, voided, removes)
+        any other tree's, which the node no longer holds (a rollback of wpath to
+        an older directory must not resume from that directory's old record).
+        Another spelling of the same node finds the file, and is told apart inside."""
+        key = os.fsencode(normal_form(node))
         return os.path.join(self.dir, PREFIX + hashlib.sha256(key).hexdigest()[:24] + SUFFIX)
 
-    def load(self, wpath: str, node: str) -> Record | None:
+    def load(self, node: str) -> Record | None:
         """The record for node, None if there is none; CheckpointError if unreadable."""
-        path = self.path(wpath, node)
+        path = self.path(node)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -292,23 +314,21 @@ class Store:
         except ValueError as e:
             raise CheckpointError(f"{path} is damaged: {e}") from None
 
-    def void(self, wpath: str, node: str) -> bool:
+    def void(self, node: str) -> bool:
         """Remove node's record, durably, before a run whose effect on the node it
         does not describe (a full sync under other settings or another version):
         once that run has changed the node, a later start under the record's
         settings must not trust it. False if it is there still (said once)."""
         try:
-            os.unlink(self.path(wpath, node))
+            os.unlink(self.path(node))
         except FileNotFoundError:
             return True
         except OSError as e:
-            if not self.failed:
-                self.failed = True
-                log.warning("cannot remove the checkpoint of %s in state_dir %s (%s): start "
-                            "next time with --full", node, self.dir, e.strerror or e)
+            self.once.fail("cannot remove the checkpoint of %s in state_dir %s (%s): start "
+                           "next time with --full", node, self.dir, e.strerror or e)
             return False
         try:
-            _sync_dir(self.dir)
+            sync_dir(self.dir)
         except OSError:
             pass  # removed; only a power cut could bring it back
         return True
@@ -317,15 +337,11 @@ class Store:
         """Write record atomically and durably; False if that cannot be (said once)."""
         try:
             make_private_dir(self.dir)
-            _replace(self.path(record.wpath, record.node), encode(record))
-            _sync_dir(self.dir)
+            replace(self.path(record.node), encode(record))
+            sync_dir(self.dir)
         except OSError as e:
-            if not self.failed:
-                self.failed = True
-                log.warning("cannot record checkpoints in state_dir %s (%s): the next start "
-                            "syncs from an older one, or in full", self.dir, e.strerror or e)
+            self.once.fail("cannot record checkpoints in state_dir %s (%s): the next start "
+                           "syncs from an older one, or in full", self.dir, e.strerror or e)
             return False
-        if self.failed:
-            self.failed = False
-            log.info("state_dir %s can be written again: checkpoints are recorded", self.dir)
+        self.once.ok("state_dir %s can be written again: checkpoints are recorded", self.dir)
         return True

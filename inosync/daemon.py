@@ -24,12 +24,11 @@ import select
 import shutil
 import stat
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from . import __version__, deletepolicy, keptstore, nodecheck, paths, scan
+from . import __version__, deletepolicy, keptstore, nodecheck, paths, scan, statefile
 from . import checkpoint as checkpointmod
 from . import config as configmod
 from . import metrics as metricsmod
@@ -104,22 +103,7 @@ def replace_file(path: str, data: bytes, sync: bool = False) -> None:
         mode = stat.S_IFREG
     if not stat.S_ISREG(mode):
         raise OSError(errno.EINVAL, f"{paths.file_kind(mode)}, not a regular file", path)
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=folder or ".", prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # monitoring reads it; mkstemp makes 0600
-            f.write(data)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    statefile.replace(path, data, mode=0o644, durable=sync)  # monitoring reads it
 
 
 def write_statusfile(config: Config, state: str, nodes: list[dict[str, object]],
@@ -191,6 +175,7 @@ class Daemon:
         self.metrics_refresh = metricsmod.Refresh()
         self.metrics_at: str | None = None
         self.metrics_error: str | None = None
+        self.clock_back = 0.0  # the scheduler's when the records were last written
 
     @property
     def config(self) -> Config:
@@ -266,7 +251,7 @@ class Daemon:
             actions += s.signal(signum, now)
         self.runner.expire(now)
         actions += self.reaped(now)
-        read_at = time.time()
+        read_at, read_mono = time.time(), time.monotonic()
         events = self.watcher.read()
         if signums or events.paths or events.unwatched or events.overflowed \
                 or events.root_changed:  # not a wake for nothing (an event above wpath)
@@ -283,7 +268,7 @@ class Daemon:
             actions += s.overflowed(now)
         if events.root_changed:
             actions += s.root_changed(now)
-        s.read_started(read_at)  # after this read's events went in, which began before it
+        s.read_started(read_at, read_mono)  # after this read's events went in (began before)
         return actions + s.tick(now)
 
     def reaped(self, now: float) -> list[Action]:
@@ -380,7 +365,7 @@ class Daemon:
             record = None
             if why is None and w.identity is not None:
                 try:
-                    record = self.checkpoints.load(w.root, dest)
+                    record = self.checkpoints.load(dest)
                 except CheckpointError as e:
                     why = str(e)
                 else:
@@ -471,6 +456,9 @@ class Daemon:
         (the last read known complete), by one scan as at a start; or None and why
         the scan cannot say (then everything is sent)."""
         c, w = self.config, self.watcher
+        untrusted = self._clock_elsewhere()  # a server's clock, FUSE, FAT: as at a start
+        if untrusted:
+            return None, untrusted
         if time.time() < since:
             return None, "the clock went backwards since the last complete read"
         threshold = int((since - checkpointmod.MARGIN) * 1e9)
@@ -528,6 +516,10 @@ class Daemon:
         if w.identity is None or self.no_checkpoints():
             return
         settings, wall, boot = self.settings(), time.time(), checkpointmod.boot_clock()
+        if self.scheduler.clock_back != self.clock_back:  # the records before: lowered too
+            self.clock_back = self.scheduler.clock_back
+            self.saved.clear()
+            self.saved_when.clear()
         for dest in c.rnodes:
             point = self.scheduler.checkpoint(dest)
             if point is None or point <= self.saved.get(dest, 0.0):
@@ -557,14 +549,14 @@ class Daemon:
         if dest in self.voided or self.runner.pretend or w.identity is None:
             return
         try:
-            record = self.checkpoints.load(w.root, dest)
+            record = self.checkpoints.load(dest)
         except CheckpointError:
             record = None  # removed below: it says nothing
         if not always and record is not None and record.version == __version__ \
                 and dict(record.settings) == self.settings() \
                 and (record.dev, record.ino) == (w.identity.dev, w.identity.ino):
             return  # written under these very settings: this run only brings the node nearer
-        if self.checkpoints.void(w.root, dest):
+        if self.checkpoints.void(dest):
             self.voided.add(dest)
             self.saved.pop(dest, None)
             self.saved_when.pop(dest, None)
@@ -572,14 +564,14 @@ class Daemon:
     def last_checkpoints(self) -> None:
         """At a stop: read what the watcher still holds, then record. Lost events
         or a moved wpath record nothing new (the last records stay)."""
-        read_at = time.time()
+        read_at, read_mono = time.time(), time.monotonic()
         events = self.watcher.read()
         if events.overflowed or events.root_changed or events.unwatched:
             return
         s, now = self.scheduler, time.monotonic()
         if events.paths:
             s.changed(events.paths, now, events.moves)
-        s.read_started(read_at)
+        s.read_started(read_at, read_mono)
         self.save_checkpoints(now, force=True)
 
     # ---- the edges: runs, wpath, reload, status
@@ -875,7 +867,7 @@ class Daemon:
             return  # -p writes nothing, removes nothing
         for dest in dests:
             self.saved.pop(dest, None)
-            path = self.checkpoints.path(self.watcher.root, dest)
+            path = self.checkpoints.path(dest)
             try:
                 os.unlink(path)
             except FileNotFoundError:

@@ -31,13 +31,13 @@ import hashlib
 import logging
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
 
 from .excludes import Excludes
 from .mounts import _unescape, read_mounts
 from .paths import has_content, inside
+from .statefile import Once, replace, sync_dir
 from .unverified import make_private_dir
 
 log = logging.getLogger("inosync")
@@ -220,7 +220,7 @@ class KeptFile:
 
     def __init__(self, state_dir: str) -> None:
         self.dir = state_dir
-        self.failed = False  # said once, until a write gets through
+        self.once = Once()
 
     def path(self, root: str) -> str:
         digest = hashlib.sha256(os.fsencode(root)).hexdigest()[:24]
@@ -259,50 +259,22 @@ class KeptFile:
         try:
             make_private_dir(self.dir)
             if kept:
-                _replace(path, encode(root, kept))
+                replace(path, encode(root, kept))
             else:
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
                     return self._ok()
-            _sync_dir(self.dir)
+            sync_dir(self.dir)
         except OSError as e:
-            if not self.failed:
-                self.failed = True
-                log.warning("cannot record the kept mount points of %s in state_dir %s (%s): "
-                            "a restart now would delete their copies on the nodes", root,
-                            self.dir, e.strerror or e)
+            self.once.fail("cannot record the kept mount points of %s in state_dir %s (%s): "
+                           "a restart now would delete their copies on the nodes", root,
+                           self.dir, e.strerror or e)
             return False
         return self._ok()
 
     def _ok(self) -> bool:
-        if self.failed:
-            self.failed = False
-            log.info("state_dir %s can be written again: kept mount points are recorded",
+        self.once.ok("state_dir %s can be written again: kept mount points are recorded",
                      self.dir)
         return True
 
-
-def _replace(path: str, data: bytes) -> None:
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")  # O_EXCL, 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _sync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)  # the name too, not only the data
-    finally:
-        os.close(fd)

@@ -37,6 +37,9 @@ PROGRESS_STEP = 5.0  # seconds between progress reports (most only for the termi
 # Paths left out because rsync cannot read them: each is a rule of up to 4 KB on
 # rsync's command line. Past this many, a run that finds more fails as before.
 UNREADABLE_MAX = 100
+# Seconds the wall clock may fall behind the monotonic one unnoticed: more than a
+# preemption between reading the two under load, less than checkpoint.MARGIN.
+CLOCK_STEP = 1.0
 
 
 # ---- actions: what the loop must do
@@ -190,6 +193,11 @@ class Scheduler:
         self.drained_at: float | None = None
         self.held_since: float | None = None
         self.blind_since: float | None = None
+        # The wall clock's offset from the monotonic one, and how far it was set
+        # back in all while running: a change made after a step back carries a
+        # ctime that much older than the times noted before it (read_started).
+        self.clock_offset: float | None = None
+        self.clock_back = 0.0
         self.begun = False  # before begin() no node's state is known
         self.overflows = 0  # inotify queue overflows since the start (metrics.py)
 
@@ -213,8 +221,8 @@ class Scheduler:
                 node.pending.note_since(0.0)  # what the node holds is not known
                 node.pending.note_seen(now)
                 continue
-            node.pending.update(start.batch)
-            if start.batch:
+            if start.batch:  # empty: every change before the watches began is there
+                node.pending.update(start.batch)
                 node.pending.note_seen(now)  # changed while no inosync watched
             node.pending.drop_moves()  # no rename is known to lead from what it holds
             if start.last_full is not None:  # resync_interval counts from it, not from now
@@ -235,14 +243,25 @@ class Scheduler:
             return None
         bounds = [self.drained_at, self.held_since, self.blind_since, self.collected.since,
                   node.pending.since, node.inflight.since if node.inflight else None]
-        point = min(b for b in bounds if b is not None)
+        point = min(b for b in bounds if b is not None) - self.clock_back
         return point if point > 0 else None
 
-    def read_started(self, wall: float) -> None:
+    def read_started(self, wall: float, mono: float | None = None) -> None:
         """The loop is about to read the watcher to its end: what the read does not
         return happened after wall. Called after the previous read's events went
-        in (changed(), overflowed()...), which began at the previous wall."""
+        in (changed(), overflowed()...), which began at the previous wall. mono:
+        the monotonic clock at the same moment, to see the wall clock set back."""
         self.drained_at = wall
+        if mono is None:
+            return
+        offset = wall - mono
+        if self.clock_offset is None or offset > self.clock_offset:
+            self.clock_offset = offset  # first, or set forward: only later ctimes
+        elif self.clock_offset - offset > CLOCK_STEP:
+            self.clock_back += self.clock_offset - offset
+            self.clock_offset = offset
+            log.info("the clock was set back by %.1f s: checkpoints look back as much "
+                     "further", self.clock_back)
 
     def _compare_contents(self, dests: Iterable[str]) -> None:
         for dest in dests:
@@ -359,8 +378,8 @@ class Scheduler:
         else:
             for path in paths:
                 self.collected.add(path)
-            self.collected.note_since(self.held_since)
-            if paths:
+            if paths:  # nothing found: nothing owed (an empty batch no run takes held it)
+                self.collected.note_since(self.held_since)
                 self.collected.note_seen(now)
             self.flush_at = now
             log.warning("inotify queue overflowed: events were lost; rewatched, and a scan "

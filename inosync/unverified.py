@@ -21,6 +21,8 @@ import os
 import stat
 from collections.abc import Iterable
 
+from .statefile import Once, sync_dir
+
 log = logging.getLogger("inosync")
 
 SUFFIX = ".unverified"
@@ -29,7 +31,7 @@ SUFFIX = ".unverified"
 class Marks:
     def __init__(self, directory: str) -> None:
         self.dir = directory
-        self.failed = False  # said once; replays go on being refused meanwhile
+        self.once = Once()  # replays go on being refused meanwhile
 
     def path(self, dest: str) -> str:
         return os.path.join(self.dir, hashlib.sha256(os.fsencode(dest)).hexdigest()[:24]
@@ -46,20 +48,12 @@ class Marks:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-            try:
-                os.fsync(dir_fd)  # the name too, not only the data
-            finally:
-                os.close(dir_fd)
+            sync_dir(self.dir)
         except OSError as e:
-            if not self.failed:
-                self.failed = True
-                log.warning("cannot record replays in state_dir %s (%s): renames are sent "
-                            "as data, not replayed", self.dir, e.strerror or e)
+            self.once.fail("cannot record replays in state_dir %s (%s): renames are sent as "
+                           "data, not replayed", self.dir, e.strerror or e)
             return False
-        if self.failed:
-            self.failed = False
-            log.info("state_dir %s can be written again: renames are replayed", self.dir)
+        self.once.ok("state_dir %s can be written again: renames are replayed", self.dir)
         return True
 
     def clear(self, dest: str) -> None:

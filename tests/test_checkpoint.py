@@ -240,27 +240,29 @@ def test_a_record_round_trips_any_node_name(tmp_path):
     odd = "h:/srv/caf\udce9 #1"  # not UTF-8
     rec = record(node=odd)
     assert store.save(rec)
-    assert store.load("/srv/www", odd) == rec
+    assert store.load(odd) == rec
     assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
-    saved = Path(store.path("/srv/www", odd))
+    saved = Path(store.path(odd))
     assert saved.stat().st_mode & 0o777 == 0o600
     # another spelling of the same node finds it, and is told apart inside
-    assert store.path("/srv/www", "h:/srv//caf\udce9 #1/") == str(saved)
-    assert store.load("/srv/www", "a.example.com:/other") is None
-    assert store.path("/srv/other", odd) != str(saved)  # another tree: another file
+    assert store.path("h:/srv//caf\udce9 #1/") == str(saved)
+    assert store.load("a.example.com:/other") is None
+    # one file per node, whatever the tree: another tree's record is replaced
+    assert store.save(dataclasses.replace(rec, wpath="/srv/other"))
+    assert store.load(odd).wpath == "/srv/other"
 
 
 def test_an_unreadable_or_damaged_record_is_an_error_not_a_start_from_it(tmp_path):
     store = cp.Store(str(tmp_path / "state"))
     assert store.save(record())
-    path = Path(store.path("/srv/www", A))
+    path = Path(store.path(A))
     path.write_bytes(path.read_bytes()[:40])  # cut short
     with pytest.raises(cp.CheckpointError, match="damaged"):
-        store.load("/srv/www", A)
+        store.load(A)
     path.unlink()
     path.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(cp.CheckpointError, match="cannot read"):
-        store.load("/srv/www", A)
+        store.load(A)
 
 
 def test_a_record_cannot_be_written_into_a_state_dir_others_may_write(tmp_path, caplog):
@@ -374,6 +376,25 @@ def test_a_tree_on_a_network_filesystem_keeps_no_checkpoints():
     assert cp.clock_elsewhere("/srv/www", [Mount("/", "nfs4"), Mount("/srv", "xfs")]) is None
 
 
+def test_a_tree_whose_ctimes_anyone_can_set_keeps_no_checkpoints():
+    """FAT and exFAT keep no change time: the kernel reads a file's ctime back as
+    its mtime, so a file rewritten while inosync was stopped, its mtime put back
+    (cp -p, rsync -a, tar x), looked older than the checkpoint and was never sent.
+    A plain FUSE mount ("fuse", "fuseblk": ntfs-3g, or a user's own fusermount
+    without a subtype) reports what its server says. Failed before the fix: None
+    (checkpoints kept). This kernel has no vfat or exfat module: not end to end."""
+    from inosync.mounts import Mount
+
+    local = [Mount("/", "ext4")]
+    for fstype in ("vfat", "msdos", "exfat"):
+        why = cp.clock_elsewhere("/media/usb/www", [*local, Mount("/media/usb", fstype)])
+        assert why and f"wpath is on {fstype}: it keeps no change time" in why
+    for fstype in ("fuse", "fuseblk"):
+        why = cp.clock_elsewhere("/srv/www", [*local, Mount("/srv/www/u", fstype)])
+        assert why and f"/srv/www/u is on {fstype}: its ctimes come from a FUSE server" in why
+    assert cp.clock_elsewhere("/srv/www", [*local, Mount("/srv/www/u", "fusectl")]) is None
+
+
 def test_another_ssh_command_or_rsync_program_voids_a_start_record():
     """The same spelling may reach another host through another ssh command (a
     -p, a ProxyJump, another -F): a restart must not trust what was delivered
@@ -383,3 +404,52 @@ def test_another_ssh_command_or_rsync_program_voids_a_start_record():
     assert old != cp.fingerprint([], [], [], [], True, ("/opt/rsync", ["ssh"]))
     assert old == cp.fingerprint([], [], [], [], True, ("/usr/bin/rsync", ("ssh",)))
     assert "rsync program and ssh command" not in cp.fingerprint([], [], [], [])
+
+
+def test_a_clock_set_back_while_running_lowers_the_checkpoint_by_as_much(synced):
+    """An NTP step back of 100 s while running: b.html, changed right after it,
+    has a ctime 100 s older than the read before it, which the batch notes as its
+    start. With node A failing until later, its checkpoint stayed at that read
+    (205), past b.html's ctime (111): recorded, the next start's scan would never
+    find b.html for A. Failed before the fix (205.0)."""
+    s = synced
+    s.read_started(200.0, 100.0)  # wall - monotonic: 100
+    s.changed(["a.html"], 105.0)
+    s.read_started(205.0, 105.0)
+    assert set(starts(s.tick(108.0))) == {A, B}  # edelay over
+    ended(s, B, 0, 108.5)
+    ended(s, A, 10, 108.5)  # a socket error: A is retried, and fails on
+    s.changed(["b.html"], 111.0)  # made at wall 111, after the clock went back 100 s
+    s.read_started(112.0, 112.0)
+    s.read_started(400.0, 400.0)  # much later, A still not through
+    point = s.checkpoint(A)
+    assert point is not None and point <= 111.0
+
+
+def test_a_node_resumed_with_nothing_to_send_is_checkpointed_at_the_reads():
+    """The scan found nothing since its record (900): the node holds every change
+    made before the watches began. The empty batch's start stayed in its pending
+    for good, holding the checkpoint at 900 while the tree was quiet (failed
+    before the fix: 900.0)."""
+    s = Scheduler(config())
+    s.read_started(1000.0)
+    nothing = PathSet(100)
+    nothing.note_since(900.0)
+    s.begin(0.0, resumed={A: Resumed(nothing, 1000.0, 500.0)})
+    read(s, 1100.0, 1.0)
+    read(s, 1200.0, 2.0)
+    assert s.checkpoint(A) == 1200.0
+
+
+def test_an_overflow_whose_scan_found_nothing_holds_no_checkpoint(synced):
+    """After an overflow the scan found nothing changed since the last complete read
+    (110): nothing is owed to any node. The empty batch still carried 110 as its
+    start into every node's pending, which no run takes: the checkpoints stayed at
+    110 while the tree was quiet (failed before the fix: 110.0)."""
+    synced.overflowed(2.0)
+    synced.read_started(130.0)
+    synced.root_checked(RootSame(), 2.1)
+    assert starts(synced.rescanned([], "by ctime since ...", 2.2)) == {}
+    read(synced, 140.0, 3.0)
+    read(synced, 150.0, 4.0)
+    assert synced.checkpoint(A) == synced.checkpoint(B) == 150.0
