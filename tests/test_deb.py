@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alone import RunLock
 
 from inosync import __version__
 
@@ -154,12 +155,18 @@ def apt_get(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def installed(deb: Path) -> Iterator[set[str]]:
+def installed(deb: Path, run_lock: RunLock) -> Iterator[set[str]]:
     """The package installed with apt-get, as a sysadmin would; purged afterwards
     with the dependencies its install brought in. An /etc/inosync.conf written
-    here (or the admin's own, if there is one) must come through untouched."""
+    here (or the admin's own, if there is one) must come through untouched.
+    No other test runs meanwhile (alone.py): /usr/bin/inosync is on PATH."""
     if os.geteuid() != 0:
         pytest.skip("installing a package needs root")
+    with run_lock.exclusive():
+        yield from install(deb)
+
+
+def install(deb: Path) -> Iterator[set[str]]:
     if "inosync" in installed_packages():
         pytest.fail("the inosync package is already installed on this machine; this test "
                     "installs and purges it: remove it first (apt-get purge inosync)")
