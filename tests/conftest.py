@@ -181,19 +181,28 @@ def inosync_logger_left_as_found() -> Iterator[None]:
     assert after == before, f"the test left the 'inosync' logger changed: {before} -> {after}"
 
 
-@pytest.fixture(scope="session")
-def run_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunLock]:
-    """The run's lock (alone.py), in the base directory all its workers share."""
-    base = tmp_path_factory.getbasetemp()
-    lock = RunLock(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
-    yield lock
-    lock.close()
-
-
-@pytest.fixture(autouse=True)
-def alone_or_side_by_side(request: pytest.FixtureRequest, run_lock: RunLock) -> Iterator[None]:
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """A test marked `alone` runs while no other worker runs one; every other
-    test runs beside the others (see alone.py)."""
-    marked = request.node.get_closest_marker("alone") is not None
-    with run_lock.exclusive() if marked else run_lock.shared():
+    test runs beside the others (see alone.py). The lock covers the whole
+    protocol, the module fixtures a test sets up or tears down included (a
+    network namespace's sshd, a package apt-get installs)."""
+    lock = run_lock(item.config)
+    if lock is None:  # no other worker: nothing to wait for
         yield
+        return
+    with lock.exclusive() if item.get_closest_marker("alone") else lock.shared():
+        yield
+
+
+RUN_LOCKS: dict[int, RunLock] = {}
+
+
+def run_lock(config: pytest.Config) -> RunLock | None:
+    """This worker's handle on the run's lock, in the base directory every worker's
+    own lies in (pytest-xdist gives each its basetemp below the run's)."""
+    if not in_worker(config):
+        return None
+    if id(config) not in RUN_LOCKS:
+        RUN_LOCKS[id(config)] = RunLock(Path(config.option.basetemp).parent)
+    return RUN_LOCKS[id(config)]

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from alone import RunLock
 
 from inosync import __version__
 
@@ -155,18 +154,14 @@ def apt_get(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def installed(deb: Path, run_lock: RunLock) -> Iterator[set[str]]:
+def installed(deb: Path) -> Iterator[set[str]]:
     """The package installed with apt-get, as a sysadmin would; purged afterwards
     with the dependencies its install brought in. An /etc/inosync.conf written
     here (or the admin's own, if there is one) must come through untouched.
-    No other test runs meanwhile (alone.py): /usr/bin/inosync is on PATH."""
+    Its tests are marked `alone`: the install and the purge (in the first one's
+    setup and the last one's teardown) change the machine every test runs on."""
     if os.geteuid() != 0:
         pytest.skip("installing a package needs root")
-    with run_lock.exclusive():
-        yield from install(deb)
-
-
-def install(deb: Path) -> Iterator[set[str]]:
     if "inosync" in installed_packages():
         pytest.fail("the inosync package is already installed on this machine; this test "
                     "installs and purges it: remove it first (apt-get purge inosync)")
@@ -196,6 +191,7 @@ def install(deb: Path) -> Iterator[set[str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 @needs_build_tools
 def test_installed_package_runs_with_debians_python_modules(installed: set[str]) -> None:
     assert "inosync" in installed
@@ -226,6 +222,7 @@ def test_installed_package_runs_with_debians_python_modules(installed: set[str])
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 @needs_build_tools
 def test_installed_units_and_script_run_the_packaged_command(installed: set[str]) -> None:
     units = [Path(d) / name for d in ("/lib/systemd/system", "/usr/lib/systemd/system")

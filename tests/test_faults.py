@@ -26,8 +26,7 @@ WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
 
 @pytest.fixture(scope="module")
 def small_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A 4 MB tmpfs, mounted before the hosts start so their sshd sees it too
-    (each `ip netns exec` gets its own copy of the mount table)."""
+    """A 4 MB tmpfs, which the hosts' sshd sees too (they share our mounts)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mnt = tmp_path_factory.mktemp("small")
