@@ -206,3 +206,32 @@ def run_lock(config: pytest.Config) -> RunLock | None:
     if id(config) not in RUN_LOCKS:
         RUN_LOCKS[id(config)] = RunLock(Path(config.option.basetemp).parent)
     return RUN_LOCKS[id(config)]
+
+
+# The files that take longest (measured with --durations=0), longest first: under
+# pytest-xdist's --dist loadfile each goes whole to one worker, in collection
+# order, so these go out first and the many short files fill in at the end
+# instead of one long file running alone there. A name missing here only
+# costs time.
+LONGEST_FIRST = [
+    "test_safety.py", "test_packaging.py", "test_checkpoint_restart.py", "test_faults.py",
+    "test_random.py", "test_review18.py", "test_bench_smoke.py", "test_deb.py",
+    "test_replay.py", "test_treelock.py", "test_deletepolicy_e2e.py", "test_oneoff_e2e.py",
+    "test_replay_hostile2.py", "test_kept.py", "test_daemonize.py", "test_replication.py",
+    "test_boot.py", "test_excludes.py", "test_replay_safety.py", "test_sshcontrol.py",
+]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist only: the longest files first, then those with slow tests,
+    then the rest (a stable sort: within a file, tests keep their order)."""
+    if not in_worker(config):
+        return
+    slow_files = {item.path.name for item in items if item.get_closest_marker("slow")}
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        first = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return first, 0 if name in slow_files else 1
+
+    items.sort(key=rank)
