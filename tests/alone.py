@@ -1,11 +1,12 @@
 """One test run's readers-writer lock. Under pytest-xdist (tests/run uses -n 2)
 the workers run tests side by side, and a few tests change what every process
 on the machine shares (the inotify watch limit, packages installed with
-apt-get) or hold a copy of it (a mount namespace keeps every filesystem
-mounted at its start alive, and another test's umount then sends no
-IN_UNMOUNT). Every test holds the lock shared from its setup to its teardown
-(conftest.py); a test marked `alone` holds it exclusively, so it runs while no
-test of another worker does.
+apt-get, /etc/popt.d) or hold a copy of it (a mount namespace keeps every
+filesystem mounted at its start alive, and another test's umount then sends
+no IN_UNMOUNT), or wait for an IN_UNMOUNT (seen to fail beside the
+test_faults.py tests, cause not found). Every test holds the lock shared from
+its setup to its teardown (conftest.py); a test marked `alone` holds it
+exclusively, so it runs while no test of another worker does.
 
 flock(2) on two files in the run's base directory: the turnstile gives the
 writer priority (a worker that takes test after test would otherwise never

@@ -297,6 +297,7 @@ def synced_then_unmounted(tree: dict, run_inosync, mnt: Path, name: str,
         subprocess.run(["umount", str(mnt)], check=True)
 
 
+@pytest.mark.alone  # waits for IN_UNMOUNT: see alone.py
 def test_unmount_inside_wpath_watches_what_is_underneath(tree, run_inosync):
     if os.geteuid() != 0:
         pytest.skip("mounting needs root")
@@ -349,6 +350,7 @@ def test_source_changing_under_rsync_is_not_an_error(tree, run_inosync):
     assert d.stop() == 0
 
 
+@pytest.mark.alone  # waits for IN_UNMOUNT: see alone.py
 def test_unmount_leaving_an_empty_mount_point_deletes_nothing(tree, run_inosync):
     if os.geteuid() != 0:
         pytest.skip("mounting needs root")
