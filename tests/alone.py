@@ -1,4 +1,4 @@
-"""One test run's readers-writer lock. Under pytest-xdist (tests/run uses -n 2)
+"""One test run's readers-writer lock. Under pytest-xdist (tests/run uses -n 3)
 the workers run tests side by side, and a few tests change what every process
 on the machine shares (the inotify watch limit, packages installed with
 apt-get, /etc/popt.d) or hold a copy of it (a mount namespace keeps every
