@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # a script: the test hosts live there
 sys.path.insert(0, str(REPO / "bench"))
 from helpers import RSYNC, inosync_argv, private_tmp_root, tree_diff, write_config  # noqa: E402
-from hosts import SUBNET  # noqa: E402
+from hosts import SUBNET, subnet_index  # noqa: E402
 from slowlink import ONE_WAY_MS, Link, wire_bytes  # noqa: E402
 
 from inosync.checkpoint import MARGIN  # noqa: E402
@@ -334,7 +334,7 @@ def free_index(first: int = 18) -> int:
     taken = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True,
                            text=True, check=True).stdout
     for index in range(first, 250):
-        if f" {SUBNET}.{index}." not in taken:
+        if f" {SUBNET}.{subnet_index(index)}." not in taken:
             return index
     raise RuntimeError(f"no free subnet left in {SUBNET}.0.0/16")
 

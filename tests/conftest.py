@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from alone import RunLock
 from helpers import Inosync, Sshd
 from hosts import TestHost, can_make_namespaces
 
@@ -105,40 +106,54 @@ def slow_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHost]:
         host.destroy()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def replay_lock_files() -> Iterator[None]:
-    """The replay's lock directory (/run/inosync.replay), and the lock files that
-    tests left in it: a replay killed on purpose does not remove its own."""
-    locks = Path("/run/inosync.replay")
-    existed = locks.exists()
-    before = set(locks.glob("*.lock"))
-    yield
-    for path in set(locks.glob("*.lock")) - before:
-        path.unlink(missing_ok=True)
-    if not existed and locks.is_dir() and not any(locks.iterdir()):
-        locks.rmdir()
+def in_worker(config: pytest.Config) -> bool:
+    """A pytest-xdist worker: the controller runs the session-wide clean-up once,
+    after every worker is done (a worker that ends first would take the lock
+    files of another's running daemons for left-overs)."""
+    return hasattr(config, "workerinput")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def tree_lock_files() -> Iterator[None]:
-    """The tree locks' directory (/run/inosync.tree when root runs the tests):
-    the lock files the tests' daemons made there, and the directory if they made it."""
+def lock_dirs() -> dict[Path, str]:
+    """The replay's lock directory, and the tree locks' (/run/inosync.tree when
+    root runs the tests), with the names of their lock files."""
     from inosync.treelock import lock_dir
 
-    locks = Path(lock_dir())
-    existed = locks.exists()
-    before = set(locks.glob("tree-*.lock"))
-    yield
-    for path in set(locks.glob("tree-*.lock")) - before:
-        unlink_unheld(path)
-    if not existed and locks.is_dir() and not any(locks.iterdir()):
-        locks.rmdir()
+    return {Path("/run/inosync.replay"): "*.lock", Path(lock_dir()): "tree-*.lock"}
+
+
+LOCKS_BEFORE: dict[Path, set[Path] | None] = {}  # None: the directory was not there
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if in_worker(session.config):
+        return
+    for where, pattern in lock_dirs().items():
+        LOCKS_BEFORE[where] = set(where.glob(pattern)) if where.exists() else None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The lock files the tests left, and the directories if the tests made them:
+    a replay killed on purpose does not remove its own lock file; the tree
+    locks' are removed unless held (another test session on this machine may
+    run a daemon of its own)."""
+    if in_worker(session.config):
+        return
+    for where, pattern in lock_dirs().items():
+        if where not in LOCKS_BEFORE:
+            continue
+        before = LOCKS_BEFORE[where]
+        for path in set(where.glob(pattern)) - (before or set()):
+            if pattern == "*.lock":
+                path.unlink(missing_ok=True)
+            else:
+                unlink_unheld(path)
+        if before is None and where.is_dir() and not any(where.iterdir()):
+            where.rmdir()
 
 
 def unlink_unheld(lock: Path) -> None:
-    """Remove a tree lock file unless a live inosync holds it: another test session
-    on this machine may run a daemon of its own, and a second instance of that
-    tree would take a new file of the same name and run beside it."""
+    """Remove a tree lock file unless a live inosync holds it: a second instance
+    of that tree would take a new file of the same name and run beside it."""
     try:
         fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -199,3 +214,59 @@ def inosync_logger_left_as_found() -> Iterator[None]:
     yield
     after = (log.level, log.propagate, list(log.handlers))
     assert after == before, f"the test left the 'inosync' logger changed: {before} -> {after}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """A test marked `alone` runs while no other worker runs one; every other
+    test runs beside the others (see alone.py). The lock covers the whole
+    protocol, the module fixtures a test sets up or tears down included (a
+    network namespace's sshd, a package apt-get installs)."""
+    lock = run_lock(item.config)
+    if lock is None:  # no other worker: nothing to wait for
+        yield
+        return
+    with lock.exclusive() if item.get_closest_marker("alone") else lock.shared():
+        yield
+
+
+RUN_LOCKS: dict[int, RunLock] = {}
+
+
+def run_lock(config: pytest.Config) -> RunLock | None:
+    """This worker's handle on the run's lock, in the base directory every worker's
+    own lies in (pytest-xdist gives each its basetemp below the run's)."""
+    if not in_worker(config):
+        return None
+    if id(config) not in RUN_LOCKS:
+        RUN_LOCKS[id(config)] = RunLock(Path(config.option.basetemp).parent)
+    return RUN_LOCKS[id(config)]
+
+
+# The files that take longest (measured with --durations=0), longest first: under
+# pytest-xdist's --dist loadfile each goes whole to one worker, in collection
+# order, so these go out first and the many short files fill in at the end
+# instead of one long file running alone there. A name missing here only
+# costs time.
+LONGEST_FIRST = [
+    "test_safety.py", "test_packaging.py", "test_checkpoint_restart.py", "test_faults.py",
+    "test_random.py", "test_review18.py", "test_bench_smoke.py", "test_deb.py",
+    "test_replay.py", "test_treelock.py", "test_deletepolicy_e2e.py", "test_oneoff_e2e.py",
+    "test_replay_hostile2.py", "test_kept.py", "test_daemonize.py", "test_replication.py",
+    "test_boot.py", "test_excludes.py", "test_replay_safety.py", "test_sshcontrol.py",
+]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist only: the longest files first, then those with slow tests,
+    then the rest (a stable sort: within a file, tests keep their order)."""
+    if not in_worker(config):
+        return
+    slow_files = {item.path.name for item in items if item.get_closest_marker("slow")}
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        first = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return first, 0 if name in slow_files else 1
+
+    items.sort(key=rank)

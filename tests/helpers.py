@@ -183,6 +183,18 @@ class Inosync:
         self._log.close()
 
 
+def bind_unix(sock: socket.socket, path: Path | str) -> None:
+    """Bind an AF_UNIX socket at path however long it is: by its name, from inside
+    its directory. sun_path holds 107 bytes, and a tmp_path comes close (under
+    pytest-xdist each worker's lies one directory deeper)."""
+    here = os.getcwd()
+    os.chdir(Path(path).parent)
+    try:
+        sock.bind(Path(path).name)
+    finally:
+        os.chdir(here)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -229,7 +241,10 @@ class Sshd:
 
     def start(self) -> Sshd:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation dir
-        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        # Into the network namespace alone: `ip netns exec` would also give sshd a
+        # copy of the mount table, and a filesystem another test has mounted at that
+        # moment would live on in it after its umount (no IN_UNMOUNT for that test).
+        prefix = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
         sshd = shutil.which("sshd") or "/usr/sbin/sshd"
         self.proc = subprocess.Popen([*prefix, sshd, "-D", "-e", "-f", str(self.config)],
                                      stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)

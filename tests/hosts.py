@@ -17,6 +17,14 @@ from pathlib import Path
 from helpers import Sshd
 
 SUBNET = "10.231"  # 10.231.<n>.0/30: .1 is our end, .2 the host's
+# Each pytest-xdist worker (gw0, gw1, ...) numbers its hosts from its own block
+# of /30s: two veths with one subnet would steal each other's route.
+BLOCK = 32
+
+
+def subnet_index(index: int) -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return index + BLOCK * int(worker or 0)
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -44,8 +52,8 @@ class TestHost:
         self.veth = f"vi{tag}"  # our end; interface names are at most 15 bytes
         self.peer = f"vp{tag}"
         self.sink = f"vs{tag}"  # where drop_connection() sends packets to vanish
-        self.address = f"{SUBNET}.{index}.2"
-        self.local = f"{SUBNET}.{index}.1"
+        self.address = f"{SUBNET}.{subnet_index(index)}.2"
+        self.local = f"{SUBNET}.{subnet_index(index)}.1"
         self.workdir = workdir
         self.client_key = client_key  # one key for all hosts: one ssh command
         self.sshd: Sshd | None = None

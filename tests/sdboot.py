@@ -87,6 +87,14 @@ def _remove_tree(top: Path) -> None:
     raise AssertionError(f"cgroup {top} still busy")
 
 
+def _comm(pid: int) -> str:
+    """The process's command name, or "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 class Boot:
     """systemd in a namespace, started with `units` (name -> text), `mounts`
     (a host directory -> where it appears, bind-mounted before systemd starts)
@@ -172,12 +180,17 @@ class Boot:
         """systemd's pid outside (unshare's only child), once it is there."""
         if self._init is not None:
             return self._init[0]
-        for _ in range(100):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
             # Before reading /proc: once poll() has reaped unshare, its pid (and
             # so the children file) may be another process's.
             assert self.proc.poll() is None, "the namespace ended"
             children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-            if children.split():
+            # Not before the child has left unshare's code for the script's: until
+            # then it may not have asked for --kill-child's signal yet (prctl,
+            # between fork and exec), and a test killed meanwhile (a loaded
+            # machine leaves the child unscheduled for long) left systemd running.
+            if children.split() and _comm(int(children.split()[0])) not in ("unshare", ""):
                 pid = int(children.split()[0])
                 self._init = (pid, os.pidfd_open(pid))  # this process, whatever its pid later
                 return pid

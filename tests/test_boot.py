@@ -11,7 +11,8 @@ import pytest
 import sdboot
 from helpers import ROOT, inosync_argv, tree_diff, wait_until, write_config
 
-pytestmark = [pytest.mark.slow,
+# alone: its namespace holds a copy of every filesystem mounted at its start
+pytestmark = [pytest.mark.slow, pytest.mark.alone,
               pytest.mark.skipif(sdboot.why_not() is not None, reason=str(sdboot.why_not()))]
 
 

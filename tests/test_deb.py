@@ -160,7 +160,9 @@ def apt_get(*args: str) -> subprocess.CompletedProcess[str]:
 def installed(deb: Path) -> Iterator[set[str]]:
     """The package installed with apt-get, as a sysadmin would; purged afterwards
     with the dependencies its install brought in. An /etc/inosync.conf written
-    here (or the admin's own, if there is one) must come through untouched."""
+    here (or the admin's own, if there is one) must come through untouched.
+    Its tests are marked `alone`: the install and the purge (in the first one's
+    setup and the last one's teardown) change the machine every test runs on."""
     if os.geteuid() != 0:
         pytest.skip("installing a package needs root")
     if "inosync" in installed_packages():
@@ -206,6 +208,7 @@ def installed(deb: Path) -> Iterator[set[str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 @needs_build_tools
 def test_installed_package_runs_with_debians_python_modules(installed: set[str]) -> None:
     assert "inosync" in installed
@@ -236,6 +239,7 @@ def test_installed_package_runs_with_debians_python_modules(installed: set[str])
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 @needs_build_tools
 def test_installed_units_and_script_run_the_packaged_command(installed: set[str]) -> None:
     units = [Path(d) / name for d in ("/lib/systemd/system", "/usr/lib/systemd/system")

@@ -26,8 +26,7 @@ WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
 
 @pytest.fixture(scope="module")
 def small_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A 4 MB tmpfs, mounted before the hosts start so their sshd sees it too
-    (each `ip netns exec` gets its own copy of the mount table)."""
+    """A 4 MB tmpfs, which the hosts' sshd sees too (they share our mounts)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mnt = tmp_path_factory.mktemp("small")
@@ -189,7 +188,9 @@ def test_queue_overflow_then_full_sync(tree, run_inosync, tmp_path):
 
 
 @pytest.fixture
-def watch_limit() -> Iterator[Path]:
+def watch_limit(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The limit of every process of root's (the other workers' daemons too)."""
+    assert request.node.get_closest_marker("alone"), "a test that lowers the limit runs alone"
     if os.geteuid() != 0:
         pytest.skip("changing fs.inotify.max_user_watches needs root")
     old = WATCHES.read_text()
@@ -199,6 +200,7 @@ def watch_limit() -> Iterator[Path]:
         WATCHES.write_text(old)
 
 
+@pytest.mark.alone
 def test_watch_limit_at_start_exits_1(tree, run_inosync, tmp_path, watch_limit):
     for i in range(30):
         (tree["src"] / f"dir{i}").mkdir()
@@ -215,6 +217,7 @@ def test_watch_limit_at_start_exits_1(tree, run_inosync, tmp_path, watch_limit):
     assert all(not os.listdir(n) for n in tree["nodes"])
 
 
+@pytest.mark.alone
 def test_watch_limit_at_run_time_falls_back_to_full_syncs(tree, run_inosync, watch_limit):
     src, nodes = tree["src"], tree["nodes"]
     conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src),

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from helpers import Inosync, wait_converged, wait_until, write_config
 
-pytestmark = pytest.mark.slow  # end to end: real processes
+# alone: it waits for a umount's IN_UNMOUNT, which never comes while a mount
+# namespace made meanwhile by another worker's test holds a copy of the filesystem
+pytestmark = [pytest.mark.slow, pytest.mark.alone]  # end to end: real processes
 
 
 def mounted(where: Path) -> bool:

@@ -23,6 +23,7 @@ def full_sync_went(d: Inosync, nodes: list[Path]) -> None:
     d.wait_log(r"synced full sync", count=len(nodes))
 
 
+@pytest.mark.alone  # waits for IN_UNMOUNT: see alone.py
 def test_a_crash_and_restart_keep_the_copy_until_the_filesystem_is_mounted_again(
         tree, run_inosync):
     src, nodes = tree["src"], tree["nodes"]

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import bind_unix
 
 from inosync.leftovers import LOCK, find_stale, make_dir
 
@@ -55,7 +56,7 @@ def test_made_directory_is_private_and_locked_with_our_pid(tmp_path):
 def test_a_dead_daemons_directory_is_removed_with_its_sockets_only(tmp_path):
     gone = dead_dir(tmp_path)
     sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(gone / "0-0"))
+    bind_unix(sock, gone / "0-0")
     sock.close()
     (stale,) = find_stale(PREFIX, [str(tmp_path)])
     assert stale.path == str(gone) and stale.pid.isdigit() and stale.pid != str(os.getpid())

@@ -150,6 +150,7 @@ def trees(tmp_path):
 
 @pytest.mark.skipif(not shutil.which("rsync"), reason="needs rsync")
 @pytest.mark.skipif(os.path.exists("/etc/popt.d"), reason="would touch a real /etc/popt.d")
+@pytest.mark.alone  # /etc/popt.d: every rsync run on the machine meanwhile reads it
 @pytest.mark.parametrize("app", ["rsyn[c]", "*", "r*"])
 def test_a_popt_line_for_rsync_by_a_pattern_is_not_refused(trees, app):
     """libpopt (1.19 here, Debian's rsync links it) matches a line's first word to

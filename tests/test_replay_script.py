@@ -286,6 +286,7 @@ print(json.dumps([done.returncode, done.stderr.decode(), sorted(os.listdir("/run
 """
 
 
+@pytest.mark.alone  # a mount namespace of its own: a copy of every mount
 @pytest.mark.skipif(os.geteuid() != 0, reason="root's lock directory is in /run")
 def test_lock_directory_is_no_instances_runtime_directory(node):
     if shutil.which("unshare") is None:

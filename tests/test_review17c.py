@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import sdboot
-from helpers import ROOT, alive, wait_until
+from helpers import ROOT, alive, bind_unix, wait_until
 from test_contrib import INIT, Init, inosync_program
 
 TESTS = Path(__file__).resolve().parent
@@ -37,6 +37,7 @@ def _mount_options(pid: int, where: str) -> list[str] | None:
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a mount namespace: a copy of every mount
 @needs_boot
 def test_boot_systemd_cannot_change_the_host(tmp_path: Path) -> None:
     """systemd as PID 1 does, at every fresh start: loopback_setup() and
@@ -83,6 +84,7 @@ time.sleep(600)
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a mount namespace: a copy of every mount
 @needs_boot
 def test_boot_ends_when_the_test_process_is_killed(tmp_path: Path) -> None:
     """A test run killed with -9 (an outer timeout, the OOM killer) runs no
@@ -111,8 +113,9 @@ def test_boot_ends_when_the_test_process_is_killed(tmp_path: Path) -> None:
             child.wait()
         if unshare is not None and alive(unshare):
             os.kill(unshare, signal.SIGKILL)  # --kill-child: the namespace with it
-        while init is not None and alive(init):
-            time.sleep(0.05)
+        if init is not None and alive(init):
+            os.kill(init, signal.SIGKILL)  # the test failed: end the namespace all the same
+        wait_until(lambda: init is None or not alive(init), 10, "systemd to end")
         for c in reversed(cgroups):
             sdboot._remove_tree(Path(c))
 
@@ -131,6 +134,7 @@ def sysv(tmp_path: Path) -> Iterator[Init]:
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a mount namespace: a copy of every mount
 def test_prerm_stops_a_daemon_the_sysv_script_started_on_a_systemd_machine(
         sysv: Init) -> None:
     """/etc/init.d/inosync ran the daemon itself, also where systemd runs (0.4's
@@ -174,7 +178,7 @@ def test_a_socket_its_master_removes_meanwhile_is_no_reason_to_keep_the_director
     made = make_dir("inosync-t-", str(tmp_path))
     made.close()  # as by a kill -9
     sock = socketmod.socket(socketmod.AF_UNIX)
-    sock.bind(f"{made.path}/0-0")
+    bind_unix(sock, f"{made.path}/0-0")
     sock.close()
 
     def socket_that_its_master_removes(mode: int) -> bool:
@@ -223,6 +227,7 @@ def _private_tmps() -> set[Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a mount namespace: a copy of every mount
 @needs_boot
 def test_boot_leaves_nothing_in_the_machines_tmp(tmp_path: Path) -> None:
     """inosync.service has PrivateTmp=yes: systemd makes
@@ -247,6 +252,7 @@ def test_boot_leaves_nothing_in_the_machines_tmp(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a mount namespace: a copy of every mount
 def test_prerm_leaves_the_sysv_daemon_alone_where_policy_rc_d_forbids(sysv: Init) -> None:
     """The stop added above must not bypass policy-rc.d: 101 forbids service
     actions (a chroot or image build whose /run, and so the pidfile, may be the
@@ -268,6 +274,7 @@ def test_prerm_leaves_the_sysv_daemon_alone_where_policy_rc_d_forbids(sysv: Init
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a mount namespace: a copy of every mount
 @needs_boot
 def test_boot_that_ended_early_is_still_closed(tmp_path: Path) -> None:
     """The namespace ends before systemd runs (its script fails: a mount, a
