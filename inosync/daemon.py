@@ -251,11 +251,12 @@ class Daemon:
         read_at = time.time()
         events = self.watcher.read()
         self.record_kept()  # a place found unmounted: recorded before any run
-        if events.paths:
-            actions += s.changed(events.paths, now, events.moves)
+        if events.paths or events.temps:
+            actions += s.changed(events.paths, now, events.moves, events.temps)
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("%d change(s), e.g. %r; %s collected",
-                          len(events.paths), events.paths[0], s.collected.describe())
+                log.debug("%d change(s), e.g. %r; %s collected%s", len(events.paths),
+                          (events.paths or [p for p, _ in events.temps])[0],
+                          s.collected.describe(), self._temps_note(events))
         if events.unwatched:
             actions += s.watch_limit_hit(events.unwatched, now)
         if events.overflowed:
@@ -264,6 +265,14 @@ class Daemon:
             actions += s.root_changed(now)
         s.read_started(read_at)  # after this read's events went in, which began before it
         return actions + s.tick(now)
+
+    def _temps_note(self, events: WatchEvents) -> str:
+        """For -v: how many events were of rsync's temporary files, and how many
+        such files are held back now."""
+        if not events.temps:
+            return ""
+        return (f"; {plural(len(events.temps), 'event')} of temporary-shaped files, "
+                f"{len(self.scheduler.temps)} held back")
 
     def reaped(self, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -554,8 +563,8 @@ class Daemon:
         if events.overflowed or events.root_changed or events.unwatched:
             return
         s, now = self.scheduler, time.monotonic()
-        if events.paths:
-            s.changed(events.paths, now, events.moves)
+        if events.paths or events.temps:
+            s.changed(events.paths, now, events.moves, events.temps)
         s.read_started(read_at)
         self.save_checkpoints(now, force=True)
 
@@ -593,7 +602,7 @@ class Daemon:
         failed = self.runner.start(
             action.dest, plan,
             self._argv_for(action.dest, f"/proc/self/fd/{source}", progress, checksum,
-                           action.leave_out, kept, phase),
+                           (*action.leave_out, *action.held), kept, phase),
             replay, (source, c.wpath), progress)
         if failed is None:
             return []
@@ -837,7 +846,8 @@ class Daemon:
         """What the old watcher read last, of the same tree: still to be sent (the
         new watcher saw only what came after it started)."""
         s = self.scheduler
-        actions = s.changed(events.paths, now, events.moves) if events.paths else []
+        actions = s.changed(events.paths, now, events.moves, events.temps) \
+            if events.paths or events.temps else []
         if events.overflowed:
             actions += s.overflowed(now)
         if events.root_changed:

@@ -26,6 +26,8 @@ from .config import Config
 from .nodes import Node, State
 from .replay import Move
 from .rsync import Outcome, classify, describe, unreadable
+from .temphold import TempHold
+from .tempnames import looks_temporary
 
 log = logging.getLogger("inosync")
 
@@ -50,6 +52,9 @@ class StartRun:
     # Paths of the source (relative to wpath) rsync cannot read: the run leaves
     # them out, so it neither reads them nor deletes them on the node.
     leave_out: tuple[str, ...] = ()
+    # Files that may be rsync's temporary files (a relay's upstream writing them):
+    # left out the same way, until they land or are let go (temphold.py).
+    held: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,10 @@ class Scheduler:
         self.held_since: float | None = None
         self.blind_since: float | None = None
         self.begun = False  # before begin() no node's state is known
+        # Files of rsync's temporary shape, held back (temphold.py), and whether a
+        # run may have read the tree since the read before the last one.
+        self.temps = TempHold(limit=config.max_pending)
+        self.ran_since_read = False
 
     def _new_node(self, dest: str) -> Node:
         c = self.config
@@ -210,7 +219,7 @@ class Scheduler:
                 node.pending.set_start()
                 node.pending.note_since(0.0)  # what the node holds is not known
                 continue
-            node.pending.update(start.batch)
+            node.pending.update(self._hold_resumed(start.batch, now))
             node.pending.drop_moves()  # no rename is known to lead from what it holds
             if start.last_full is not None:  # resync_interval counts from it, not from now
                 node.full_synced_at = now - max(0.0, start.wall - start.last_full)
@@ -229,7 +238,8 @@ class Scheduler:
         if node is None or self.drained_at is None or not self.begun:
             return None
         bounds = [self.drained_at, self.held_since, self.blind_since, self.collected.since,
-                  node.pending.since, node.inflight.since if node.inflight else None]
+                  node.pending.since, node.inflight.since if node.inflight else None,
+                  self.temps.since()]
         point = min(b for b in bounds if b is not None)
         return point if point > 0 else None
 
@@ -238,6 +248,7 @@ class Scheduler:
         return happened after wall. Called after the previous read's events went
         in (changed(), overflowed()...), which began at the previous wall."""
         self.drained_at = wall
+        self.ran_since_read = bool(self._running())  # a run still in flight reads on
 
     def _compare_contents(self, dests: Iterable[str]) -> None:
         for dest in dests:
@@ -247,12 +258,19 @@ class Scheduler:
                 log.info("%s: a move replay there was never confirmed; its full sync "
                          "compares file contents", dest)
 
-    def changed(self, paths: Iterable[str], now: float,
-                moves: list[Move] | None = None) -> list[Action]:
+    def changed(self, paths: Iterable[str], now: float, moves: list[Move] | None = None,
+                temps: Iterable[tuple[str, bool]] = ()) -> list[Action]:
         """The watcher saw these paths change (and these renames, in order):
         debounce them into one batch. The first change of a batch is news for
-        the statusfile and systemd ("1 path waiting, sync in 10 s")."""
+        the statusfile and systemd ("1 path waiting, sync in 10 s"). temps: the
+        events of files of rsync's temporary shape, (path, gone), held back
+        (temphold.py) unless a node may have them."""
         was_empty = not self.collected
+        paths = list(paths)
+        if self.temps.held:  # a directory made where a held file was, say
+            for path in paths:
+                self.temps.forget(path)
+        paths += self._admit_temps(temps, now)
         # A change of wpath itself makes the batch a whole-tree sync, which under
         # delete = 'running' deletes nothing: it is listed as "." instead (wpath
         # itself, not recursed: batch.plan_run; what this batch saw deleted is
@@ -266,9 +284,26 @@ class Scheduler:
             self.collected.note_since(self.drained_at if self.drained_at is not None else 0.0)
         if moves and self.config.replay_moves:
             self.collected.add_moves(moves)
-        if self.flush_at is None:
+        if self.flush_at is None and self.collected:  # (held files alone wait for nothing)
             self.flush_at = now + self.config.edelay
         return [WriteStatus()] if was_empty and self.collected else []
+
+    def _admit_temps(self, temps: Iterable[tuple[str, bool]], now: float) -> list[str]:
+        """The paths of these temporary-shaped files' events that go out now."""
+        since = self.drained_at if self.drained_at is not None else 0.0
+        exposed = self.ran_since_read or bool(self._running())
+        return [path for path, gone in temps if self.temps.seen(path, gone, now, since, exposed)]
+
+    def _hold_resumed(self, batch: PathSet, now: float) -> PathSet:
+        """A start's batch from its checkpoint scan, without the files of temporary
+        shape: held, as exposed (the stopped daemon may have sent them)."""
+        if batch.full:
+            return batch
+        for path in [p for p in batch.paths if looks_temporary(p.rpartition("/")[2])]:
+            batch.paths.discard(path)
+            if self.temps.seen(path, False, now, batch.since or 0.0, True):
+                batch.paths.add(path)  # past the hold's limit
+        return batch
 
     def overflowed(self, now: float) -> list[Action]:
         """Events were lost: once wpath is known to be the same, rewatch and send what
@@ -351,6 +386,9 @@ class Scheduler:
             self._lost_in_full(now, note)
         else:
             for path in paths:
+                if looks_temporary(path.rpartition("/")[2]) and not self.temps.seen(
+                        path, False, now, self.held_since or 0.0, True):
+                    continue  # held as the start holds them (lost events: exposed)
                 self.collected.add(path)
             self.collected.note_since(self.held_since)
             self.flush_at = now
@@ -528,6 +566,7 @@ class Scheduler:
             actions += self._ask_root(now)
         if self.unwatched and self.rewatch_at is not None and now >= self.rewatch_at:
             actions += self._rewatch(now)
+        self._release_temps(now)
         if self.flush_at is not None and now >= self.flush_at:
             self._flush()
         if self.stopping:
@@ -544,13 +583,27 @@ class Scheduler:
             self._resync_if_due(node, now)
             if node.ready(now):
                 self.left_out[node.dest] = frozenset(self.unreadable)
-                actions.append(StartRun(node.dest, node.begin(), tuple(sorted(self.unreadable))))
+                self.ran_since_read = True  # it may read a temporary file made from now on
+                actions.append(StartRun(node.dest, node.begin(), tuple(sorted(self.unreadable)),
+                                        self.temps.rules()))
         return actions
+
+    def _release_temps(self, now: float) -> None:
+        """Held files quiet (or seen) long enough go out as any changed path."""
+        due = self.temps.due(now) if self.temps.held else []
+        for path, since in due:
+            self.collected.add(path)
+            self.collected.note_since(since)
+        if due:
+            log.debug("let go %s of temporary shape, quiet or held long enough (e.g. %r)",
+                      plural(len(due), "file"), due[0][0])
+            if self.flush_at is None:
+                self.flush_at = now
 
     def next_deadline(self) -> float | None:
         """When tick() has something to do next, or None: sleep until an input."""
         due = [t for t in (self.flush_at, self.term_at, self.kill_at, self.root_check_at,
-                           self.progress_at) if t is not None]
+                           self.progress_at, self.temps.next_due()) if t is not None]
         if self.unwatched and self.rewatch_at is not None:
             due.append(self.rewatch_at)
         if not self.stopping and self.root_check_at is None and not self.root_check_asked:
