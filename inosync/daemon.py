@@ -208,7 +208,8 @@ class Daemon:
                     self.scheduler.read_started(self.watcher.started_at)
                 resumed = {} if unreadable else self.resume(compare)
                 code = self.carry_out([Exit(1)] if unreadable else
-                                      self.scheduler.begin(time.monotonic(), compare, resumed))
+                                      self.scheduler.begin(time.monotonic(), compare, resumed,
+                                                           self.watcher.take_found_temps()))
                 self.notify.ready()  # the tree is watched: systemctl start may return
                 self.announce()
                 while code is None:

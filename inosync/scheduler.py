@@ -207,12 +207,17 @@ class Scheduler:
     # ---- inputs
 
     def begin(self, now: float, compare: Iterable[str] = (),
-              resumed: dict[str, Resumed] | None = None) -> list[Action]:
+              resumed: dict[str, Resumed] | None = None,
+              temps: Iterable[tuple[str, float]] = ()) -> list[Action]:
         """The daemon starts: a full sync to every node, but for those resumed from
         their checkpoint (they get what changed since); those in compare (a
-        replay there was never confirmed) compare file contents."""
+        replay there was never confirmed) compare file contents. temps: the
+        files of rsync's temporary shape the start's walk found, with their
+        ctimes: held back from every run (a stopped daemon may have sent them)."""
         resumed = resumed or {}
         self.begun = True
+        for path, ctime in temps:
+            self.temps.seen(path, False, now, ctime, True)
         for node in self.nodes.values():
             start = resumed.get(node.dest)
             if start is None:

@@ -234,6 +234,11 @@ class Watcher:
         self.on_kept: Callable[[], None] | None = None  # records them, before we say so
         self._kept_said: set[str] = set()  # kept places whose changes were said to be kept
         self.entries = 0  # names seen while scanning: a size estimate of the tree
+        # Files of rsync's temporary shape found by a walk (path, ctime): a
+        # relay's upstream may be writing them. Those of the start's walk are
+        # taken by the daemon (take_found_temps); later ones (a directory made
+        # or moved in) are reported by the next read() as created.
+        self.found_temps: list[tuple[str, float]] = []
         self.ancestor_names: dict[int, set[str]] = {}  # wd of a directory above root
         self._moved_from: dict[int, str] = {}  # cookie -> old path, until its IN_MOVED_TO
         self._dir_moved_from: dict[int, str] = {}  # the same for directories, all emasks
@@ -321,6 +326,8 @@ class Watcher:
         self.identity = identity(self.root)
         self.watch_ancestors()
         self.add_tree("")
+        # After lost events the scheduler's scan by ctime holds these (rescanned()).
+        self.found_temps = []
 
     def watch_ancestors(self) -> None:
         """Watch the directories above root, on both its configured and its real path."""
@@ -358,8 +365,23 @@ class Watcher:
                             child = join(rel, entry.name)
                             if not (excludes and excludes.excluded(child, True)):
                                 stack.append((child, entry.path))
+                        elif entry.name[0] == "." and looks_temporary(entry.name):
+                            self._found_temp(join(rel, entry.name), entry)
             except OSError:
                 continue  # vanished meanwhile: its own events tell the rest
+
+    def _found_temp(self, path: str, entry: os.DirEntry[str]) -> None:
+        if self.excludes and self.excludes.excluded(path, False):
+            return
+        try:
+            self.found_temps.append((path, entry.stat(follow_symlinks=False).st_ctime))
+        except OSError:
+            pass  # gone meanwhile
+
+    def take_found_temps(self) -> list[tuple[str, float]]:
+        """The temporary-shaped files the walks found since the last call."""
+        taken, self.found_temps = self.found_temps, []
+        return taken
 
     def _report_progress(self) -> None:
         now = time.monotonic()
@@ -422,6 +444,7 @@ class Watcher:
                 break
             for event in parse_events(buf):
                 self._handle(*event, changed)
+        self._temps += [(path, False) for path, _ in self.take_found_temps()]
         events = WatchEvents(changed, self.overflowed, self.root_changed, self.take_unwatched(),
                              self._moves, self._temps)
         self.overflowed = self.root_changed = False

@@ -187,3 +187,19 @@ def test_a_held_path_too_long_for_a_rule_is_exposed():
     assert hold.rules() == ("ok/.f.AbC123",)
     assert hold.seen(deep, True, 1.0, 0.0, False)
     assert not hold.seen("ok/.f.AbC123", True, 1.0, 0.0, False)
+
+
+def test_temporary_files_found_at_the_start_are_held_from_its_full_sync():
+    """The start's walk found one (the upstream is writing it): no node's first
+    sync copies it, and once it lands its name is deleted downstream (a daemon
+    stopped before may have sent it)."""
+    s = Scheduler(config())
+    runs = starts(s.begin(0.0, temps=[(T, 990.0)]))
+    assert runs[A].batch.full and runs[A].held == (T,)
+    end(s, A, 1.0)
+    end(s, B, 1.0)
+    s.read_started(1001.5)
+    s.read_started(1001.6)
+    assert s.checkpoint(A) == 990.0  # its ctime: the nodes may not have it
+    read(s, 5.0, paths=["docs/page.html"], temps=[(T, True)])
+    assert starts(s.tick(7.0))[A].batch.paths == {"docs/page.html", T}

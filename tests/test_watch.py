@@ -307,6 +307,31 @@ def test_a_user_rename_of_a_temporary_looking_name_is_no_move(watched):
     assert "notes" in paths and (".notes.draft1", True) in temps
 
 
+def test_walks_find_temporary_files_already_there(tmp_path):
+    """A relay started while its upstream writes: the start's walk finds the
+    temporary file (the daemon holds it back from the start's sync); one in a
+    directory moved in later comes with the next read, as created."""
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / ".big.bin.AbC123").write_text("partial")
+    (root / "d" / "plain").write_text("p")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ".x.Zz0099").write_text("partial")
+    w = Watcher(str(root), EMASK, Excludes(()))
+    try:
+        w.start()
+        found = w.take_found_temps()
+        assert [p for p, _ in found] == ["d/.big.bin.AbC123"]
+        assert found[0][1] == (root / "d" / ".big.bin.AbC123").stat().st_ctime
+        os.rename(outside, root / "moved")
+        (root / "marker").touch()
+        _, _, temps = all_temps(w, "marker")
+        assert ("moved/.x.Zz0099", False) in temps
+    finally:
+        w.close()
+
+
 def test_no_moves_when_emask_leaves_out_rename_events(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
