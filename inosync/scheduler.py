@@ -276,14 +276,14 @@ class Scheduler:
             for path in paths:
                 self.temps.forget(path)
         paths += self._admit_temps(temps, now)
-        # A change of wpath itself makes the batch a whole-tree sync, which under
-        # delete = 'running' deletes nothing: it is listed as "." instead (wpath
-        # itself, not recursed: batch.plan_run; what this batch saw deleted is
-        # deleted).
-        itself = "." if self.config.delete == "running" else ROOT
+        # A change of wpath itself (its mode or times) is listed as "." (wpath
+        # itself, not recursed: batch.plan_run), not as a whole-tree sync: that
+        # would delete nothing under delete = 'running', and on a relay, whose
+        # wpath gets its times set by every upstream batch naming a top-level
+        # entry, it would walk the whole tree each time and replay no rename.
         was_full = self.collected.full
         for path in paths:
-            self.collected.add(itself if path == ROOT else path)
+            self.collected.add("." if path == ROOT else path)
         self._deletions_lost(self.collected, was_full, "changed in one batch")
         if self.collected:  # these changes began after the read before the one that found them
             self.collected.note_since(self.drained_at if self.drained_at is not None else 0.0)
