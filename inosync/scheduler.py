@@ -371,6 +371,7 @@ class Scheduler:
                         verdict.description)
             self.config = dataclasses.replace(self.config, wpath=verdict.real)
             self.unreadable.clear()  # paths of the old tree
+            self.temps = TempHold(limit=self.config.max_pending)  # so are the held files
             actions.append(Rescan(verdict.real))
             self._collect_everything(now, 0.0)  # another tree: the nodes hold none of it
         elif lost and self.held_since:  # the lost changes came after that read
@@ -519,7 +520,7 @@ class Scheduler:
         if everything:  # every node gets the whole tree: nothing collected is needed
             self.collected = PathSet(new.max_pending)
             self.flush_at = None
-        self.collected.limit = new.max_pending
+        self.collected.limit = self.temps.limit = new.max_pending
         self.collected.drop_moves()
         self.nodes = {d: self.nodes.get(d) or self.retired.pop(d, None) or self._new_node(d)
                       for d in new.rnodes}

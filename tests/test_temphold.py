@@ -11,7 +11,7 @@ import pytest
 
 from inosync.batch import PathSet
 from inosync.config import Config
-from inosync.scheduler import Resumed, Scheduler, StartRun
+from inosync.scheduler import Resumed, RootMoved, Scheduler, StartRun
 from inosync.temphold import CAP, QUIET, RULES_MAX, TempHold
 
 A, B = "/srv/c1", "/srv/c2"
@@ -203,3 +203,22 @@ def test_temporary_files_found_at_the_start_are_held_from_its_full_sync():
     assert s.checkpoint(A) == 990.0  # its ctime: the nodes may not have it
     read(s, 5.0, paths=["docs/page.html"], temps=[(T, True)])
     assert starts(s.tick(7.0))[A].batch.paths == {"docs/page.html", T}
+
+
+def test_a_new_tree_at_wpath_forgets_what_the_old_one_held(idle):
+    """wpath now leads to another directory (a deploy's swap): a file held in the
+    old tree names nothing there. Still held, its rule would keep the new
+    tree's file of that path from the nodes, and its vanishing could be
+    dropped while a node holds the old tree's copy."""
+    s = idle
+    read(s, 5.0, temps=[(T, False)])
+    s.root_changed(5.0)
+    s.tick(7.0)
+    runs = starts(s.root_checked(RootMoved("/srv/www2", "details"), 7.0))
+    assert runs[A].batch.full and runs[A].held == ()
+    end(s, A, 8.0)
+    end(s, B, 8.0)
+    s.read_started(1008.5)
+    s.read_started(1008.6)
+    read(s, 9.0, temps=[(T, True)])  # unknown in this tree: a node may have one
+    assert starts(s.tick(11.0))[A].batch.paths == {T}
