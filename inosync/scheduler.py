@@ -217,7 +217,8 @@ class Scheduler:
         resumed = resumed or {}
         self.begun = True
         for path, ctime in temps:
-            self.temps.seen(path, False, now, ctime, True)
+            if self._holdable(path):  # else the start's sync sends it, as any file
+                self.temps.seen(path, False, now, ctime, True)
         for node in self.nodes.values():
             start = resumed.get(node.dest)
             if start is None:
@@ -297,14 +298,21 @@ class Scheduler:
         """The paths of these temporary-shaped files' events that go out now."""
         since = self.drained_at if self.drained_at is not None else 0.0
         exposed = self.ran_since_read or bool(self._running())
-        return [path for path, gone in temps if self.temps.seen(path, gone, now, since, exposed)]
+        return [path for path, gone in temps
+                if not self._holdable(path) or self.temps.seen(path, gone, now, since, exposed)]
+
+    def _holdable(self, path: str) -> bool:
+        """Whether a run's exclude can hold path back: not if a rule of the user's
+        decides it (theirs come first on the command line, and win)."""
+        return not self.config.excludes.decides(path, False)
 
     def _hold_resumed(self, batch: PathSet, now: float) -> PathSet:
         """A start's batch from its checkpoint scan, without the files of temporary
         shape: held, as exposed (the stopped daemon may have sent them)."""
         if batch.full:
             return batch
-        for path in [p for p in batch.paths if looks_temporary(p.rpartition("/")[2])]:
+        for path in [p for p in batch.paths
+                     if looks_temporary(p.rpartition("/")[2]) and self._holdable(p)]:
             batch.paths.discard(path)
             if self.temps.seen(path, False, now, batch.since or 0.0, True):
                 batch.paths.add(path)  # past the hold's limit
@@ -392,8 +400,8 @@ class Scheduler:
             self._lost_in_full(now, note)
         else:
             for path in paths:
-                if looks_temporary(path.rpartition("/")[2]) and not self.temps.seen(
-                        path, False, now, self.held_since or 0.0, True):
+                if looks_temporary(path.rpartition("/")[2]) and self._holdable(path) and \
+                        not self.temps.seen(path, False, now, self.held_since or 0.0, True):
                     continue  # held as the start holds them (lost events: exposed)
                 self.collected.add(path)
             self.collected.note_since(self.held_since)

@@ -222,3 +222,21 @@ def test_a_new_tree_at_wpath_forgets_what_the_old_one_held(idle):
     s.read_started(1008.6)
     read(s, 9.0, temps=[(T, True)])  # unknown in this tree: a node may have one
     assert starts(s.tick(11.0))[A].batch.paths == {T}
+
+
+def test_a_file_the_users_rules_decide_is_not_held():
+    """The user's rules come first on rsync's command line and win over ours: a
+    "+ " rule matching the file makes the run's exclude of it void, so holding
+    it would only pretend (and its vanishing could be dropped while a node
+    holds the copy the run sent)."""
+    from inosync.excludes import Excludes
+
+    s = Scheduler(config(excludes=Excludes(["+ /docs/.*", "- *.tmp"])))
+    starts(s.begin(0.0))
+    end(s, A, 1.0)
+    end(s, B, 1.0)
+    s.read_started(1001.5)
+    s.read_started(1001.6)
+    read(s, 5.0, temps=[(T, False), ("other/.x.AbC123", False)])
+    runs = starts(s.tick(7.0))
+    assert runs[A].batch.paths == {T} and runs[A].held == ("other/.x.AbC123",)
