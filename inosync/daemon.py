@@ -252,11 +252,11 @@ class Daemon:
         read_at = time.time()
         events = self.watcher.read()
         self.record_kept()  # a place found unmounted: recorded before any run
-        if events.paths or events.temps:
-            actions += s.changed(events.paths, now, events.moves, events.temps)
+        if events.paths or events.temps or events.found:
+            actions += s.changed(events.paths, now, events.moves, events.temps, events.found)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%d change(s), e.g. %r; %s collected%s", len(events.paths),
-                          (events.paths or [p for p, _ in events.temps])[0],
+                          (events.paths or [p for p, _ in events.temps + events.found])[0],
                           s.collected.describe(), self._temps_note(events))
         if events.unwatched:
             actions += s.watch_limit_hit(events.unwatched, now)
@@ -270,9 +270,10 @@ class Daemon:
     def _temps_note(self, events: WatchEvents) -> str:
         """For -v: how many events were of rsync's temporary files, and how many
         such files are held back now."""
-        if not events.temps:
+        if not events.temps and not events.found:
             return ""
-        return (f"; {plural(len(events.temps), 'event')} of temporary-shaped files, "
+        return (f"; {plural(len(events.temps) + len(events.found), 'event')} of "
+                f"temporary-shaped files, "
                 f"{len(self.scheduler.temps)} held back")
 
     def reaped(self, now: float) -> list[Action]:
@@ -564,8 +565,8 @@ class Daemon:
         if events.overflowed or events.root_changed or events.unwatched:
             return
         s, now = self.scheduler, time.monotonic()
-        if events.paths or events.temps:
-            s.changed(events.paths, now, events.moves, events.temps)
+        if events.paths or events.temps or events.found:
+            s.changed(events.paths, now, events.moves, events.temps, events.found)
         s.read_started(read_at)
         self.save_checkpoints(now, force=True)
 
@@ -847,8 +848,8 @@ class Daemon:
         """What the old watcher read last, of the same tree: still to be sent (the
         new watcher saw only what came after it started)."""
         s = self.scheduler
-        actions = s.changed(events.paths, now, events.moves, events.temps) \
-            if events.paths or events.temps else []
+        actions = s.changed(events.paths, now, events.moves, events.temps, events.found) \
+            if events.paths or events.temps or events.found else []
         if events.overflowed:
             actions += s.overflowed(now)
         if events.root_changed:

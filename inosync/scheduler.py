@@ -216,9 +216,7 @@ class Scheduler:
         ctimes: held back from every run (a stopped daemon may have sent them)."""
         resumed = resumed or {}
         self.begun = True
-        for path, ctime in temps:
-            if self._holdable(path):  # else the start's sync sends it, as any file
-                self.temps.seen(path, False, now, ctime, True)
+        self._hold_found(temps, now)
         for node in self.nodes.values():
             start = resumed.get(node.dest)
             if start is None:
@@ -265,17 +263,20 @@ class Scheduler:
                          "compares file contents", dest)
 
     def changed(self, paths: Iterable[str], now: float, moves: list[Move] | None = None,
-                temps: Iterable[tuple[str, bool]] = ()) -> list[Action]:
+                temps: Iterable[tuple[str, bool]] = (),
+                found: Iterable[tuple[str, float]] = ()) -> list[Action]:
         """The watcher saw these paths change (and these renames, in order):
         debounce them into one batch. The first change of a batch is news for
         the statusfile and systemd ("1 path waiting, sync in 10 s"). temps: the
         events of files of rsync's temporary shape, (path, gone), held back
-        (temphold.py) unless a node may have them."""
+        (temphold.py) unless a node may have them; found: such files a walk
+        found (with their ctimes), held as possibly sent."""
         was_empty = not self.collected
         paths = list(paths)
         if self.temps.held:  # a directory made where a held file was, say
             for path in paths:
                 self.temps.forget(path)
+        self._hold_found(found, now)
         paths += self._admit_temps(temps, now)
         # A change of wpath itself (its mode or times) is listed as "." (wpath
         # itself, not recursed: batch.plan_run), not as a whole-tree sync: that
@@ -300,6 +301,14 @@ class Scheduler:
         exposed = self.ran_since_read or bool(self._running())
         return [path for path, gone in temps
                 if not self._holdable(path) or self.temps.seen(path, gone, now, since, exposed)]
+
+    def _hold_found(self, found: Iterable[tuple[str, float]], now: float) -> None:
+        """Hold what a walk found, as exposed: runs before (of this daemon, whole
+        syncs of unwatched directories, or of a daemon stopped since) may have
+        copied it. One the user's rules decide is sent as any file."""
+        for path, ctime in found:
+            if self._holdable(path):
+                self.temps.seen(path, False, now, ctime, True)
 
     def _holdable(self, path: str) -> bool:
         """Whether a run's exclude can hold path back: not if a rule of the user's

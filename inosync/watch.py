@@ -202,6 +202,9 @@ class WatchEvents:
     # Events of files that may be rsync's temporary files (tempnames.py), in
     # order: (path, gone). Not in paths: the scheduler holds them back.
     temps: list[tuple[str, bool]] = field(default_factory=list)
+    # Such files found by a walk (a directory made or moved in, a rewatch, a
+    # rescan), with their ctimes: a run may have read them before this read.
+    found: list[tuple[str, float]] = field(default_factory=list)
 
 
 class Watcher:
@@ -236,8 +239,8 @@ class Watcher:
         self.entries = 0  # names seen while scanning: a size estimate of the tree
         # Files of rsync's temporary shape found by a walk (path, ctime): a
         # relay's upstream may be writing them. Those of the start's walk are
-        # taken by the daemon (take_found_temps); later ones (a directory made
-        # or moved in) are reported by the next read() as created.
+        # taken by the daemon (take_found_temps); later ones are reported by
+        # the next read() (WatchEvents.found).
         self.found_temps: list[tuple[str, float]] = []
         self.ancestor_names: dict[int, set[str]] = {}  # wd of a directory above root
         self._moved_from: dict[int, str] = {}  # cookie -> old path, until its IN_MOVED_TO
@@ -326,8 +329,6 @@ class Watcher:
         self.identity = identity(self.root)
         self.watch_ancestors()
         self.add_tree("")
-        # After lost events the scheduler's scan by ctime holds these (rescanned()).
-        self.found_temps = []
 
     def watch_ancestors(self) -> None:
         """Watch the directories above root, on both its configured and its real path."""
@@ -444,9 +445,8 @@ class Watcher:
                 break
             for event in parse_events(buf):
                 self._handle(*event, changed)
-        self._temps += [(path, False) for path, _ in self.take_found_temps()]
         events = WatchEvents(changed, self.overflowed, self.root_changed, self.take_unwatched(),
-                             self._moves, self._temps)
+                             self._moves, self._temps, self.take_found_temps())
         self.overflowed = self.root_changed = False
         self._moves, self._temps = [], []
         self._moved_from.clear()  # a rename split across reads is sent as data, not replayed

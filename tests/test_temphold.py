@@ -240,3 +240,19 @@ def test_a_file_the_users_rules_decide_is_not_held():
     read(s, 5.0, temps=[(T, False), ("other/.x.AbC123", False)])
     runs = starts(s.tick(7.0))
     assert runs[A].batch.paths == {T} and runs[A].held == ("other/.x.AbC123",)
+
+
+def test_what_a_walk_finds_is_held_as_possibly_sent(idle):
+    """A rewatch (the watch limit) or a directory moved in: runs before this read
+    (whole syncs of an unwatched directory) may have copied it, so its name
+    goes down as deleted when it lands, whatever ran since the last read."""
+    s = idle
+    s.changed([], 5.0, None, [], [(T, 990.0)])
+    s.read_started(1005.0)
+    runs = starts(read(s, 6.0, paths=["docs"]) + s.tick(8.0))
+    assert runs[A].held == (T,)
+    end(s, A, 8.5)
+    end(s, B, 8.5)
+    s.read_started(1009.0)
+    read(s, 10.0, paths=["docs/page.html"], temps=[(T, True)])
+    assert starts(s.tick(12.0))[A].batch.paths == {"docs/page.html", T}
