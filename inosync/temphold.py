@@ -18,8 +18,13 @@ When a held file vanishes (renamed to its final name, or removed by an
 aborted transfer), nothing is sent for it if no node can have it: it was
 first seen while no run was in flight, nor had one run since the read
 before (a run that began before it existed may have read it), and every run
-since left it out. Otherwise its name goes to the nodes as deleted. So the
-nodes end as plain rsync would leave them, only without the detours.
+since left it out. Otherwise its name goes to the nodes as deleted. Files a
+walk finds (the start's, a rewatch's, a directory moved in) and those of a
+restart's or a rescan's scan count as possibly sent. A file one of the
+user's rules decides is never held: their rules come first on rsync's
+command line and win, so no exclude of ours would keep it out (the
+scheduler's _holdable). So the nodes end as plain rsync would leave them,
+only without the detours.
 
 Pure: times are passed in (monotonic ``now``; ``since``, a wall-clock bound
 for checkpoints, as PathSet.since).
