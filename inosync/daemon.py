@@ -205,7 +205,8 @@ class Daemon:
                     self.scheduler.read_started(self.watcher.started_at)
                 resumed = {} if unreadable else self.resume(compare)
                 code = self.carry_out([Exit(1)] if unreadable else
-                                      self.scheduler.begin(time.monotonic(), compare, resumed))
+                                      self.scheduler.begin(time.monotonic(), compare, resumed,
+                                                           self.watcher.take_found_temps()))
                 self.notify.ready()  # the tree is watched: systemctl start may return
                 self.announce()
                 self.write_metrics(time.monotonic())
@@ -257,11 +258,12 @@ class Daemon:
                 or events.root_changed:  # not a wake for nothing (an event above wpath)
             self.metrics_refresh.changed()
         self.record_kept()  # a place found unmounted: recorded before any run
-        if events.paths:
-            actions += s.changed(events.paths, now, events.moves)
+        if events.paths or events.temps or events.found:
+            actions += s.changed(events.paths, now, events.moves, events.temps, events.found)
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("%d change(s), e.g. %r; %s collected",
-                          len(events.paths), events.paths[0], s.collected.describe())
+                log.debug("%d change(s), e.g. %r; %s collected%s", len(events.paths),
+                          (events.paths or [p for p, _ in events.temps + events.found])[0],
+                          s.collected.describe(), self._temps_note(events))
         if events.unwatched:
             actions += s.watch_limit_hit(events.unwatched, now)
         if events.overflowed:
@@ -270,6 +272,15 @@ class Daemon:
             actions += s.root_changed(now)
         s.read_started(read_at, read_mono)  # after this read's events went in (began before)
         return actions + s.tick(now)
+
+    def _temps_note(self, events: WatchEvents) -> str:
+        """For -v: how many events were of rsync's temporary files, and how many
+        such files are held back now."""
+        if not events.temps and not events.found:
+            return ""
+        return (f"; {plural(len(events.temps) + len(events.found), 'event')} of "
+                f"temporary-shaped files, "
+                f"{len(self.scheduler.temps)} held back")
 
     def reaped(self, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -569,8 +580,8 @@ class Daemon:
         if events.overflowed or events.root_changed or events.unwatched:
             return
         s, now = self.scheduler, time.monotonic()
-        if events.paths:
-            s.changed(events.paths, now, events.moves)
+        if events.paths or events.temps or events.found:
+            s.changed(events.paths, now, events.moves, events.temps, events.found)
         s.read_started(read_at, read_mono)
         self.save_checkpoints(now, force=True)
 
@@ -608,7 +619,7 @@ class Daemon:
         failed = self.runner.start(
             action.dest, plan,
             self._argv_for(action.dest, f"/proc/self/fd/{source}", progress, checksum,
-                           action.leave_out, kept, phase),
+                           (*action.leave_out, *action.held), kept, phase),
             replay, (source, c.wpath), progress, self._stats())
         if failed is None:
             return []
@@ -852,7 +863,8 @@ class Daemon:
         """What the old watcher read last, of the same tree: still to be sent (the
         new watcher saw only what came after it started)."""
         s = self.scheduler
-        actions = s.changed(events.paths, now, events.moves) if events.paths else []
+        actions = s.changed(events.paths, now, events.moves, events.temps, events.found) \
+            if events.paths or events.temps or events.found else []
         if events.overflowed:
             actions += s.overflowed(now)
         if events.root_changed:

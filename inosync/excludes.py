@@ -477,6 +477,11 @@ class Excludes:
             slash = path.find(b"/", slash + 1)
         return self._level_excluded(path, is_dir)
 
+    def decides(self, relpath: str, is_dir: bool) -> bool:
+        """True if a rule (include or exclude) matches this path's own level: a
+        rule placed after these on rsync's command line is never reached for it."""
+        return bool(self._rules) and self._index.first(os.fsencode(relpath), is_dir) is not None
+
     def may_match_below(self, dirpath: str) -> bool:
         """Could an exclude rule in effect match anything strictly below dirpath?
 

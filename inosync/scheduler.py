@@ -27,6 +27,8 @@ from .metrics import NodeValues
 from .nodes import Node, State
 from .replay import Move
 from .rsync import Outcome, classify, describe, unreadable
+from .temphold import TempHold
+from .tempnames import looks_temporary
 
 log = logging.getLogger("inosync")
 
@@ -54,6 +56,9 @@ class StartRun:
     # Paths of the source (relative to wpath) rsync cannot read: the run leaves
     # them out, so it neither reads them nor deletes them on the node.
     leave_out: tuple[str, ...] = ()
+    # Files that may be rsync's temporary files (a relay's upstream writing them):
+    # left out the same way, until they land or are let go (temphold.py).
+    held: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,6 +205,10 @@ class Scheduler:
         self.clock_back = 0.0
         self.begun = False  # before begin() no node's state is known
         self.overflows = 0  # inotify queue overflows since the start (metrics.py)
+        # Files of rsync's temporary shape, held back (temphold.py), and whether a
+        # run may have read the tree since the read before the last one.
+        self.temps = TempHold(limit=config.max_pending)
+        self.ran_since_read = False
 
     def _new_node(self, dest: str) -> Node:
         c = self.config
@@ -208,12 +217,16 @@ class Scheduler:
     # ---- inputs
 
     def begin(self, now: float, compare: Iterable[str] = (),
-              resumed: dict[str, Resumed] | None = None) -> list[Action]:
+              resumed: dict[str, Resumed] | None = None,
+              temps: Iterable[tuple[str, float]] = ()) -> list[Action]:
         """The daemon starts: a full sync to every node, but for those resumed from
         their checkpoint (they get what changed since); those in compare (a
-        replay there was never confirmed) compare file contents."""
+        replay there was never confirmed) compare file contents. temps: the
+        files of rsync's temporary shape the start's walk found, with their
+        ctimes: held back from every run (a stopped daemon may have sent them)."""
         resumed = resumed or {}
         self.begun = True
+        self._hold_found(temps, now)
         for node in self.nodes.values():
             start = resumed.get(node.dest)
             if start is None:
@@ -221,8 +234,9 @@ class Scheduler:
                 node.pending.note_since(0.0)  # what the node holds is not known
                 node.pending.note_seen(now)
                 continue
-            if start.batch:  # empty: every change before the watches began is there
-                node.pending.update(start.batch)
+            batch = self._hold_resumed(start.batch, now)
+            if batch:  # empty: every change before the watches began is there
+                node.pending.update(batch)
                 node.pending.note_seen(now)  # changed while no inosync watched
             node.pending.drop_moves()  # no rename is known to lead from what it holds
             if start.last_full is not None:  # resync_interval counts from it, not from now
@@ -242,7 +256,8 @@ class Scheduler:
         if node is None or self.drained_at is None or not self.begun:
             return None
         bounds = [self.drained_at, self.held_since, self.blind_since, self.collected.since,
-                  node.pending.since, node.inflight.since if node.inflight else None]
+                  node.pending.since, node.inflight.since if node.inflight else None,
+                  self.temps.since()]
         point = min(b for b in bounds if b is not None) - self.clock_back
         return point if point > 0 else None
 
@@ -252,6 +267,7 @@ class Scheduler:
         in (changed(), overflowed()...), which began at the previous wall. mono:
         the monotonic clock at the same moment, to see the wall clock set back."""
         self.drained_at = wall
+        self.ran_since_read = bool(self._running())  # a run still in flight reads on
         if mono is None:
             return
         offset = wall - mono
@@ -271,29 +287,71 @@ class Scheduler:
                 log.info("%s: a move replay there was never confirmed; its full sync "
                          "compares file contents", dest)
 
-    def changed(self, paths: Iterable[str], now: float,
-                moves: list[Move] | None = None) -> list[Action]:
+    def changed(self, paths: Iterable[str], now: float, moves: list[Move] | None = None,
+                temps: Iterable[tuple[str, bool]] = (),
+                found: Iterable[tuple[str, float]] = ()) -> list[Action]:
         """The watcher saw these paths change (and these renames, in order):
         debounce them into one batch. The first change of a batch is news for
-        the statusfile and systemd ("1 path waiting, sync in 10 s")."""
+        the statusfile and systemd ("1 path waiting, sync in 10 s"). temps: the
+        events of files of rsync's temporary shape, (path, gone), held back
+        (temphold.py) unless a node may have them; found: such files a walk
+        found (with their ctimes), held as possibly sent."""
         was_empty = not self.collected
-        # A change of wpath itself makes the batch a whole-tree sync, which under
-        # delete = 'running' deletes nothing: it is listed as "." instead (wpath
-        # itself, not recursed: batch.plan_run; what this batch saw deleted is
-        # deleted).
-        itself = "." if self.config.delete == "running" else ROOT
+        paths = list(paths)
+        if self.temps.held:  # a directory made where a held file was, say
+            for path in paths:
+                self.temps.forget(path)
+        self._hold_found(found, now)
+        paths += self._admit_temps(temps, now)
+        # A change of wpath itself (its mode or times) is listed as "." (wpath
+        # itself, not recursed: batch.plan_run), not as a whole-tree sync: that
+        # would delete nothing under delete = 'running', and on a relay, whose
+        # wpath gets its times set by every upstream batch naming a top-level
+        # entry, it would walk the whole tree each time and replay no rename.
         was_full = self.collected.full
         for path in paths:
-            self.collected.add(itself if path == ROOT else path)
+            self.collected.add("." if path == ROOT else path)
         self._deletions_lost(self.collected, was_full, "changed in one batch")
         if self.collected:  # these changes began after the read before the one that found them
             self.collected.note_since(self.drained_at if self.drained_at is not None else 0.0)
             self.collected.note_seen(now)
         if moves and self.config.replay_moves:
             self.collected.add_moves(moves)
-        if self.flush_at is None:
+        if self.flush_at is None and self.collected:  # (held files alone wait for nothing)
             self.flush_at = now + self.config.edelay
         return [WriteStatus()] if was_empty and self.collected else []
+
+    def _admit_temps(self, temps: Iterable[tuple[str, bool]], now: float) -> list[str]:
+        """The paths of these temporary-shaped files' events that go out now."""
+        since = self.drained_at if self.drained_at is not None else 0.0
+        exposed = self.ran_since_read or bool(self._running())
+        return [path for path, gone in temps
+                if not self._holdable(path) or self.temps.seen(path, gone, now, since, exposed)]
+
+    def _hold_found(self, found: Iterable[tuple[str, float]], now: float) -> None:
+        """Hold what a walk found, as exposed: runs before (of this daemon, whole
+        syncs of unwatched directories, or of a daemon stopped since) may have
+        copied it. One the user's rules decide is sent as any file."""
+        for path, ctime in found:
+            if self._holdable(path):
+                self.temps.seen(path, False, now, ctime, True)
+
+    def _holdable(self, path: str) -> bool:
+        """Whether a run's exclude can hold path back: not if a rule of the user's
+        decides it (theirs come first on the command line, and win)."""
+        return not self.config.excludes.decides(path, False)
+
+    def _hold_resumed(self, batch: PathSet, now: float) -> PathSet:
+        """A start's batch from its checkpoint scan, without the files of temporary
+        shape: held, as exposed (the stopped daemon may have sent them)."""
+        if batch.full:
+            return batch
+        for path in [p for p in batch.paths
+                     if looks_temporary(p.rpartition("/")[2]) and self._holdable(p)]:
+            batch.paths.discard(path)
+            if self.temps.seen(path, False, now, batch.since or 0.0, True):
+                batch.paths.add(path)  # past the hold's limit
+        return batch
 
     def overflowed(self, now: float) -> list[Action]:
         """Events were lost: once wpath is known to be the same, rewatch and send what
@@ -357,6 +415,7 @@ class Scheduler:
                         verdict.description)
             self.config = dataclasses.replace(self.config, wpath=verdict.real)
             self.unreadable.clear()  # paths of the old tree
+            self.temps = TempHold(limit=self.config.max_pending)  # so are the held files
             actions.append(Rescan(verdict.real))
             self._collect_everything(now, 0.0)  # another tree: the nodes hold none of it
         elif lost and self.held_since:  # the lost changes came after that read
@@ -377,6 +436,9 @@ class Scheduler:
             self._lost_in_full(now, note)
         else:
             for path in paths:
+                if looks_temporary(path.rpartition("/")[2]) and self._holdable(path) and \
+                        not self.temps.seen(path, False, now, self.held_since or 0.0, True):
+                    continue  # held as the start holds them (lost events: exposed)
                 self.collected.add(path)
             if paths:  # nothing found: nothing owed (an empty batch no run takes held it)
                 self.collected.note_since(self.held_since)
@@ -507,7 +569,7 @@ class Scheduler:
         if everything:  # every node gets the whole tree: nothing collected is needed
             self.collected = PathSet(new.max_pending)
             self.flush_at = None
-        self.collected.limit = new.max_pending
+        self.collected.limit = self.temps.limit = new.max_pending
         self.collected.drop_moves()
         self.nodes = {d: self.nodes.get(d) or self.retired.pop(d, None) or self._new_node(d)
                       for d in new.rnodes}
@@ -560,6 +622,7 @@ class Scheduler:
             actions += self._ask_root(now)
         if self.unwatched and self.rewatch_at is not None and now >= self.rewatch_at:
             actions += self._rewatch(now)
+        self._release_temps(now)
         if self.flush_at is not None and now >= self.flush_at:
             self._flush()
         if self.stopping:
@@ -576,13 +639,27 @@ class Scheduler:
             self._resync_if_due(node, now)
             if node.ready(now):
                 self.left_out[node.dest] = frozenset(self.unreadable)
-                actions.append(StartRun(node.dest, node.begin(), tuple(sorted(self.unreadable))))
+                self.ran_since_read = True  # it may read a temporary file made from now on
+                actions.append(StartRun(node.dest, node.begin(), tuple(sorted(self.unreadable)),
+                                        self.temps.rules()))
         return actions
+
+    def _release_temps(self, now: float) -> None:
+        """Held files quiet (or seen) long enough go out as any changed path."""
+        due = self.temps.due(now) if self.temps.held else []
+        for path, since in due:
+            self.collected.add(path)
+            self.collected.note_since(since)
+        if due:
+            log.debug("let go %s of temporary shape, quiet or held long enough (e.g. %r)",
+                      plural(len(due), "file"), due[0][0])
+            if self.flush_at is None:
+                self.flush_at = now
 
     def next_deadline(self) -> float | None:
         """When tick() has something to do next, or None: sleep until an input."""
         due = [t for t in (self.flush_at, self.term_at, self.kill_at, self.root_check_at,
-                           self.progress_at) if t is not None]
+                           self.progress_at, self.temps.next_due()) if t is not None]
         if self.unwatched and self.rewatch_at is not None:
             due.append(self.rewatch_at)
         if not self.stopping and self.root_check_at is None and not self.root_check_asked:

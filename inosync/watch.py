@@ -52,6 +52,7 @@ from .excludes import Excludes
 from .kept import at_or_below
 from .paths import Identity, Resolved, has_content, identity, resolve
 from .replay import Move
+from .tempnames import looks_temporary, temporary_for
 
 # pyinotify's own stderr handler would print into a daemon's /dev/null (or a
 # closed fd) and duplicate our log lines in the foreground.
@@ -176,6 +177,17 @@ def ancestors(*paths: str) -> dict[str, set[str]]:
     return found
 
 
+def temporary_move(old: str, new: str) -> bool:
+    """Whether the rename of a file from old to new involves a name of rsync's
+    temporary shape: never replayed (see tempnames.py)."""
+    old_dir, _, old_name = old.rpartition("/")
+    new_dir, _, new_name = new.rpartition("/")
+    if looks_temporary(old_name) or looks_temporary(new_name):
+        return True
+    dir_len = len(os.fsencode(new_dir)) + 1 if new_dir else 0
+    return old_dir == new_dir and temporary_for(old_name, new_name, dir_len)
+
+
 @dataclass
 class WatchEvents:
     """What one read() found."""
@@ -187,6 +199,12 @@ class WatchEvents:
     # Renames within root, in order: (old path, new path). Both paths are in
     # paths too; replaying these on a node first only saves sending data.
     moves: list[Move] = field(default_factory=list)
+    # Events of files that may be rsync's temporary files (tempnames.py), in
+    # order: (path, gone). Not in paths: the scheduler holds them back.
+    temps: list[tuple[str, bool]] = field(default_factory=list)
+    # Such files found by a walk (a directory made or moved in, a rewatch, a
+    # rescan), with their ctimes: a run may have read them before this read.
+    found: list[tuple[str, float]] = field(default_factory=list)
 
 
 class Watcher:
@@ -219,10 +237,16 @@ class Watcher:
         self.on_kept: Callable[[], None] | None = None  # records them, before we say so
         self._kept_said: set[str] = set()  # kept places whose changes were said to be kept
         self.entries = 0  # names seen while scanning: a size estimate of the tree
+        # Files of rsync's temporary shape found by a walk (path, ctime): a
+        # relay's upstream may be writing them. Those of the start's walk are
+        # taken by the daemon (take_found_temps); later ones are reported by
+        # the next read() (WatchEvents.found).
+        self.found_temps: list[tuple[str, float]] = []
         self.ancestor_names: dict[int, set[str]] = {}  # wd of a directory above root
         self._moved_from: dict[int, str] = {}  # cookie -> old path, until its IN_MOVED_TO
         self._dir_moved_from: dict[int, str] = {}  # the same for directories, all emasks
         self._moves: list[Move] = []
+        self._temps: list[tuple[str, bool]] = []
         # A rename is reported as one only if both its events mark paths changed.
         self._track_moves = IN_MOVED_FROM & self.sync_mask and IN_MOVED_TO & self.sync_mask
         # Reported by the next read(), then reset:
@@ -297,6 +321,7 @@ class Watcher:
         self._moved_from.clear()
         self._dir_moved_from.clear()
         self._moves = []
+        self._temps = []
         if root is not None:
             self.root = root
             self.kept.clear()  # they were in the old tree
@@ -341,8 +366,23 @@ class Watcher:
                             child = join(rel, entry.name)
                             if not (excludes and excludes.excluded(child, True)):
                                 stack.append((child, entry.path))
+                        elif entry.name[0] == "." and looks_temporary(entry.name):
+                            self._found_temp(join(rel, entry.name), entry)
             except OSError:
                 continue  # vanished meanwhile: its own events tell the rest
+
+    def _found_temp(self, path: str, entry: os.DirEntry[str]) -> None:
+        if self.excludes and self.excludes.excluded(path, False):
+            return
+        try:
+            self.found_temps.append((path, entry.stat(follow_symlinks=False).st_ctime))
+        except OSError:
+            pass  # gone meanwhile
+
+    def take_found_temps(self) -> list[tuple[str, float]]:
+        """The temporary-shaped files the walks found since the last call."""
+        taken, self.found_temps = self.found_temps, []
+        return taken
 
     def _report_progress(self) -> None:
         now = time.monotonic()
@@ -406,9 +446,9 @@ class Watcher:
             for event in parse_events(buf):
                 self._handle(*event, changed)
         events = WatchEvents(changed, self.overflowed, self.root_changed, self.take_unwatched(),
-                             self._moves)
+                             self._moves, self._temps, self.take_found_temps())
         self.overflowed = self.root_changed = False
-        self._moves = []
+        self._moves, self._temps = [], []
         self._moved_from.clear()  # a rename split across reads is sent as data, not replayed
         for old in self._dir_moved_from.values():
             self.drop_tree(old)  # it left the tree (or went where we do not watch)
@@ -466,19 +506,25 @@ class Watcher:
             # syncing the directory itself (recursively) covers them.
             self.add_tree(path)
         if mask & self.sync_mask:
-            changed.append(path)
+            if not is_dir and looks_temporary(name):
+                self._temps.append((path, bool(mask & (IN_DELETE | IN_MOVED_FROM))))
+            else:
+                changed.append(path)
 
     def _pair_move(self, mask: int, cookie: int, path: str, is_dir: bool) -> None:
         """Pair IN_MOVED_FROM and IN_MOVED_TO by cookie: a rename within root.
 
         A rename out of root, out of an excluded name or into one has only
         one half here (the other is excluded or outside): no pair, no replay.
+        Nor is a rename from or to a name of rsync's temporary shape (a relay's
+        upstream landing a file): it is a change of the new name and the end
+        of the old one, which the scheduler judges (temphold.py).
         """
         if mask & IN_MOVED_FROM:
             self._moved_from[cookie] = path
         else:
             old = self._moved_from.pop(cookie, None)
-            if old is not None:
+            if old is not None and not (not is_dir and temporary_move(old, path)):
                 self._moves.append(Move(old, path, is_dir))
 
     def _watch_ended(self, wd: int, base: str, changed: list[str]) -> None:

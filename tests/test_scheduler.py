@@ -95,10 +95,15 @@ def test_changes_while_a_node_runs_wait_for_its_next_run(synced):
     assert set(runs) == {A} and runs[A].batch.paths == {"y"}
 
 
-def test_root_change_is_a_whole_tree_batch(synced):
+def test_a_change_of_wpath_itself_sends_wpath_itself(synced):
+    """wpath's own mode or times (the watcher reports ""): listed as "." (wpath,
+    not recursed: batch.plan_run), not a whole-tree sync. A relay's wpath gets
+    its times set by every upstream batch that names a top-level entry: a
+    whole-tree run each time would walk the whole tree and replay no rename."""
     s = synced
-    s.changed([""], 10.0)
-    assert all(r.batch.full for r in starts(s.tick(12.0)).values())
+    s.changed(["", "docs/a"], 10.0)
+    runs = starts(s.tick(12.0)).values()
+    assert runs and all(r.batch.paths == {".", "docs/a"} and not r.batch.full for r in runs)
 
 
 # ---------------------------------------------------------------- failures, retry, backoff

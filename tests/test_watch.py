@@ -254,6 +254,85 @@ def test_renames_across_the_edges_are_not_moves(tmp_path):
         w.close()
 
 
+def all_temps(w: Watcher, until: str) -> tuple[list[str], list[Move], list[tuple[str, bool]]]:
+    paths: list[str] = []
+    moves: list[Move] = []
+    temps: list[tuple[str, bool]] = []
+
+    def done() -> bool:
+        events = w.read()
+        paths.extend(events.paths)
+        moves.extend(events.moves)
+        temps.extend(events.temps)
+        return until in paths
+
+    wait_until(done, 10, f"event for {until!r}")
+    return paths, moves, temps
+
+
+def test_rsync_temporary_files_are_set_apart_and_their_renames_not_moves(watched, tmp_path):
+    """What a relay sees when its upstream's rsync writes into it: each file as
+    .NAME.XXXXXX, renamed to NAME. The final names are changes; the temporary
+    ones are reported apart (the scheduler holds them back), created then gone;
+    no rename of theirs is a move to replay."""
+    w, root = watched
+    src = tmp_path / "upstream"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "page.html").write_text("p" * 100_000)
+    (src / ".htaccess").write_text("deny")
+    subprocess.run(["rsync", "-a", f"{src}/", f"{root}/"], check=True)
+    (root / "marker").touch()
+    paths, moves, temps = all_temps(w, "marker")
+    assert moves == []
+    assert {"a/page.html", ".htaccess"} <= set(paths)
+    assert not [p for p in paths if p.rsplit("/", 1)[-1].startswith((".page", ".htaccess."))]
+    names = {p for p, _ in temps}
+    assert len(names) == 2 and all(p.startswith(("a/.page.html.", ".htaccess.")) for p in names)
+    for name in names:  # seen made, then seen gone
+        events = [gone for p, gone in temps if p == name]
+        assert events[0] is False and events[-1] is True
+
+
+def test_a_user_rename_of_a_temporary_looking_name_is_no_move(watched):
+    """Sent as data instead (never wrong: a rename is a deletion and a creation)."""
+    w, root = watched
+    (root / ".notes.draft1").write_text("n")
+    (root / "plain").write_text("p")
+    changes(w)
+    os.rename(root / ".notes.draft1", root / "notes")
+    os.rename(root / "plain", root / "a" / "plain")
+    (root / "marker").touch()
+    paths, moves, temps = all_temps(w, "marker")
+    assert moves == [Move("plain", "a/plain")]
+    assert "notes" in paths and (".notes.draft1", True) in temps
+
+
+def test_walks_find_temporary_files_already_there(tmp_path):
+    """A relay started while its upstream writes: the start's walk finds the
+    temporary file (the daemon holds it back from the start's sync); one in a
+    directory moved in later comes with the next read, as found by a walk."""
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / ".big.bin.AbC123").write_text("partial")
+    (root / "d" / "plain").write_text("p")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ".x.Zz0099").write_text("partial")
+    w = Watcher(str(root), EMASK, Excludes(()))
+    try:
+        w.start()
+        found = w.take_found_temps()
+        assert [p for p, _ in found] == ["d/.big.bin.AbC123"]
+        assert found[0][1] == (root / "d" / ".big.bin.AbC123").stat().st_ctime
+        os.rename(outside, root / "moved")
+        (root / "marker").touch()
+        found = []
+        wait_until(lambda: found.extend(w.read().found) or found, 10, "the moved-in file")
+        assert [p for p, _ in found] == ["moved/.x.Zz0099"]
+    finally:
+        w.close()
+
+
 def test_no_moves_when_emask_leaves_out_rename_events(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
