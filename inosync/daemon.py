@@ -144,7 +144,8 @@ class Daemon:
         tree_lock: TreeLock | None = None,
         full: bool = False,
     ) -> None:
-        self.scheduler = Scheduler(config, live=live is not None)
+        # The host name seeds the order in which many ssh hosts first connect.
+        self.scheduler = Scheduler(config, live=live is not None, seed=os.uname().nodename)
         self.live = live  # shows a line of progress on the terminal, if there is one
         self.watcher = watcher
         self.signals = signals
@@ -943,7 +944,8 @@ class Daemon:
                     if isinstance(t, float) else "never")
 
         return [
-            f"{r['node']}: {r['state']}, pending {r['pending']}, last ok {when(r['last_ok'])}, "
+            f"{r['node']}: {r.get('slot') or r['state']}, pending {r['pending']}, "
+            f"last ok {when(r['last_ok'])}, "
             f"last error {r['last_error'] or 'none'}, next retry "
             f"{when(r['next_retry']) if r['next_retry'] else '-'}"
             + (f"; {r['progress']}" if r.get("progress") else "")

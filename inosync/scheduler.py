@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Union
 
-from . import deletepolicy, reloadplan
+from . import deletepolicy, reloadplan, slots
 from .batch import ROOT, PathSet, plural
 from .config import Config
 from .nodes import Node, State
 from .replay import Move
-from .rsync import Outcome, classify, describe, unreadable
+from .rsync import Kind, Outcome, classify, describe, node_kind, ssh_host, unreadable
 
 log = logging.getLogger("inosync")
 
@@ -152,8 +152,9 @@ class Resumed:
 
 
 class Scheduler:
-    def __init__(self, config: Config, live: bool = False) -> None:
+    def __init__(self, config: Config, live: bool = False, seed: str = "") -> None:
         self.config = config
+        self.seed = seed  # orders the first connections to many ssh hosts (slots.open_times)
         self.live = live  # a terminal shows a live progress line: update it every second
         self.progress_at: float | None = None  # next progress report while full syncs run
         self.progress_logged_at = 0.0
@@ -190,6 +191,13 @@ class Scheduler:
         self.held_since: float | None = None
         self.blind_since: float | None = None
         self.begun = False  # before begin() no node's state is known
+        # Run slots (max_parallel): since when each ready node waits for one (the
+        # queue's order), the number of the last run each node started (turns
+        # among equals), and when a node's first ssh connection may open.
+        self.queued: dict[str, float] = {}
+        self.started: dict[str, int] = {}
+        self.run_number = 0
+        self.opens_at: dict[str, float] = {}
 
     def _new_node(self, dest: str) -> Node:
         c = self.config
@@ -218,7 +226,16 @@ class Scheduler:
             else:
                 node.full_synced_at = now
         self._compare_contents(compare)
+        self._spread_opens(self.nodes, now)
         return self.tick(now)
+
+    def _spread_opens(self, dests: Iterable[str], now: float) -> None:
+        """Many ssh hosts connecting for the first time (a start, a reload that adds
+        them) open their connections spread out (slots.open_times); later runs
+        reuse them."""
+        hosts = {d: ssh_host(d) for d in dests if node_kind(d) is Kind.SSH}
+        when = slots.open_times(hosts.values(), self.seed, now)
+        self.opens_at.update({d: when[h] for d, h in hosts.items() if when[h] > now})
 
     def checkpoint(self, dest: str) -> float | None:
         """The wall-clock time before which every change of the tree is on dest:
@@ -427,7 +444,7 @@ class Scheduler:
         """The loop could not start the run it was asked to (no list file, no rsync)."""
         node = self.nodes[dest]
         self._report(node, node.finish(outcome, now, wall, error), "", now)
-        return [WriteStatus()]
+        return [WriteStatus(), *self.tick(now)]  # its slot is free for another node
 
     def root_not_same(self, dest: str, now: float) -> list[Action]:
         """The loop found, just before starting a run, that wpath is not the watched
@@ -478,8 +495,10 @@ class Scheduler:
             self.flush_at = None
         self.collected.limit = new.max_pending
         self.collected.drop_moves()
+        added = [d for d in new.rnodes if d not in self.nodes and d not in self.retired]
         self.nodes = {d: self.nodes.get(d) or self.retired.pop(d, None) or self._new_node(d)
                       for d in new.rnodes}
+        self._spread_opens(added, now)
         for node in self.nodes.values():
             node.retry_min, node.retry_max = new.retry_min, new.retry_max
             node.pending.limit = new.max_pending
@@ -540,12 +559,38 @@ class Scheduler:
             return actions  # until we know which directory wpath is, nothing is synced
         if self.reloading:
             return actions  # the node a run is for may be gone after it
+        return actions + self._start_runs(now)
+
+    def _start_runs(self, now: float) -> list[StartRun]:
+        """Start the ready nodes that find a free slot (max_parallel), in turn."""
+        ready = []
         for node in self.nodes.values():
             self._resync_if_due(node, now)
-            if node.ready(now):
-                self.left_out[node.dest] = frozenset(self.unreadable)
-                actions.append(StartRun(node.dest, node.begin(), tuple(sorted(self.unreadable))))
-        return actions
+            if node.ready(now) and self.opens_at.get(node.dest, now) <= now:
+                ready.append(node)
+        self.opens_at = {d: t for d, t in self.opens_at.items() if t > now}
+        self.queued = {n.dest: self.queued.get(n.dest, now) for n in ready}
+        free = self.config.max_parallel - len(self._running())  # retired runs hold one too
+        starts = []
+        for node in sorted(ready, key=self._turn)[:max(0, free)]:
+            del self.queued[node.dest]
+            self.started[node.dest] = self.run_number = self.run_number + 1
+            self.left_out[node.dest] = frozenset(self.unreadable)
+            starts.append(StartRun(node.dest, node.begin(), tuple(sorted(self.unreadable))))
+        return starts
+
+    def _turn(self, node: Node) -> tuple[float, bool, float, float, int]:
+        """Which ready node gets a slot first. The one that has waited longest for
+        one: a node waits for at most the nodes queued before it, so none is ever
+        starved. Among those queued at the same moment (a flush readies every
+        node at once) the one furthest behind: one that needs a full sync, then
+        the oldest change pending (wall clock, within one tick), the oldest
+        success (never: first), then the one that started a run least recently."""
+        since = node.pending.since
+        return (self.queued[node.dest], not node.pending.full,
+                since if since is not None else float("inf"),
+                node.last_ok if node.last_ok is not None else float("-inf"),
+                self.started.get(node.dest, -1))
 
     def next_deadline(self) -> float | None:
         """When tick() has something to do next, or None: sleep until an input."""
@@ -556,6 +601,8 @@ class Scheduler:
         if not self.stopping and self.root_check_at is None and not self.root_check_asked:
             due += [n.retry_at for n in self.nodes.values()
                     if n.state is State.WAITING and n.pending and n.retry_at is not None]
+            due += [t for d, t in self.opens_at.items() if d in self.nodes
+                    and self.nodes[d].pending]
             resync = [n.resync_at(self.config.resync_interval) for n in self.nodes.values()]
             due += [t for t in resync if t is not None]
         return min(due) if due else None
@@ -571,7 +618,8 @@ class Scheduler:
             pending = node.all_pending()
             pending.update(self.collected)  # every node gets it at the flush
             rows.append({
-                "node": node.dest, "state": node.state.value,
+                "node": node.dest, "slot": self._slot_note(node, now),
+                "state": "queued" if node.dest in self.queued else node.state.value,
                 "pending": self._pending_text(pending, now), "pending_paths": len(pending.paths),
                 "pending_full": pending.full, "waiting_paths": len(self.collected.paths),
                 "sync_in": self._sync_in(now), "failures": node.failures,
@@ -579,6 +627,19 @@ class Scheduler:
                 "next_retry": retry, "runs": node.runs, "last_full_sync": node.last_full,
             })
         return rows
+
+    def _slot_note(self, node: Node, now: float) -> str | None:
+        """Why a node with changes pending does not run: it waits for a run slot
+        (max_parallel), or for its turn to open an ssh connection. None: neither."""
+        if node.dest in self.queued:
+            ahead = sum(1 for d in self.queued if d in self.nodes and
+                        self._turn(self.nodes[d]) < self._turn(node))
+            return (f"waiting for a run slot ({ahead} ahead, {len(self._running())} of "
+                    f"{self.config.max_parallel} running)")
+        opens = self.opens_at.get(node.dest)
+        if opens is not None and opens > now and node.pending and node.state is State.IDLE:
+            return f"opening its ssh connection in {opens - now:.1f} s (spread out)"
+        return None
 
     def _sync_in(self, now: float) -> float | None:
         """Seconds until what is collected goes to the nodes (None: nothing is)."""
