@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from . import __version__, deletepolicy, keptstore, nodecheck, paths, scan
+from . import __version__, deletepolicy, keptstore, nodecheck, paths, scan, slots
 from . import checkpoint as checkpointmod
 from . import config as configmod
 from . import replay as replaymod
@@ -442,7 +442,10 @@ class Daemon:
         argvs = {dest: nodecheck.top_level_argv(
                      dataclasses.replace(c.rsync_options(), ssh=self._ssh_for(dest), kept=kept),
                      w.root, dest) for dest in resumed}
-        return nodecheck.check(argvs)
+        ssh = {d: ssh_host(d) for d in argvs if node_kind(d) is Kind.SSH}
+        opens = slots.open_times(ssh.values(), self.scheduler.seed, 0.0)
+        return nodecheck.check(argvs, limit=c.max_parallel,
+                               delays={d: opens[h] for d, h in ssh.items()})
 
     def scan_lost(self, since: float) -> tuple[list[str] | None, str]:
         """After lost events: what changed in the tree since the wall-clock time since

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from countrsync import peak, runs, write_counting_rsync
 from helpers import Inosync, tree_diff, wait_converged, wait_until, write_config
+
+from inosync.checkpoint import MARGIN
 
 pytestmark = pytest.mark.slow  # end to end: real processes
 
@@ -86,3 +89,23 @@ def test_the_count_sees_runs_at_once_when_the_limit_allows_them(
     wait_converged(src, nodes, timeout=60)
     assert d.stop() == 0
     assert peak(rsync) > 2
+
+
+def test_a_restart_from_checkpoints_asks_the_nodes_two_at_a_time(
+        tmp_path: Path, run_inosync: Callable[..., Inosync]):
+    """At a start from checkpoints each node is asked first whether it still holds
+    the tree (one rsync dry run per node, nodecheck.py): those go through the
+    slots too, or a restart of a hundred nodes is a burst of a hundred rsyncs."""
+    d, src, nodes, rsync, _ = start(tmp_path, run_inosync, 2)
+    wait_converged(src, nodes, timeout=60)
+    d.wait_log("watching")
+    time.sleep(MARGIN + 0.5)  # the tree made before the start is older than the margin
+    assert d.stop() == 0
+    before = runs(rsync)
+    (src / "docs" / "while-stopped.txt").write_text("new\n")
+    d = run_inosync(tmp_path / "inosync.conf", "-v")
+    d.wait_log("starting from its checkpoint", count=NODES)
+    wait_converged(src, nodes, timeout=60)
+    assert d.stop() == 0
+    assert runs(rsync) >= before + 2 * NODES  # a check and a run per node
+    assert peak(rsync) == 2, f"{peak(rsync)} rsyncs ran at once"
