@@ -207,7 +207,7 @@ def test_overflow_full_syncs_go_through_the_slots_too():
 # ---------------------------------------------------------------- starvation
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(n=st.integers(2, 12), slots_=st.integers(1, 6), data=st.data())
 def test_every_ready_node_runs_within_a_bound_number_of_slot_releases(n, slots_, data):
     """Whatever ends when and how (successes, failures and their retries, new
@@ -304,3 +304,32 @@ def test_hosts_added_by_a_reload_are_spread_too():
     s.reloading = True
     assert len(starts(s.reloaded(config(ssh_nodes(40), max_parallel=100), 5.0))) == \
         slots.OPEN_BURST
+
+
+# ---------------------------------------------------------------- start-up checks (nodecheck)
+
+
+def test_start_up_checks_run_at_most_limit_at_once_and_each_after_its_delay(tmp_path: Path):
+    """Real (tiny) processes stand in for the checks' rsync dry runs: each notes
+    when it ran; the limit and the delays hold, and each gets its verdict."""
+    import sys
+    import time
+
+    from inosync import nodecheck
+
+    log = tmp_path / "ran"
+    program = ("import sys, time\n"
+               "start = time.monotonic()\n"
+               "time.sleep(0.3)\n"
+               "open(sys.argv[1], 'a').write(f'{sys.argv[2]} {start} {time.monotonic()}\\n')\n"
+               "print('*deleting   extra' if sys.argv[2] == 'd' else '')\n")
+    argvs = {name: [sys.executable, "-c", program, str(log), name] for name in "abcd"}
+    begun = time.monotonic()
+    found = nodecheck.check(argvs, limit=2, delays={"c": 0.8})
+    assert found["a"] is None and found["b"] is None and found["c"] is None
+    assert "it has 'extra'" in str(found["d"])
+    ran = {name: (float(s), float(e)) for name, s, e in
+           (line.split() for line in log.read_text().splitlines())}
+    assert ran["c"][0] >= begun + 0.8  # not before its delay
+    for t in [s for s, _ in ran.values()]:  # at each start, at most 2 running
+        assert sum(1 for s, e in ran.values() if s <= t < e) <= 2
