@@ -35,7 +35,8 @@ Figures per case and tool:
   process below it, sampled every 0.1 s;
 * most rsyncs at once: the daemon's rsync children, sampled every 0.1 s.
 
-Needs root (network namespaces, sshd); lsyncd is optional. Run with
+Everything lives on a tmpfs mounted for the run (removed at the end).
+Needs root (tmpfs, network namespaces, sshd); lsyncd is optional. Run with
 ``nice -n 5`` on a shared machine and say so: other processes add noise.
 
     python bench/fanout.py [--local 100] [--ssh 50] [--files 1000] [--burst 2500]
@@ -272,9 +273,9 @@ def run_one(procs: Procs, work: Path, fig: Figures, argv: list[str], env: dict[s
 
 def local_case(procs: Procs, work: Path, args: argparse.Namespace, tools: list[str],
                default: int) -> list[Figures]:
-    nodes = [work / "local" / f"n{i:03d}" for i in range(args.local)]
     found = []
     for tool in tools:
+        nodes = [work / "local" / tool / f"n{i:03d}" for i in range(args.local)]
         if tool == "lsyncd":
             argv, limit = lsyncd_argv(work, work / "src", nodes, default), default
         else:
@@ -283,6 +284,7 @@ def local_case(procs: Procs, work: Path, args: argparse.Namespace, tools: list[s
         fig = Figures("local", tool, len(nodes), limit)
         found.append(run_one(procs, work, fig, argv, dict(os.environ), nodes, args.files,
                              args.burst, args.limit, "-"))
+        shutil.rmtree(work / "local" / tool)
         print(f"local, {tool}: done", file=sys.stderr)
     return found
 
@@ -331,7 +333,7 @@ def main() -> int:
                    help="inosync's max_parallel and lsyncd's maxProcesses (inosync's default)")
     p.add_argument("--limit", type=float, default=300, help="seconds a sync may take")
     p.add_argument("--json", help="write the figures to this file too")
-    p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    p.add_argument("--keep", action="store_true", help="keep the daemons' logs")
     args = p.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces, sshd)", file=sys.stderr)
@@ -345,6 +347,10 @@ def main() -> int:
         tools.remove("lsyncd")
     default = args.max_parallel or default_max_parallel()
     work = Path(tempfile.mkdtemp(prefix="inosync-fanout-", dir=private_tmp_root()))
+    # A tmpfs: 150 nodes of the tree are half a million files, which a shared
+    # disk would write (and remove) slower than the tools replicate them.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16g,mode=0700", "fanout", str(work)],
+                   check=True)
     procs = Procs()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     figures: list[Figures] = []
@@ -356,9 +362,12 @@ def main() -> int:
     finally:
         procs.stop_all()
         if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+            logs = Path(tempfile.mkdtemp(prefix="inosync-fanout-logs-", dir=private_tmp_root()))
+            for log in work.glob("*.log"):
+                shutil.copy(log, logs)
+            print(f"logs kept in {logs}", file=sys.stderr)
+        subprocess.run(["umount", str(work)], check=False)
+        os.rmdir(work)
     load = os.getloadavg()
     print(f"{os.cpu_count()} CPUs, load {load[0]:.1f}; tree {args.files} files, burst "
           f"{args.burst} files of 512 bytes; delay {DELAY:g} s")

@@ -26,6 +26,7 @@ from .config import Config
 from .nodes import Node, State
 from .replay import Move
 from .rsync import Kind, Outcome, classify, describe, node_kind, ssh_host, unreadable
+from .sshcontrol import connection_lost
 
 log = logging.getLogger("inosync")
 
@@ -154,7 +155,7 @@ class Resumed:
 class Scheduler:
     def __init__(self, config: Config, live: bool = False, seed: str = "") -> None:
         self.config = config
-        self.seed = seed  # orders the first connections to many ssh hosts (slots.open_times)
+        self.seed = seed  # orders nodes among equals, e.g. many ssh hosts' first connections
         self.live = live  # a terminal shows a live progress line: update it every second
         self.progress_at: float | None = None  # next progress report while full syncs run
         self.progress_logged_at = 0.0
@@ -193,11 +194,15 @@ class Scheduler:
         self.begun = False  # before begin() no node's state is known
         # Run slots (max_parallel): since when each ready node waits for one (the
         # queue's order), the number of the last run each node started (turns
-        # among equals), and when a node's first ssh connection may open.
+        # among equals). New ssh connections (slots.Bucket): the hosts whose next
+        # run opens one, the nodes waiting for their turn, and when it comes.
         self.queued: dict[str, float] = {}
         self.started: dict[str, int] = {}
         self.run_number = 0
-        self.opens_at: dict[str, float] = {}
+        self.connections = slots.Bucket()
+        self.unconnected: set[str] = set()
+        self.opening: set[str] = set()
+        self.open_at: float | None = None
 
     def _new_node(self, dest: str) -> Node:
         c = self.config
@@ -226,16 +231,13 @@ class Scheduler:
             else:
                 node.full_synced_at = now
         self._compare_contents(compare)
-        self._spread_opens(self.nodes, now)
+        self._to_connect(self.nodes)
         return self.tick(now)
 
-    def _spread_opens(self, dests: Iterable[str], now: float) -> None:
-        """Many ssh hosts connecting for the first time (a start, a reload that adds
-        them) open their connections spread out (slots.open_times); later runs
-        reuse them."""
-        hosts = {d: ssh_host(d) for d in dests if node_kind(d) is Kind.SSH}
-        when = slots.open_times(hosts.values(), self.seed, now)
-        self.opens_at.update({d: when[h] for d, h in hosts.items() if when[h] > now})
+    def _to_connect(self, dests: Iterable[str]) -> None:
+        """The next runs to these nodes' ssh hosts open new connections: they go
+        through the bucket (a start, new nodes, a new ssh command, a lost one)."""
+        self.unconnected |= {ssh_host(d) for d in dests if node_kind(d) is Kind.SSH}
 
     def checkpoint(self, dest: str) -> float | None:
         """The wall-clock time before which every change of the tree is on dest:
@@ -399,6 +401,8 @@ class Scheduler:
             node.abandon()
             return [WriteStatus(), *self.tick(now)]
         outcome = classify(returncode, stderr or "")
+        if connection_lost(returncode):  # sshcontrol retires the master: the retry opens one
+            self._to_connect([dest])
         left_out = self.left_out.pop(dest, frozenset())
         if outcome is Outcome.RETRY and self._leave_out(returncode, stderr, left_out, settled):
             # Only what cannot be read failed, and rsync skipped every deletion
@@ -498,7 +502,7 @@ class Scheduler:
         added = [d for d in new.rnodes if d not in self.nodes and d not in self.retired]
         self.nodes = {d: self.nodes.get(d) or self.retired.pop(d, None) or self._new_node(d)
                       for d in new.rnodes}
-        self._spread_opens(added, now)
+        self._to_connect(new.rnodes if old.ssh != new.ssh else added)
         for node in self.nodes.values():
             node.retry_min, node.retry_max = new.retry_min, new.retry_max
             node.pending.limit = new.max_pending
@@ -566,31 +570,49 @@ class Scheduler:
         ready = []
         for node in self.nodes.values():
             self._resync_if_due(node, now)
-            if node.ready(now) and self.opens_at.get(node.dest, now) <= now:
+            if node.ready(now):
                 ready.append(node)
-        self.opens_at = {d: t for d, t in self.opens_at.items() if t > now}
         self.queued = {n.dest: self.queued.get(n.dest, now) for n in ready}
         free = self.config.max_parallel - len(self._running())  # retired runs hold one too
-        starts = []
-        for node in sorted(ready, key=self._turn)[:max(0, free)]:
+        starts: list[StartRun] = []
+        self.opening, self.open_at = set(), None
+        for node in sorted(ready, key=self._turn):
+            if len(starts) >= free:
+                break
+            if not self._may_connect(node.dest, now):
+                continue  # its turn to connect has not come: it holds no slot meanwhile
             del self.queued[node.dest]
             self.started[node.dest] = self.run_number = self.run_number + 1
             self.left_out[node.dest] = frozenset(self.unreadable)
             starts.append(StartRun(node.dest, node.begin(), tuple(sorted(self.unreadable))))
         return starts
 
-    def _turn(self, node: Node) -> tuple[float, bool, float, float, int]:
+    def _may_connect(self, dest: str, now: float) -> bool:
+        """Whether dest's run may start as far as new ssh connections go: its host
+        is connected, or the bucket lets one more open now."""
+        host = ssh_host(dest) if node_kind(dest) is Kind.SSH else None
+        if host is None or host not in self.unconnected:
+            return True
+        if self.connections.take(now):
+            self.unconnected.discard(host)  # its other nodes share the connection
+            return True
+        self.opening.add(dest)
+        self.open_at = self.connections.next_at(now)
+        return False
+
+    def _turn(self, node: Node) -> tuple[float, bool, float, float, int, str]:
         """Which ready node gets a slot first. The one that has waited longest for
         one: a node waits for at most the nodes queued before it, so none is ever
         starved. Among those queued at the same moment (a flush readies every
         node at once) the one furthest behind: one that needs a full sync, then
         the oldest change pending (wall clock, within one tick), the oldest
-        success (never: first), then the one that started a run least recently."""
+        success (never: first), then the one that started a run least recently,
+        then a hash of the seed and its name (slots.rank)."""
         since = node.pending.since
         return (self.queued[node.dest], not node.pending.full,
                 since if since is not None else float("inf"),
                 node.last_ok if node.last_ok is not None else float("-inf"),
-                self.started.get(node.dest, -1))
+                self.started.get(node.dest, -1), slots.rank(self.seed, node.dest))
 
     def next_deadline(self) -> float | None:
         """When tick() has something to do next, or None: sleep until an input."""
@@ -599,10 +621,12 @@ class Scheduler:
         if self.unwatched and self.rewatch_at is not None:
             due.append(self.rewatch_at)
         if not self.stopping and self.root_check_at is None and not self.root_check_asked:
-            due += [n.retry_at for n in self.nodes.values()
-                    if n.state is State.WAITING and n.pending and n.retry_at is not None]
-            due += [t for d, t in self.opens_at.items() if d in self.nodes
-                    and self.nodes[d].pending]
+            # A node queued for a slot waits for a run to end, not for the clock: its
+            # retry time, past, would make the loop spin until then.
+            due += [n.retry_at for n in self.nodes.values() if n.state is State.WAITING
+                    and n.pending and n.retry_at is not None and n.dest not in self.queued]
+            if self.open_at is not None:  # a node waits for its turn to connect
+                due.append(self.open_at)
             resync = [n.resync_at(self.config.resync_interval) for n in self.nodes.values()]
             due += [t for t in resync if t is not None]
         return min(due) if due else None
@@ -631,14 +655,15 @@ class Scheduler:
     def _slot_note(self, node: Node, now: float) -> str | None:
         """Why a node with changes pending does not run: it waits for a run slot
         (max_parallel), or for its turn to open an ssh connection. None: neither."""
+        if node.dest in self.opening and self.open_at is not None:
+            return (f"waiting to open its ssh connection ({len(self.opening)} waiting, "
+                    f"next in {max(0.0, self.open_at - now):.1f} s: new connections are "
+                    "spread out)")
         if node.dest in self.queued:
             ahead = sum(1 for d in self.queued if d in self.nodes and
                         self._turn(self.nodes[d]) < self._turn(node))
             return (f"waiting for a run slot ({ahead} ahead, {len(self._running())} of "
                     f"{self.config.max_parallel} running)")
-        opens = self.opens_at.get(node.dest)
-        if opens is not None and opens > now and node.pending and node.state is State.IDLE:
-            return f"opening its ssh connection in {opens - now:.1f} s (spread out)"
         return None
 
     def _sync_in(self, now: float) -> float | None:

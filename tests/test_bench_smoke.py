@@ -136,6 +136,8 @@ def test_fanout_benchmark_on_a_few_nodes(tmp_path: Path) -> None:
     why = can_make_namespaces()
     if why:
         pytest.skip(why)
+    if not can_mount_tmpfs():
+        pytest.skip("cannot mount a tmpfs here")
     out = tmp_path / "fanout.json"
     done = subprocess.run([sys.executable, str(FANOUT), "--local", "6", "--ssh", "3",
                            "--files", "50", "--burst", "100", "--max-parallel", "2",

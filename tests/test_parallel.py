@@ -83,6 +83,12 @@ def synced(n: int, **changes: object) -> Scheduler:
     return s
 
 
+def by_last_success(s: Scheduler) -> list[str]:
+    """The nodes in the order they take turns (after synced(): each succeeded at
+    another time, the oldest success first)."""
+    return sorted(s.nodes, key=lambda d: s.nodes[d].last_ok or 0.0)
+
+
 def test_no_more_runs_than_slots_and_each_end_starts_the_next():
     s = Scheduler(config(local_nodes(10), max_parallel=3))
     first = starts(s.begin(0.0))
@@ -123,12 +129,13 @@ def test_the_node_furthest_behind_goes_first_among_equals():
 
 def test_a_node_in_retry_backoff_holds_no_slot():
     s = synced(3, max_parallel=1)
-    a, b, c = s.nodes
+    a, b, c = by_last_success(s)
     s.changed(["x"], 10.0)
     assert starts(s.tick(12.0)) == [a]
     assert starts(ended(s, a, FAILED, 12.5)) == [b]  # a waits for its retry: b runs
     assert s.nodes[a].retry_at == 13.5
     assert starts(s.tick(13.5)) == []  # a is due, but the slot is b's
+    assert s.next_deadline() is None or s.next_deadline() > 13.5  # no spinning meanwhile
     row = {r["node"]: r for r in s.status(13.5, 2000.0)}[a]
     assert row["state"] == "queued" and "1 ahead" in str(row["slot"])  # c queued first
     assert starts(ended(s, b, OK, 14.0)) == [c]  # queued at 12.0, before a's retry
@@ -137,7 +144,7 @@ def test_a_node_in_retry_backoff_holds_no_slot():
 
 def test_a_run_that_could_not_start_frees_its_slot():
     s = synced(2, max_parallel=1)
-    a, b = s.nodes
+    a, b = by_last_success(s)
     s.changed(["x"], 10.0)
     assert starts(s.tick(12.0)) == [a]
     assert starts(s.run_not_started(a, Outcome.RETRY, "no list file", 12.0, 0.0)) == [b]
@@ -150,7 +157,7 @@ def test_stop_starts_no_queued_node_and_says_what_they_had_pending(caplog):
     assert s.signal(signal.SIGTERM, 12.5) == []
     assert ended(s, first[0], OK, 13.0)[-1] == Exit(0)  # nobody queued starts; all stopped
     note = s.pending_note()
-    assert all(f"{d}: 1 path" in note for d in list(s.nodes)[1:])
+    assert all(f"{d}: 1 path" in note for d in s.nodes if d != first[0])
 
 
 def test_stop_signals_only_the_runs_in_their_slots():
@@ -177,7 +184,7 @@ def test_a_reload_that_lowers_max_parallel_stops_no_run_but_starts_none_until_be
 
 def test_a_run_of_a_node_removed_by_reload_holds_its_slot_until_it_ends():
     s = synced(3, max_parallel=1)
-    a, b, c = s.nodes
+    a, b, c = by_last_success(s)
     s.changed(["x"], 10.0)
     assert starts(s.tick(12.0)) == [a]
     s.reloading = True
@@ -258,7 +265,8 @@ def test_many_first_ssh_connections_are_spread_and_none_is_lost():
     opened = {0.0: starts(s.begin(0.0))}
     assert len(opened[0.0]) == slots.OPEN_BURST
     later = [r for r in s.status(0.0, 0.0) if r["slot"]]
-    assert len(later) == 90 and str(later[0]["slot"]).startswith("opening its ssh connection")
+    assert len(later) == 90
+    assert str(later[0]["slot"]).startswith("waiting to open its ssh connection")
     t = s.next_deadline()
     while t is not None and t < 100:
         opened[t] = starts(s.tick(t))
@@ -288,12 +296,10 @@ def test_local_nodes_and_a_few_ssh_hosts_are_never_delayed():
 
 def test_nodes_on_one_host_share_one_turn():
     nodes = tuple(f"edge{i // 2}:/var/www/{i % 2}/" for i in range(40))  # 20 hosts
-    when = slots.open_times([n.split(":")[0] for n in nodes], "x", 0.0)
-    assert len(when) == 20
     s = Scheduler(config(nodes, max_parallel=100), seed="x")
     first = starts(s.begin(0.0))
-    assert len(first) == 2 * slots.OPEN_BURST
-    assert {d.split(":")[0] for d in first} == {h for h, t in when.items() if t == 0.0}
+    hosts = {d.split(":")[0] for d in first}
+    assert len(hosts) == slots.OPEN_BURST and len(first) == 2 * slots.OPEN_BURST
 
 
 def test_hosts_added_by_a_reload_are_spread_too():
@@ -333,3 +339,57 @@ def test_start_up_checks_run_at_most_limit_at_once_and_each_after_its_delay(tmp_
     assert ran["c"][0] >= begun + 0.8  # not before its delay
     for t in [s for s, _ in ran.values()]:  # at each start, at most 2 running
         assert sum(1 for s, e in ran.values() if s <= t < e) <= 2
+
+
+def ssh_synced(n: int) -> Scheduler:
+    """n ssh nodes on n hosts through their initial full sync, connections open."""
+    nodes = ssh_nodes(n)
+    s = Scheduler(config(nodes, max_parallel=1000), seed="s")
+    s.begin(0.0)
+    t = 0.0
+    while any(node.pending or node.inflight for node in s.nodes.values()):
+        t = max(t + 1.0, s.next_deadline() or 0.0)
+        for dest in running(s):
+            ended(s, dest, OK, t)
+        s.tick(t)
+    assert not s.unconnected
+    return s
+
+
+def test_after_a_blip_that_cut_every_connection_the_new_ones_are_spread_too():
+    s = ssh_synced(30)
+    s.changed(["x"], 100.0)
+    assert len(starts(s.tick(102.0))) == 30  # connected: no spreading
+    for dest in running(s):
+        ended(s, dest, 255, 103.0)  # ssh: the connection was lost, each master retired
+    assert s.next_deadline() == 104.0  # retry_min
+    assert len(starts(s.tick(104.0))) == slots.OPEN_BURST
+    rows = [r for r in s.status(104.0, 0.0) if r["slot"]]
+    assert len(rows) == 20 and all(r["state"] == "queued" for r in rows)
+    assert "waiting to open its ssh connection (20 waiting, next in 0.0 s" in rows[0]["slot"]
+    assert s.next_deadline() == pytest.approx(104.05)
+    assert len(starts(s.tick(104.05))) == 1
+
+
+def test_a_failure_that_kept_the_connection_retries_without_waiting_for_a_turn():
+    s = ssh_synced(30)
+    s.changed(["x"], 100.0)
+    s.tick(102.0)
+    for dest in running(s):
+        ended(s, dest, 23, 103.0)  # rsync: some files not transferred; ssh was fine
+    assert len(starts(s.tick(104.0))) == 30
+
+
+def test_a_reload_that_changes_the_ssh_command_spreads_the_new_connections():
+    s = ssh_synced(30)
+    s.reloading = True
+    new = dataclasses.replace(s.config, ssh=("ssh", "-p", "2222"))
+    assert len(starts(s.reloaded(new, 100.0))) == slots.OPEN_BURST  # a full sync each
+
+
+def test_the_bucket_lets_a_burst_through_then_a_steady_rate():
+    b = slots.Bucket(burst=3, rate=2.0)
+    assert [b.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert b.next_at(0.0) == 0.5 and not b.take(0.49) and b.take(0.5)
+    assert b.take(10.0) and b.take(10.0) and b.take(10.0) and not b.take(10.0)  # refilled to 3
+    assert slots.open_times(["a", "b", "a"], "x", 5.0).keys() == {"a", "b"}
