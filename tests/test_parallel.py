@@ -393,3 +393,13 @@ def test_the_bucket_lets_a_burst_through_then_a_steady_rate():
     assert b.next_at(0.0) == 0.5 and not b.take(0.49) and b.take(0.5)
     assert b.take(10.0) and b.take(10.0) and b.take(10.0) and not b.take(10.0)  # refilled to 3
     assert slots.open_times(["a", "b", "a"], "x", 5.0).keys() == {"a", "b"}
+
+
+def test_a_reload_of_max_parallel_alone_sends_nothing_and_says_what_changed():
+    from inosync import reloadplan
+    from inosync.confdiff import changes
+
+    old = config(local_nodes(3), max_parallel=16)
+    new = dataclasses.replace(old, max_parallel=4)
+    assert reloadplan.full_syncs(old, new) == {}
+    assert changes(old, new) == ["max_parallel: 16 -> 4"]
