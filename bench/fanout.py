@@ -29,8 +29,8 @@ Figures per case and tool:
 * source CPU: seconds of CPU of the daemon and every child it reaped
   (``utime + stime + cutime + cstime`` of /proc/PID/stat: its rsyncs, their
   ssh clients) from the start of the write until every run ended, plus the
-  ssh master connections (they leave the daemon's process tree: their own
-  CPU, found by their command line);
+  ssh master connections' own CPU (they leave the daemon's process tree:
+  the benchmark is a child subreaper, so they become its children);
 * RSS: the daemon's peak (VmHWM), and the peak sum of the daemon and every
   process below it, sampled every 0.1 s;
 * most rsyncs at once: the daemon's rsync children, sampled every 0.1 s.
@@ -46,6 +46,8 @@ Needs root (tmpfs, network namespaces, sshd); lsyncd is optional. Run with
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -69,6 +71,7 @@ from bench import (  # noqa: E402
     CLK_TCK,
     LSYNCD,
     Procs,
+    _ppid_map,
     children_of,
     descendants,
     make_files_tree,
@@ -119,21 +122,47 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def masters_cpu(marker: str) -> float:
-    """CPU seconds of the ssh masters whose command line holds marker (our ssh config)."""
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+def become_subreaper() -> None:
+    """Orphans below us become our children: the ssh masters, which detach from the
+    daemon's tree (ControlPersist), can then be told from other daemons' masters."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def masters() -> list[int]:
+    """Our ssh masters: children of ours (see become_subreaper) that ssh retitled
+    "ssh: SOCKET [mux]"."""
+    found = []
+    for pid, parent in _ppid_map().items():
+        if parent != os.getpid():
             continue
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            if marker.encode() in cmdline and b"ControlPersist" in cmdline:
-                f_ = stat_fields(int(entry))
-                total += (int(f_[11]) + int(f_[12])) / CLK_TCK
-        except (OSError, ValueError):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"[mux]" in f.read():
+                    found.append(pid)
+        except OSError:
             continue
+    return found
+
+
+def masters_cpu() -> float:
+    """CPU seconds of our ssh masters."""
+    total = 0.0
+    for pid in masters():
+        try:
+            f = stat_fields(pid)
+        except OSError:
+            continue
+        total += (int(f[11]) + int(f[12])) / CLK_TCK
     return total
+
+
+def reap_masters() -> None:
+    """Masters told to exit at the daemon's stop are our zombies now."""
+    for pid in masters() + [p for p, parent in _ppid_map().items() if parent == os.getpid()]:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 class Sampler(threading.Thread):
@@ -160,7 +189,8 @@ class Sampler(threading.Thread):
             if kids:
                 self.last_busy = time.monotonic()
             self.peak_rsyncs = max(self.peak_rsyncs, rsyncs)
-            rss = sum(status_kb(p, "VmRSS") for p in [self.pid, *descendants(self.pid)])
+            below = [self.pid, *descendants(self.pid), *masters()]
+            rss = sum(status_kb(p, "VmRSS") for p in below)
             self.peak_rss_kb = max(self.peak_rss_kb, rss)
 
     def reset(self) -> None:
@@ -230,7 +260,7 @@ def lsyncd_argv(work: Path, src: Path, nodes: list[Path], processes: int) -> lis
 
 
 def run_one(procs: Procs, work: Path, fig: Figures, argv: list[str], env: dict[str, str],
-            nodes: list[Path], files: int, burst: int, limit: float, marker: str) -> Figures:
+            nodes: list[Path], files: int, burst: int, limit: float) -> Figures:
     src = work / "src"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir()
@@ -250,7 +280,7 @@ def run_one(procs: Procs, work: Path, fig: Figures, argv: list[str], env: dict[s
             return fig
         fig.initial_s = done - launched
         wait_quiet(sampler)
-        cpu0, masters0 = tree_cpu(daemon.pid), masters_cpu(marker)
+        cpu0, masters0 = tree_cpu(daemon.pid), masters_cpu()
         sampler.reset()
         make_files_tree(str(src), max(1, burst // 100), min(burst, 100), 512, prefix="b")
         written = time.time()
@@ -259,7 +289,7 @@ def run_one(procs: Procs, work: Path, fig: Figures, argv: list[str], env: dict[s
         if done is not None:
             fig.burst_s = done - written
         fig.cpu_s = tree_cpu(daemon.pid) - cpu0
-        fig.masters_cpu_s = masters_cpu(marker) - masters0
+        fig.masters_cpu_s = masters_cpu() - masters0
         fig.daemon_peak_rss_mb = status_kb(daemon.pid, "VmHWM") / 1024
         fig.total_peak_rss_mb = sampler.peak_rss_kb / 1024
         fig.peak_rsyncs = sampler.peak_rsyncs
@@ -269,6 +299,8 @@ def run_one(procs: Procs, work: Path, fig: Figures, argv: list[str], env: dict[s
     finally:
         sampler.stopped.set()
         procs.stop(daemon, grace=15.0)
+        time.sleep(0.5)  # the masters it told to exit
+        reap_masters()
 
 
 def local_case(procs: Procs, work: Path, args: argparse.Namespace, tools: list[str],
@@ -283,7 +315,7 @@ def local_case(procs: Procs, work: Path, args: argparse.Namespace, tools: list[s
             argv = inosync_argv_for(work, work / "src", [str(n) for n in nodes], limit, None)
         fig = Figures("local", tool, len(nodes), limit)
         found.append(run_one(procs, work, fig, argv, dict(os.environ), nodes, args.files,
-                             args.burst, args.limit, "-"))
+                             args.burst, args.limit))
         shutil.rmtree(work / "local" / tool)
         print(f"local, {tool}: done", file=sys.stderr)
     return found
@@ -295,9 +327,8 @@ def ssh_case(procs: Procs, work: Path, args: argparse.Namespace, default: int) -
         dests = [h.dest(n) for h, n in zip(link.hosts, nodes)]
         argv = inosync_argv_for(work, work / "src", dests, default, link.ssh)
         fig = Figures("ssh", "inosync", len(nodes), default)
-        marker = str(work / "ssh" / "ssh_config")
         found = run_one(procs, work, fig, argv, link.env(), nodes, args.files, args.burst,
-                        args.limit, marker)
+                        args.limit)
     print("ssh, inosync: done", file=sys.stderr)
     return [found]
 
@@ -351,6 +382,7 @@ def main() -> int:
     # disk would write (and remove) slower than the tools replicate them.
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16g,mode=0700", "fanout", str(work)],
                    check=True)
+    become_subreaper()
     procs = Procs()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     figures: list[Figures] = []
