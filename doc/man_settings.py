@@ -91,8 +91,9 @@ DOCS: dict[str, Doc] = {
         "waiting, they take turns: the one that has waited longest starts first (among those "
         "that became ready together: one needing a full sync, then the one furthest behind), "
         "so none waits for more than a round of the others; USR1 and the statusfile show "
-        "them as waiting for a run slot. A node waiting to retry holds no slot. The first "
-        "connections to many ssh hosts also open spread out: 10 at once, then 20 a second.",
+        "them as waiting for a run slot (statusfile state 'queued'). A node waiting to retry "
+        "holds no slot. New ssh connections (at start, for nodes a reload adds or whose ssh "
+        "command it changes, after a connection was lost) open 10 at once, then 20 a second.",
         unit="runs"),
     "max_pending": Doc(
         "A node with more paths waiting than this (or a batch being gathered) collapses to "
