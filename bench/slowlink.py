@@ -127,30 +127,39 @@ def changes(src: Path, node: Path) -> dict[str, tuple[Callable[[], object], Call
 
 
 class Link:
-    """The host, and one ssh setup every tool uses to reach it."""
+    """The host (or hosts: indices, one key for all), and one ssh setup every tool
+    uses to reach them. mbit None: links not shaped; one_way_ms 0: no delay."""
 
-    def __init__(self, work: Path, index: int = 9) -> None:
+    def __init__(self, work: Path, index: int = 9, indices: list[int] | None = None,
+                 mbit: int | None = MBIT, one_way_ms: int = ONE_WAY_MS) -> None:
         self.work = work
-        self.host = TestHost(index, work / "host")
+        numbers = indices or [index]
+        self.hosts = [TestHost(n, work / ("host" if len(numbers) == 1 else f"host{n}"))
+                      for n in numbers]
+        self.host = self.hosts[0]
+        self.mbit, self.one_way_ms = mbit, one_way_ms
         self.bin = work / "bin"
 
     def __enter__(self) -> Link:
         try:
-            self.host.create()
-            self.host.shape(MBIT)
+            for host in self.hosts:
+                host.client_key = self.host.sshd.client_key if self.host.sshd else None
+                host.create()
+                if self.mbit:
+                    host.shape(self.mbit)
         except BaseException:
-            self.host.destroy()
+            self.__exit__()
             raise
         sshd = self.host.sshd
         assert sshd is not None
-        proxy = f"{sys.executable} {REPO / 'tests' / 'delayproxy.py'} %h %p {ONE_WAY_MS}"
+        proxy = f"{sys.executable} {REPO / 'tests' / 'delayproxy.py'} %h %p {self.one_way_ms}"
         config = self.work / "ssh_config"
         config.write_text(
             "Host *\n"
             f"  IdentityFile {sshd.client_key}\n  Port {sshd.port}\n"
             "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
             "  BatchMode yes\n  LogLevel ERROR\n"
-            f"  ProxyCommand {proxy}\n")
+            + (f"  ProxyCommand {proxy}\n" if self.one_way_ms else ""))
         self.bin.mkdir()
         wrapper = self.bin / "ssh"
         wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {config} "$@"\n')
@@ -158,7 +167,8 @@ class Link:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.host.destroy()
+        for host in self.hosts:
+            host.destroy()
 
     @property
     def ssh(self) -> str:

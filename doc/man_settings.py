@@ -86,6 +86,15 @@ DOCS: dict[str, Doc] = {
         kind="string (a path) or None",
         accepts="a path that only root can write, on the way too (see **DESCRIPTION**); not "
                 "inside *wpath* unless excluded, never inside a local node"),
+    "max_parallel": Doc(
+        "The most rsync runs at once, to all nodes together. When more nodes have changes "
+        "waiting, they take turns: the one that has waited longest starts first (among those "
+        "that became ready together: one needing a full sync, then the one furthest behind), "
+        "so none waits for more than a round of the others; USR1 and the statusfile show "
+        "them as waiting for a run slot (statusfile state 'queued'). A node waiting to retry "
+        "holds no slot. New ssh connections (at start, for nodes a reload adds or whose ssh "
+        "command it changes, after a connection was lost) open 10 at once, then 20 a second.",
+        unit="runs"),
     "max_pending": Doc(
         "A node with more paths waiting than this (or a batch being gathered) collapses to "
         "one whole-tree rsync: an event storm costs bounded memory.", unit="paths"),
@@ -236,6 +245,8 @@ def literal(value: Any) -> str:
 def default(name: str) -> str:
     """The default of a setting, read from the Config dataclass."""
     fields = {f.name: f for f in dataclasses.fields(config.Config)}
+    if name in config.SHOWN_DEFAULTS:  # sized for the machine: its rule, not this one's value
+        return config.SHOWN_DEFAULTS[name]
     if name not in fields:
         return UNSET
     f = fields[name]

@@ -30,7 +30,7 @@ from functools import partial
 from types import FrameType, MappingProxyType
 from typing import Any
 
-from . import deletepolicy, mounts, paths, rsync, unverified
+from . import deletepolicy, mounts, paths, rsync, slots, unverified
 from .excludes import Excludes, ExcludeSyntaxError, read_exclude_file
 from .metrics import SUFFIX
 from .rsync import Options as RsyncOptions  # "rsync" is also a setting of Config
@@ -125,6 +125,7 @@ class Config:
     retry_min: float = 1.0
     retry_max: float = 60.0
     max_pending: int = 100_000
+    max_parallel: int = field(default_factory=slots.default_max_parallel)  # rsync runs at once
     full_threshold: int = 20_000
     rescan_interval: float = 60.0
     resync_interval: float = DAY  # a whole-tree sync per node; 0: never
@@ -832,6 +833,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "retry_min": _seconds(0.1),
     "retry_max": _seconds(0.1),
     "max_pending": _count(1, 10_000_000),
+    "max_parallel": _count(1, 10_000),
     "full_threshold": _count(1, 10_000_000),
     "rescan_interval": _seconds(0.1),
     "resync_interval": _interval(1, 366 * DAY),
@@ -842,6 +844,9 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "delete": deletepolicy.check,
     "ssh_control": _bool,
 }
+
+# Defaults that are no one value on every machine: how the man page states them.
+SHOWN_DEFAULTS = {"max_parallel": slots.DEFAULT_SHOWN}
 
 _HELP = {
     "wpath": 'set it to the directory to watch, e.g. wpath = "/var/www/"',

@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from . import __version__, deletepolicy, keptstore, nodecheck, paths, scan, statefile
+from . import __version__, deletepolicy, keptstore, nodecheck, paths, scan, slots, statefile
 from . import checkpoint as checkpointmod
 from . import config as configmod
 from . import metrics as metricsmod
@@ -135,7 +135,8 @@ class Daemon:
         tree_lock: TreeLock | None = None,
         full: bool = False,
     ) -> None:
-        self.scheduler = Scheduler(config, live=live is not None)
+        # The host name seeds the order in which many ssh hosts first connect.
+        self.scheduler = Scheduler(config, live=live is not None, seed=os.uname().nodename)
         self.live = live  # shows a line of progress on the terminal, if there is one
         self.watcher = watcher
         self.signals = signals
@@ -460,7 +461,10 @@ class Daemon:
         argvs = {dest: nodecheck.top_level_argv(
                      dataclasses.replace(c.rsync_options(), ssh=self._ssh_for(dest), kept=kept),
                      w.root, dest) for dest in resumed}
-        return nodecheck.check(argvs)
+        ssh = {d: ssh_host(d) for d in argvs if node_kind(d) is Kind.SSH}
+        opens = slots.open_times(ssh.values(), self.scheduler.seed, 0.0)
+        return nodecheck.check(argvs, limit=c.max_parallel,
+                               delays={d: opens[h] for d, h in ssh.items()})
 
     def scan_lost(self, since: float) -> tuple[list[str] | None, str]:
         """After lost events: what changed in the tree since the wall-clock time since
@@ -970,7 +974,8 @@ class Daemon:
                     if isinstance(t, float) else "never")
 
         return [
-            f"{r['node']}: {r['state']}, pending {r['pending']}, last ok {when(r['last_ok'])}, "
+            f"{r['node']}: {r.get('slot') or r['state']}, pending {r['pending']}, "
+            f"last ok {when(r['last_ok'])}, "
             f"last error {r['last_error'] or 'none'}, next retry "
             f"{when(r['next_retry']) if r['next_retry'] else '-'}"
             + (f"; {r['progress']}" if r.get("progress") else "")

@@ -4,7 +4,7 @@ A checkpoint says what reached a node, not that the node kept it: a host
 reinstalled, a disk replaced, an old backup restored there while inosync was
 stopped hold none of it, and a start from the checkpoint would send only what
 changed since. The check is cheap and catches a node that lost its data: one
-dry run of the top level of wpath (no recursion) per node, all at once. wpath's
+dry run of the top level of wpath (no recursion) per node, max_parallel at once. wpath's
 own entries did not change since the checkpoint (or its start would be a full
 sync anyway), so the node must hold every name there and nothing else: a name
 rsync would create or delete means the node is not what the checkpoint says.
@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import selectors
 import subprocess
 import time
 from collections.abc import Mapping
 
 from .rsync import Options, _common, child_environment, with_slash
 
-DEADLINE = 30.0  # seconds for all the checks together
+DEADLINE = 30.0  # seconds for each check
 
 
 def top_level_argv(opts: Options, wpath: str, dest: str) -> list[str]:
@@ -47,25 +48,71 @@ def verdict(returncode: int | None, stdout: str) -> str | None:
     return None
 
 
-def check(argvs: Mapping[str, list[str]], deadline: float = DEADLINE) -> dict[str, str | None]:
-    """Run every node's check at once; each node's verdict."""
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+def check(argvs: Mapping[str, list[str]], deadline: float = DEADLINE, limit: int | None = None,
+          delays: Mapping[str, float] | None = None) -> dict[str, str | None]:
+    """Run every node's check, at most limit at once (max_parallel: a restart of a
+    hundred nodes is no burst of a hundred rsyncs), each not before its delay
+    (seconds: the spread of first ssh connections, slots.open_times); each
+    check gets deadline seconds from its own start. Each node's verdict."""
+    delays = delays or {}
+    waiting = sorted(argvs, key=lambda d: delays.get(d, 0.0))  # stable: the given order
+    limit = limit or len(waiting) or 1
     found: dict[str, str | None] = {}
-    for dest, argv in argvs.items():
-        try:
-            procs[dest] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                           stderr=subprocess.DEVNULL, env=child_environment(),
-                                           close_fds=True)
-        except OSError as e:
-            found[dest] = f"cannot ask whether it holds the tree ({e.strerror})"
-    end = time.monotonic() + deadline
-    for dest, proc in procs.items():
-        try:
-            out, _ = proc.communicate(timeout=max(0.0, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
+    running: dict[int, tuple[str, subprocess.Popen[bytes], float, bytearray]] = {}
+    begun = time.monotonic()
+    with selectors.DefaultSelector() as sel:
+        while waiting or running:
+            now = time.monotonic()
+            while waiting and len(running) < limit and begun + delays.get(waiting[0], 0.0) <= now:
+                dest = waiting.pop(0)
+                proc = _start(argvs[dest], found, dest)
+                if proc is not None and proc.stdout is not None:
+                    running[proc.stdout.fileno()] = (dest, proc, now + deadline, bytearray())
+                    sel.register(proc.stdout, selectors.EVENT_READ)
+            _expire(running, sel, found, now)
+            due = [end for _, _, end, _ in running.values()]
+            if waiting and len(running) < limit:
+                due.append(begun + delays.get(waiting[0], 0.0))
+            if not due:
+                continue
+            for key, _ in sel.select(max(0.0, min(due) - time.monotonic())):
+                _read(key.fd, running, sel, found)
+    return found
+
+
+def _start(argv: list[str], found: dict[str, str | None],
+           dest: str) -> subprocess.Popen[bytes] | None:
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, env=child_environment(),
+                                close_fds=True)
+    except OSError as e:
+        found[dest] = f"cannot ask whether it holds the tree ({e.strerror})"
+        return None
+
+
+def _read(fd: int, running: dict[int, tuple[str, subprocess.Popen[bytes], float, bytearray]],
+          sel: selectors.BaseSelector, found: dict[str, str | None]) -> None:
+    """Read what a check wrote; at its end, its verdict."""
+    dest, proc, _, out = running[fd]
+    data = os.read(fd, 65536)
+    if data:
+        out += data
+        return
+    sel.unregister(fd)
+    del running[fd]
+    assert proc.stdout is not None
+    proc.stdout.close()
+    found[dest] = verdict(proc.wait(), os.fsdecode(bytes(out)))
+
+
+def _expire(running: dict[int, tuple[str, subprocess.Popen[bytes], float, bytearray]],
+            sel: selectors.BaseSelector, found: dict[str, str | None], now: float) -> None:
+    """Kill the checks past their deadline: no answer is a full sync."""
+    for fd, (dest, proc, end, _) in list(running.items()):
+        if now >= end:
+            sel.unregister(fd)
+            del running[fd]
             proc.kill()
             proc.communicate()
             found[dest] = verdict(None, "")
-            continue
-        found[dest] = verdict(proc.returncode, os.fsdecode(out))
-    return found

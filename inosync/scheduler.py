@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Union
 
-from . import deletepolicy, reloadplan
+from . import deletepolicy, reloadplan, slots
 from .batch import ROOT, PathSet, plural
 from .config import Config
 from .metrics import NodeValues
 from .nodes import Node, State
 from .replay import Move
-from .rsync import Outcome, classify, describe, unreadable
+from .rsync import Kind, Outcome, classify, describe, node_kind, ssh_host, unreadable
+from .sshcontrol import connection_lost
 from .temphold import TempHold
 from .tempnames import looks_temporary
 
@@ -161,8 +162,9 @@ class Resumed:
 
 
 class Scheduler:
-    def __init__(self, config: Config, live: bool = False) -> None:
+    def __init__(self, config: Config, live: bool = False, seed: str = "") -> None:
         self.config = config
+        self.seed = seed  # orders nodes among equals, e.g. many ssh hosts' first connections
         self.live = live  # a terminal shows a live progress line: update it every second
         self.progress_at: float | None = None  # next progress report while full syncs run
         self.progress_logged_at = 0.0
@@ -209,6 +211,17 @@ class Scheduler:
         # run may have read the tree since the read before the last one.
         self.temps = TempHold(limit=config.max_pending)
         self.ran_since_read = False
+        # Run slots (max_parallel): since when each ready node waits for one (the
+        # queue's order), the number of the last run each node started (turns
+        # among equals). New ssh connections (slots.Bucket): the hosts whose next
+        # run opens one, the nodes waiting for their turn, and when it comes.
+        self.queued: dict[str, float] = {}
+        self.started: dict[str, int] = {}
+        self.run_number = 0
+        self.connections = slots.Bucket()
+        self.unconnected: set[str] = set()
+        self.opening: set[str] = set()
+        self.open_at: float | None = None
 
     def _new_node(self, dest: str) -> Node:
         c = self.config
@@ -245,7 +258,13 @@ class Scheduler:
             else:
                 node.full_synced_at = now
         self._compare_contents(compare)
+        self._to_connect(self.nodes)
         return self.tick(now)
+
+    def _to_connect(self, dests: Iterable[str]) -> None:
+        """The next runs to these nodes' ssh hosts open new connections: they go
+        through the bucket (a start, new nodes, a new ssh command, a lost one)."""
+        self.unconnected |= {ssh_host(d) for d in dests if node_kind(d) is Kind.SSH}
 
     def checkpoint(self, dest: str) -> float | None:
         """The wall-clock time before which every change of the tree is on dest:
@@ -475,6 +494,8 @@ class Scheduler:
             node.abandon()
             return [WriteStatus(), *self.tick(now)]
         outcome = classify(returncode, stderr or "")
+        if connection_lost(returncode):  # sshcontrol retires the master: the retry opens one
+            self._to_connect([dest])
         left_out = self.left_out.pop(dest, frozenset())
         if outcome is Outcome.RETRY and self._leave_out(returncode, stderr, left_out, settled):
             # Only what cannot be read failed, and rsync skipped every deletion
@@ -520,7 +541,7 @@ class Scheduler:
         """The loop could not start the run it was asked to (no list file, no rsync)."""
         node = self.nodes[dest]
         self._report(node, node.finish(outcome, now, wall, error), "", now)
-        return [WriteStatus()]
+        return [WriteStatus(), *self.tick(now)]  # its slot is free for another node
 
     def root_not_same(self, dest: str, now: float) -> list[Action]:
         """The loop found, just before starting a run, that wpath is not the watched
@@ -571,8 +592,10 @@ class Scheduler:
             self.flush_at = None
         self.collected.limit = self.temps.limit = new.max_pending
         self.collected.drop_moves()
+        added = [d for d in new.rnodes if d not in self.nodes and d not in self.retired]
         self.nodes = {d: self.nodes.get(d) or self.retired.pop(d, None) or self._new_node(d)
                       for d in new.rnodes}
+        self._to_connect(new.rnodes if old.ssh != new.ssh else added)
         for node in self.nodes.values():
             node.retry_min, node.retry_max = new.retry_min, new.retry_max
             node.pending.limit = new.max_pending
@@ -635,14 +658,58 @@ class Scheduler:
             return actions  # until we know which directory wpath is, nothing is synced
         if self.reloading:
             return actions  # the node a run is for may be gone after it
+        return actions + self._start_runs(now)
+
+    def _start_runs(self, now: float) -> list[StartRun]:
+        """Start the ready nodes that find a free slot (max_parallel), in turn."""
+        ready = []
         for node in self.nodes.values():
             self._resync_if_due(node, now)
             if node.ready(now):
-                self.left_out[node.dest] = frozenset(self.unreadable)
-                self.ran_since_read = True  # it may read a temporary file made from now on
-                actions.append(StartRun(node.dest, node.begin(), tuple(sorted(self.unreadable)),
-                                        self.temps.rules()))
-        return actions
+                ready.append(node)
+        self.queued = {n.dest: self.queued.get(n.dest, now) for n in ready}
+        free = self.config.max_parallel - len(self._running())  # retired runs hold one too
+        starts: list[StartRun] = []
+        self.opening, self.open_at = set(), None
+        for node in sorted(ready, key=self._turn):
+            if len(starts) >= free:
+                break
+            if not self._may_connect(node.dest, now):
+                continue  # its turn to connect has not come: it holds no slot meanwhile
+            del self.queued[node.dest]
+            self.started[node.dest] = self.run_number = self.run_number + 1
+            self.left_out[node.dest] = frozenset(self.unreadable)
+            self.ran_since_read = True  # it may read a temporary file made from now on
+            starts.append(StartRun(node.dest, node.begin(), tuple(sorted(self.unreadable)),
+                                   self.temps.rules()))
+        return starts
+
+    def _may_connect(self, dest: str, now: float) -> bool:
+        """Whether dest's run may start as far as new ssh connections go: its host
+        is connected, or the bucket lets one more open now."""
+        host = ssh_host(dest) if node_kind(dest) is Kind.SSH else None
+        if host is None or host not in self.unconnected:
+            return True
+        if self.connections.take(now):
+            self.unconnected.discard(host)  # its other nodes share the connection
+            return True
+        self.opening.add(dest)
+        self.open_at = self.connections.next_at(now)
+        return False
+
+    def _turn(self, node: Node) -> tuple[float, bool, float, float, int, str]:
+        """Which ready node gets a slot first. The one that has waited longest for
+        one: a node waits for at most the nodes queued before it, so none is ever
+        starved. Among those queued at the same moment (a flush readies every
+        node at once) the one furthest behind: one that needs a full sync, then
+        the oldest change pending (wall clock, within one tick), the oldest
+        success (never: first), then the one that started a run least recently,
+        then a hash of the seed and its name (slots.rank)."""
+        since = node.pending.since
+        return (self.queued[node.dest], not node.pending.full,
+                since if since is not None else float("inf"),
+                node.last_ok if node.last_ok is not None else float("-inf"),
+                self.started.get(node.dest, -1), slots.rank(self.seed, node.dest))
 
     def _release_temps(self, now: float) -> None:
         """Held files quiet (or seen) long enough go out as any changed path."""
@@ -663,8 +730,12 @@ class Scheduler:
         if self.unwatched and self.rewatch_at is not None:
             due.append(self.rewatch_at)
         if not self.stopping and self.root_check_at is None and not self.root_check_asked:
-            due += [n.retry_at for n in self.nodes.values()
-                    if n.state is State.WAITING and n.pending and n.retry_at is not None]
+            # A node queued for a slot waits for a run to end, not for the clock: its
+            # retry time, past, would make the loop spin until then.
+            due += [n.retry_at for n in self.nodes.values() if n.state is State.WAITING
+                    and n.pending and n.retry_at is not None and n.dest not in self.queued]
+            if self.open_at is not None:  # a node waits for its turn to connect
+                due.append(self.open_at)
             resync = [n.resync_at(self.config.resync_interval) for n in self.nodes.values()]
             due += [t for t in resync if t is not None]
         return min(due) if due else None
@@ -680,7 +751,8 @@ class Scheduler:
             pending = node.all_pending()
             pending.update(self.collected)  # every node gets it at the flush
             rows.append({
-                "node": node.dest, "state": node.state.value,
+                "node": node.dest, "slot": self._slot_note(node, now),
+                "state": "queued" if node.dest in self.queued else node.state.value,
                 "pending": self._pending_text(pending, now), "pending_paths": len(pending.paths),
                 "pending_full": pending.full, "waiting_paths": len(self.collected.paths),
                 "sync_in": self._sync_in(now), "failures": node.failures,
@@ -706,6 +778,20 @@ class Scheduler:
                 node.failures_total, node.list_runs, node.full_runs, node.bytes_sent,
                 up=node.failures == 0))
         return tuple(values)
+
+    def _slot_note(self, node: Node, now: float) -> str | None:
+        """Why a node with changes pending does not run: it waits for a run slot
+        (max_parallel), or for its turn to open an ssh connection. None: neither."""
+        if node.dest in self.opening and self.open_at is not None:
+            return (f"waiting to open its ssh connection ({len(self.opening)} waiting, "
+                    f"next in {max(0.0, self.open_at - now):.1f} s: new connections are "
+                    "spread out)")
+        if node.dest in self.queued:
+            ahead = sum(1 for d in self.queued if d in self.nodes and
+                        self._turn(self.nodes[d]) < self._turn(node))
+            return (f"waiting for a run slot ({ahead} ahead, {len(self._running())} of "
+                    f"{self.config.max_parallel} running)")
+        return None
 
     def _sync_in(self, now: float) -> float | None:
         """Seconds until what is collected goes to the nodes (None: nothing is)."""

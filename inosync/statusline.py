@@ -33,12 +33,18 @@ def summary(rows: Sequence[Mapping[str, object]], stopping: bool = False) -> str
         return f"idle; {plural(len(rows), 'node')} in sync"
     initial = [r for r in busy if r["last_ok"] is None]
     if initial:
-        return f"initial sync to {plural(len(initial), 'node')}"
+        return f"initial sync to {plural(len(initial), 'node')}{_queued(rows)}"
     if all(r["state"] != "running" and r["pending_paths"] == r.get("waiting_paths")
            and not r["pending_full"] for r in busy):
         return f"{busy[0]['pending']} ({plural(len(busy), 'node')})"  # during edelay
     if all(r["pending_full"] for r in busy):
-        return f"full sync to {plural(len(busy), 'node')}"
+        return f"full sync to {plural(len(busy), 'node')}{_queued(rows)}"
     what = {str(r["pending"]) for r in busy}
     changes = what.pop() if len(what) == 1 else "changes"
-    return f"syncing {changes} to {plural(len(busy), 'node')}"
+    return f"syncing {changes} to {plural(len(busy), 'node')}{_queued(rows)}"
+
+
+def _queued(rows: Sequence[Mapping[str, object]]) -> str:
+    """How many nodes wait for a run slot (max_parallel), if any."""
+    queued = sum(1 for r in rows if r["state"] == "queued")
+    return f" ({queued} waiting for a run slot)" if queued else ""

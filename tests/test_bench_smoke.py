@@ -123,3 +123,37 @@ def test_restart_benchmark_on_a_tiny_tree(tmp_path: Path) -> None:
     hup = data["hup_adds_node"]
     assert hup["equal"] and "reloaded" in hup["how"] and hup["seconds"] > 0, hup
     assert "restart until in sync (s)" in done.stdout and "targets:" in done.stdout
+
+
+FANOUT = ROOT / "bench" / "fanout.py"
+
+
+@pytest.mark.slow
+def test_fanout_benchmark_on_a_few_nodes(tmp_path: Path) -> None:
+    """bench/fanout.py on 6 local nodes and 3 ssh hosts with max_parallel = 2:
+    every case converges (rsync -anc), inosync never ran more than 2 rsyncs at
+    once, and the report has its numbers."""
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    if not can_mount_tmpfs():
+        pytest.skip("cannot mount a tmpfs here")
+    out = tmp_path / "fanout.json"
+    done = subprocess.run([sys.executable, str(FANOUT), "--local", "6", "--ssh", "3",
+                           "--files", "50", "--burst", "100", "--max-parallel", "2",
+                           "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = {(f["case"], f["tool"]): f for f in json.loads(out.read_text())}
+    expected = {("local", "inosync"), ("local", "inosync-unlimited"), ("ssh", "inosync")}
+    if shutil.which("lsyncd"):
+        expected.add(("local", "lsyncd"))
+    assert set(figures) == expected
+    for key, f in figures.items():
+        assert f["equal"] and f["left"] == [], (key, f)
+        assert 0 < f["initial_s"] < 60 and 0 < f["burst_s"] < 60, (key, f)
+        assert f["cpu_s"] > 0 and f["daemon_peak_rss_mb"] > 0, (key, f)
+    assert 0 < figures["local", "inosync"]["peak_rsyncs"] <= 2
+    assert 0 < figures["ssh", "inosync"]["peak_rsyncs"] <= 2
+    assert "| local (6 nodes) | inosync | 2 |" in done.stdout

@@ -93,7 +93,7 @@ def test_long_values_keep_their_start_and_end():
 OTHER_VALUES: dict[str, object] = {
     "rspeed": 100, "emask": ("IN_CLOSE_WRITE",), "edelay": 1.0, "rsync": "/opt/rsync",
     "rsync_args": ("--hard-links",), "ssh": ("ssh",), "timeout": 5, "contimeout": 5,
-    "retry_min": 2.0, "retry_max": 30.0, "max_pending": 10, "full_threshold": 10,
+    "retry_min": 2.0, "retry_max": 30.0, "max_pending": 10, "max_parallel": 3, "full_threshold": 10,
     "rescan_interval": 5.0, "resync_interval": 0.0, "progress_interval": 0.0,
     "pidfile": "/run/i.pid", "logfile": "/var/log/i.log", "statusfile": "/run/i.json",
     "metrics_file": "/run/i.prom",

@@ -843,7 +843,7 @@ def test_every_spelling_of_allowed_options_is_kept(write, wdir, args):
     "retry_min = float('nan')", "retry_max = float('inf')", "retry_max = 10**9",
     "rescan_interval = float('inf')", "rescan_interval = 0", "rspeed = 10**12",
     "rspeed = -1", "max_pending = 10**8", "max_pending = 0", "full_threshold = 10**8",
-    "full_threshold = 0",
+    "full_threshold = 0", "max_parallel = 0", "max_parallel = -2", "max_parallel = 10001",
 ])
 def test_numbers_out_of_range_are_refused(write, wdir, line):
     path = write(*base_lines(wdir), line)
@@ -855,6 +855,7 @@ def test_numbers_out_of_range_are_refused(write, wdir, line):
 @pytest.mark.parametrize("line", [
     "edelay = 86400", "edelay = 0", "timeout = 86400", "contimeout = 3600",
     "retry_max = 86400", "rspeed = 10**9", "max_pending = 10**7", "rescan_interval = 0.1",
+    "max_parallel = 1", "max_parallel = 10000",
 ])
 def test_numbers_at_the_ends_of_their_range_are_accepted(write, wdir, line):
     load(write(*base_lines(wdir), line))

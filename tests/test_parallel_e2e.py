@@ -1,0 +1,111 @@
+"""Issue 19.3 end to end: a real daemon, twelve local nodes, max_parallel = 2.
+
+rsync is a wrapper (countrsync.py) that counts, under an flock, how many runs
+are in progress: what the test checks is what really ran at once, whatever
+the daemon believes. Every node must converge (rsync -anc finds nothing to
+change), the nodes waiting for a slot must say so, and never more than two
+rsyncs may have run at the same time.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from countrsync import peak, runs, write_counting_rsync
+from helpers import Inosync, tree_diff, wait_converged, wait_until, write_config
+
+from inosync.checkpoint import MARGIN
+
+pytestmark = pytest.mark.slow  # end to end: real processes
+
+NODES = 12
+
+
+def start(tmp_path: Path, run_inosync: Callable[..., Inosync], max_parallel: int,
+          ) -> tuple[Inosync, Path, list[Path], Path, Path]:
+    src = tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    for i in range(50):
+        (src / "docs" / f"f{i}.txt").write_text(f"file {i}\n" * (i + 1))
+    nodes = [tmp_path / f"node{i:02d}" for i in range(NODES)]
+    for n in nodes:
+        n.mkdir()
+    rsync = write_counting_rsync(tmp_path / "rsync")
+    status = tmp_path / "status.json"
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(n) for n in nodes],
+                        edelay=0.2, rsync=str(rsync), max_parallel=max_parallel,
+                        statusfile=str(status))
+    return run_inosync(conf, "-v"), src, nodes, rsync, status
+
+
+def queued_rows(status: Path) -> list[dict]:
+    try:
+        rows = json.loads(status.read_text())["nodes"]
+    except (OSError, ValueError, KeyError):
+        return []
+    return [r for r in rows if r["state"] == "queued"]
+
+
+def burst(src: Path) -> None:
+    for i in range(200):
+        d = src / f"burst{i % 10}"
+        d.mkdir(exist_ok=True)
+        (d / f"n{i}.txt").write_text(f"burst {i}\n")
+    (src / "docs" / "f3.txt").unlink()
+    (src / "docs" / "f4.txt").write_text("changed\n")
+
+
+def test_twelve_nodes_through_two_slots_converge_and_never_run_more_than_two(
+        tmp_path: Path, run_inosync: Callable[..., Inosync]):
+    d, src, nodes, rsync, status = start(tmp_path, run_inosync, 2)
+    # The initial full syncs queue: the statusfile says who waits for a slot.
+    waiting = wait_until(lambda: queued_rows(status), 20, "a node waiting for a run slot")
+    assert all(r["slot"].startswith("waiting for a run slot") for r in waiting), waiting
+    assert all("of 2 running" in r["slot"] for r in waiting), waiting
+    wait_converged(src, nodes, timeout=60)
+    d.wait_log("watching")
+    burst(src)
+    wait_until(lambda: queued_rows(status), 20, "the burst queued for slots")
+    d.signal(signal.SIGUSR1)  # while the burst queues: the log line says why a node waits
+    d.wait_log(r"status: \S+: waiting for a run slot \(\d+ ahead, 2 of 2 running\)")
+    wait_converged(src, nodes, timeout=60)
+    for n in nodes:
+        assert tree_diff(src, n) == [], n  # rsync -anc: contents, not just sizes
+    assert d.stop() == 0
+    assert runs(rsync) >= 2 * NODES  # the initial full sync and the burst, per node
+    assert peak(rsync) == 2, f"{peak(rsync)} rsyncs ran at once"
+
+
+def test_the_count_sees_runs_at_once_when_the_limit_allows_them(
+        tmp_path: Path, run_inosync: Callable[..., Inosync]):
+    """The same daemon with max_parallel = 12: the wrapper sees more than two at
+    once, so the test above would fail if the limit did not hold."""
+    d, src, nodes, rsync, _ = start(tmp_path, run_inosync, NODES)
+    wait_converged(src, nodes, timeout=60)
+    assert d.stop() == 0
+    assert peak(rsync) > 2
+
+
+def test_a_restart_from_checkpoints_asks_the_nodes_two_at_a_time(
+        tmp_path: Path, run_inosync: Callable[..., Inosync]):
+    """At a start from checkpoints each node is asked first whether it still holds
+    the tree (one rsync dry run per node, nodecheck.py): those go through the
+    slots too, or a restart of a hundred nodes is a burst of a hundred rsyncs."""
+    d, src, nodes, rsync, _ = start(tmp_path, run_inosync, 2)
+    wait_converged(src, nodes, timeout=60)
+    d.wait_log("watching")
+    time.sleep(MARGIN + 0.5)  # the tree made before the start is older than the margin
+    assert d.stop() == 0
+    before = runs(rsync)
+    (src / "docs" / "while-stopped.txt").write_text("new\n")
+    d = run_inosync(tmp_path / "inosync.conf", "-v")
+    d.wait_log("starting from its checkpoint", count=NODES)
+    wait_converged(src, nodes, timeout=60)
+    assert d.stop() == 0
+    assert runs(rsync) >= before + 2 * NODES  # a check and a run per node
+    assert peak(rsync) == 2, f"{peak(rsync)} rsyncs ran at once"
