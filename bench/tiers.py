@@ -17,17 +17,18 @@ faster than the source, so tiers win only by spreading the fan-out, not by
 better hardware. It also keeps the busiest moment (4 links at once in T) within
 what 2 cores can encrypt, so the links, not the CPU, bound the transfers.
 There is no added delay (this kernel has no netem, and tests/delayproxy.py
-would copy every byte of the 600 MB through Python): round trips are the
-veths' and tbf's queue (up to 400 ms when a link is full).
+would copy every byte of the 600 MB through Python): a round trip is well
+under a millisecond, plus tbf's queue when a link is full (up to 400 ms).
 
 The same data in both layouts (``--seed``): a burst of ``--megabytes`` (50)
 in ``--files`` (2,000) files of random sizes in directories of 100, then the
 rename of one directory, then ``--changes`` (100) small changes (a line
-appended to as many files). Each phase is timed from the moment the change
-is complete on the source until each machine equals the source: a cheap
-probe per machine (the changed paths' size and mtime, in order, polled every
-50 ms; then one walk of the whole tree: every name, mode, size and mtime), and,
-outside the timing, ``rsync -anc --delete`` over every tree to confirm.
+appended to as many files). Each phase is timed from its first write on the
+source (the burst's data is made beforehand: writing it takes under a
+second) until each machine equals the source: a cheap probe per machine (the
+changed paths' size and mtime, in order, polled every 50 ms; then one walk
+of the whole tree: every name, mode, size and mtime), and, outside the
+timing, ``rsync -anc --delete`` over every tree to confirm.
 Bytes are what each machine sent on its veth (our end's rx counter) from the
 change until the last machine was equal.
 
@@ -42,7 +43,7 @@ sshd and daemon is removed at the end, also after an error, Ctrl-C or SIGTERM;
 the work directory (trees, each daemon's config and log) too, unless
 ``--keep`` or a phase failed (then its path is printed). Exit status 0 when
 every machine equalled the source in every phase, 1 otherwise, 2 on a usage
-error.
+error, 130 when stopped (Ctrl-C, SIGTERM, SIGHUP).
 
     python bench/tiers.py [--layouts T,D] [--json FILE] [--keep]
     python bench/tiers.py --relays 2 --fanout 2 --files 40 --megabytes 1  # tiny
@@ -86,6 +87,7 @@ Meta = tuple[int, int, int]  # mode, size (0 for a directory), mtime in ns
 
 @dataclass
 class Change:
+    began: float  # time.monotonic() of its first write: the phase's timings start here
     paths: list[str]  # files that must be on a machine as on the source, in rsync's order
     gone: list[str] = field(default_factory=list)  # paths that must no longer be there
 
@@ -112,25 +114,32 @@ class Workload:
         return sizes
 
     def burst(self, src: Path) -> Change:
+        """All the files, written as fast as they can be: their data is made first
+        (random bytes cost CPU; on a busy machine making them took 13 s)."""
         self.names = [f"d{i // PER_DIR:02d}/f{i:04d}.bin" for i in range(self.files)]
-        for name, size in zip(self.names, self.sizes()):
+        data = [self.rnd.randbytes(size) for size in self.sizes()]
+        began = time.monotonic()
+        for name, content in zip(self.names, data):
             (src / name).parent.mkdir(exist_ok=True)
-            (src / name).write_bytes(self.rnd.randbytes(size))
-        return Change(list(self.names))
+            (src / name).write_bytes(content)
+        return Change(began, list(self.names))
 
     def rename(self, src: Path) -> Change:
+        began = time.monotonic()
         old = f"d{(self.files // PER_DIR) // 2:02d}" if self.files > PER_DIR else "d00"
         (src / old).rename(src / f"{old}-renamed")
         self.names = [n.replace(f"{old}/", f"{old}-renamed/", 1) if n.startswith(f"{old}/")
                       else n for n in self.names]
-        return Change(sorted(n for n in self.names if n.startswith(f"{old}-renamed/")), [old])
+        return Change(began, sorted(n for n in self.names if n.startswith(f"{old}-renamed/")),
+                      [old])
 
     def small_changes(self, src: Path) -> Change:
         picked = sorted(self.rnd.sample(self.names, min(self.changes, len(self.names))))
+        began = time.monotonic()
         for name in picked:
             with open(src / name, "ab") as f:
                 f.write(b"changed\n")
-        return Change(picked)
+        return Change(began, picked)
 
 
 # ---------------------------------------------------------------- equality
@@ -238,10 +247,14 @@ class Farm:
     def __enter__(self) -> Farm:
         self.up = True  # from here on, close() undoes whatever was made
         atexit.register(self.close)
-        self.lan.create()
-        for host in self.hosts.values():
-            host.create()
-            host.shape(self.mbit)
+        try:
+            self.lan.create()
+            for host in self.hosts.values():
+                host.create()
+                host.shape(self.mbit)
+        except BaseException:  # no __exit__ for a failed __enter__
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -258,6 +271,12 @@ class Farm:
             except Exception as e:  # go on: the others must go too
                 print(f"cleanup of {host.netns}: {e}", file=sys.stderr)
         self.lan.destroy()
+
+    def made(self) -> dict[str, object]:
+        """What close() removes, by name (the smoke test checks it is gone)."""
+        return {"namespaces": [h.netns for h in self.hosts.values()],
+                "veths": [h.veth for h in self.hosts.values()], "bridge": self.lan.bridge,
+                "work": str(self.work)}
 
     def tree(self, name: str) -> Path:
         return self.work / name / "tree"
@@ -319,9 +338,9 @@ class Farm:
 @dataclass
 class Phase:
     label: str
-    seconds: dict[str, float | None]  # per machine: from the change until equal
+    seconds: dict[str, float | None]  # per machine: from the change's start until equal
     sent_mb: dict[str, float]  # per machine that pushes: MB it sent meanwhile
-    write_seconds: float  # how long making the change on the source took
+    write_seconds: float  # how long making the change on the source took (in seconds)
     left: list[str] = field(default_factory=list)  # what rsync -anc still found
 
     def last(self, names: list[str]) -> float | None:
@@ -334,14 +353,14 @@ def measure(farm: Farm, layout: Layout, label: str, make: Callable[[Path], Chang
     src = farm.tree("source")
     machines = [n for tier in layout.tiers.values() for n in tier]
     before = {n: farm.sent(n) for n in layout.pushes}
-    began = time.monotonic()
     change = make(src)
-    since = time.monotonic()
+    written = time.monotonic() - change.began
     whole = manifest(src)
-    seen = poll({n: Probe(farm.tree(n), change, whole) for n in machines}, since, args.limit)
+    seen = poll({n: Probe(farm.tree(n), change, whole) for n in machines}, change.began,
+                args.limit)
     sent = {n: (farm.sent(n) - before[n]) / 1e6 for n in layout.pushes}
     time.sleep(args.edelay + 1)  # whatever runs late (a relay's last batch) is in the check
-    return Phase(label, seen, sent, since - began, farm.verify(machines))
+    return Phase(label, seen, sent, written, farm.verify(machines))
 
 
 @dataclass
@@ -446,6 +465,17 @@ def print_table(rows: list[Row], targets: dict[str, float | bool | None],
 # ---------------------------------------------------------------- main
 
 
+def which_inosync() -> dict[str, str]:
+    """The command the daemons ran, and the commit of the code it imports (to run
+    another checkout's daemon: PYTHONPATH=that checkout, from that directory)."""
+    where = subprocess.run([sys.executable, "-c", "import inosync, os; "
+                            "print(os.path.dirname(os.path.dirname(inosync.__file__)))"],
+                           capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "-C", where or ".", "rev-parse", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    return {"command": " ".join(inosync_argv()), "checkout": where, "commit": head}
+
+
 def _stop_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every cleanup
 
@@ -486,14 +516,16 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="inosync-tiers-", dir=private_tmp_root()))
     old = {s: signal.signal(s, _stop_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     results: dict[str, Result] = {}
-    namespaces: list[str] = []
+    made: dict[str, object] = {}
     try:
         with Farm(work, args.relays, args.fanout, args.mbit) as farm:
-            print(f"machines up: {', '.join(h.netns for h in farm.hosts.values())}",
-                  file=sys.stderr)
-            namespaces = [h.netns for h in farm.hosts.values()]
+            made = farm.made()
+            print(f"machines up: {json.dumps(made)}", file=sys.stderr)
             for name in args.layouts:
                 results[name] = run_layout(farm, name, args)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (_stop_signal)
+        print(f"stopped by {e or 'Ctrl-C'}; all it made is taken down", file=sys.stderr)
+        return 130
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
@@ -509,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "args": {k: v for k, v in vars(args).items() if k != "json"},
-        "namespaces": namespaces, "load_average": os.getloadavg(),
+        "made": made, "load_average": os.getloadavg(), "inosync": which_inosync(),
         "results": {k: asdict(v) for k, v in results.items()},
         "rows": rows, "targets": targets}, indent=2) + "\n")
     return 1 if failed else 0
