@@ -234,8 +234,11 @@ class Farm:
     switch, and the daemons run on them. close() takes everything down; it runs on
     leaving the with-block and, should that be skipped, at exit."""
 
-    def __init__(self, work: Path, relays: int, fanout: int, mbit: int) -> None:
+    def __init__(self, work: Path, relays: int, fanout: int, mbit: int, megabytes: float) -> None:
         self.work, self.mbit = work, mbit
+        self.fs = work / "trees"  # a tmpfs: a shared machine's disk took 13 s to write 50 MB
+        self.fs_mb = int((2 * relays * (fanout + 1) + 4) * megabytes) + 64
+        self.mounted = False
         self.lan = Lan(free_index(40))
         tiers = Layout.make("T", relays, fanout).tiers
         names = ["source", *tiers["relays"], *tiers["edges"]]
@@ -248,6 +251,10 @@ class Farm:
         self.up = True  # from here on, close() undoes whatever was made
         atexit.register(self.close)
         try:
+            self.fs.mkdir(mode=0o700)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.fs_mb}m,mode=0700",
+                            "inosync-tiers", str(self.fs)], check=True, capture_output=True)
+            self.mounted = True
             self.lan.create()
             for host in self.hosts.values():
                 host.create()
@@ -271,6 +278,11 @@ class Farm:
             except Exception as e:  # go on: the others must go too
                 print(f"cleanup of {host.netns}: {e}", file=sys.stderr)
         self.lan.destroy()
+        if self.mounted:  # every process that used it is gone with its namespace
+            if subprocess.run(["umount", str(self.fs)], capture_output=True).returncode:
+                subprocess.run(["umount", "-l", str(self.fs)], capture_output=True)
+                print(f"{self.fs} was busy: unmounted lazily", file=sys.stderr)
+            self.mounted = False
 
     def made(self) -> dict[str, object]:
         """What close() removes, by name (the smoke test checks it is gone)."""
@@ -279,7 +291,7 @@ class Farm:
                 "work": str(self.work)}
 
     def tree(self, name: str) -> Path:
-        return self.work / name / "tree"
+        return self.fs / name
 
     def sent(self, name: str) -> int:
         """Bytes the machine has sent: what our end of its veth received."""
@@ -318,6 +330,16 @@ class Farm:
                         lambda: proc.poll() is None) is None:  # noqa: B023
                 raise RuntimeError(f"inosync never synced at start: see {log}")
         return time.monotonic() - started
+
+    def notes(self, layout: Layout) -> dict[str, list[str]]:
+        """Each daemon's warnings and errors (its log says what a slow phase waited for)."""
+        found = {}
+        for name in layout.pushes:
+            log = self.work / f"run-{layout.name}" / name / "inosync.log"
+            text = log.read_text(errors="replace") if log.exists() else ""
+            found[name] = [line[:300] for line in text.splitlines()
+                           if " WARNING " in line or " ERROR " in line][:20]
+        return found
 
     def stop_daemons(self) -> None:
         for proc in self.daemons:
@@ -368,6 +390,7 @@ class Result:
     layout: Layout
     startup_seconds: float  # until every daemon had synced at start
     phases: list[Phase]
+    notes: dict[str, list[str]]  # per daemon: the warnings and errors it logged
 
 
 def run_layout(farm: Farm, name: str, args: argparse.Namespace) -> Result:
@@ -383,7 +406,7 @@ def run_layout(farm: Farm, name: str, args: argparse.Namespace) -> Result:
             print(f"{name}, {label}: {phase_line(phases[-1], layout)}", file=sys.stderr)
     finally:
         farm.stop_daemons()
-    return Result(layout, startup, phases)
+    return Result(layout, startup, phases, farm.notes(layout))
 
 
 def phase_line(phase: Phase, layout: Layout) -> str:
@@ -518,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Result] = {}
     made: dict[str, object] = {}
     try:
-        with Farm(work, args.relays, args.fanout, args.mbit) as farm:
+        with Farm(work, args.relays, args.fanout, args.mbit, args.megabytes) as farm:
             made = farm.made()
             print(f"machines up: {json.dumps(made)}", file=sys.stderr)
             for name in args.layouts:

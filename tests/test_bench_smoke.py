@@ -132,13 +132,16 @@ TINY = ["--relays", "2", "--fanout", "2", "--files", "40", "--megabytes", "1",
 
 
 def left_behind(made: dict[str, object]) -> list[str]:
-    """What of a tiers.py run is still there: namespaces, links, its processes."""
+    """What of a tiers.py run is still there: namespaces, links, its tmpfs, its
+    processes (sshd, inosync, rsync: their command lines name its directory)."""
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     names = {line.split()[0] for line in netns.splitlines() if line.strip()}
     devs = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
     left = [n for n in made["namespaces"] if n in names]  # type: ignore[attr-defined]
     left += [d for d in [*made["veths"], made["bridge"]] if d in devs]  # type: ignore[misc]
+    left += [line for line in Path("/proc/mounts").read_text().splitlines()
+             if str(made["work"]) in line]  # its tmpfs
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             if str(made["work"]).encode() in cmdline.read_bytes():
