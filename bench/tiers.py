@@ -38,8 +38,10 @@ the last edge within 2 x (edelay + one hop's sync) of the change; one hop is
 measured in the same run as the time until the last relay equals the source
 (edelay + the source's sync to its 3 relays), so the bound is 2 x that.
 
-Needs root, iproute2 (ip, tc), sshd, rsync. Every namespace, veth, bridge,
-sshd and daemon is removed at the end, also after an error, Ctrl-C or SIGTERM;
+The trees live on a tmpfs the script mounts (on this shared machine's disk,
+writing the burst took up to 13 s). Needs root, iproute2 (ip, tc), sshd,
+rsync. Every namespace, veth, bridge, sshd, daemon and the tmpfs is removed
+at the end, also after an error, Ctrl-C or SIGTERM;
 the work directory (trees, each daemon's config and log) too, unless
 ``--keep`` or a phase failed (then its path is printed). Exit status 0 when
 every machine equalled the source in every phase, 1 otherwise, 2 on a usage

@@ -1,7 +1,7 @@
 """Smoke tests of the benchmarks: `python bench/bench.py --quick` runs and reports
 numbers (needs root and a tmpfs mount: the benchmark mounts its own), and
-bench/restart.py on a tiny tree (needs root and network namespaces); skipped
-otherwise.
+bench/restart.py on a tiny tree and bench/tiers.py on a tiny farm (need root
+and network namespaces); skipped otherwise.
 """
 
 from __future__ import annotations
