@@ -41,9 +41,9 @@ measured in the same run as the time until the last relay equals the source
 The trees live on a tmpfs the script mounts (on this shared machine's disk,
 writing the burst took up to 13 s). Needs root, iproute2 (ip, tc), sshd,
 rsync. Every namespace, veth, bridge, sshd, daemon and the tmpfs is removed
-at the end, also after an error, Ctrl-C or SIGTERM;
-the work directory (trees, each daemon's config and log) too, unless
-``--keep`` or a phase failed (then its path is printed). Exit status 0 when
+at the end, also after an error, Ctrl-C or SIGTERM; the work directory
+(each daemon's config and log) too, unless ``--keep`` or a phase failed
+(then its path is printed). Exit status 0 when
 every machine equalled the source in every phase, 1 otherwise, 2 on a usage
 error, 130 when stopped (Ctrl-C, SIGTERM, SIGHUP).
 
