@@ -1,7 +1,8 @@
 """Real test hosts: network namespaces joined to us by veth pairs, each with its own sshd.
 
-Each host lives on its own /30 of a private range, and the address exists
-only inside this machine (the namespace we made); traffic never leaves it.
+Each host lives on its own /30 of a private range, or, plugged into a Lan,
+on that Lan's /24 with its other hosts; the addresses exist only inside
+this machine (the namespaces and the bridge we made); traffic never leaves it.
 The namespace shares our filesystem, so a node directory on a host is a
 plain local directory for the test to compare against.
 """
@@ -43,17 +44,40 @@ def can_make_namespaces() -> str | None:
     return None
 
 
+class Lan:
+    """A switch for several hosts (a relay and its edges): a bridge in our
+    namespace holding {SUBNET}.<index>.1/24, each host's veth one of its ports.
+    The hosts reach each other directly, with no routing (no ip_forward), and
+    each host's veth still counts and shapes that host's own traffic."""
+
+    def __init__(self, index: int) -> None:
+        self.bridge = f"ib{os.getpid() % 10000}{index}"
+        self.prefix = f"{SUBNET}.{index}"
+
+    def create(self) -> Lan:
+        ip("link", "add", "name", self.bridge, "type", "bridge")
+        ip("addr", "add", f"{self.prefix}.1/24", "dev", self.bridge)
+        ip("link", "set", self.bridge, "up")
+        return self
+
+    def destroy(self) -> None:
+        ip("link", "del", self.bridge, check=False)
+
+
 class TestHost:
     __test__ = False  # not a pytest class
 
-    def __init__(self, index: int, workdir: Path, client_key: Path | None = None) -> None:
+    def __init__(self, index: int, workdir: Path, client_key: Path | None = None,
+                 lan: Lan | None = None) -> None:
         tag = f"{os.getpid() % 10000}{index}"
         self.netns = f"inosync-t{tag}"
         self.veth = f"vi{tag}"  # our end; interface names are at most 15 bytes
         self.peer = f"vp{tag}"
         self.sink = f"vs{tag}"  # where drop_connection() sends packets to vanish
-        self.address = f"{SUBNET}.{subnet_index(index)}.2"
-        self.local = f"{SUBNET}.{subnet_index(index)}.1"
+        self.lan = lan
+        net, host, self.prefixlen = (f"{SUBNET}.{subnet_index(index)}", 2, 30) if lan is None \
+            else (lan.prefix, index + 1, 24)  # on a Lan, index 1..253: .1 is the bridge's
+        self.address, self.local = f"{net}.{host}", f"{net}.1"
         self.workdir = workdir
         self.client_key = client_key  # one key for all hosts: one ssh command
         self.sshd: Sshd | None = None
@@ -62,10 +86,13 @@ class TestHost:
         ip("netns", "add", self.netns)
         ip("link", "add", self.veth, "type", "veth", "peer", "name", self.peer)
         ip("link", "set", self.peer, "netns", self.netns)
-        ip("addr", "add", f"{self.local}/30", "dev", self.veth)
+        if self.lan is None:
+            ip("addr", "add", f"{self.local}/30", "dev", self.veth)
+        else:
+            ip("link", "set", self.veth, "master", self.lan.bridge)
         ip("link", "set", self.veth, "up")
         inside = ["netns", "exec", self.netns, "ip"]
-        ip(*inside, "addr", "add", f"{self.address}/30", "dev", self.peer)
+        ip(*inside, "addr", "add", f"{self.address}/{self.prefixlen}", "dev", self.peer)
         ip(*inside, "link", "set", self.peer, "up")
         ip(*inside, "link", "set", "lo", "up")
         self.sshd = Sshd(self.workdir / "sshd", self.address, netns=self.netns,

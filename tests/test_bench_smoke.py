@@ -1,7 +1,7 @@
 """Smoke tests of the benchmarks: `python bench/bench.py --quick` runs and reports
 numbers (needs root and a tmpfs mount: the benchmark mounts its own), and
-bench/restart.py on a tiny tree (needs root and network namespaces); skipped
-otherwise.
+bench/restart.py on a tiny tree and bench/tiers.py on a tiny farm (need root
+and network namespaces); skipped otherwise.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 from hosts import can_make_namespaces
 
 pytestmark = pytest.mark.slow  # end to end: real processes
@@ -157,3 +158,89 @@ def test_fanout_benchmark_on_a_few_nodes(tmp_path: Path) -> None:
     assert 0 < figures["local", "inosync"]["peak_rsyncs"] <= 2
     assert 0 < figures["ssh", "inosync"]["peak_rsyncs"] <= 2
     assert "| local (6 nodes) | inosync | 2 |" in done.stdout
+
+
+TIERS = ROOT / "bench" / "tiers.py"
+TINY = ["--relays", "2", "--fanout", "2", "--files", "40", "--megabytes", "1",
+        "--changes", "5", "--edelay", "0.2", "--limit", "20"]
+
+
+def left_behind(made: dict[str, object]) -> list[str]:
+    """What of a tiers.py run is still there: namespaces, links, its tmpfs, its
+    processes (sshd, inosync, rsync: their command lines name its directory)."""
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    names = {line.split()[0] for line in netns.splitlines() if line.strip()}
+    devs = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
+    left = [n for n in made["namespaces"] if n in names]  # type: ignore[attr-defined]
+    left += [d for d in [*made["veths"], made["bridge"]] if d in devs]  # type: ignore[misc]
+    left += [line for line in Path("/proc/mounts").read_text().splitlines()
+             if str(made["work"]) in line]  # its tmpfs
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(made["work"]).encode() in cmdline.read_bytes():
+                left.append(f"process {cmdline.parent.name}")
+        except OSError:
+            pass  # it ended meanwhile
+    return left
+
+
+@pytest.mark.slow
+def test_tiers_benchmark_on_a_tiny_farm(tmp_path: Path) -> None:
+    """bench/tiers.py end to end on 7 machines (1 -> 2 relays -> 4 edges against
+    1 -> 6 edges) and a 1 MB burst: every phase ends with every machine equal
+    to the source (the probe, then rsync -anc), relays before their edges, the
+    source sends less in T than in D, and no namespace, veth, bridge or
+    daemon is left."""
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "tiers.json"
+    done = subprocess.run([sys.executable, str(TIERS), *TINY, "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=40, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(out.read_text())
+    assert left_behind(data["made"]) == []
+    for layout in ("T", "D"):
+        for phase in data["results"][layout]["phases"]:
+            assert phase["left"] == [] and None not in phase["seconds"].values(), phase
+    assert [r["phase"] for r in data["rows"]] == ["burst: 1 MB in 40 files",
+                                                  "rename a directory", "5 small changes"]
+    for row in data["rows"]:
+        assert 0 < row["T relays s"] < row["T edges s"] and row["D edges s"] > 0, row
+    burst = data["rows"][0]
+    # 1 MB to 2 relays against 6 edges; the relays send it on to 4 edges
+    assert 2.0 < burst["T source MB"] < 2.6 and 6.0 < burst["D source MB"] < 7.5, burst
+    assert 4.0 < burst["T relays sent MB"] < 5.0, burst
+    assert 0.3 < data["targets"]["source bytes T/D"] < 0.4
+    assert "target source bytes T <= 0.3 x D" in done.stdout
+
+
+@pytest.mark.slow
+def test_tiers_benchmark_cleans_up_when_stopped(tmp_path: Path) -> None:
+    """SIGTERM while the daemons run: tiers.py takes every namespace, veth,
+    bridge, sshd and daemon down and says it was stopped, not a traceback."""
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    proc = subprocess.Popen([sys.executable, str(TIERS), *TINY, "--layouts", "T",
+                             "--json", str(tmp_path / "t.json")], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert first.startswith("machines up: "), first
+        made = json.loads(first.split(": ", 1)[1])
+        run = Path(made["work"]) / "run-T" / "source" / "inosync.log"
+        wait_until(lambda: run.exists() and "synced" in run.read_text(), 20, "the daemons")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "stopped by signal" in err and "Traceback" not in err, err
+    assert left_behind(made) == []
+    assert not Path(made["work"]).exists()
