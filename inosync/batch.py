@@ -65,6 +65,13 @@ class PathSet:
         self.since: float | None = None
         self.seen: float | None = None
 
+    @classmethod
+    def of(cls, paths: Iterable[str]) -> PathSet:
+        """A set of these paths (no limit: a view, never taken by a run)."""
+        made = cls()
+        made.paths = set(paths)
+        return made
+
     def __bool__(self) -> bool:
         return self.full or bool(self.paths)
 

@@ -161,6 +161,16 @@ class Resumed:
     last_full: float | None  # when its last whole-tree sync ended (wall clock)
 
 
+def _owed(path: str, sets: Iterable[PathSet]) -> bool:
+    """Whether a node may still hold something at path that one of these sets
+    (not yet delivered) is to change: path or a directory above it listed, or
+    a whole-tree sync. A held file's exclude keeps that from deletion (review
+    19a: a directory replaced by a file of temporary shape stayed on the nodes
+    when the file then vanished, as no run had been seen to copy it)."""
+    above = [path[:i] for i, c in enumerate(path) if c == "/"]
+    return any(s.full or path in s.paths or any(a in s.paths for a in above) for s in sets)
+
+
 class Scheduler:
     def __init__(self, config: Config, live: bool = False, seed: str = "") -> None:
         self.config = config
@@ -321,7 +331,7 @@ class Scheduler:
             for path in paths:
                 self.temps.forget(path)
         self._hold_found(found, now)
-        paths += self._admit_temps(temps, now)
+        paths += self._admit_temps(temps, now, paths)
         # A change of wpath itself (its mode or times) is listed as "." (wpath
         # itself, not recursed: batch.plan_run), not as a whole-tree sync: that
         # would delete nothing under delete = 'running', and on a relay, whose
@@ -340,12 +350,17 @@ class Scheduler:
             self.flush_at = now + self.config.edelay
         return [WriteStatus()] if was_empty and self.collected else []
 
-    def _admit_temps(self, temps: Iterable[tuple[str, bool]], now: float) -> list[str]:
+    def _admit_temps(self, temps: Iterable[tuple[str, bool]], now: float,
+                     changed: Iterable[str] = ()) -> list[str]:
         """The paths of these temporary-shaped files' events that go out now."""
         since = self.drained_at if self.drained_at is not None else 0.0
-        exposed = self.ran_since_read or bool(self._running())
+        ran = self.ran_since_read or bool(self._running())
+        owed = [PathSet.of(changed), self.collected,
+                *(p for n in (*self.nodes.values(), *self.retired.values())
+                  for p in (n.pending, n.inflight) if p is not None)]
         return [path for path, gone in temps
-                if not self._holdable(path) or self.temps.seen(path, gone, now, since, exposed)]
+                if not self._holdable(path) or self.temps.seen(
+                    path, gone, now, since, ran or (not gone and _owed(path, owed)))]
 
     def _hold_found(self, found: Iterable[tuple[str, float]], now: float) -> None:
         """Hold what a walk found, as exposed: runs before (of this daemon, whole

@@ -17,8 +17,10 @@ an ordinary path until it vanishes.
 When a held file vanishes (renamed to its final name, or removed by an
 aborted transfer), nothing is sent for it if no node can have it: it was
 first seen while no run was in flight, nor had one run since the read
-before (a run that began before it existed may have read it), and every run
-since left it out. Otherwise its name goes to the nodes as deleted. Files a
+before (a run that began before it existed may have read it), no change at it
+or at a directory above it was still owed to a node (a directory of that
+name deleted in the same batch: the exclude keeps the node's old entry too),
+and every run since left it out. Otherwise its name goes to the nodes as deleted. Files a
 walk finds (the start's, a rewatch's, a directory moved in) and those of a
 restart's or a rescan's scan count as possibly sent. A file one of the
 user's rules decides is never held: their rules come first on rsync's

@@ -256,3 +256,42 @@ def test_what_a_walk_finds_is_held_as_possibly_sent(idle):
     s.read_started(1009.0)
     read(s, 10.0, paths=["docs/page.html"], temps=[(T, True)])
     assert starts(s.tick(12.0))[A].batch.paths == {"docs/page.html", T}
+
+
+@pytest.mark.parametrize("gone", ["docs/.x.AbC123", "docs"])
+def test_a_file_held_where_a_deletion_is_owed_is_deleted_when_it_vanishes(idle, gone):
+    """Review 19a: a directory (or a real file) at that path, or the directory
+    above it, was deleted in the same batch. The run leaves the held file out,
+    and its exclude keeps the node's old entry there too: when the held file
+    vanishes, the node must be told, though no run was seen to copy it."""
+    s = idle
+    held = "docs/.x.AbC123"
+    read(s, 10.0, paths=[gone], temps=[(held, False)])
+    runs = starts(s.tick(12.0))
+    assert runs[A].held == (held,)  # (listed too, if it is what was deleted: left out)
+    end(s, A, 12.5)
+    end(s, B, 12.5)
+    read(s, 13.0)
+    read(s, 14.0, paths=["docs/x"], temps=[(held, True)])  # it lands
+    assert held in starts(s.tick(16.0))[A].batch.paths
+
+
+def test_a_file_held_while_a_failed_node_still_owes_its_path_counts_too(idle):
+    s = idle
+    held = "docs/.x.AbC123"
+    read(s, 10.0, paths=[held])  # (a directory of that name) deleted
+    starts(s.tick(12.0))
+    end(s, A, 12.5)
+    s.run_ended(B, 12, "rsync: connection unexpectedly closed", 12.5, wall=1012.5, took=0.1,
+                what="1 path")
+    read(s, 13.0)
+    read(s, 14.0, temps=[(held, False)])  # B still owes that deletion
+    read(s, 15.0, temps=[(held, True)])
+    assert held in s.collected.paths
+
+
+def test_an_unrelated_pending_path_does_not_count(idle):
+    s = idle
+    read(s, 10.0, paths=["docs/other", "docs2"], temps=[("docs/.x.AbC123", False)])
+    read(s, 11.0, temps=[("docs/.x.AbC123", True)])
+    assert s.collected.paths == {"docs/other", "docs2"}

@@ -1,0 +1,44 @@
+"""Review 19a: the relay tiers' hold of rsync's temporary names (temphold.py)
+attacked end to end, with a real daemon and real rsync.
+
+A held file is left out of every run by an exact exclude, which also keeps a
+node's copy at that path from deletion. So a node may hold something at a
+held path that no run of this daemon copied while it was held: what was
+there before (a directory of that name, a real file), whose deletion was
+still owed when the held file appeared. If the held file then vanishes,
+that deletion must still reach the node."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import tree_diff, wait_converged, write_config
+
+pytestmark = pytest.mark.slow  # end to end: a real daemon and rsync
+
+NAME = ".d.AbC123"  # the shape of rsync's temporary name for "d"
+
+
+@pytest.mark.parametrize("where", ["", "sub/"])
+def test_a_directory_replaced_by_a_temporary_shaped_file_is_deleted_when_it_lands(
+        tree, run_inosync, tmp_path, where):
+    src: Path = tree["src"]  # type: ignore[assignment]
+    node: Path = tree["nodes"][0]  # type: ignore[index]
+    (src / where / NAME).mkdir(parents=True)
+    (src / where / NAME / "inner").write_text("kept by the node?\n")
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=1.0)
+    d = run_inosync(conf)
+    wait_converged(src, [node])
+    d.wait_log(r": synced ", count=1)
+    # In one batch: the directory goes (with what it holds) and a file of
+    # temporary shape takes its name.
+    shutil.rmtree(src / where / NAME)
+    (src / where / NAME).write_text("written under a temporary name\n")
+    d.wait_log(r": synced ", count=2)  # the batch's run, which leaves the held file out
+    os.rename(src / where / NAME, src / where / "d")  # it lands
+    wait_converged(src, [node], timeout=15)
+    assert tree_diff(src, node) == []
