@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import tree_diff, wait_converged, write_config
+from helpers import tree_diff, wait_converged, wait_until, write_config
 
 pytestmark = pytest.mark.slow  # end to end: a real daemon and rsync
 
@@ -42,3 +42,30 @@ def test_a_directory_replaced_by_a_temporary_shaped_file_is_deleted_when_it_land
     os.rename(src / where / NAME, src / where / "d")  # it lands
     wait_converged(src, [node], timeout=15)
     assert tree_diff(src, node) == []
+
+
+@pytest.mark.parametrize("policy", [True, "startup", "running", False])
+def test_a_chmod_and_chown_of_wpath_itself_reach_the_node(tree, run_inosync, tmp_path,
+                                                          policy):
+    """Commit 64f4747 lists a change of wpath itself as "." instead of a whole-tree
+    sync: its mode, owner and times must still reach the node, under every
+    policy, and nothing below it be touched."""
+    src: Path = tree["src"]  # type: ignore[assignment]
+    node: Path = tree["nodes"][0]  # type: ignore[index]
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.5, delete=policy)
+    d = run_inosync(conf)
+    wait_converged(src, [node])
+    d.wait_log(r": synced ", count=1)
+    (node / "only-on-node").write_text("a whole-tree run would delete this under True\n")
+    os.chmod(src, 0o751)
+    os.chown(src, 4242, 4343)
+    os.utime(src, (1_000_000_000, 1_000_000_000))
+    d.wait_log(r": synced ", count=2)
+
+    def same() -> bool:
+        a, b = os.stat(src), os.stat(node)
+        return (a.st_mode, a.st_uid, a.st_gid, a.st_mtime_ns) == \
+            (b.st_mode, b.st_uid, b.st_gid, b.st_mtime_ns)
+    wait_until(same, 10, "wpath's mode, owner and times on the node")
+    assert (node / "only-on-node").exists()  # "." is wpath itself, not its tree
