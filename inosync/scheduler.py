@@ -614,6 +614,8 @@ class Scheduler:
         for node in self.nodes.values():
             node.retry_min, node.retry_max = new.retry_min, new.retry_max
             node.pending.limit = new.max_pending
+        if plan:  # a new node's content is not known: held files' excludes keep it
+            self.temps.expose_all()
         for dest, why in plan.items():
             self._full_after_reload(self.nodes[dest], now)
             log.info("reload: full sync to %s: %s", dest, why)
@@ -879,6 +881,7 @@ class Scheduler:
         return [CheckRoot()]
 
     def _collect_everything(self, now: float, since: float | None) -> None:
+        self.temps.expose_all()  # events were lost: a node may hold anything there
         self.collected.set_full()
         self.collected.note_since(0.0 if since is None else since)
         self.collected.note_seen(now)

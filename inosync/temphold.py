@@ -83,7 +83,15 @@ class TempHold:
             self.held[path] = Held(now, now, since, exposed)
         else:
             held.last = now
+            held.exposed |= exposed  # (a walk finding it again after lost events)
         return False
+
+    def expose_all(self) -> None:
+        """A node's content is not known (a node added, a reload's full sync): the
+        exclude of each held file keeps whatever it holds at that path, so each
+        one's vanishing is sent as a deletion."""
+        for held in self.held.values():
+            held.exposed = True
 
     def forget(self, path: str) -> None:
         """An ordinary change at a held path (a directory made there): it is no

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,24 @@ def test_a_chmod_and_chown_of_wpath_itself_reach_the_node(tree, run_inosync, tmp
             (b.st_mode, b.st_uid, b.st_gid, b.st_mtime_ns)
     wait_until(same, 10, "wpath's mode, owner and times on the node")
     assert (node / "only-on-node").exists()  # "." is wpath itself, not its tree
+
+
+def test_a_node_added_by_a_reload_loses_its_old_file_at_a_held_path(tree, run_inosync,
+                                                                     tmp_path):
+    """The new node's full sync leaves a held file out, and its exclude keeps the
+    node's own old file of that name; when the held file lands, the new node
+    must lose that file too."""
+    src: Path = tree["src"]  # type: ignore[assignment]
+    node1, node2 = tree["nodes"]  # type: ignore[misc]
+    (node2 / ".n.AbC123").write_text("an old copy, from before this node joined\n")
+    conf = tmp_path / "inosync.conf"
+    write_config(conf, wpath=str(src), rnodes=[str(node1)], edelay=0.5)
+    d = run_inosync(conf)
+    wait_converged(src, [node1])
+    d.wait_log(r": synced ", count=1)
+    (src / ".n.AbC123").write_text("new\n")  # held: nothing ran since
+    write_config(conf, wpath=str(src), rnodes=[str(node1), str(node2)], edelay=0.5)
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"node2: synced full sync")
+    os.rename(src / ".n.AbC123", src / "n")  # it lands
+    wait_converged(src, [node1, node2], timeout=15)

@@ -295,3 +295,30 @@ def test_an_unrelated_pending_path_does_not_count(idle):
     read(s, 10.0, paths=["docs/other", "docs2"], temps=[("docs/.x.AbC123", False)])
     read(s, 11.0, temps=[("docs/.x.AbC123", True)])
     assert s.collected.paths == {"docs/other", "docs2"}
+
+
+def test_a_node_added_by_a_reload_while_a_file_is_held_is_told_when_it_vanishes(idle):
+    """Review 19a: the new node's full sync leaves the held file out, and its
+    exclude keeps whatever that node held there from before (its content is
+    not known): when the held file vanishes, that node must be told."""
+    s = idle
+    C = "/srv/c3"
+    read(s, 10.0, temps=[(T, False)])  # held; nothing ran since: no node has it
+    s.signal(__import__("signal").SIGHUP, 11.0)
+    runs = starts(s.reloaded(config(rnodes=(A, B, C)), 11.5))
+    assert runs[C].batch.full and runs[C].held == (T,)
+    s.run_ended(C, OK, "", 12.0, wall=1012.0, took=0.5, what="full sync")
+    read(s, 13.0)
+    read(s, 14.0, paths=["docs/page.html"], temps=[(T, True)])
+    assert T in starts(s.tick(16.0))[C].batch.paths
+
+
+def test_a_file_held_before_events_were_lost_is_told_when_it_vanishes(idle):
+    """The same for a full sync after an overflow that no scan could narrow: the
+    lost events may have put anything at that path on the nodes (a walk that
+    finds it again counts it as possibly sent, as the start's does)."""
+    s = idle
+    read(s, 10.0, temps=[(T, False)])
+    s.changed([], 11.0, found=[(T, 1010.0)])  # the rewatch's walk finds it again
+    read(s, 14.0, paths=["docs/page.html"], temps=[(T, True)])
+    assert T in s.collected.paths
