@@ -60,6 +60,10 @@ class TempHold:
         self.limit = limit
         self.held: dict[str, Held] = {}
         self.released: set[str] = set()  # let go: ordinary paths until they vanish
+        # Held files that vanished less than quiet ago -> (first, when gone): one
+        # made again at that path keeps its first, so that a file removed and
+        # written again all along still goes out at the cap.
+        self.gone: dict[str, tuple[float, float]] = {}
 
     def __len__(self) -> int:
         return len(self.held)
@@ -76,11 +80,15 @@ class TempHold:
             if held is None:
                 return True  # never seen made: a node may have it (a full sync, say)
             del self.held[path]
+            if len(self.gone) < self.limit:
+                self.gone[path] = (held.first, now)
             return held.exposed
         if held is None:
             if len(self.held) >= self.limit:
                 return True  # bounded memory: sent as any path
-            self.held[path] = Held(now, now, since, exposed)
+            first, gone_at = self.gone.pop(path, (now, now))
+            self.held[path] = Held(first if now < gone_at + self.quiet else now, now, since,
+                                   exposed)
         else:
             held.last = now
             held.exposed |= exposed  # (a walk finding it again after lost events)
@@ -105,6 +113,11 @@ class TempHold:
         for path, _ in out:
             del self.held[path]
             self.released.add(path)
+        while self.gone:  # oldest first (in the order they vanished)
+            path, (_, gone_at) = next(iter(self.gone.items()))
+            if now < gone_at + self.quiet:
+                break
+            del self.gone[path]
         return sorted(out)
 
     def next_due(self) -> float | None:

@@ -322,3 +322,18 @@ def test_a_file_held_before_events_were_lost_is_told_when_it_vanishes(idle):
     s.changed([], 11.0, found=[(T, 1010.0)])  # the rewatch's walk finds it again
     read(s, 14.0, paths=["docs/page.html"], temps=[(T, True)])
     assert T in s.collected.paths
+
+
+def test_a_file_deleted_and_made_again_all_along_is_let_go_at_the_cap():
+    """Review 19a: a file of that shape that an application removes and writes
+    again every 30 s (never quiet for 60 s, each time a new file) must still
+    arrive within the cap of its first appearance, not be held for ever."""
+    hold = TempHold()
+    path, now, released = "docs/.htaccess.backup", 0.0, []
+    while now < CAP + 120.0 and not released:
+        hold.seen(path, False, now, 1000.0 + now, False)
+        released += hold.due(now + 1.0)
+        hold.seen(path, True, now + 29.0, 1029.0 + now, False)
+        now += 30.0
+    assert released and released[0][0] == path
+    assert now <= CAP + 30.0
