@@ -353,6 +353,9 @@ class Scheduler:
     def _admit_temps(self, temps: Iterable[tuple[str, bool]], now: float,
                      changed: Iterable[str] = ()) -> list[str]:
         """The paths of these temporary-shaped files' events that go out now."""
+        temps = list(temps)
+        if not temps:
+            return []  # (no view of this batch's paths to build)
         since = self.drained_at if self.drained_at is not None else 0.0
         ran = self.ran_since_read or bool(self._running())
         owed = [PathSet.of(changed), self.collected,
