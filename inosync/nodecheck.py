@@ -53,13 +53,23 @@ def check(argvs: Mapping[str, list[str]], deadline: float = DEADLINE, limit: int
     """Run every node's check, at most limit at once (max_parallel: a restart of a
     hundred nodes is no burst of a hundred rsyncs), each not before its delay
     (seconds: the spread of first ssh connections, slots.open_times); each
-    check gets deadline seconds from its own start. Each node's verdict."""
+    check ends deadline seconds after its delay at the latest. Each node's verdict.
+
+    The whole is bounded, not only each check: checks that hang would
+    otherwise hold every slot for a deadline, round after round (a hundred
+    nodes on a hung NFS server: minutes in which no node syncs, a stop goes
+    unheeded, systemd kills the start). A check whose slot did not come in
+    time gets the verdict of one that did not answer: a full sync."""
     delays = delays or {}
     waiting = sorted(argvs, key=lambda d: delays.get(d, 0.0))  # stable: the given order
     limit = limit or len(waiting) or 1
     found: dict[str, str | None] = {}
     running: dict[int, tuple[str, subprocess.Popen[bytes], float, bytearray]] = {}
     begun = time.monotonic()
+
+    def end(dest: str) -> float:
+        return begun + delays.get(dest, 0.0) + deadline
+
     with selectors.DefaultSelector() as sel:
         while waiting or running:
             now = time.monotonic()
@@ -67,10 +77,13 @@ def check(argvs: Mapping[str, list[str]], deadline: float = DEADLINE, limit: int
                 dest = waiting.pop(0)
                 proc = _start(argvs[dest], found, dest)
                 if proc is not None and proc.stdout is not None:
-                    running[proc.stdout.fileno()] = (dest, proc, now + deadline, bytearray())
+                    running[proc.stdout.fileno()] = (dest, proc, end(dest), bytearray())
                     sel.register(proc.stdout, selectors.EVENT_READ)
             _expire(running, sel, found, now)
-            due = [end for _, _, end, _ in running.values()]
+            for dest in [d for d in waiting if now >= end(d)]:
+                waiting.remove(dest)  # no slot came for it in time (max_parallel)
+                found[dest] = verdict(None, "")
+            due = [stop for _, _, stop, _ in running.values()] + [end(d) for d in waiting]
             if waiting and len(running) < limit:
                 due.append(begun + delays.get(waiting[0], 0.0))
             if not due:

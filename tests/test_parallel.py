@@ -341,6 +341,31 @@ def test_start_up_checks_run_at_most_limit_at_once_and_each_after_its_delay(tmp_
         assert sum(1 for s, e in ran.values() if s <= t < e) <= 2
 
 
+def test_start_up_checks_that_hang_hold_up_the_start_one_deadline_not_one_per_slot_round(
+        tmp_path: Path):
+    """Six checks that never answer (a node whose disk hangs), two slots: before,
+    the start waited three rounds of the deadline (with a hundred nodes, minutes
+    in which no node syncs and TERM goes unheeded: systemd kills the start). The
+    whole check now ends within one deadline; those not asked by then get a full
+    sync (what a node that cannot be asked gets)."""
+    import sys
+    import time
+
+    from inosync import nodecheck
+
+    argvs = {"quick": [sys.executable, "-c", "print('')"]}
+    argvs.update({name: [sys.executable, "-c", "import time; time.sleep(30)"]
+                  for name in "abcdef"})
+    begun = time.monotonic()
+    found = nodecheck.check(argvs, deadline=1.0, limit=2)
+    took = time.monotonic() - begun
+    assert took < 1.9, took  # before: 3.0 s (three rounds of 1 s)
+    assert set(found) == set(argvs)
+    assert found["quick"] is None  # asked first (the given order): it answered
+    assert all("did not answer" in str(found[n]) or "not asked" in str(found[n])
+               for n in "abcdef"), found
+
+
 def ssh_synced(n: int) -> Scheduler:
     """n ssh nodes on n hosts through their initial full sync, connections open."""
     nodes = ssh_nodes(n)
