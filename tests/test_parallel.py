@@ -366,6 +366,26 @@ def test_start_up_checks_that_hang_hold_up_the_start_one_deadline_not_one_per_sl
                for n in "abcdef"), found
 
 
+def test_a_stop_during_the_start_up_checks_ends_them_at_once(tmp_path: Path):
+    """TERM while checks hang: before, the start held on for the whole deadline
+    (30 s, systemd's stop timeout in contrib/inosync.service: a SIGKILL, no stop
+    line). Now the checks end at once, those not answered unconfirmed (a full sync,
+    should it run after all)."""
+    import sys
+    import time
+
+    from inosync import nodecheck
+
+    argvs = {name: [sys.executable, "-c", "import time; time.sleep(30)"] for name in "abc"}
+    begun = time.monotonic()
+    found = nodecheck.check(argvs, deadline=5.0, limit=2,
+                            stopping=lambda: time.monotonic() > begun + 0.3)
+    took = time.monotonic() - begun
+    assert took < 1.5, took
+    assert set(found) == set(argvs)
+    assert all("stopping" in str(why) for why in found.values()), found
+
+
 def ssh_synced(n: int) -> Scheduler:
     """n ssh nodes on n hosts through their initial full sync, connections open."""
     nodes = ssh_nodes(n)
