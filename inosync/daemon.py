@@ -74,7 +74,7 @@ from .scheduler import (
     StartRun,
     WriteStatus,
 )
-from .signals import Signals
+from .signals import STOP, Signals
 from .sshcontrol import ControlMasters, connection_lost
 from .statusline import summary
 from .treelock import TreeLock, TreeLockError
@@ -464,7 +464,8 @@ class Daemon:
         ssh = {d: ssh_host(d) for d in argvs if node_kind(d) is Kind.SSH}
         opens = slots.open_times(ssh.values(), self.scheduler.seed, 0.0)
         return nodecheck.check(argvs, limit=c.max_parallel,
-                               delays={d: opens[h] for d, h in ssh.items()})
+                               delays={d: opens[h] for d, h in ssh.items()},
+                               stopping=lambda: any(s in STOP for s in self.signals.queue))
 
     def scan_lost(self, since: float) -> tuple[list[str] | None, str]:
         """After lost events: what changed in the tree since the wall-clock time since

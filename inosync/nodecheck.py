@@ -19,11 +19,13 @@ import os
 import selectors
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from .rsync import Options, _common, child_environment, with_slash
 
 DEADLINE = 30.0  # seconds for each check
+STOP_POLL = 0.2  # seconds between two looks at whether the daemon is to stop
+STOPPED = "not confirmed: inosync is stopping"
 
 
 def top_level_argv(opts: Options, wpath: str, dest: str) -> list[str]:
@@ -49,35 +51,72 @@ def verdict(returncode: int | None, stdout: str) -> str | None:
 
 
 def check(argvs: Mapping[str, list[str]], deadline: float = DEADLINE, limit: int | None = None,
-          delays: Mapping[str, float] | None = None) -> dict[str, str | None]:
+          delays: Mapping[str, float] | None = None,
+          stopping: Callable[[], bool] = lambda: False) -> dict[str, str | None]:
     """Run every node's check, at most limit at once (max_parallel: a restart of a
     hundred nodes is no burst of a hundred rsyncs), each not before its delay
     (seconds: the spread of first ssh connections, slots.open_times); each
-    check gets deadline seconds from its own start. Each node's verdict."""
+    check ends deadline seconds after its delay at the latest. Each node's verdict.
+
+    The whole is bounded, not only each check: checks that hang would
+    otherwise hold every slot for a deadline, round after round (a hundred
+    nodes on a hung NFS server: minutes in which no node syncs, a stop goes
+    unheeded, systemd kills the start). A check whose slot did not come in
+    time gets the verdict of one that did not answer: a full sync.
+
+    stopping: whether TERM or INT came (asked every STOP_POLL seconds): the
+    checks end at once, every node not answered yet unconfirmed (a stop must
+    not wait out a deadline: systemd's own runs out as soon)."""
     delays = delays or {}
     waiting = sorted(argvs, key=lambda d: delays.get(d, 0.0))  # stable: the given order
     limit = limit or len(waiting) or 1
     found: dict[str, str | None] = {}
     running: dict[int, tuple[str, subprocess.Popen[bytes], float, bytearray]] = {}
     begun = time.monotonic()
+
+    def end(dest: str) -> float:
+        return begun + delays.get(dest, 0.0) + deadline
+
     with selectors.DefaultSelector() as sel:
         while waiting or running:
             now = time.monotonic()
+            if stopping():
+                _give_up(waiting, running, sel, found)
+                break
             while waiting and len(running) < limit and begun + delays.get(waiting[0], 0.0) <= now:
                 dest = waiting.pop(0)
                 proc = _start(argvs[dest], found, dest)
                 if proc is not None and proc.stdout is not None:
-                    running[proc.stdout.fileno()] = (dest, proc, now + deadline, bytearray())
+                    running[proc.stdout.fileno()] = (dest, proc, end(dest), bytearray())
                     sel.register(proc.stdout, selectors.EVENT_READ)
             _expire(running, sel, found, now)
-            due = [end for _, _, end, _ in running.values()]
+            for dest in [d for d in waiting if now >= end(d)]:
+                waiting.remove(dest)  # no slot came for it in time (max_parallel)
+                found[dest] = verdict(None, "")
+            due = [stop for _, _, stop, _ in running.values()] + [end(d) for d in waiting]
             if waiting and len(running) < limit:
                 due.append(begun + delays.get(waiting[0], 0.0))
             if not due:
-                continue
-            for key, _ in sel.select(max(0.0, min(due) - time.monotonic())):
+                continue  # the last ones ran out of time just now
+            wait = min(min(due) - time.monotonic(), STOP_POLL)
+            for key, _ in sel.select(max(0.0, wait)):
                 _read(key.fd, running, sel, found)
     return found
+
+
+def _give_up(waiting: list[str],
+             running: dict[int, tuple[str, subprocess.Popen[bytes], float, bytearray]],
+             sel: selectors.BaseSelector, found: dict[str, str | None]) -> None:
+    """Stopping: every check still running killed, none started any more."""
+    for dest in waiting:
+        found[dest] = STOPPED
+    waiting.clear()
+    for fd, (dest, proc, _, _) in list(running.items()):
+        sel.unregister(fd)
+        del running[fd]
+        proc.kill()
+        proc.communicate()
+        found[dest] = STOPPED
 
 
 def _start(argv: list[str], found: dict[str, str | None],

@@ -764,6 +764,7 @@ class Scheduler:
 
     def status(self, now: float, wall: float) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = []
+        places, busy = self._queue_places(), len(self._running())
         for node in self.nodes.values():
             retry = None
             if node.state is State.WAITING and node.retry_at is not None:
@@ -771,7 +772,7 @@ class Scheduler:
             pending = node.all_pending()
             pending.update(self.collected)  # every node gets it at the flush
             rows.append({
-                "node": node.dest, "slot": self._slot_note(node, now),
+                "node": node.dest, "slot": self._slot_note(node, now, places, busy),
                 "state": "queued" if node.dest in self.queued else node.state.value,
                 "pending": self._pending_text(pending, now), "pending_paths": len(pending.paths),
                 "pending_full": pending.full, "waiting_paths": len(self.collected.paths),
@@ -799,17 +800,24 @@ class Scheduler:
                 up=node.failures == 0))
         return tuple(values)
 
-    def _slot_note(self, node: Node, now: float) -> str | None:
+    def _queue_places(self) -> dict[str, int]:
+        """How many queued nodes are ahead of each one: sorted once (turns differ:
+        each holds its name's rank), not one comparison with every other per node."""
+        queued = sorted((d for d in self.queued if d in self.nodes),
+                        key=lambda d: self._turn(self.nodes[d]))
+        return {dest: place for place, dest in enumerate(queued)}
+
+    def _slot_note(self, node: Node, now: float, places: dict[str, int],
+                   busy: int) -> str | None:
         """Why a node with changes pending does not run: it waits for a run slot
-        (max_parallel), or for its turn to open an ssh connection. None: neither."""
+        (max_parallel), or for its turn to open an ssh connection. None: neither.
+        places: _queue_places(); busy: the runs in their slots."""
         if node.dest in self.opening and self.open_at is not None:
             return (f"waiting to open its ssh connection ({len(self.opening)} waiting, "
                     f"next in {max(0.0, self.open_at - now):.1f} s: new connections are "
                     "spread out)")
         if node.dest in self.queued:
-            ahead = sum(1 for d in self.queued if d in self.nodes and
-                        self._turn(self.nodes[d]) < self._turn(node))
-            return (f"waiting for a run slot ({ahead} ahead, {len(self._running())} of "
+            return (f"waiting for a run slot ({places[node.dest]} ahead, {busy} of "
                     f"{self.config.max_parallel} running)")
         return None
 

@@ -104,6 +104,25 @@ def test_no_more_runs_than_slots_and_each_end_starts_the_next():
     assert s.next_deadline() is None or s.next_deadline() > 1.0  # no polling for slots
 
 
+def test_status_of_many_queued_nodes_is_not_quadratic():
+    """status() runs after each loop turn with actions under systemd (STATUS=) and at
+    each run's end (statusfile): each queued node's "N ahead" counted by comparing
+    its turn with every other one's took 2.6 s for 1,000 nodes (0.25 s for 300),
+    the loop stalled that long each time. The order is now sorted once (and the
+    runs in their slots counted once)."""
+    import time
+
+    s = Scheduler(config(local_nodes(1000), max_parallel=8), seed="x")
+    s.begin(0.0)
+    begun = time.perf_counter()
+    rows = s.status(0.0, 1000.0)
+    took = time.perf_counter() - begun
+    assert took < 0.25, f"status() of 1,000 nodes took {took:.2f} s"  # now ~0.01 s
+    ahead = sorted(int(str(r["slot"]).split("(")[1].split()[0]) for r in rows
+                   if r["state"] == "queued")
+    assert ahead == list(range(992))  # each its own place in the queue, as before
+
+
 def test_a_node_that_needs_a_full_sync_goes_first():
     nodes = local_nodes(4)
     s = Scheduler(config(nodes, max_parallel=1))
@@ -339,6 +358,51 @@ def test_start_up_checks_run_at_most_limit_at_once_and_each_after_its_delay(tmp_
     assert ran["c"][0] >= begun + 0.8  # not before its delay
     for t in [s for s, _ in ran.values()]:  # at each start, at most 2 running
         assert sum(1 for s, e in ran.values() if s <= t < e) <= 2
+
+
+def test_start_up_checks_that_hang_hold_up_the_start_one_deadline_not_one_per_slot_round(
+        tmp_path: Path):
+    """Six checks that never answer (a node whose disk hangs), two slots: before,
+    the start waited three rounds of the deadline (with a hundred nodes, minutes
+    in which no node syncs and TERM goes unheeded: systemd kills the start). The
+    whole check now ends within one deadline; those not asked by then get a full
+    sync (what a node that cannot be asked gets)."""
+    import sys
+    import time
+
+    from inosync import nodecheck
+
+    argvs = {"quick": [sys.executable, "-c", "print('')"]}
+    argvs.update({name: [sys.executable, "-c", "import time; time.sleep(30)"]
+                  for name in "abcdef"})
+    begun = time.monotonic()
+    found = nodecheck.check(argvs, deadline=1.0, limit=2)
+    took = time.monotonic() - begun
+    assert took < 1.9, took  # before: 3.0 s (three rounds of 1 s)
+    assert set(found) == set(argvs)
+    assert found["quick"] is None  # asked first (the given order): it answered
+    assert all("did not answer" in str(found[n]) or "not asked" in str(found[n])
+               for n in "abcdef"), found
+
+
+def test_a_stop_during_the_start_up_checks_ends_them_at_once(tmp_path: Path):
+    """TERM while checks hang: before, the start held on for the whole deadline
+    (30 s, systemd's stop timeout in contrib/inosync.service: a SIGKILL, no stop
+    line). Now the checks end at once, those not answered unconfirmed (a full sync,
+    should it run after all)."""
+    import sys
+    import time
+
+    from inosync import nodecheck
+
+    argvs = {name: [sys.executable, "-c", "import time; time.sleep(30)"] for name in "abc"}
+    begun = time.monotonic()
+    found = nodecheck.check(argvs, deadline=5.0, limit=2,
+                            stopping=lambda: time.monotonic() > begun + 0.3)
+    took = time.monotonic() - begun
+    assert took < 1.5, took
+    assert set(found) == set(argvs)
+    assert all("stopping" in str(why) for why in found.values()), found
 
 
 def ssh_synced(n: int) -> Scheduler:
