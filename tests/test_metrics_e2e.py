@@ -252,7 +252,10 @@ def test_a_stream_of_changes_rewrites_the_file_about_once_a_second(tree, run_ino
     assert count > 100
     # Not one write per change, nor only the 15 s refresh: about one a second.
     assert 3 <= len(renames) <= took + 1, (len(renames), took)
-    assert all(b - a >= 0.99 for a, b in zip(renames, renames[1:])), renames
+    # A rename is seen when this loop next looks (up to a write and a 20 ms
+    # check later), so one seen late shortens the next gap: 0.98 s was seen
+    # under load. Without the limit the gaps are a few ms (254 writes).
+    assert all(b - a >= 0.9 for a, b in zip(renames, renames[1:])), renames
     m = when(prom, lambda m: m.node("pending_paths", node) == count)
     assert m.node("lag_seconds", node) >= took - 1
     assert d.stop() == 0
