@@ -5,25 +5,12 @@ trusted, said with why. The scheduler's part, with plain values."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import pytest
+from schedtools import A, B, config, starts
 
-from inosync.config import Config
-from inosync.scheduler import CheckRoot, Rescan, RootMoved, RootSame, Scheduler, StartRun
-
-A, B = "a.example.com:/www/", "b.example.com:/www/"
-
-
-def config(**changes: object) -> Config:
-    base = Config(path="/etc/inosync.conf", wpath="/srv/www", configured_wpath="/srv/www",
-                  rnodes=(A, B), edelay=2.0, retry_min=1.0, retry_max=8.0)
-    return dataclasses.replace(base, **changes)
-
-
-def starts(actions: list) -> dict[str, StartRun]:
-    return {a.dest: a for a in actions if isinstance(a, StartRun)}
+from inosync.scheduler import CheckRoot, Rescan, RootMoved, RootSame, Scheduler
 
 
 def ended(s: Scheduler, dest: str, rc: int, now: float) -> list:

@@ -9,11 +9,12 @@ import logging
 import signal
 
 import pytest
+from schedtools import starts
 
 from inosync.config import DEFAULT_EMASK, Config
 from inosync.excludes import Excludes
 from inosync.reloadplan import full_syncs
-from inosync.scheduler import Scheduler, SignalRun, StartRun
+from inosync.scheduler import Scheduler, SignalRun
 
 A, B, LOCAL = "a.example.com:/www/", "b.example.com:/www/", "/srv/copy"
 DAEMON = "rsync://c.example.com/www/"
@@ -100,10 +101,6 @@ N1, N2 = A, B
 
 def two(**changes: object) -> Config:
     return config(**{"rnodes": (N1, N2), **changes})
-
-
-def starts(actions: list) -> dict[str, StartRun]:
-    return {a.dest: a for a in actions if isinstance(a, StartRun)}
 
 
 def ended(s: Scheduler, dest: str, rc: int, now: float) -> list:

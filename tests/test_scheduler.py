@@ -9,8 +9,8 @@ import signal
 from pathlib import Path
 
 import pytest
+from schedtools import A, B, config, starts
 
-from inosync.config import Config
 from inosync.replay import Move
 from inosync.scheduler import (
     GRACE,
@@ -27,24 +27,12 @@ from inosync.scheduler import (
     RootSame,
     Scheduler,
     SignalRun,
-    StartRun,
     WriteStatus,
 )
 
-A, B = "a.example.com:/www/", "b.example.com:/www/"
 OK = 0
 VANISHED_23 = ('file has vanished: "/w/x"\nrsync error: some files/attrs were not transferred '
                "(see previous errors) (code 23) at main.c(1394) [sender=3.5.0]\n")
-
-
-def config(**changes: object) -> Config:
-    base = Config(path="/etc/inosync.conf", wpath="/srv/www", configured_wpath="/srv/www",
-                  rnodes=(A, B), edelay=2.0, retry_min=1.0, retry_max=8.0)
-    return dataclasses.replace(base, **changes)
-
-
-def starts(actions: list) -> dict[str, StartRun]:
-    return {a.dest: a for a in actions if isinstance(a, StartRun)}
 
 
 def ended(s: Scheduler, dest: str, rc: int, now: float, stderr: str = "") -> list:

@@ -5,13 +5,13 @@ and never lose a real file that merely looks like a temporary one."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
+import schedtools
+from schedtools import starts
 
 from inosync.batch import PathSet
 from inosync.config import Config
-from inosync.scheduler import Resumed, RootMoved, Scheduler, StartRun
+from inosync.scheduler import Resumed, RootMoved, Scheduler
 from inosync.temphold import CAP, QUIET, RULES_MAX, TempHold
 
 A, B = "/srv/c1", "/srv/c2"
@@ -20,13 +20,7 @@ OK = 0
 
 
 def config(**changes: object) -> Config:
-    base = Config(path="/etc/inosync.conf", wpath="/srv/www", configured_wpath="/srv/www",
-                  rnodes=(A, B), edelay=2.0, retry_min=1.0, retry_max=8.0)
-    return dataclasses.replace(base, **changes)
-
-
-def starts(actions: list) -> dict[str, StartRun]:
-    return {a.dest: a for a in actions if isinstance(a, StartRun)}
+    return schedtools.config(**{"rnodes": (A, B), **changes})
 
 
 def end(s: Scheduler, dest: str, now: float) -> list:
