@@ -83,6 +83,9 @@ from .watch import Watcher, WatchEvents, WatchLimitError
 
 log = logging.getLogger("inosync")
 
+# Seconds between looks for the ssh master a host's first run opens, while its
+# other nodes wait for it (scheduler.CONNECT_WAIT at most): no event says when.
+CONNECT_POLL = 0.05
 MAX_SLEEP_MS = 3_600_000  # poll() takes at most 2**31-1 ms; waking hourly costs nothing
 WATCH_LIMIT = "/proc/sys/fs/inotify/max_user_watches"
 
@@ -235,6 +238,8 @@ class Daemon:
     def wait(self) -> None:
         due = [t for t in (self.scheduler.next_deadline(), self.runner.next_deadline(),
                            self.save_at, self.metrics_deadline()) if t is not None]
+        if self.scheduler.connecting:  # no event says when ssh's master listens: look
+            due.append(time.monotonic() + CONNECT_POLL)
         deadline = min(due) if due else None
         timeout = None
         if deadline is not None:
@@ -253,6 +258,9 @@ class Daemon:
             actions += s.signal(signum, now)
         self.runner.expire(now)
         actions += self.reaped(now)
+        for host in list(s.connecting):
+            if self.masters.connected(host):
+                actions += s.host_connected(host, now)
         read_at, read_mono = time.time(), time.monotonic()
         events = self.watcher.read()
         if signums or events.paths or events.unwatched or events.overflowed \
@@ -463,9 +471,13 @@ class Daemon:
                      w.root, dest) for dest in resumed}
         ssh = {d: ssh_host(d) for d in argvs if node_kind(d) is Kind.SSH}
         opens = slots.open_times(ssh.values(), self.scheduler.seed, 0.0)
+        first: dict[str, str] = {}  # host -> its node that opens the connection
+        for dest, host in ssh.items():
+            first.setdefault(host, dest)
         return nodecheck.check(argvs, limit=c.max_parallel,
                                delays={d: opens[h] for d, h in ssh.items()},
-                               stopping=lambda: any(s in STOP for s in self.signals.queue))
+                               stopping=lambda: any(s in STOP for s in self.signals.queue),
+                               after={d: first[h] for d, h in ssh.items()})
 
     def scan_lost(self, since: float) -> tuple[list[str] | None, str]:
         """After lost events: what changed in the tree since the wall-clock time since

@@ -52,7 +52,8 @@ def verdict(returncode: int | None, stdout: str) -> str | None:
 
 def check(argvs: Mapping[str, list[str]], deadline: float = DEADLINE, limit: int | None = None,
           delays: Mapping[str, float] | None = None,
-          stopping: Callable[[], bool] = lambda: False) -> dict[str, str | None]:
+          stopping: Callable[[], bool] = lambda: False,
+          after: Mapping[str, str] | None = None) -> dict[str, str | None]:
     """Run every node's check, at most limit at once (max_parallel: a restart of a
     hundred nodes is no burst of a hundred rsyncs), each not before its delay
     (seconds: the spread of first ssh connections, slots.open_times); each
@@ -66,8 +67,12 @@ def check(argvs: Mapping[str, list[str]], deadline: float = DEADLINE, limit: int
 
     stopping: whether TERM or INT came (asked every STOP_POLL seconds): the
     checks end at once, every node not answered yet unconfirmed (a stop must
-    not wait out a deadline: systemd's own runs out as soon)."""
-    delays = delays or {}
+    not wait out a deadline: systemd's own runs out as soon).
+
+    after: node -> the node whose check must end before its own starts (the
+    first node of its ssh host: started together, each would open its own
+    connection; once one ended, the others share the master it left)."""
+    delays, after = delays or {}, after or {}
     waiting = sorted(argvs, key=lambda d: delays.get(d, 0.0))  # stable: the given order
     limit = limit or len(waiting) or 1
     found: dict[str, str | None] = {}
@@ -77,14 +82,23 @@ def check(argvs: Mapping[str, list[str]], deadline: float = DEADLINE, limit: int
     def end(dest: str) -> float:
         return begun + delays.get(dest, 0.0) + deadline
 
+    def blocked(dest: str) -> bool:
+        first = after.get(dest)
+        return first is not None and first != dest and (
+            first in waiting or any(d == first for d, _, _, _ in running.values()))
+
     with selectors.DefaultSelector() as sel:
         while waiting or running:
             now = time.monotonic()
             if stopping():
                 _give_up(waiting, running, sel, found)
                 break
-            while waiting and len(running) < limit and begun + delays.get(waiting[0], 0.0) <= now:
-                dest = waiting.pop(0)
+            while len(running) < limit:
+                dest = next((d for d in waiting if begun + delays.get(d, 0.0) <= now
+                             and not blocked(d)), None)
+                if dest is None:
+                    break
+                waiting.remove(dest)
                 proc = _start(argvs[dest], found, dest)
                 if proc is not None and proc.stdout is not None:
                     running[proc.stdout.fileno()] = (dest, proc, end(dest), bytearray())
@@ -94,8 +108,9 @@ def check(argvs: Mapping[str, list[str]], deadline: float = DEADLINE, limit: int
                 waiting.remove(dest)  # no slot came for it in time (max_parallel)
                 found[dest] = verdict(None, "")
             due = [stop for _, _, stop, _ in running.values()] + [end(d) for d in waiting]
-            if waiting and len(running) < limit:
-                due.append(begun + delays.get(waiting[0], 0.0))
+            free = [d for d in waiting if not blocked(d)]  # the rest wait for a check's end
+            if free and len(running) < limit:
+                due.append(begun + min(delays.get(d, 0.0) for d in free))
             if not due:
                 continue  # the last ones ran out of time just now
             wait = min(min(due) - time.monotonic(), STOP_POLL)

@@ -43,6 +43,10 @@ UNREADABLE_MAX = 100
 # Seconds the wall clock may fall behind the monotonic one unnoticed: more than a
 # preemption between reading the two under load, less than checkpoint.MARGIN.
 CLOCK_STEP = 1.0
+# Seconds a host's other nodes wait for the ssh connection its first run opens
+# (host_connected) before each opens its own: a key exchange takes well under
+# one on the links we serve; a master that never listens is not shared at all.
+CONNECT_WAIT = 10.0
 
 
 # ---- actions: what the loop must do
@@ -232,6 +236,9 @@ class Scheduler:
         self.unconnected: set[str] = set()
         self.opening: set[str] = set()
         self.open_at: float | None = None
+        # Hosts whose first run is opening the connection the others will share:
+        # host -> when their other nodes stop waiting for it (host_connected).
+        self.connecting: dict[str, float] = {}
 
     def _new_node(self, dest: str) -> Node:
         c = self.config
@@ -507,6 +514,7 @@ class Scheduler:
             node.pretended()
             return self.tick(now)
         node.ended(full, sent)
+        self._opened(dest)
         if dest in self.stopped_by_us:
             self.stopped_by_us.discard(dest)
             node.abandon()
@@ -558,6 +566,7 @@ class Scheduler:
                         now: float, wall: float) -> list[Action]:
         """The loop could not start the run it was asked to (no list file, no rsync)."""
         node = self.nodes[dest]
+        self._opened(dest)
         self._report(node, node.finish(outcome, now, wall, error), "", now)
         return [WriteStatus(), *self.tick(now)]  # its slot is free for another node
 
@@ -708,14 +717,41 @@ class Scheduler:
         """Whether dest's run may start as far as new ssh connections go: its host
         is connected, or the bucket lets one more open now."""
         host = ssh_host(dest) if node_kind(dest) is Kind.SSH else None
-        if host is None or host not in self.unconnected:
+        if host is None:
+            return True
+        held = self.connecting.get(host)
+        if held is not None:
+            if now < held:  # a run to this host is opening the connection to share
+                self.opening.add(dest)
+                self.open_at = held if self.open_at is None else min(self.open_at, held)
+                return False
+            del self.connecting[host]  # no master after all (not shared?): each its own
+            return True
+        if host not in self.unconnected:
             return True
         if self.connections.take(now):
-            self.unconnected.discard(host)  # its other nodes share the connection
+            # One run opens it; the host's other nodes wait until it is there
+            # (ControlMaster=auto: started together, each would open its own).
+            self.unconnected.discard(host)
+            self.connecting[host] = now + CONNECT_WAIT
             return True
         self.opening.add(dest)
         self.open_at = self.connections.next_at(now)
         return False
+
+    def host_connected(self, host: str, now: float) -> list[Action]:
+        """The connection a run to host opened is there to share (its master
+        listens), or the runs to host share none: its other nodes may start."""
+        if self.connecting.pop(host, None) is None:
+            return []
+        return self.tick(now)
+
+    def _opened(self, dest: str) -> None:
+        """dest's run ended or never started: if it was opening its host's
+        connection, it is open now or never will be through that run; the host's
+        other nodes wait no longer (a lost one is to open again: _to_connect)."""
+        if node_kind(dest) is Kind.SSH:
+            self.connecting.pop(ssh_host(dest), None)
 
     def _turn(self, node: Node) -> tuple[float, bool, float, float, int, str]:
         """Which ready node gets a slot first. The one that has waited longest for
@@ -812,6 +848,10 @@ class Scheduler:
         """Why a node with changes pending does not run: it waits for a run slot
         (max_parallel), or for its turn to open an ssh connection. None: neither.
         places: _queue_places(); busy: the runs in their slots."""
+        held = self.connecting.get(ssh_host(node.dest)) \
+            if node_kind(node.dest) is Kind.SSH else None
+        if node.dest in self.opening and held is not None:
+            return "waiting for the ssh connection a run to its host is opening, to share it"
         if node.dest in self.opening and self.open_at is not None:
             return (f"waiting to open its ssh connection ({len(self.opening)} waiting, "
                     f"next in {max(0.0, self.open_at - now):.1f} s: new connections are "

@@ -247,6 +247,7 @@ class ControlMasters:
         # exit when told is told again at stop. Host and command by socket.
         self._retired: dict[str, tuple[str, list[str]]] = {}
         self._exiting: list[subprocess.Popen[bytes]] = []  # `ssh -O exit` not yet reaped
+        self._unshared: set[str] = set()  # hosts whose last command shares no connection
 
     def __enter__(self) -> ControlMasters:
         if self.tidy:  # whether or not this config shares connections: the last one may have
@@ -276,7 +277,9 @@ class ControlMasters:
         sharing one master, if we may. timeout is rsync's: see ALIVE_COUNT."""
         self._reap()
         if not self.enabled or user_controls(ssh) or not self._usable_dir():
+            self._unshared.add(host)
             return list(ssh)
+        self._unshared.discard(host)
         wanted = [*ssh, *([] if user_keepalive(ssh) else keepalive(timeout))]
         entry = self._hosts.get(host)
         if entry is None:
@@ -290,6 +293,15 @@ class ControlMasters:
                         "-o", f"ControlPath={entry.path.replace('%', '%%')}",
                         "-o", f"ControlPersist={PERSIST}"]
         return list(entry.shared)
+
+    def connected(self, host: str) -> bool:
+        """Whether runs to host may start now without each opening a connection:
+        its master listens, or runs to host share none (ours are off, or the
+        user's ssh command decides)."""
+        entry = self._hosts.get(host)
+        if not self.enabled or host in self._unshared or entry is None or not entry.path:
+            return True
+        return _master_socket(entry.path)
 
     def connection_failed(self, host: str) -> None:
         """A run to host failed in its connection (see connection_lost): the next run

@@ -221,7 +221,13 @@ def test_random_changes_while_stopped_arrive_after_each_restart(tree, run_inosyn
     for round_ in range(3):
         wait_converged(src, nodes)
         drive(ops, 30)  # while it runs
-        wait_converged(src, nodes, timeout=60)
+        try:
+            wait_converged(src, nodes, timeout=60)
+        except AssertionError as e:
+            d.stop()
+            last = "\n  ".join(ops.history[-40:])
+            raise AssertionError(f"seed {seed}, round {round_}, while running: {e}\n"
+                                 f"last operations:\n  {last}\n{d.log()[-6000:]}") from None
         assert d.stop() == 0, d.log()[-3000:]
         for _ in range(40):  # while it is stopped
             ops.step()

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inosync import slots
+from inosync import scheduler, slots
 from inosync.batch import PathSet
 from inosync.config import Config, ConfigError, load
 from inosync.rsync import Outcome
@@ -313,12 +313,53 @@ def test_local_nodes_and_a_few_ssh_hosts_are_never_delayed():
     assert len(starts(s.begin(0.0))) == len(nodes)
 
 
-def test_nodes_on_one_host_share_one_turn():
+def test_nodes_on_one_host_share_one_turn_and_one_connection():
+    """The first node of a host at its turn opens the connection; the host's
+    other nodes start once it is there to share (before: all at once, each
+    opening its own through ControlMaster=auto's race), without a turn of
+    their own."""
     nodes = tuple(f"edge{i // 2}:/var/www/{i % 2}/" for i in range(40))  # 20 hosts
     s = Scheduler(config(nodes, max_parallel=100), seed="x")
     first = starts(s.begin(0.0))
     hosts = {d.split(":")[0] for d in first}
-    assert len(hosts) == slots.OPEN_BURST and len(first) == 2 * slots.OPEN_BURST
+    assert len(hosts) == slots.OPEN_BURST and len(first) == slots.OPEN_BURST
+    assert set(s.connecting) == hosts
+    waiting = [r for r in s.status(0.0, 0.0) if str(r["node"]).split(":")[0] in hosts
+               and r["node"] not in first]
+    assert len(waiting) == slots.OPEN_BURST
+    assert all("waiting for the ssh connection a run to its host is opening" in str(r["slot"])
+               for r in waiting)
+    host = sorted(hosts)[0]
+    (other,) = [f"{host}:/var/www/{i}/" for i in (0, 1) if f"{host}:/var/www/{i}/" not in first]
+    assert other not in starts(s.tick(0.3))  # other hosts take their turns meanwhile
+    assert starts(s.host_connected(host, 0.3)) == [other]
+    assert s.host_connected(host, 0.4) == []  # said once
+
+
+def test_a_host_whose_first_run_ends_lets_its_other_nodes_go():
+    nodes = ("edge:/a/", "edge:/b/", "edge:/c/")
+    s = Scheduler(config(nodes, max_parallel=10), seed="x")
+    (opener,) = starts(s.begin(0.0))
+    assert s.open_at == scheduler.CONNECT_WAIT  # the others' wait, at most
+    assert len(starts(ended(s, opener, OK, 1.0))) == 2  # no master seen: the run is done
+
+
+def test_a_host_whose_first_run_lost_its_connection_opens_one_again_at_its_turn():
+    nodes = ("edge:/a/", "edge:/b/", "edge:/c/")
+    s = Scheduler(config(nodes, max_parallel=10), seed="x")
+    (opener,) = starts(s.begin(0.0))
+    second = starts(ended(s, opener, 255, 1.0))  # ssh: the connection failed
+    assert len(second) == 1 and second[0] != opener  # one opens it again, the other waits
+    assert "edge" in s.connecting
+
+
+def test_a_host_that_never_says_it_is_connected_waits_at_most_connect_wait():
+    nodes = ("edge:/a/", "edge:/b/")
+    s = Scheduler(config(nodes, max_parallel=10), seed="x")
+    assert len(starts(s.begin(0.0))) == 1
+    assert starts(s.tick(scheduler.CONNECT_WAIT - 0.01)) == []
+    assert len(starts(s.tick(scheduler.CONNECT_WAIT))) == 1
+    assert not s.connecting
 
 
 def test_hosts_added_by_a_reload_are_spread_too():
@@ -358,6 +399,28 @@ def test_start_up_checks_run_at_most_limit_at_once_and_each_after_its_delay(tmp_
     assert ran["c"][0] >= begun + 0.8  # not before its delay
     for t in [s for s, _ in ran.values()]:  # at each start, at most 2 running
         assert sum(1 for s, e in ran.values() if s <= t < e) <= 2
+
+
+def test_start_up_checks_of_one_hosts_nodes_wait_for_its_first_to_end(tmp_path: Path):
+    """Nodes of one ssh host: their checks started together would each open a
+    connection (ControlMaster=auto races); the others start once the first has
+    ended (its master shared), while another host's check does not wait."""
+    import sys
+
+    from inosync import nodecheck
+
+    log = tmp_path / "ran"
+    program = ("import sys, time\n"
+               "start = time.monotonic()\n"
+               "time.sleep(0.3)\n"
+               "open(sys.argv[1], 'a').write(f'{sys.argv[2]} {start} {time.monotonic()}\\n')\n")
+    argvs = {name: [sys.executable, "-c", program, str(log), name] for name in "abcd"}
+    found = nodecheck.check(argvs, limit=4, after={"a": "a", "b": "a", "c": "a", "d": "d"})
+    assert found == dict.fromkeys("abcd")
+    ran = {name: (float(s), float(e)) for name, s, e in
+           (line.split() for line in log.read_text().splitlines())}
+    assert ran["b"][0] >= ran["a"][1] and ran["c"][0] >= ran["a"][1]
+    assert ran["d"][0] < ran["a"][1]  # another host: at once
 
 
 def test_start_up_checks_that_hang_hold_up_the_start_one_deadline_not_one_per_slot_round(

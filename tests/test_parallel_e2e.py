@@ -159,9 +159,6 @@ def test_term_during_hanging_start_up_checks_stops_at_once_with_the_stop_line(
     assert "not confirmed: inosync is stopping" in d.log()
 
 
-@pytest.mark.xfail(strict=True, reason="review19b finding: nodes of one ssh host that share "
-                   "a turn each open their own connection (ControlMaster=auto races); the "
-                   "bucket spreads hosts, not connections")
 def test_nodes_on_one_ssh_host_open_one_connection_at_their_turn(
         tmp_path: Path, run_inosync: Callable[..., Inosync], sshd):
     """Eight directories on one host, all due at the start: the bucket gives their
@@ -183,3 +180,32 @@ def test_nodes_on_one_ssh_host_open_one_connection_at_their_turn(
     assert d.stop() == 0
     opened = sshlog.read_text().count("Authenticated to")
     assert opened == 1, f"{opened} connections to one host at its turn"
+
+
+def test_nodes_on_one_ssh_host_resumed_from_checkpoints_are_checked_over_one_connection(
+        tmp_path: Path, run_inosync: Callable[..., Inosync], sshd):
+    """A restart of eight nodes of one host from their checkpoints: each node's
+    start-up check (nodecheck.py) is an rsync over ssh; started together at their
+    host's turn, each opened its own connection. The first opens it, the others
+    share it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    remotes = [tmp_path / f"remote{i}" for i in range(8)]
+    for r in remotes:
+        r.mkdir()
+    sshlog = tmp_path / "ssh.log"
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2,
+                        rnodes=[f"root@127.0.0.1:{r}" for r in remotes], max_parallel=8,
+                        ssh=[*sshd.ssh_command(), "-v", "-E", str(sshlog)])
+    d = run_inosync(conf)
+    wait_converged(src, remotes, timeout=60)
+    time.sleep(MARGIN + 0.5)  # the tree older than the checkpoints' margin
+    assert d.stop() == 0
+    sshlog.write_text("")
+    d = run_inosync(conf, "-v")
+    d.wait_log("starting from its checkpoint", count=len(remotes))
+    assert d.stop() == 0
+    assert "synced full sync" not in d.log()  # the checks found every node whole
+    opened = sshlog.read_text().count("Authenticated to")
+    assert opened == 1, f"{opened} connections to one host for its checks"

@@ -52,6 +52,25 @@ def test_shared_connection_options_in_a_private_directory():
     assert not os.path.exists(folder)
 
 
+def test_a_host_is_connected_once_its_master_listens_or_when_it_shares_nothing():
+    """What the daemon asks while a host's other nodes wait for its first run's
+    connection (scheduler.host_connected): a socket at its ControlPath, in our
+    directory; a host whose command shares nothing is never waited for."""
+    with ControlMasters() as masters:
+        assert masters.connected("h")  # no run built for it: nothing to wait for
+        path = control_path(masters.command(["ssh"], "h", 60))
+        assert not masters.connected("h")
+        with socket.socket(socket.AF_UNIX) as listening:
+            listening.bind(path)
+            assert masters.connected("h")
+        masters.command(["ssh", "-o", "ControlPath=none"], "h", 60)  # a reload: the user's
+        os.unlink(path)
+        assert masters.connected("h")
+    with ControlMasters(enabled=False) as masters:
+        masters.command(["ssh"], "h", 60)
+        assert masters.connected("h")
+
+
 def test_turned_off_adds_nothing():
     with ControlMasters(enabled=False) as masters:
         assert masters.command(["ssh"], "h", 60) == ["ssh"]
