@@ -262,3 +262,16 @@ class Sshd:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc, 10)
+
+
+def overflow_queue(d: Inosync, flood: Path, also: Callable[[], None] = lambda: None) -> None:
+    """Stop the daemon (SIGSTOP), make more events in flood than the kernel
+    queues (max_queued_events), run also, resume it: its next read overflows."""
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    d.signal(signal.SIGSTOP)
+    try:
+        for i in range(limit // 2 + 100):  # each file: IN_CREATE + IN_CLOSE_WRITE
+            (flood / f"f{i}").write_bytes(b"x")
+        also()
+    finally:
+        d.signal(signal.SIGCONT)

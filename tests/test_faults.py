@@ -15,7 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import converged, inotify_watches, wait_converged, wait_until, write_config
+from helpers import (
+    converged,
+    inotify_watches,
+    overflow_queue,
+    wait_converged,
+    wait_until,
+    write_config,
+)
 from hosts import TestHost, can_make_namespaces
 
 pytestmark = pytest.mark.slow  # end to end: real processes
@@ -167,17 +174,10 @@ def test_queue_overflow_then_full_sync(tree, run_inosync, tmp_path):
     d = run_inosync(conf, "-v")
     wait_converged(src, nodes)
     d.wait_log("synced full sync", count=2)
-    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
     flood = src / "flood"
     flood.mkdir()
     wait_converged(src, nodes)  # now flood/ has its watch
-    d.signal(signal.SIGSTOP)
-    try:
-        for i in range(limit // 2 + 100):  # each file: IN_CREATE + IN_CLOSE_WRITE
-            (flood / f"f{i}").write_bytes(b"x")
-        (src / "index.html").unlink()
-    finally:
-        d.signal(signal.SIGCONT)
+    overflow_queue(d, flood, (src / "index.html").unlink)
     # index.html was deleted: wpath's own entries changed, which only a full sync
     # covers (issue 18.5: else a scan finds what changed, tests/test_overflow_e2e.py)
     d.wait_log("inotify queue overflowed: events were lost; rewatched, full sync to every "

@@ -5,29 +5,16 @@ nothing touched, is what a full sync (--delete) would remove: it survives."""
 
 from __future__ import annotations
 
-import signal
 import time
-from pathlib import Path
 
 import pytest
-from helpers import tree_diff, wait_converged, wait_until, write_config
+from helpers import overflow_queue, tree_diff, wait_converged, wait_until, write_config
 
 from inosync.checkpoint import MARGIN
 
 pytestmark = pytest.mark.slow
 
 PLANTED = "keep/only-on-node.txt"
-
-
-def flood_while_stopped(d, flood: Path, also) -> None:
-    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
-    d.signal(signal.SIGSTOP)
-    try:
-        for i in range(limit // 2 + 100):  # each file: IN_CREATE + IN_CLOSE_WRITE
-            (flood / f"f{i}").write_bytes(b"x")
-        also()
-    finally:
-        d.signal(signal.SIGCONT)
 
 
 def test_an_overflow_sends_only_what_changed(tree, run_inosync):
@@ -50,7 +37,7 @@ def test_an_overflow_sends_only_what_changed(tree, run_inosync):
         (src / "docs" / "old" / "b.txt").unlink()
         (src / "docs" / "old" / "c.txt").write_text("new during the flood\n")
 
-    flood_while_stopped(d, src / "flood", meanwhile)
+    overflow_queue(d, src / "flood", meanwhile)
     d.wait_log(r"inotify queue overflowed: events were lost; rewatched, and a scan .* "
                r"sent to every node, no full sync")
     wait_until(lambda: all(tree_diff(src, n, excludes=(PLANTED,)) == [] for n in nodes), 60,

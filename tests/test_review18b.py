@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import tree_diff, wait_converged, write_config
+from helpers import overflow_queue, tree_diff, wait_converged, write_config
 from test_checkpoint_restart import first_run, records
-from test_overflow_e2e import flood_while_stopped
 from test_review18 import restart_and_settle
 
 from inosync.checkpoint import MARGIN
@@ -86,7 +85,7 @@ def test_an_overflow_on_a_tree_whose_ctimes_are_not_ours_is_a_full_sync(tree, on
     d = run_inosync(conf, "-v")
     d.wait_log(rf"{nodes[0]}: full sync: wpath is on fuse")
     d.wait_log("synced full sync")
-    flood_while_stopped(d, src / "flood", lambda: (src / "docs" / "a.txt").write_text("x\n"))
+    overflow_queue(d, src / "flood", lambda: (src / "docs" / "a.txt").write_text("x\n"))
     d.wait_log(r"inotify queue overflowed: events were lost; rewatched, full sync to every "
                r"node: wpath is on fuse", timeout=60)
     wait_converged(src, nodes, timeout=60)

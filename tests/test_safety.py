@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import tree_diff, wait_converged, wait_until, write_config
+from helpers import overflow_queue, tree_diff, wait_converged, wait_until, write_config
 
 pytestmark = pytest.mark.slow  # end to end: real processes
 
@@ -185,18 +185,6 @@ def test_list_directory_on_a_full_filesystem(tree, run_inosync, tiny_tmpfs):
 
 
 # ---------------------------------------------------------------- wpath's identity
-
-
-def overflow_queue(d, flood: Path, also: Callable[[], None]) -> None:
-    """Stop the daemon, make more events than the kernel queues, run `also`, resume."""
-    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
-    d.signal(signal.SIGSTOP)
-    try:
-        for i in range(limit // 2 + 100):  # each file: IN_CREATE + IN_CLOSE_WRITE
-            (flood / f"f{i}").write_bytes(b"x")
-        also()
-    finally:
-        d.signal(signal.SIGCONT)
 
 
 def test_wpath_replaced_by_an_empty_dir_during_overflow_deletes_nothing(tree, run_inosync):
