@@ -1,0 +1,185 @@
+"""Review 20 (hostile) of 9b8002c: nodes of one ssh host share the connection its
+first run opens (scheduler.connecting, CONNECT_WAIT; daemon's CONNECT_POLL;
+nodecheck's after=). Each finding is a strict xfail: it fails on this code."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import pytest
+
+from inosync import nodecheck, scheduler, sshcontrol
+from inosync.config import Config
+from inosync.scheduler import CheckRoot, RootSame, Scheduler, StartRun
+
+
+def config(nodes: tuple[str, ...], **changes: object) -> Config:
+    base = Config(path="/etc/inosync.conf", wpath="/srv/www", configured_wpath="/srv/www",
+                  rnodes=nodes, edelay=2.0, retry_min=1.0, retry_max=8.0, max_parallel=10)
+    return dataclasses.replace(base, **changes)
+
+
+def starts(actions: list) -> list[str]:
+    return [a.dest for a in actions if isinstance(a, StartRun)]
+
+
+def ended(s: Scheduler, dest: str, rc: int, now: float) -> list:
+    return s.run_ended(dest, rc, "", now, wall=1000.0 + now, took=0.5, what="1 path")
+
+
+NODES = ("edge:/a/", "edge:/b/", "edge:/c/")
+
+
+@pytest.mark.xfail(strict=True, reason="review20 finding 1: the sharing covers only a host's "
+                   "first connection (start, reload, failure); after the master ends by "
+                   "ControlPersist (PERSIST = 60 s idle) the scheduler still counts the host "
+                   "connected, and the next batch starts all its nodes at once: each opens its "
+                   "own connection (ControlMaster=auto race), after every quiet minute")
+def test_after_an_idle_master_expired_a_hosts_nodes_do_not_all_open_a_connection_again():
+    s = Scheduler(config(NODES), seed="x")
+    (opener,) = starts(s.begin(0.0))
+    others = starts(s.host_connected("edge", 0.5))
+    assert len(others) == 2
+    for dest in (opener, *others):
+        ended(s, dest, 0, 1.0)
+    # A quiet spell longer than the master's ControlPersist: it exited and took
+    # its socket with it. Then one change, to every node.
+    quiet = 1.0 + sshcontrol.PERSIST + 30.0
+    s.changed(["index.html"], quiet)
+    batch = starts(s.tick(quiet + 2.0))  # edelay 2 s: the flush
+    assert len(batch) == 1, f"{len(batch)} runs to one host with no master open them together"
+
+
+@pytest.mark.xfail(strict=True, reason="review20 finding 2: connecting[host] outlives "
+                   "CONNECT_WAIT when no other node asks (_may_connect alone expires it); while "
+                   "it stays, Daemon.wait() wakes every CONNECT_POLL (20 Hz) for the whole run: "
+                   "a first run that hangs (blackholed host, a wrapper ssh that makes no master, "
+                   "a host with one node) keeps the daemon polling for minutes")
+def test_a_host_stops_being_looked_for_once_its_connect_wait_is_over():
+    s = Scheduler(config(("edge:/a/",)), seed="x")
+    assert starts(s.begin(0.0)) == ["edge:/a/"]  # its run hangs in ssh's connect
+    s.tick(scheduler.CONNECT_WAIT + 1.0)
+    s.tick(scheduler.CONNECT_WAIT + 60.0)
+    assert not s.connecting, f"still polled for: {s.connecting}"
+
+
+@pytest.mark.xfail(strict=True, reason="review20 finding 3: a pretended run (-p) never "
+                   "opens a master, and run_ended(pretended=True) returns before _opened: the "
+                   "host's other nodes wait out CONNECT_WAIT (10 s per host, polled at 20 Hz)")
+def test_a_dry_run_does_not_hold_a_hosts_other_nodes_for_a_master_that_never_comes():
+    s = Scheduler(config(NODES), seed="x")
+    (opener,) = starts(s.begin(0.0))
+    after = starts(s.run_ended(opener, 0, "", 0.01, wall=1000.0, took=0.0, what="full sync",
+                               pretended=True))
+    assert len(after) == 2
+    assert not s.connecting
+
+
+@pytest.mark.xfail(strict=True, reason="review20 finding 4: root_not_same (the run was never "
+                   "started) does not call _opened: the host's nodes, the would-be opener "
+                   "included, wait for a connection nobody is opening, until CONNECT_WAIT, and "
+                   "the status says 'a run to its host is opening' it")
+def test_a_run_not_started_for_a_moved_root_does_not_hold_its_host():
+    s = Scheduler(config(NODES, edelay=1.0), seed="x")
+    (opener,) = starts(s.begin(0.0))
+    s.root_not_same(opener, 0.0)  # wpath swapped just then: no run, no ssh
+    assert any(isinstance(a, CheckRoot) for a in s.tick(1.0))
+    again = starts(s.root_checked(RootSame(), 1.0))
+    notes = [r["slot"] for r in s.status(1.0, 1000.0)]
+    assert again, f"no run to the host although no connection is being opened: {notes}"
+
+
+@pytest.mark.xfail(strict=True, reason="review20 finding 5: start-up checks of a host's other "
+                   "nodes wait for the END of its first node's check, whose deadline they share: "
+                   "a first check that hangs (that node's disk, not ssh) leaves them never asked, "
+                   "each given 'did not answer within 30 s' (a lie) and a needless full sync")
+def test_start_up_checks_of_a_hosts_other_nodes_are_asked_when_its_first_hangs():
+    argvs = {"a": [sys.executable, "-c", "import time; time.sleep(30)"],
+             "b": [sys.executable, "-c", "pass"], "c": [sys.executable, "-c", "pass"]}
+    begun = time.monotonic()
+    found = nodecheck.check(argvs, deadline=2.0, limit=3, after=dict.fromkeys("abc", "a"))
+    assert time.monotonic() - begun < 10.0  # bounded: no spin, no extra wait
+    assert found["a"] is not None  # hung: unconfirmed, rightly
+    assert found["b"] is None and found["c"] is None, found
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def _wakeups(pid: int) -> int:
+    """The context switches pid made so far (each sleep that ended is one)."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["voluntary_ctxt_switches"]) + int(fields["nonvoluntary_ctxt_switches"])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="review20 finding 2, end to end: a first run whose ssh "
+                   "makes no master (a wrapper ssh; the same while a blackholed host's connect "
+                   "hangs) keeps Daemon.wait() waking every 50 ms long after CONNECT_WAIT")
+def test_a_hanging_first_connection_does_not_keep_the_daemon_polling(tmp_path, run_inosync):
+    from helpers import write_config
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    fake = tmp_path / "fakessh"  # the operator's wrapper: it hangs in its connect
+    fake.write_text("#!/bin/sh\nexec sleep 40\n")
+    fake.chmod(0o755)
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2,
+                        rnodes=["h.invalid:/srv/www/"], ssh=[str(fake)], timeout=60)
+    d = run_inosync(conf)
+    d.wait_log("watching")
+    time.sleep(scheduler.CONNECT_WAIT + 1.0)  # past any wait for the master
+    before = _wakeups(d.proc.pid)
+    time.sleep(3.0)
+    woke = _wakeups(d.proc.pid) - before
+    d.stop()
+    assert woke < 15, f"{woke} wake-ups in 3 s with nothing to do but wait for one run"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="review20 finding 1, end to end: once the host's master "
+                   "is gone (ControlPersist after a quiet minute; here told to exit), the next "
+                   "batch to its two nodes opens two connections, not one")
+def test_after_the_master_ended_the_next_batch_opens_one_connection(tmp_path, run_inosync,
+                                                                     sshd):
+    import glob
+    import stat as st
+    import subprocess
+    import tempfile
+
+    from helpers import wait_converged, write_config
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    remotes = [tmp_path / f"remote{i}" for i in range(4)]
+    for r in remotes:
+        r.mkdir()
+    sshlog = tmp_path / "ssh.log"
+    tmp = tempfile.mkdtemp(prefix="r20", dir="/tmp")  # short: a socket path's limit
+    try:
+        conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2,
+                            rnodes=[f"root@127.0.0.1:{r}" for r in remotes], max_parallel=8,
+                            ssh=[*sshd.ssh_command(), "-v", "-E", str(sshlog)])
+        d = run_inosync(conf, env={"TMPDIR": tmp})
+        wait_converged(src, remotes, timeout=60)
+        time.sleep(0.5)
+        assert sshlog.read_text().count("Authenticated to") == 1
+        (sock,) = [p for p in glob.glob(f"{tmp}/inosync-ssh-*/*")
+                   if st.S_ISSOCK(__import__("os").lstat(p).st_mode)]
+        subprocess.run(["ssh", "-F", "/dev/null", "-S", sock, "-O", "exit", "x"],
+                       capture_output=True, timeout=10)  # as ControlPersist ends it
+        time.sleep(0.5)
+        sshlog.write_text("")
+        (src / "b.txt").write_text("b\n")
+        wait_converged(src, remotes, timeout=60)
+        time.sleep(0.5)
+        assert d.stop() == 0
+        opened = sshlog.read_text().count("Authenticated to")
+        assert opened == 1, f"{opened} connections to one host for one batch"
+    finally:
+        __import__("shutil").rmtree(tmp, ignore_errors=True)
