@@ -238,7 +238,7 @@ class Daemon:
     def wait(self) -> None:
         due = [t for t in (self.scheduler.next_deadline(), self.runner.next_deadline(),
                            self.save_at, self.metrics_deadline()) if t is not None]
-        if self.scheduler.connecting:  # no event says when ssh's master listens: look
+        if self.scheduler.awaited_hosts():  # no event says when ssh's master listens: look
             due.append(time.monotonic() + CONNECT_POLL)
         deadline = min(due) if due else None
         timeout = None
@@ -258,9 +258,10 @@ class Daemon:
             actions += s.signal(signum, now)
         self.runner.expire(now)
         actions += self.reaped(now)
-        for host in list(s.connecting):
+        for host in s.awaited_hosts():
             if self.masters.connected(host):
                 actions += s.host_connected(host, now)
+        s.masters_gone([h for h in s.hosts_to_check() if not self.masters.connected(h)])
         read_at, read_mono = time.time(), time.monotonic()
         events = self.watcher.read()
         if signums or events.paths or events.unwatched or events.overflowed \
@@ -477,7 +478,8 @@ class Daemon:
         return nodecheck.check(argvs, limit=c.max_parallel,
                                delays={d: opens[h] for d, h in ssh.items()},
                                stopping=lambda: any(s in STOP for s in self.signals.queue),
-                               after={d: first[h] for d, h in ssh.items()})
+                               after={d: first[h] for d, h in ssh.items()},
+                               shared=lambda d: self.masters.connected(ssh[d]))
 
     def scan_lost(self, since: float) -> tuple[list[str] | None, str]:
         """After lost events: what changed in the tree since the wall-clock time since

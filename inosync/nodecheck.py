@@ -25,6 +25,11 @@ from .rsync import Options, _common, child_environment, with_slash
 
 DEADLINE = 30.0  # seconds for each check
 STOP_POLL = 0.2  # seconds between two looks at whether the daemon is to stop
+# While a host's first check opens the connection its other nodes' checks are
+# to share: seconds between two looks for its master, and the most they wait
+# for it (as the scheduler's runs: scheduler.CONNECT_WAIT).
+SHARE_POLL = 0.05
+SHARE_WAIT = 10.0
 STOPPED = "not confirmed: inosync is stopping"
 
 
@@ -53,7 +58,8 @@ def verdict(returncode: int | None, stdout: str) -> str | None:
 def check(argvs: Mapping[str, list[str]], deadline: float = DEADLINE, limit: int | None = None,
           delays: Mapping[str, float] | None = None,
           stopping: Callable[[], bool] = lambda: False,
-          after: Mapping[str, str] | None = None) -> dict[str, str | None]:
+          after: Mapping[str, str] | None = None,
+          shared: Callable[[str], bool] = lambda dest: True) -> dict[str, str | None]:
     """Run every node's check, at most limit at once (max_parallel: a restart of a
     hundred nodes is no burst of a hundred rsyncs), each not before its delay
     (seconds: the spread of first ssh connections, slots.open_times); each
@@ -69,10 +75,13 @@ def check(argvs: Mapping[str, list[str]], deadline: float = DEADLINE, limit: int
     checks end at once, every node not answered yet unconfirmed (a stop must
     not wait out a deadline: systemd's own runs out as soon).
 
-    after: node -> the node whose check must end before its own starts (the
-    first node of its ssh host: started together, each would open its own
-    connection; once one ended, the others share the master it left)."""
+    after: node -> the first node of its ssh host, whose check opens the
+    connection (started together, each would open its own). The others start
+    once shared(node) says the connection is there to share, or that check
+    ended, or SHARE_WAIT after it began (a first check that hangs on its own
+    node's disk holds no one for its whole deadline)."""
     delays, after = delays or {}, after or {}
+    began: dict[str, float] = {}  # when each check started
     waiting = sorted(argvs, key=lambda d: delays.get(d, 0.0))  # stable: the given order
     limit = limit or len(waiting) or 1
     found: dict[str, str | None] = {}
@@ -82,10 +91,15 @@ def check(argvs: Mapping[str, list[str]], deadline: float = DEADLINE, limit: int
     def end(dest: str) -> float:
         return begun + delays.get(dest, 0.0) + deadline
 
-    def blocked(dest: str) -> bool:
+    def blocked(dest: str, now: float) -> bool:
+        """Whether dest's check waits for the connection its host's first opens."""
         first = after.get(dest)
-        return first is not None and first != dest and (
-            first in waiting or any(d == first for d, _, _, _ in running.values()))
+        if first is None or first == dest:
+            return False
+        if first in waiting:
+            return True
+        opening = any(d == first for d, _, _, _ in running.values())
+        return opening and now < began[first] + SHARE_WAIT and not shared(dest)
 
     with selectors.DefaultSelector() as sel:
         while waiting or running:
@@ -95,10 +109,11 @@ def check(argvs: Mapping[str, list[str]], deadline: float = DEADLINE, limit: int
                 break
             while len(running) < limit:
                 dest = next((d for d in waiting if begun + delays.get(d, 0.0) <= now
-                             and not blocked(d)), None)
+                             and not blocked(d, now)), None)
                 if dest is None:
                     break
                 waiting.remove(dest)
+                began[dest] = now
                 proc = _start(argvs[dest], found, dest)
                 if proc is not None and proc.stdout is not None:
                     running[proc.stdout.fileno()] = (dest, proc, end(dest), bytearray())
@@ -108,12 +123,13 @@ def check(argvs: Mapping[str, list[str]], deadline: float = DEADLINE, limit: int
                 waiting.remove(dest)  # no slot came for it in time (max_parallel)
                 found[dest] = verdict(None, "")
             due = [stop for _, _, stop, _ in running.values()] + [end(d) for d in waiting]
-            free = [d for d in waiting if not blocked(d)]  # the rest wait for a check's end
+            held = [d for d in waiting if blocked(d, now)]  # for a connection to share
+            free = [d for d in waiting if d not in held]
             if free and len(running) < limit:
                 due.append(begun + min(delays.get(d, 0.0) for d in free))
             if not due:
                 continue  # the last ones ran out of time just now
-            wait = min(min(due) - time.monotonic(), STOP_POLL)
+            wait = min(min(due) - time.monotonic(), SHARE_POLL if held else STOP_POLL)
             for key, _ in sel.select(max(0.0, wait)):
                 _read(key.fd, running, sel, found)
     return found

@@ -511,6 +511,7 @@ class Scheduler:
         if node is None:
             return []
         if pretended:  # -p: the command line was logged, nothing ran (nor is said to)
+            self._opened(dest)  # no master either
             node.pretended()
             return self.tick(now)
         node.ended(full, sent)
@@ -573,6 +574,7 @@ class Scheduler:
     def root_not_same(self, dest: str, now: float) -> list[Action]:
         """The loop found, just before starting a run, that wpath is not the watched
         directory any more: the run is not started."""
+        self._opened(dest)  # nor its connection
         self.nodes[dest].abandon()
         return self.root_changed(now)
 
@@ -670,6 +672,8 @@ class Scheduler:
 
     def _due(self, now: float) -> list[Action]:
         actions: list[Action] = []
+        if self.connecting:  # a wait for a master is over: nobody looks for it any more
+            self.connecting = {h: t for h, t in self.connecting.items() if now < t}
         if self.root_check_at is not None and now >= self.root_check_at and not self.stopping:
             actions += self._ask_root(now)
         if self.unwatched and self.rewatch_at is not None and now >= self.rewatch_at:
@@ -738,6 +742,30 @@ class Scheduler:
         self.opening.add(dest)
         self.open_at = self.connections.next_at(now)
         return False
+
+    def awaited_hosts(self) -> set[str]:
+        """The hosts whose first run is opening the connection that other nodes of
+        theirs wait for: the daemon looks for its master (host_connected)."""
+        if not self.connecting:
+            return set()
+        return {h for h in (ssh_host(d) for d in self.opening) if h in self.connecting}
+
+    def hosts_to_check(self) -> set[str]:
+        """The ssh hosts counted as connected, none of whose nodes runs, while
+        runs may start soon: the daemon looks whether their master still
+        listens (ControlPersist ends an idle one; masters_gone)."""
+        if not self.collected and not any(n.pending for n in self.nodes.values()):
+            return set()
+        hosts = {ssh_host(d) for d in self.nodes if node_kind(d) is Kind.SSH}
+        if not hosts:
+            return set()
+        busy = {ssh_host(n.dest) for n in self._running() if node_kind(n.dest) is Kind.SSH}
+        return hosts - self.unconnected - self.connecting.keys() - busy
+
+    def masters_gone(self, hosts: Iterable[str]) -> None:
+        """These hosts' masters ended (idle past ControlPersist, or died): their
+        next run opens a connection again, one at their turn, the others after it."""
+        self.unconnected.update(hosts)
 
     def host_connected(self, host: str, now: float) -> list[Action]:
         """The connection a run to host opened is there to share (its master

@@ -1,6 +1,11 @@
 """Review 20 (hostile) of 9b8002c: nodes of one ssh host share the connection its
 first run opens (scheduler.connecting, CONNECT_WAIT; daemon's CONNECT_POLL;
-nodecheck's after=). Each finding is a strict xfail: it fails on this code."""
+nodecheck's after=). Each test failed on that code (then a strict xfail); fixed since:
+the pure scheduler lets a host's waiters go when its run ends or is never
+started (also -p), forgets a wait at CONNECT_WAIT, and is told of masters that
+ended (masters_gone, from the daemon's look at the sockets of the hosts about
+to run); the daemon polls only for hosts someone waits for; a start-up check
+waits for its host's master, not for the first check's end."""
 
 from __future__ import annotations
 
@@ -32,12 +37,9 @@ def ended(s: Scheduler, dest: str, rc: int, now: float) -> list:
 NODES = ("edge:/a/", "edge:/b/", "edge:/c/")
 
 
-@pytest.mark.xfail(strict=True, reason="review20 finding 1: the sharing covers only a host's "
-                   "first connection (start, reload, failure); after the master ends by "
-                   "ControlPersist (PERSIST = 60 s idle) the scheduler still counts the host "
-                   "connected, and the next batch starts all its nodes at once: each opens its "
-                   "own connection (ControlMaster=auto race), after every quiet minute")
 def test_after_an_idle_master_expired_a_hosts_nodes_do_not_all_open_a_connection_again():
+    """Finding 1: after ControlPersist ended an idle master, the next batch
+    started every node of the host at once, each opening its own connection."""
     s = Scheduler(config(NODES), seed="x")
     (opener,) = starts(s.begin(0.0))
     others = starts(s.host_connected("edge", 0.5))
@@ -48,16 +50,17 @@ def test_after_an_idle_master_expired_a_hosts_nodes_do_not_all_open_a_connection
     # its socket with it. Then one change, to every node.
     quiet = 1.0 + sshcontrol.PERSIST + 30.0
     s.changed(["index.html"], quiet)
+    # The daemon looks at the sockets of the hosts whose runs may start soon
+    # (Daemon.inputs, before each tick): this one is gone.
+    assert s.hosts_to_check() == {"edge"}
+    s.masters_gone(["edge"])
     batch = starts(s.tick(quiet + 2.0))  # edelay 2 s: the flush
     assert len(batch) == 1, f"{len(batch)} runs to one host with no master open them together"
 
 
-@pytest.mark.xfail(strict=True, reason="review20 finding 2: connecting[host] outlives "
-                   "CONNECT_WAIT when no other node asks (_may_connect alone expires it); while "
-                   "it stays, Daemon.wait() wakes every CONNECT_POLL (20 Hz) for the whole run: "
-                   "a first run that hangs (blackholed host, a wrapper ssh that makes no master, "
-                   "a host with one node) keeps the daemon polling for minutes")
 def test_a_host_stops_being_looked_for_once_its_connect_wait_is_over():
+    """Finding 2: a wait for a master outlived CONNECT_WAIT when no other node
+    asked: the daemon polled at 20 Hz for as long as the first run hung."""
     s = Scheduler(config(("edge:/a/",)), seed="x")
     assert starts(s.begin(0.0)) == ["edge:/a/"]  # its run hangs in ssh's connect
     s.tick(scheduler.CONNECT_WAIT + 1.0)
@@ -65,10 +68,8 @@ def test_a_host_stops_being_looked_for_once_its_connect_wait_is_over():
     assert not s.connecting, f"still polled for: {s.connecting}"
 
 
-@pytest.mark.xfail(strict=True, reason="review20 finding 3: a pretended run (-p) never "
-                   "opens a master, and run_ended(pretended=True) returns before _opened: the "
-                   "host's other nodes wait out CONNECT_WAIT (10 s per host, polled at 20 Hz)")
 def test_a_dry_run_does_not_hold_a_hosts_other_nodes_for_a_master_that_never_comes():
+    """Finding 3: -p opens no master; the host's other nodes waited CONNECT_WAIT."""
     s = Scheduler(config(NODES), seed="x")
     (opener,) = starts(s.begin(0.0))
     after = starts(s.run_ended(opener, 0, "", 0.01, wall=1000.0, took=0.0, what="full sync",
@@ -77,11 +78,9 @@ def test_a_dry_run_does_not_hold_a_hosts_other_nodes_for_a_master_that_never_com
     assert not s.connecting
 
 
-@pytest.mark.xfail(strict=True, reason="review20 finding 4: root_not_same (the run was never "
-                   "started) does not call _opened: the host's nodes, the would-be opener "
-                   "included, wait for a connection nobody is opening, until CONNECT_WAIT, and "
-                   "the status says 'a run to its host is opening' it")
 def test_a_run_not_started_for_a_moved_root_does_not_hold_its_host():
+    """Finding 4: a run never started (wpath moved) held its host, and the status
+    said a run was opening its connection."""
     s = Scheduler(config(NODES, edelay=1.0), seed="x")
     (opener,) = starts(s.begin(0.0))
     s.root_not_same(opener, 0.0)  # wpath swapped just then: no run, no ssh
@@ -91,11 +90,9 @@ def test_a_run_not_started_for_a_moved_root_does_not_hold_its_host():
     assert again, f"no run to the host although no connection is being opened: {notes}"
 
 
-@pytest.mark.xfail(strict=True, reason="review20 finding 5: start-up checks of a host's other "
-                   "nodes wait for the END of its first node's check, whose deadline they share: "
-                   "a first check that hangs (that node's disk, not ssh) leaves them never asked, "
-                   "each given 'did not answer within 30 s' (a lie) and a needless full sync")
 def test_start_up_checks_of_a_hosts_other_nodes_are_asked_when_its_first_hangs():
+    """Finding 5: the others waited for the first check's end and shared its
+    deadline: never asked, told "did not answer", given a needless full sync."""
     argvs = {"a": [sys.executable, "-c", "import time; time.sleep(30)"],
              "b": [sys.executable, "-c", "pass"], "c": [sys.executable, "-c", "pass"]}
     begun = time.monotonic()
@@ -116,10 +113,9 @@ def _wakeups(pid: int) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="review20 finding 2, end to end: a first run whose ssh "
-                   "makes no master (a wrapper ssh; the same while a blackholed host's connect "
-                   "hangs) keeps Daemon.wait() waking every 50 ms long after CONNECT_WAIT")
 def test_a_hanging_first_connection_does_not_keep_the_daemon_polling(tmp_path, run_inosync):
+    """Finding 2, end to end: a first run whose ssh makes no master (a wrapper
+    that hangs) kept the loop waking every 50 ms long after CONNECT_WAIT."""
     from helpers import write_config
 
     src = tmp_path / "src"
@@ -141,11 +137,10 @@ def test_a_hanging_first_connection_does_not_keep_the_daemon_polling(tmp_path, r
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="review20 finding 1, end to end: once the host's master "
-                   "is gone (ControlPersist after a quiet minute; here told to exit), the next "
-                   "batch to its two nodes opens two connections, not one")
 def test_after_the_master_ended_the_next_batch_opens_one_connection(tmp_path, run_inosync,
                                                                      sshd):
+    """Finding 1, end to end: once the master was gone (told to exit, as
+    ControlPersist ends it), the next batch to four nodes opened four connections."""
     import glob
     import stat as st
     import subprocess
