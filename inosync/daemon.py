@@ -1037,7 +1037,7 @@ class Daemon:
         self.metrics_refresh.wrote(now)
         text = metricsmod.render(self.metrics_snapshot(), now)
         try:
-            replace_file(path, text.encode(), sync=True)
+            replace_file(path, text.encode())  # atomic; not worth a wait for the disk
         except OSError as e:
             error = f"cannot write metrics_file {path}: {e.strerror}"
             if error != self.metrics_error:  # once, not every second

@@ -5,8 +5,10 @@ watches in /proc); written often enough, and an idle daemon still sleeps."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -311,3 +313,33 @@ def test_a_write_that_fails_is_said_once_and_its_end_too(tree, run_inosync):
     d.wait_log(f"metrics_file {prom} written again")
     assert Metrics(prom).node("pending_paths", node) is not None
     assert d.stop() == 0
+
+
+@pytest.mark.skipif(not shutil.which("strace"), reason="needs strace")
+def test_metrics_writes_never_wait_for_the_disk(tree, run_inosync, tmp_path):
+    """The file is written up to once a second from the loop: an fsync each time
+    stalled every event and run behind a slow disk, for a file nobody needs
+    after a crash (the daemon writes it anew at its start). Atomic (a rename)
+    is all node_exporter needs. Seen with strace: no fsync of it."""
+    src, node = tree["src"], tree["nodes"][0]
+    prom = tree["dir"] / "inosync.prom"
+    conf = write_config(tree["dir"] / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.2, metrics_file=str(prom))
+    d = run_inosync(conf)
+    d.wait_log("synced full sync")
+    trace = tmp_path / "strace.out"
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-y", "-e", "trace=fsync,fdatasync",
+                               "-o", str(trace), "-p", str(d.proc.pid)])
+    try:
+        wait_until(lambda: trace.exists(), 10, "strace attached")
+        time.sleep(0.5)
+        before = prom.stat().st_mtime_ns
+        (src / "new.txt").write_text("new\n")
+        wait_converged(src, [node])
+        wait_until(lambda: prom.stat().st_mtime_ns != before, 10, "metrics written again")
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+    d.stop()
+    synced = [line for line in trace.read_text().splitlines() if "inosync.prom" in line]
+    assert not synced, synced
