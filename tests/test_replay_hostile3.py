@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +21,6 @@ import pytest
 from helpers import in_syscall, write_config
 from test_replay_hostile2 import NOBODY, as_nobody
 
-import inosync.config as configmod
 from inosync.excludes import Excludes
 from inosync.replay import Move, replay_argv, replay_input, summary
 from inosync.rsync import child_environment
@@ -148,26 +148,95 @@ def trees(tmp_path):
     return src, dst
 
 
+# The popt file goes in a mount namespace of the test's own, whose /etc is an
+# overlay (its upper layer on a tmpfs there): the real /etc/popt.d never exists.
+# Written there, its "* alias -a -a --dry-run" made every rsync on the machine a
+# dry run while it was there, exit 0 having copied nothing: the `alone` lock
+# keeps this run's other tests away, not another run on the machine (another
+# worktree's suite, tests/run-pythons). Seen: a daemon's run of 9 paths "synced"
+# with nothing copied, so the one of them no later event named (a symlink made
+# once) stayed missing on that node (test_checkpoint_restart.py, seed 5).
+PRIVATE_ETC = r"""
+mount -t tmpfs inosync-popt "$1" || exit 97
+mkdir "$1/upper" "$1/work" || exit 97
+mount -t overlay inosync-popt -o "lowerdir=/etc,upperdir=$1/upper,workdir=$1/work" /etc \
+  || exit 97
+mkdir -p /etc/popt.d && printf '%s\n' "$2" > /etc/popt.d/review15c || exit 97
+shift 2
+exec "$@"
+"""
+
+
+def with_private_popt(tmp_path: Path, line: str, *argv: str,
+                      **kwargs: object) -> subprocess.Popen[bytes]:
+    """argv, run where /etc/popt.d/review15c holds line, and nowhere else: a mount
+    namespace of its own (exit 97: it could not be made; the caller skips)."""
+    where = tmp_path / "private-etc"
+    where.mkdir()
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", PRIVATE_ETC, "sh",
+         str(where), line, *argv], **kwargs)
+
+
+def finished(proc: subprocess.Popen[bytes]) -> tuple[str, str]:
+    out, err = proc.communicate(timeout=30)
+    if proc.returncode == 97:
+        pytest.skip(f"no mount namespace with an overlay on /etc here: {err.decode()}")
+    assert proc.returncode == 0, err.decode()
+    return out.decode(), err.decode()
+
+
+CHECK = ("import subprocess, sys; import inosync.config as c; "
+         "from inosync.rsync import child_environment; "
+         "subprocess.run(['rsync', '-a', sys.argv[1] + '/', sys.argv[2] + '/'], "
+         "env=child_environment(), check=True); print(c.popt_rsync_line())")
+
+
 @pytest.mark.skipif(not shutil.which("rsync"), reason="needs rsync")
-@pytest.mark.skipif(os.path.exists("/etc/popt.d"), reason="would touch a real /etc/popt.d")
-@pytest.mark.alone  # /etc/popt.d: every rsync run on the machine meanwhile reads it
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="needs root and unshare (a mount namespace)")
+@pytest.mark.alone  # a mount namespace holds every filesystem mounted at its start
 @pytest.mark.parametrize("app", ["rsyn[c]", "*", "r*"])
-def test_a_popt_line_for_rsync_by_a_pattern_is_not_refused(trees, app):
+def test_a_popt_line_for_rsync_by_a_pattern_is_not_refused(trees, app, tmp_path):
     """libpopt (1.19 here, Debian's rsync links it) matches a line's first word to
     the program as a glob pattern (configAppMatch: fnmatch when the word has
     * ? [): "rsyn[c] alias -a -a --dry-run" or "* alias ..." in /etc/popt or
     /etc/popt.d/* gives every rsync run options inosync never sees, as
     "rsync alias ..." would. popt_rsync_line only knows the word "rsync"."""
     src, dst = trees
-    os.mkdir("/etc/popt.d")
+    out, _ = finished(with_private_popt(
+        tmp_path, f"{app} alias -a -a --dry-run", sys.executable, "-c", CHECK, str(src),
+        str(dst), stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    assert not (dst / "f").exists(), "the real rsync took the alias: a dry run"
+    assert out.strip() == "/etc/popt.d/review15c:1", "the check lets the line through"
+
+
+@pytest.mark.skipif(not shutil.which("rsync"), reason="needs rsync")
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="needs root and unshare (a mount namespace)")
+@pytest.mark.alone  # a mount namespace holds every filesystem mounted at its start
+def test_the_popt_line_reaches_no_rsync_outside_the_test(trees, tmp_path):
+    """While the alias is in place for the test above, an rsync anywhere else on
+    the machine (another run's daemon) copies as it always does. Written in the
+    real /etc/popt.d, "* alias -a -a --dry-run" made it exit 0 having copied
+    nothing."""
+    src, dst = trees
+    proc = with_private_popt(tmp_path, "* alias -a -a --dry-run", "sh", "-c",
+                             "echo ready; read done", stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdin is not None
+    ready = proc.stdout.readline()
     try:
-        Path("/etc/popt.d/review15c").write_text(f"{app} alias -a -a --dry-run\n")
-        _rsync(src, dst)
-        assert not (dst / "f").exists(), "the real rsync took the alias: a dry run"
-        assert configmod.popt_rsync_line() == "/etc/popt.d/review15c:1", \
-            "the check lets the line through"
+        if ready == b"ready\n":
+            assert not os.path.lexists("/etc/popt.d/review15c"), "the real /etc was written"
+            _rsync(src, dst)
+            assert (dst / "f").exists(), "an rsync outside the test took the alias"
     finally:
-        shutil.rmtree("/etc/popt.d")
+        if ready == b"ready\n":  # else it ended already (exit 97: finished() skips)
+            proc.stdin.write(b"done\n")
+            proc.stdin.flush()
+        finished(proc)
+    assert ready == b"ready\n"
 
 
 @pytest.mark.skipif(not shutil.which("rsync"), reason="needs rsync")
