@@ -59,7 +59,10 @@ class TempHold:
         self.cap = cap
         self.limit = limit
         self.held: dict[str, Held] = {}
-        self.released: set[str] = set()  # let go: ordinary paths until they vanish
+        # Let go: ordinary paths until they vanish, the newest limit of them (one
+        # whose directory left the tree never says it vanished; one forgotten
+        # is held again at its next event: later, never lost). Oldest first.
+        self.released: dict[str, None] = {}
         # Held files that vanished less than quiet ago -> (first, when gone): one
         # made again at that path keeps its first, so that a file removed and
         # written again all along still goes out at the cap.
@@ -73,7 +76,7 @@ class TempHold:
         nodes now (as any changed path), False if it is held or needs nothing."""
         if path in self.released:
             if gone:
-                self.released.discard(path)
+                del self.released[path]
             return True
         held = self.held.get(path)
         if gone:
@@ -112,7 +115,10 @@ class TempHold:
                if now >= h.last + self.quiet or now >= h.first + self.cap]
         for path, _ in out:
             del self.held[path]
-            self.released.add(path)
+            self.released.pop(path, None)  # (to the end: the newest)
+            self.released[path] = None
+            if len(self.released) > self.limit:
+                del self.released[next(iter(self.released))]
         while self.gone:  # oldest first (in the order they vanished)
             path, (_, gone_at) = next(iter(self.gone.items()))
             if now < gone_at + self.quiet:

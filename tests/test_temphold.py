@@ -331,3 +331,19 @@ def test_a_file_deleted_and_made_again_all_along_is_let_go_at_the_cap():
         now += 30.0
     assert released and released[0][0] == path
     assert now <= CAP + 30.0
+
+
+def test_files_let_go_are_remembered_within_the_limit():
+    """A file let go is an ordinary path until an event says it vanished; one whose
+    directory moved out of the tree (or was removed with it) never gets that
+    event, so the set of them grew without end on a long-running relay. It now
+    keeps at most limit paths: one forgotten is held again at its next event (a
+    delay, never a loss)."""
+    hold = TempHold(limit=10)
+    for i in range(50):
+        path = f"d{i}/.f.ABC{i:03d}"
+        hold.seen(path, False, float(i), 1000.0 + i, exposed=False)
+        hold.due(float(i) + QUIET)
+    assert len(hold.released) <= 10
+    newest = "d49/.f.ABC049"
+    assert hold.seen(newest, False, 200.0, 1200.0, exposed=False)  # still let go
