@@ -148,6 +148,7 @@ class Daemon:
         self.on_reload = on_reload
         self.poller = select.poll()
         self._list_cache: tuple[tuple[set[str], bool], list[str]] | None = None
+        self._popt_cache: tuple[str | None] | None = None  # (popt_rsync_line(),) this wake
         # The move replay: off for every node when an rsync option would fight
         # it; per node once it cannot run there; locally without perl.
         self.no_replay: dict[str, str] = {}
@@ -251,7 +252,7 @@ class Daemon:
     def inputs(self, now: float) -> list[Action]:
         """Everything that happened since the last wait, handed to the scheduler."""
         s = self.scheduler
-        self._list_cache = None
+        self._list_cache = self._popt_cache = None
         actions: list[Action] = []
         signums = self.signals.take()
         for signum in signums:
@@ -614,6 +615,12 @@ class Daemon:
             if overlap:
                 return self.scheduler.run_not_started(action.dest, Outcome.BROKEN, overlap, now,
                                                       time.time())
+        popt = self._popt_line()
+        if popt:
+            return self.scheduler.run_not_started(
+                action.dest, Outcome.BROKEN, f"{popt}: this popt line (made since the start) "
+                "gives rsync options inosync never sees, such as --dry-run or --delete; no run "
+                "until it is removed (put options in rsync_args)", now, time.time())
         source = self._open_root()
         if source is None:
             return self.scheduler.root_not_same(action.dest, now)  # never sync another tree
@@ -644,6 +651,14 @@ class Daemon:
             return []
         outcome, error = failed
         return self.scheduler.run_not_started(action.dest, outcome, error, now, time.time())
+
+    def _popt_line(self) -> str | None:
+        """configmod.popt_rsync_line(), read once per wake-up: a line made while we
+        run would turn every run into what it says (an alias adding --dry-run:
+        runs that "sync" and copy nothing), as the check at load refuses."""
+        if self._popt_cache is None:
+            self._popt_cache = (configmod.popt_rsync_line(),)
+        return self._popt_cache[0]
 
     def _settle(self, e: Ended) -> dict[str, str] | None:
         """The paths the run could not read, found in wpath (if it still is the

@@ -142,12 +142,13 @@ class Inosync:
     Without a config (None), args are the whole command line (one-off mode)."""
 
     def __init__(self, config: Path | None, args: tuple[str, ...], workdir: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, wrap: tuple[str, ...] = ()) -> None:
+        """wrap: a command that ends by exec'ing the rest (the daemon keeps its pid)."""
         self.log_path = workdir / f"inosync-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
         config_args = [] if config is None else ["-c", str(config)]
         self.proc = subprocess.Popen(
-            [*inosync_argv(), *config_args, *args],
+            [*wrap, *inosync_argv(), *config_args, *args],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
         )

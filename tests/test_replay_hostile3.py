@@ -306,3 +306,59 @@ def test_a_move_is_never_replayed_in_the_tree_a_strangers_symlink_above_the_node
     assert f"a symlink owned by uid {NOBODY}" in d.log()
     assert (tmp_path / "mine" / "node" / "index.html").exists()  # not synced there either
     d.stop()
+
+
+# /etc as an overlay in a mount namespace of the daemon's own, with nothing in
+# popt.d yet: the test writes there through /proc/PID/root, which the rest of the
+# machine never sees.
+PRIVATE_EMPTY_ETC = r"""
+mount -t tmpfs inosync-popt "$1" || exit 97
+mkdir "$1/upper" "$1/work" || exit 97
+mount -t overlay inosync-popt -o "lowerdir=/etc,upperdir=$1/upper,workdir=$1/work" /etc \
+  || exit 97
+shift
+exec "$@"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="needs root and unshare (a mount namespace)")
+@pytest.mark.alone  # a mount namespace holds every filesystem mounted at its start
+def test_a_popt_line_made_while_the_daemon_runs_stops_its_runs(tmp_path):
+    """The check at load refuses a popt line for rsync; one made later turned every
+    run into what it said: with "rsync alias -a -a --dry-run" the runs logged
+    "synced" and copied nothing, and what no later event named (a file made
+    once) never reached the node (seen when a test elsewhere on the machine
+    wrote /etc/popt.d). Now no run starts while the line is there, and says why;
+    once it is gone the node gets what waited."""
+    from helpers import Inosync, wait_until
+
+    src, node = tmp_path / "src", tmp_path / "node"
+    src.mkdir()
+    (src / "index.html").write_text("hi\n")
+    node.mkdir()
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        edelay=0.2, retry_min=0.2, retry_max=1)
+    where = tmp_path / "private-etc"
+    where.mkdir()
+    d = Inosync(conf, ("-v",), tmp_path, wrap=("unshare", "-m", "--propagation", "private",
+                                               "sh", "-c", PRIVATE_EMPTY_ETC, "sh", str(where)))
+    try:
+        wait_until(lambda: "synced full sync" in d.log() or d.proc.poll() is not None, 20,
+                   "the full sync")
+        if d.proc.returncode == 97:
+            pytest.skip(f"no mount namespace with an overlay on /etc here: {d.log()}")
+        popt = Path(f"/proc/{d.proc.pid}/root/etc/popt.d")
+        popt.mkdir()
+        (popt / "review15c").write_text("rsync alias -a -a --dry-run\n")
+        assert not os.path.lexists("/etc/popt.d/review15c")  # the machine's /etc: untouched
+        (src / "new.txt").write_text("made while the line was there\n")
+        d.wait_log(r"review15c:1: this popt line \(made since the start\)")
+        time.sleep(1.5)  # retries meanwhile: none may "sync"
+        assert not (node / "new.txt").exists()
+        assert "synced 1 path" not in d.log()
+        (popt / "review15c").unlink()
+        wait_until(lambda: (node / "new.txt").exists(), 20, "new.txt once the line is gone")
+    finally:
+        d.stop()
