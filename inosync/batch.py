@@ -49,10 +49,15 @@ class PathSet:
     ``seen`` is the monotonic time the oldest change it holds was read (or
     the need for a whole-tree sync arose), for the lag metric (metrics.py);
     None when it holds no change known as such (a periodic resync).
+
+    ``deleted``: the paths among them seen deleted or renamed away (the
+    watcher's IN_DELETE, IN_MOVED_FROM). Under delete = 'running' only these
+    may take a node's directory with all it holds (``--force``): they go in a
+    run of their own first (take_deleted).
     """
 
     __slots__ = ("paths", "full", "limit", "moves", "moves_dropped", "checksum", "start",
-                 "since", "seen")
+                 "since", "seen", "deleted")
 
     def __init__(self, limit: int = 100_000) -> None:
         self.paths: set[str] = set()
@@ -64,6 +69,7 @@ class PathSet:
         self.start = False
         self.since: float | None = None
         self.seen: float | None = None
+        self.deleted: set[str] = set()
 
     @classmethod
     def of(cls, paths: Iterable[str]) -> PathSet:
@@ -88,9 +94,16 @@ class PathSet:
         if len(self.paths) > self.limit:
             self.set_full()
 
+    def add_deleted(self, path: str) -> None:
+        """A path seen deleted (or renamed away): a changed path that is also one."""
+        self.add(path)
+        if not self.full:
+            self.deleted.add(path)
+
     def set_full(self) -> None:
         self.full = True
         self.paths = set()
+        self.deleted = set()
 
     def set_start(self) -> None:
         """The whole-tree sync of a start or a reload."""
@@ -120,6 +133,7 @@ class PathSet:
             self.set_full()
         elif not self.full:
             self.paths |= other.paths
+            self.deleted |= other.deleted
             if len(self.paths) > self.limit:
                 self.set_full()
 
@@ -150,9 +164,21 @@ class PathSet:
         taken.paths, taken.full, taken.moves = self.paths, self.full, self.moves
         taken.moves_dropped, taken.checksum = self.moves_dropped, self.checksum
         taken.start, taken.since, taken.seen = self.start, self.since, self.seen
+        taken.deleted = self.deleted
         self.paths, self.full, self.moves = set(), False, []
         self.moves_dropped = self.checksum = self.start = False
         self.since = self.seen = None
+        self.deleted = set()
+        return taken
+
+    def take_deleted(self) -> PathSet:
+        """Only the paths seen deleted, as a set of their own (with this set's since,
+        seen and checksum: no bound moves on for them); the rest stays."""
+        taken = PathSet(self.limit)
+        taken.paths, taken.deleted = set(self.deleted), self.deleted
+        taken.checksum, taken.since, taken.seen = self.checksum, self.since, self.seen
+        self.paths -= self.deleted
+        self.deleted = set()
         return taken
 
     def describe(self) -> str:

@@ -270,7 +270,8 @@ class Daemon:
             self.metrics_refresh.changed()
         self.record_kept()  # a place found unmounted: recorded before any run
         if events.paths or events.temps or events.found:
-            actions += s.changed(events.paths, now, events.moves, events.temps, events.found)
+            actions += s.changed(events.paths, now, events.moves, events.temps, events.found,
+                      events.deleted)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%d change(s), e.g. %r; %s collected%s", len(events.paths),
                           (events.paths or [p for p, _ in events.temps + events.found])[0],
@@ -601,7 +602,8 @@ class Daemon:
             return
         s, now = self.scheduler, time.monotonic()
         if events.paths or events.temps or events.found:
-            s.changed(events.paths, now, events.moves, events.temps, events.found)
+            s.changed(events.paths, now, events.moves, events.temps, events.found,
+                      events.deleted)
         s.read_started(read_at, read_mono)
         self.save_checkpoints(now, force=True)
 
@@ -645,7 +647,8 @@ class Daemon:
         failed = self.runner.start(
             action.dest, plan,
             self._argv_for(action.dest, f"/proc/self/fd/{source}", progress, checksum,
-                           (*action.leave_out, *action.held), kept, phase),
+                           (*action.leave_out, *action.held), kept, phase,
+                           force=bool(batch.deleted)),
             replay, (source, c.wpath), progress, self._stats())
         if failed is None:
             return []
@@ -694,12 +697,19 @@ class Daemon:
 
     def _argv_for(self, dest: str, source: str, progress: bool, checksum: bool = False,
                   leave_out: tuple[str, ...] = (), kept: Iterable[str] = (),
-                  phase: deletepolicy.Phase = deletepolicy.Phase.START
+                  phase: deletepolicy.Phase = deletepolicy.Phase.START, force: bool = True
                   ) -> Callable[[RunPlan, str | None, str | None], list[str]]:
+        """force: the run may take a directory with all it holds where its policy
+        says so (--force); False for a list none of whose paths was seen deleted
+        (delete = 'running' keeps a node's own directory a new file lands on)."""
         # Empty mount points keep their copy on the nodes: every run, whole
         # tree or list, leaves them alone (see kept.py).
-        opts = dataclasses.replace(self.config.rsync_options(phase), ssh=self._ssh_for(dest),
-                                   kept=tuple(sorted(kept)), stats=self._stats())
+        opts = self.config.rsync_options(phase)
+        if not force and opts.deletes.force:
+            opts = dataclasses.replace(opts, deletes=dataclasses.replace(opts.deletes,
+                                                                          force=False))
+        opts = dataclasses.replace(opts, ssh=self._ssh_for(dest), kept=tuple(sorted(kept)),
+                                   stats=self._stats())
         # Never read, never deleted on the node: what rsync cannot read, and
         # pseudo filesystems (proc...) mounted inside wpath since the start.
         mounted = self.special.left_out(self.config.wpath, self.config.excludes)
@@ -897,7 +907,8 @@ class Daemon:
         """What the old watcher read last, of the same tree: still to be sent (the
         new watcher saw only what came after it started)."""
         s = self.scheduler
-        actions = s.changed(events.paths, now, events.moves, events.temps, events.found) \
+        actions = s.changed(events.paths, now, events.moves, events.temps, events.found,
+                      events.deleted) \
             if events.paths or events.temps or events.found else []
         if events.overflowed:
             actions += s.overflowed(now)

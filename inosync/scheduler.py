@@ -325,20 +325,26 @@ class Scheduler:
 
     def changed(self, paths: Iterable[str], now: float, moves: list[Move] | None = None,
                 temps: Iterable[tuple[str, bool]] = (),
-                found: Iterable[tuple[str, float]] = ()) -> list[Action]:
+                found: Iterable[tuple[str, float]] = (),
+                deleted: Iterable[str] = ()) -> list[Action]:
         """The watcher saw these paths change (and these renames, in order):
         debounce them into one batch. The first change of a batch is news for
         the statusfile and systemd ("1 path waiting, sync in 10 s"). temps: the
         events of files of rsync's temporary shape, (path, gone), held back
         (temphold.py) unless a node may have them; found: such files a walk
-        found (with their ctimes), held as possibly sent."""
+        found (with their ctimes), held as possibly sent. deleted: the paths
+        among them seen deleted or renamed away (PathSet.deleted)."""
         was_empty = not self.collected
         paths = list(paths)
         if self.temps.held:  # a directory made where a held file was, say
             for path in paths:
                 self.temps.forget(path)
         self._hold_found(found, now)
-        paths += self._admit_temps(temps, now, paths)
+        temps = list(temps)
+        admitted = self._admit_temps(temps, now, paths)
+        paths += admitted
+        gone = {path for path, vanished in temps if vanished}
+        deleted = [*deleted, *(p for p in admitted if p in gone)]
         # A change of wpath itself (its mode or times) is listed as "." (wpath
         # itself, not recursed: batch.plan_run), not as a whole-tree sync: that
         # would delete nothing under delete = 'running', and on a relay, whose
@@ -347,6 +353,9 @@ class Scheduler:
         was_full = self.collected.full
         for path in paths:
             self.collected.add("." if path == ROOT else path)
+        for path in deleted:
+            if path != ROOT:
+                self.collected.add_deleted(path)
         self._deletions_lost(self.collected, was_full, "changed in one batch")
         if self.collected:  # these changes began after the read before the one that found them
             self.collected.note_since(self.drained_at if self.drained_at is not None else 0.0)
@@ -713,7 +722,8 @@ class Scheduler:
             self.started[node.dest] = self.run_number = self.run_number + 1
             self.left_out[node.dest] = frozenset(self.unreadable)
             self.ran_since_read = True  # it may read a temporary file made from now on
-            starts.append(StartRun(node.dest, node.begin(), tuple(sorted(self.unreadable)),
+            starts.append(StartRun(node.dest, node.begin(self.config.delete == "running"),
+                                   tuple(sorted(self.unreadable)),
                                    self.temps.rules()))
         return starts
 

@@ -205,6 +205,10 @@ class WatchEvents:
     # Such files found by a walk (a directory made or moved in, a rewatch, a
     # rescan), with their ctimes: a run may have read them before this read.
     found: list[tuple[str, float]] = field(default_factory=list)
+    # Paths seen deleted or renamed away (IN_DELETE, IN_MOVED_FROM), in paths
+    # too: under delete = 'running' only these may take a node's directory
+    # with all it holds (deletepolicy.py).
+    deleted: list[str] = field(default_factory=list)
 
 
 class Watcher:
@@ -247,6 +251,7 @@ class Watcher:
         self._dir_moved_from: dict[int, str] = {}  # the same for directories, all emasks
         self._moves: list[Move] = []
         self._temps: list[tuple[str, bool]] = []
+        self._deleted: list[str] = []
         # A rename is reported as one only if both its events mark paths changed.
         self._track_moves = IN_MOVED_FROM & self.sync_mask and IN_MOVED_TO & self.sync_mask
         # Reported by the next read(), then reset:
@@ -446,9 +451,9 @@ class Watcher:
             for event in parse_events(buf):
                 self._handle(*event, changed)
         events = WatchEvents(changed, self.overflowed, self.root_changed, self.take_unwatched(),
-                             self._moves, self._temps, self.take_found_temps())
+                             self._moves, self._temps, self.take_found_temps(), self._deleted)
         self.overflowed = self.root_changed = False
-        self._moves, self._temps = [], []
+        self._moves, self._temps, self._deleted = [], [], []
         self._moved_from.clear()  # a rename split across reads is sent as data, not replayed
         for old in self._dir_moved_from.values():
             self.drop_tree(old)  # it left the tree (or went where we do not watch)
@@ -510,6 +515,8 @@ class Watcher:
                 self._temps.append((path, bool(mask & (IN_DELETE | IN_MOVED_FROM))))
             else:
                 changed.append(path)
+                if mask & (IN_DELETE | IN_MOVED_FROM):
+                    self._deleted.append(path)
 
     def _pair_move(self, mask: int, cookie: int, path: str, is_dir: bool) -> None:
         """Pair IN_MOVED_FROM and IN_MOVED_TO by cookie: a rename within root.

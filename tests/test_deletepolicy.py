@@ -368,3 +368,74 @@ def test_a_gone_path_a_directory_exclude_would_protect_is_not_listed(tmp_path, k
         assert listed == ["app/sub", "app/sub/gone", "app/x"]
     else:  # app's deletion pass deletes a file app/cache, keeps the directory
         assert listed == ["app"]
+
+
+# ---------------------------------------------- 'running': --force for what was seen deleted
+
+
+def test_a_set_keeps_which_of_its_paths_were_seen_deleted():
+    s = PathSet()
+    s.add("new.txt")
+    s.add_deleted("gone")
+    other = PathSet()
+    other.add_deleted("also/gone")
+    s.update(other)
+    assert s.paths == {"new.txt", "gone", "also/gone"} and s.deleted == {"gone", "also/gone"}
+    first = s.take_deleted()
+    assert first.paths == first.deleted == {"gone", "also/gone"}
+    assert s.paths == {"new.txt"} and not s.deleted
+    s.requeue(first)  # failed: back, still seen deleted
+    assert s.deleted == {"gone", "also/gone"}
+    s.set_full()
+    assert not s.deleted
+
+
+def one_local(policy) -> Scheduler:
+    c = Config(path="/etc/inosync.conf", wpath="/srv/www", configured_wpath="/srv/www",
+               rnodes=("/srv/node/",), edelay=2.0, retry_min=1.0, retry_max=8.0,
+               delete=policy)
+    s = Scheduler(c)
+    s.begin(0.0)
+    s.run_ended("/srv/node/", 0, "", 1.0, 1001.0, 0.5, "full sync", full=True)
+    return s
+
+
+def started(actions) -> list[PathSet]:
+    return [a.batch for a in actions if isinstance(a, StartRun)]
+
+
+def test_running_sends_what_was_seen_deleted_in_a_run_of_its_own_first():
+    """Only that run may take a node's directory with all it holds (--force, in
+    Daemon.start): a new file whose name the node holds as a directory of its
+    own is sent in the other one, where rsync refuses to remove it."""
+    s = one_local("running")
+    s.changed(["uploads", "old", "old/x"], 10.0, deleted=["old", "old/x"])
+    (first,) = started(s.tick(12.0))
+    assert first.paths == {"old", "old/x"} and first.deleted == first.paths
+    (second,) = started(s.run_ended("/srv/node/", 0, "", 12.5, 1012.5, 0.1, "2 paths"))
+    assert second.paths == {"uploads"} and not second.deleted
+
+
+def test_running_retries_a_failed_deletion_run_as_one_still():
+    s = one_local("running")
+    s.changed(["uploads", "old"], 10.0, deleted=["old"])
+    (first,) = started(s.tick(12.0))
+    s.run_ended("/srv/node/", 12, "", 12.5, 1012.5, 0.1, "1 path")  # the link broke
+    (again,) = started(s.tick(14.0))
+    assert again.paths == {"old"} and again.deleted == {"old"}
+
+
+@pytest.mark.parametrize("policy", [True, "startup", False])
+def test_other_policies_send_one_run(policy):
+    s = one_local(policy)
+    s.changed(["uploads", "old"], 10.0, deleted=["old"])
+    (run,) = started(s.tick(12.0))
+    assert run.paths == {"uploads", "old"}
+
+
+def test_running_sends_a_batch_of_deletions_alone_in_one_run():
+    s = one_local("running")
+    s.changed(["old", "older"], 10.0, deleted=["old", "older"])
+    (run,) = started(s.tick(12.0))
+    assert run.paths == run.deleted == {"old", "older"}
+    assert not started(s.run_ended("/srv/node/", 0, "", 12.5, 1012.5, 0.1, "2 paths"))

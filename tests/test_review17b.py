@@ -25,8 +25,6 @@ def _node_only_dir(node: Path, name: str = "uploads") -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="review 17b finding 1, not fixed: 'running' list runs "
-                   "pass --force for every listed path, not only those seen deleted")
 def test_running_never_deletes_a_node_only_directory_a_new_file_lands_on(tmp_path,
                                                                         run_inosync):
     """delete = 'running' keeps what was never seen deleted. A file made on the

@@ -360,3 +360,30 @@ def test_progress_is_reported_while_a_tree_is_watched(tmp_path):
     finally:
         w.close()
     assert told == [256, 512, 768]
+
+
+def test_paths_seen_deleted_or_renamed_away_are_reported_as_such(watched, tmp_path):
+    """Under delete = 'running' only these may take a node's directory with all it
+    holds (PathSet.deleted): a removal, a rename's old name, a directory moved
+    out; never a path only made or written."""
+    w, root = watched
+    (root / "f").write_text("x")
+    (root / "g").write_text("y")
+    changes(w, "g")
+    (root / "f").unlink()
+    os.rename(root / "g", root / "h")
+    os.rename(root / "a" / "b", tmp_path / "out")  # a directory moved out of root
+    (root / "new").write_text("made")
+    (root / "marker").touch()
+    deleted: list[str] = []
+    paths: list[str] = []
+
+    def done() -> bool:
+        events = w.read()
+        paths.extend(events.paths)
+        deleted.extend(events.deleted)
+        return "marker" in paths
+
+    wait_until(done, 10, "event for 'marker'")
+    assert set(deleted) == {"f", "g", "a/b"}
+    assert set(deleted) <= set(paths)
