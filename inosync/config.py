@@ -477,27 +477,96 @@ def _layout_message(config: Config, setting: str, why: str) -> str:
 
 POPT_FILES = ("/etc/popt",)
 POPT_DIRS = ("/etc/popt.d",)
+POPT_MAX = 1 << 20  # bytes read of one popt file: no real one comes near
+# libpopt 1.19 reads each directory's "*" (no dot files) but these.
+_POPT_SKIPPED = (".rpmnew", ".rpmsave")
+FNM_EXTMATCH = 1 << 5  # glibc's fnmatch flag for @(..) +(..) and the like
 
 
 def popt_rsync_line() -> str | None:
     """"file:line" of a popt line for rsync (an alias or exec that adds options to
-    every run), or None. ~/.popt is out of reach: rsync runs with an empty HOME."""
+    every run), or None. ~/.popt is out of reach: rsync runs with an empty HOME.
+
+    Read as libpopt reads them: the files of each directory but dot files and
+    *.rpmnew, *.rpmsave; regular files only (a FIFO is never opened for
+    reading: it would block); "\\<newline>" joins lines; the first word is a
+    pattern matched against the program's name by fnmatch(3) with extended
+    patterns (libc's own, so that [^x], [[:alpha:]], \\s and @(..) mean what
+    popt takes them to mean; where libc cannot be asked, any pattern counts)."""
     names = list(POPT_FILES)
     for folder in POPT_DIRS:
         try:
-            names += sorted(os.path.join(folder, n) for n in os.listdir(folder))
+            names += sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                            if not n.startswith(".") and not n.endswith(_POPT_SKIPPED))
         except OSError:
             pass
     for name in names:
-        try:
-            with open(name, "rb") as f:
-                for number, line in enumerate(f, 1):
-                    words = line.split()[:1]  # popt matches it as a pattern, as fnmatch
-                    if words and fnmatch.fnmatchcase("rsync", os.fsdecode(words[0])):
-                        return f"{name}:{number}"
-        except OSError:
+        data = _popt_file(name)
+        if data is None:
             continue
+        logical, first = b"", 0
+        for number, line in enumerate(data.split(b"\n"), 1):
+            first = first or number
+            if line.endswith(b"\\"):  # continued on the next line
+                logical += line[:-1]
+                continue
+            words = (logical + line).split()[:1]
+            if words and _popt_names_rsync(words[0]):
+                return f"{name}:{first}"
+            logical, first = b"", 0
+        words = logical.split()[:1]  # the last line continued into the end of the file
+        if words and _popt_names_rsync(words[0]):
+            return f"{name}:{first}"
     return None
+
+
+def _popt_file(name: str) -> bytes | None:
+    """The contents of a regular file (opened without blocking), or None."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, POPT_MAX)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _popt_names_rsync(word: bytes) -> bool:
+    """Whether popt takes this first word of a line to name rsync."""
+    if word == b"rsync":
+        return True
+    if not any(c in word for c in b"*?[\\@+!("):
+        return False
+    if fnmatch.fnmatchcase("rsync", os.fsdecode(word)):
+        return True
+    libc = _libc_fnmatch()
+    if libc is None:
+        return True  # cannot tell: a pattern could name it
+    return libc(word, b"rsync", FNM_EXTMATCH) == 0
+
+
+_LIBC: list[Callable[[bytes, bytes, int], int] | None] = []
+
+
+def _libc_fnmatch() -> Callable[[bytes, bytes, int], int] | None:
+    """libc's fnmatch(3), the one libpopt calls; None where it cannot be loaded."""
+    if not _LIBC:
+        try:
+            import ctypes
+            import ctypes.util
+
+            fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").fnmatch
+            fn.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int)
+            fn.restype = ctypes.c_int
+            _LIBC.append(fn)
+        except (OSError, AttributeError):
+            _LIBC.append(None)
+    return _LIBC[0]
 
 
 def trust_problem(config: Config) -> tuple[str, str] | None:

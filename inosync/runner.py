@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import IO
 
+from . import config as configmod
 from . import leftovers, progress
 from .batch import RunPlan, plural
 from .paths import private_dir
@@ -300,6 +301,13 @@ class Runner:
         log.debug("%s: replay exited %d: %s", dest, rc, summary.strip()[-200:])
         child.stderr.seek(0)
         child.stderr.truncate()
+        popt = configmod.popt_rsync_line()  # made while the replay ran (Daemon.start)
+        if popt:
+            _close(child)
+            child.stderr.write(f"inosync: {popt}: this popt line (made since the start) gives "
+                               "rsync options inosync never sees; no run until it is "
+                               "removed\n".encode())
+            return 1  # rsync's "syntax or usage error": broken until someone acts
         log.debug("%s: running (%s): %s", dest, child.what, _show(argv, child.shown or {}))
         try:
             child.proc = _spawn(argv, child.stderr, keep_fd=child.source_fd, stdout=child.output)

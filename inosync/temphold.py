@@ -61,8 +61,14 @@ class TempHold:
         self.held: dict[str, Held] = {}
         # Let go: ordinary paths until they vanish, the newest limit of them (one
         # whose directory left the tree never says it vanished; one forgotten
-        # is held again at its next event: later, never lost). Oldest first.
+        # is held again at its next event: later, never lost, see forgot).
+        # Oldest first.
         self.released: dict[str, None] = {}
+        # Whether one was forgotten: one of them held again may be on the nodes
+        # (it went out when let go), so from then on every file held counts as
+        # possibly sent: its vanishing goes out as a deletion (a wasted one at
+        # worst), never lost.
+        self.forgot = False
         # Held files that vanished less than quiet ago -> (first, when gone): one
         # made again at that path keeps its first, so that a file removed and
         # written again all along still goes out at the cap.
@@ -91,7 +97,7 @@ class TempHold:
                 return True  # bounded memory: sent as any path
             first, gone_at = self.gone.pop(path, (now, now))
             self.held[path] = Held(first if now < gone_at + self.quiet else now, now, since,
-                                   exposed)
+                                   exposed or self.forgot)
         else:
             held.last = now
             held.exposed |= exposed  # (a walk finding it again after lost events)
@@ -119,6 +125,7 @@ class TempHold:
             self.released[path] = None
             if len(self.released) > self.limit:
                 del self.released[next(iter(self.released))]
+                self.forgot = True
         while self.gone:  # oldest first (in the order they vanished)
             path, (_, gone_at) = next(iter(self.gone.items()))
             if now < gone_at + self.quiet:

@@ -1,6 +1,6 @@
 """Review 21 (hostile) of a8230cf (no run while a popt line for rsync is there),
 dd3d9d5 (TempHold.released bounded to limit) and 7a71645 (metrics_file without
-fsync). Each test fails on the code reviewed (strict xfail).
+fsync). Each test failed on the code reviewed (then a strict xfail); fixed since.
 
 The popt cases were checked against the machine's rsync 3.5.0 with libpopt
 1.19 (Debian 1.19+dfsg-1) in a private mount namespace with an overlay on /etc
@@ -49,10 +49,6 @@ BYPASSES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="review21: popt_rsync_line matches with Python's "
-                   "fnmatch per physical line; libpopt uses glibc fnmatch (^ negation, "
-                   "[[:class:]], backslash escapes, FNM_EXTMATCH) after joining '\\' "
-                   "continuations: these lines give rsync --dry-run and are not seen")
 @pytest.mark.parametrize("line", BYPASSES.values(), ids=list(BYPASSES))
 def test_a_popt_line_rsync_obeys_is_found_whatever_its_spelling(monkeypatch, tmp_path, line):
     """Each of these made the machine's rsync a dry run (checked in a mount
@@ -66,9 +62,6 @@ def test_a_popt_line_rsync_obeys_is_found_whatever_its_spelling(monkeypatch, tmp
 SKIPPED = ("x.rpmnew", "x.rpmsave", ".hidden")
 
 
-@pytest.mark.xfail(strict=True, reason="review21: popt_rsync_line reads every name in "
-                   "popt.d; libpopt 1.19 skips dot files (glob *) and *.rpmnew/*.rpmsave: "
-                   "a line rsync never reads refuses the start and, since a8230cf, every run")
 @pytest.mark.parametrize("name", SKIPPED)
 def test_a_popt_file_rsync_never_reads_stops_nothing(monkeypatch, tmp_path, name):
     """An alias removed the rpm way (the package leaves NAME.rpmsave) or put aside as
@@ -79,9 +72,6 @@ def test_a_popt_file_rsync_never_reads_stops_nothing(monkeypatch, tmp_path, name
     assert configmod.popt_rsync_line() is None
 
 
-@pytest.mark.xfail(strict=True, reason="review21: popt_rsync_line open()s a FIFO in popt.d "
-                   "and blocks for ever (libpopt reads regular files only): the loop hangs "
-                   "in Daemon.start, with no run, no event read, no log")
 def test_a_fifo_in_popt_d_does_not_hang_the_check(tmp_path):
     folder = tmp_path / "popt.d"
     folder.mkdir()
@@ -97,9 +87,6 @@ def test_a_fifo_in_popt_d_does_not_hang_the_check(tmp_path):
     assert done.returncode == 0 and done.stdout.strip() == "None", done
 
 
-@pytest.mark.xfail(strict=True, reason="review21: the popt check is made in Daemon.start, "
-                   "before the move replay; the rsync after the replay (Runner._replayed, "
-                   "seconds to minutes later over ssh) starts with no check")
 def test_no_rsync_starts_after_a_replay_once_a_popt_line_is_there(monkeypatch, tmp_path):
     """A line made while the replay runs (replay.timeout may be long) turns the run
     that follows into a dry run, which reports success: the renames were replayed,
@@ -121,10 +108,6 @@ def test_no_rsync_starts_after_a_replay_once_a_popt_line_is_there(monkeypatch, t
     assert not seen.exists(), "rsync ran under the popt line"
 
 
-@pytest.mark.xfail(strict=True, reason="review21: dd3d9d5 forgets the oldest released "
-                   "file; one forgotten is held again with exposed=False (the node got it "
-                   "when it was let go), so its deletion is never sent: a stale file on "
-                   "the node, not 'a delay, never a loss'")
 def test_a_released_file_forgotten_then_removed_is_deleted_on_the_nodes():
     hold = TempHold(limit=1)
     old = "d/.f.AAAAAA"
