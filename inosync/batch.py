@@ -50,10 +50,11 @@ class PathSet:
     the need for a whole-tree sync arose), for the lag metric (metrics.py);
     None when it holds no change known as such (a periodic resync).
 
-    ``deleted``: the paths among them seen deleted or renamed away (the
-    watcher's IN_DELETE, IN_MOVED_FROM). Under delete = 'running' only these
-    may take a node's directory with all it holds (``--force``): they go in a
-    run of their own first (take_deleted).
+    ``deleted``: the directories among them seen deleted or renamed away
+    (the watcher's IN_DELETE, IN_MOVED_FROM). Under delete = 'running' a run
+    passes ``--force`` (a directory goes with all it holds) only when its
+    batch has one: a new file where a node holds a directory of its own is
+    then refused, as plain rsync without --delete refuses it.
     """
 
     __slots__ = ("paths", "full", "limit", "moves", "moves_dropped", "checksum", "start",
@@ -95,7 +96,7 @@ class PathSet:
             self.set_full()
 
     def add_deleted(self, path: str) -> None:
-        """A path seen deleted (or renamed away): a changed path that is also one."""
+        """A directory seen deleted (or renamed away): a changed path that is also one."""
         self.add(path)
         if not self.full:
             self.deleted.add(path)
@@ -168,16 +169,6 @@ class PathSet:
         self.paths, self.full, self.moves = set(), False, []
         self.moves_dropped = self.checksum = self.start = False
         self.since = self.seen = None
-        self.deleted = set()
-        return taken
-
-    def take_deleted(self) -> PathSet:
-        """Only the paths seen deleted, as a set of their own (with this set's since,
-        seen and checksum: no bound moves on for them); the rest stays."""
-        taken = PathSet(self.limit)
-        taken.paths, taken.deleted = set(self.deleted), self.deleted
-        taken.checksum, taken.since, taken.seen = self.checksum, self.since, self.seen
-        self.paths -= self.deleted
         self.deleted = set()
         return taken
 

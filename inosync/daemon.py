@@ -700,7 +700,7 @@ class Daemon:
                   phase: deletepolicy.Phase = deletepolicy.Phase.START, force: bool = True
                   ) -> Callable[[RunPlan, str | None, str | None], list[str]]:
         """force: the run may take a directory with all it holds where its policy
-        says so (--force); False for a list none of whose paths was seen deleted
+        says so (--force); False for a list with no directory seen deleted
         (delete = 'running' keeps a node's own directory a new file lands on)."""
         # Empty mount points keep their copy on the nodes: every run, whole
         # tree or list, leaves them alone (see kept.py).

@@ -75,15 +75,9 @@ class Node:
             return None
         return self.full_synced_at + interval
 
-    def begin(self, deleted_first: bool = False) -> PathSet:
-        """Move everything pending into flight and mark the node running.
-        deleted_first: the paths seen deleted alone, if there are any among
-        others (delete = 'running': only their run may remove a directory
-        with all it holds); the others are the next run."""
-        pending = self.pending
-        split = deleted_first and not pending.full and pending.deleted \
-            and pending.paths != pending.deleted
-        self.inflight = pending.take_deleted() if split else pending.take()
+    def begin(self) -> PathSet:
+        """Move everything pending into flight and mark the node running."""
+        self.inflight = self.pending.take()
         self.state = State.RUNNING
         self.runs += 1
         return self.inflight

@@ -333,18 +333,14 @@ class Scheduler:
         events of files of rsync's temporary shape, (path, gone), held back
         (temphold.py) unless a node may have them; found: such files a walk
         found (with their ctimes), held as possibly sent. deleted: the paths
-        among them seen deleted or renamed away (PathSet.deleted)."""
+        directories among them seen deleted or renamed away (PathSet.deleted)."""
         was_empty = not self.collected
         paths = list(paths)
         if self.temps.held:  # a directory made where a held file was, say
             for path in paths:
                 self.temps.forget(path)
         self._hold_found(found, now)
-        temps = list(temps)
-        admitted = self._admit_temps(temps, now, paths)
-        paths += admitted
-        gone = {path for path, vanished in temps if vanished}
-        deleted = [*deleted, *(p for p in admitted if p in gone)]
+        paths += self._admit_temps(temps, now, paths)
         # A change of wpath itself (its mode or times) is listed as "." (wpath
         # itself, not recursed: batch.plan_run), not as a whole-tree sync: that
         # would delete nothing under delete = 'running', and on a relay, whose
@@ -722,8 +718,7 @@ class Scheduler:
             self.started[node.dest] = self.run_number = self.run_number + 1
             self.left_out[node.dest] = frozenset(self.unreadable)
             self.ran_since_read = True  # it may read a temporary file made from now on
-            starts.append(StartRun(node.dest, node.begin(self.config.delete == "running"),
-                                   tuple(sorted(self.unreadable)),
+            starts.append(StartRun(node.dest, node.begin(), tuple(sorted(self.unreadable)),
                                    self.temps.rules()))
         return starts
 

@@ -205,9 +205,10 @@ class WatchEvents:
     # Such files found by a walk (a directory made or moved in, a rewatch, a
     # rescan), with their ctimes: a run may have read them before this read.
     found: list[tuple[str, float]] = field(default_factory=list)
-    # Paths seen deleted or renamed away (IN_DELETE, IN_MOVED_FROM), in paths
-    # too: under delete = 'running' only these may take a node's directory
-    # with all it holds (deletepolicy.py).
+    # Directories seen deleted or renamed away (IN_DELETE, IN_MOVED_FROM with
+    # IN_ISDIR), in paths too: under delete = 'running' a run may take a
+    # node's directory with all it holds only when its batch has one
+    # (deletepolicy.py). A file's deletion never needs that.
     deleted: list[str] = field(default_factory=list)
 
 
@@ -515,7 +516,7 @@ class Watcher:
                 self._temps.append((path, bool(mask & (IN_DELETE | IN_MOVED_FROM))))
             else:
                 changed.append(path)
-                if mask & (IN_DELETE | IN_MOVED_FROM):
+                if is_dir and mask & (IN_DELETE | IN_MOVED_FROM):
                     self._deleted.append(path)
 
     def _pair_move(self, mask: int, cookie: int, path: str, is_dir: bool) -> None:

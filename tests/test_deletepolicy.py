@@ -373,7 +373,7 @@ def test_a_gone_path_a_directory_exclude_would_protect_is_not_listed(tmp_path, k
 # ---------------------------------------------- 'running': --force for what was seen deleted
 
 
-def test_a_set_keeps_which_of_its_paths_were_seen_deleted():
+def test_a_set_keeps_which_of_its_paths_were_directories_seen_deleted():
     s = PathSet()
     s.add("new.txt")
     s.add_deleted("gone")
@@ -381,10 +381,9 @@ def test_a_set_keeps_which_of_its_paths_were_seen_deleted():
     other.add_deleted("also/gone")
     s.update(other)
     assert s.paths == {"new.txt", "gone", "also/gone"} and s.deleted == {"gone", "also/gone"}
-    first = s.take_deleted()
-    assert first.paths == first.deleted == {"gone", "also/gone"}
-    assert s.paths == {"new.txt"} and not s.deleted
-    s.requeue(first)  # failed: back, still seen deleted
+    taken = s.take()
+    assert taken.deleted == {"gone", "also/gone"} and not s.deleted
+    s.requeue(taken)  # failed: back, still seen deleted
     assert s.deleted == {"gone", "also/gone"}
     s.set_full()
     assert not s.deleted
@@ -404,25 +403,28 @@ def started(actions) -> list[PathSet]:
     return [a.batch for a in actions if isinstance(a, StartRun)]
 
 
-def test_running_sends_what_was_seen_deleted_in_a_run_of_its_own_first():
-    """Only that run may take a node's directory with all it holds (--force, in
-    Daemon.start): a new file whose name the node holds as a directory of its
-    own is sent in the other one, where rsync refuses to remove it."""
+def test_running_says_which_runs_may_take_a_directory_with_all_it_holds():
+    """The batch of a run says whether a directory was seen deleted in it: only
+    then does Daemon.start pass --force (deletepolicy), so a new file whose name
+    the node holds as a directory of its own is refused, as plain rsync without
+    --delete refuses it. One run per batch, as under every policy."""
     s = one_local("running")
-    s.changed(["uploads", "old", "old/x"], 10.0, deleted=["old", "old/x"])
-    (first,) = started(s.tick(12.0))
-    assert first.paths == {"old", "old/x"} and first.deleted == first.paths
-    (second,) = started(s.run_ended("/srv/node/", 0, "", 12.5, 1012.5, 0.1, "2 paths"))
-    assert second.paths == {"uploads"} and not second.deleted
+    s.changed(["uploads"], 10.0)
+    (run,) = started(s.tick(12.0))
+    assert run.paths == {"uploads"} and not run.deleted
+    s.run_ended("/srv/node/", 0, "", 12.5, 1012.5, 0.1, "1 path")
+    s.changed(["uploads2", "old"], 20.0, deleted=["old"])
+    (run,) = started(s.tick(22.0))
+    assert run.paths == {"uploads2", "old"} and run.deleted == {"old"}
 
 
-def test_running_retries_a_failed_deletion_run_as_one_still():
+def test_running_retries_a_failed_run_with_its_directories_seen_deleted():
     s = one_local("running")
     s.changed(["uploads", "old"], 10.0, deleted=["old"])
-    (first,) = started(s.tick(12.0))
-    s.run_ended("/srv/node/", 12, "", 12.5, 1012.5, 0.1, "1 path")  # the link broke
+    started(s.tick(12.0))
+    s.run_ended("/srv/node/", 12, "", 12.5, 1012.5, 0.1, "2 paths")  # the link broke
     (again,) = started(s.tick(14.0))
-    assert again.paths == {"old"} and again.deleted == {"old"}
+    assert again.paths == {"uploads", "old"} and again.deleted == {"old"}
 
 
 @pytest.mark.parametrize("policy", [True, "startup", False])
@@ -431,11 +433,3 @@ def test_other_policies_send_one_run(policy):
     s.changed(["uploads", "old"], 10.0, deleted=["old"])
     (run,) = started(s.tick(12.0))
     assert run.paths == {"uploads", "old"}
-
-
-def test_running_sends_a_batch_of_deletions_alone_in_one_run():
-    s = one_local("running")
-    s.changed(["old", "older"], 10.0, deleted=["old", "older"])
-    (run,) = started(s.tick(12.0))
-    assert run.paths == run.deleted == {"old", "older"}
-    assert not started(s.run_ended("/srv/node/", 0, "", 12.5, 1012.5, 0.1, "2 paths"))

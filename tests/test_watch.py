@@ -362,16 +362,19 @@ def test_progress_is_reported_while_a_tree_is_watched(tmp_path):
     assert told == [256, 512, 768]
 
 
-def test_paths_seen_deleted_or_renamed_away_are_reported_as_such(watched, tmp_path):
-    """Under delete = 'running' only these may take a node's directory with all it
-    holds (PathSet.deleted): a removal, a rename's old name, a directory moved
-    out; never a path only made or written."""
+def test_directories_seen_deleted_or_renamed_away_are_reported_as_such(watched, tmp_path):
+    """Under delete = 'running' a run may take a node's directory with all it
+    holds (--force) only when its batch has one of these (PathSet.deleted): a
+    directory removed, renamed away or moved out; never a file (removing a file
+    never needs --force), nor a path only made or written."""
     w, root = watched
     (root / "f").write_text("x")
-    (root / "g").write_text("y")
-    changes(w, "g")
+    (root / "d").mkdir()
+    (root / "e").mkdir()
+    changes(w, "e")
     (root / "f").unlink()
-    os.rename(root / "g", root / "h")
+    (root / "d").rmdir()
+    os.rename(root / "e", root / "e2")
     os.rename(root / "a" / "b", tmp_path / "out")  # a directory moved out of root
     (root / "new").write_text("made")
     (root / "marker").touch()
@@ -385,5 +388,5 @@ def test_paths_seen_deleted_or_renamed_away_are_reported_as_such(watched, tmp_pa
         return "marker" in paths
 
     wait_until(done, 10, "event for 'marker'")
-    assert set(deleted) == {"f", "g", "a/b"}
+    assert set(deleted) == {"d", "e", "a/b"}
     assert set(deleted) <= set(paths)
