@@ -206,6 +206,17 @@ def is_real_dir(path: str) -> bool:
         return False
 
 
+def may_force(batch: PathSet, listed: Iterable[str], root: str) -> bool:
+    """Whether a list run under delete = 'running' may take a node's directory
+    with all it holds (--force): a directory was seen deleted in its batch, or
+    a listed path stands for changes below a directory that is gone or now a
+    file (sendable: its children's deletions were read before its own)."""
+    if batch.deleted:
+        return True
+    return any(p not in batch.paths and p != "." and not is_real_dir(os.path.join(root, p))
+               for p in listed)
+
+
 def sendable(path: str, parent_is_dir: Callable[[str], bool]) -> str:
     """The path rsync can be given for a change at ``path``.
 

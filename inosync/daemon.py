@@ -33,7 +33,16 @@ from . import checkpoint as checkpointmod
 from . import config as configmod
 from . import metrics as metricsmod
 from . import replay as replaymod
-from .batch import PathSet, RunPlan, collapse, files_list, full_sync_above, plan_run, plural
+from .batch import (
+    PathSet,
+    RunPlan,
+    collapse,
+    files_list,
+    full_sync_above,
+    may_force,
+    plan_run,
+    plural,
+)
 from .check import preflight
 from .checkpoint import CheckpointError, Here, Record
 from .confdiff import changes
@@ -648,7 +657,7 @@ class Daemon:
             action.dest, plan,
             self._argv_for(action.dest, f"/proc/self/fd/{source}", progress, checksum,
                            (*action.leave_out, *action.held), kept, phase,
-                           force=bool(batch.deleted)),
+                           force=may_force(batch, listed, c.wpath)),
             replay, (source, c.wpath), progress, self._stats())
         if failed is None:
             return []

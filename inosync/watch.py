@@ -249,7 +249,11 @@ class Watcher:
         self.found_temps: list[tuple[str, float]] = []
         self.ancestor_names: dict[int, set[str]] = {}  # wd of a directory above root
         self._moved_from: dict[int, str] = {}  # cookie -> old path, until its IN_MOVED_TO
-        self._dir_moved_from: dict[int, str] = {}  # the same for directories, all emasks
+        # The same for directories, all emasks: cookie -> (path, the watches on it
+        # and below, by path). Taken out of wd_of at once (a directory made at
+        # once under that name gets its own), kept in path_of until we know
+        # where it went: renamed within the tree, or dropped at the read's end.
+        self._dir_moved_from: dict[int, tuple[str, dict[str, int]]] = {}
         self._moves: list[Move] = []
         self._temps: list[tuple[str, bool]] = []
         self._deleted: list[str] = []
@@ -328,6 +332,7 @@ class Watcher:
         self._dir_moved_from.clear()
         self._moves = []
         self._temps = []
+        self._deleted = []
         if root is not None:
             self.root = root
             self.kept.clear()  # they were in the old tree
@@ -408,35 +413,43 @@ class Watcher:
                 log.warning("cannot watch %s: %s", path, e.strerror)
             return False
         old = self.path_of.get(wd)
-        if old is not None and old != rel:
-            self.wd_of.pop(old, None)  # same inode seen under a new name
+        if old is not None and old != rel and self.wd_of.get(old) == wd:
+            del self.wd_of[old]  # same inode seen under a new name
         self.path_of[wd] = rel
         self.wd_of[rel] = wd
         return True
 
-    def rename_tree(self, old: str, new: str) -> None:
-        """The watched directory old (and all below) is now called new.
+    def _detach(self, top: str) -> dict[str, int]:
+        """The watches on top and below, by path, taken out of wd_of: the path is
+        free for a directory made there now (path_of still names them)."""
+        prefix = top + "/"
+        return {rel: self.wd_of.pop(rel)
+                for rel in [p for p in self.wd_of if p == top or p.startswith(prefix)]}
+
+    def rename_tree(self, old: str, new: str, wds: dict[str, int]) -> None:
+        """The watched directory old (and all below: wds, detached when it moved
+        away) is now called new.
 
         Events already queued on its watches (renames into it, say) then
         carry the new paths. add_tree(new) follows anyway, for directories
         that the excludes hid under the old name but not under the new one.
         """
         prefix = old + "/"
-        for rel in [p for p in self.wd_of if p == old or p.startswith(prefix)]:
-            wd = self.wd_of.pop(rel)
+        for rel, wd in wds.items():
             moved = new + rel[len(old):]
             self.wd_of[moved] = wd
             self.path_of[wd] = moved
         self.unwatched = {new + p[len(old):] if p == old or p.startswith(prefix) else p
                           for p in self.unwatched}
 
-    def drop_tree(self, top: str) -> None:
-        """Forget the watches on top and below (it left this place)."""
+    def drop_tree(self, top: str, wds: dict[str, int]) -> None:
+        """Forget these watches, of top and below (it left this place), but any
+        that was seen again since under another name (moved back in)."""
         prefix = top + "/"
-        for rel in [p for p in self.wd_of if p == top or p.startswith(prefix)]:
-            wd = self.wd_of.pop(rel)
-            del self.path_of[wd]
-            self._wm.unwatch(wd)
+        for rel, wd in wds.items():
+            if self.path_of.get(wd) == rel:
+                del self.path_of[wd]
+                self._wm.unwatch(wd)
         self.unwatched = {p for p in self.unwatched if not (p == top or p.startswith(prefix))}
 
     def read(self) -> WatchEvents:
@@ -456,8 +469,8 @@ class Watcher:
         self.overflowed = self.root_changed = False
         self._moves, self._temps, self._deleted = [], [], []
         self._moved_from.clear()  # a rename split across reads is sent as data, not replayed
-        for old in self._dir_moved_from.values():
-            self.drop_tree(old)  # it left the tree (or went where we do not watch)
+        for old, wds in self._dir_moved_from.values():
+            self.drop_tree(old, wds)  # it left the tree (or went where we do not watch)
         self._dir_moved_from.clear()
         return events
 
@@ -503,10 +516,10 @@ class Watcher:
         if is_dir and mask & IN_MOVED_FROM:
             # Its watches stay until we know where it went: a rename within
             # the tree keeps them (renamed), one out of it drops them.
-            self._dir_moved_from[cookie] = path
+            self._dir_moved_from[cookie] = (path, self._detach(path))
         old_dir = self._dir_moved_from.pop(cookie, None) if is_dir and mask & IN_MOVED_TO else None
         if old_dir is not None:
-            self.rename_tree(old_dir, path)
+            self.rename_tree(old_dir[0], path, old_dir[1])
         if is_dir and mask & (IN_CREATE | IN_MOVED_TO):
             # Files made before the new watches existed produce no events;
             # syncing the directory itself (recursively) covers them.

@@ -15,7 +15,7 @@ from helpers import wait_until, write_config
 from test_deletepolicy import one_local, started
 from test_review22 import RMDIR_FAILED
 
-from inosync.batch import PathSet, files_list
+from inosync.batch import PathSet, files_list, may_force
 from inosync.excludes import Excludes
 from inosync.watch import Watcher
 
@@ -38,13 +38,11 @@ def _read_until(w: Watcher, marker: str) -> list[str]:
 # ------------------------------------------------------- finding 1 (older, any policy)
 
 
-@pytest.mark.xfail(strict=True, reason="review 23 finding 1 (older than 7c06628, any "
-                   "policy): a directory moved out of the tree and made again under its "
-                   "name in the same read loses the new directory's watch (read() drops "
-                   "the moved-out tree by path, after add_tree gave the path a new wd): "
-                   "nothing written in it afterwards is seen, and the moved-away "
-                   "directory's writes are reported as paths of the tree")
 def test_a_directory_moved_out_and_made_again_in_one_read_stays_watched(tmp_path):
+    """Finding 1 (older, any policy): read() dropped the moved-out tree by path,
+    after add_tree had given that path the new directory's watch: nothing written
+    in it was seen, and the moved-away copy's writes came as paths of the tree.
+    The moved-out watches are now detached at once and dropped by descriptor."""
     root, away = tmp_path / "root", tmp_path / "away"
     (root / "d" / "sub").mkdir(parents=True)
     away.mkdir()
@@ -67,9 +65,9 @@ def test_a_directory_moved_out_and_made_again_in_one_read_stays_watched(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="review 23 finding 1, end to end: the file written "
-                   "in the directory made again never reaches the node")
 def test_a_directory_moved_out_and_made_again_replicates_later_writes(tmp_path, run_inosync):
+    """Finding 1, end to end: the file written in the directory made again never
+    reached the node."""
     src, node, away = tmp_path / "src", tmp_path / "node", tmp_path / "away"
     (src / "d").mkdir(parents=True)
     (src / "d" / "old").write_text("old\n")
@@ -92,6 +90,29 @@ def test_a_directory_moved_out_and_made_again_replicates_later_writes(tmp_path, 
     time.sleep(1.0)
     assert (node / "d" / "new").is_file(), d.log()
     d.stop()
+
+
+def test_a_directory_moved_out_made_again_and_moved_back_under_another_name(tmp_path):
+    """The same inode back in under another name in the same read keeps its watch
+    (inotify gives it the same descriptor), and the new directory keeps its own."""
+    root, away = tmp_path / "root", tmp_path / "away"
+    (root / "d").mkdir(parents=True)
+    away.mkdir()
+    w = Watcher(str(root), EMASK, Excludes(()))
+    w.start()
+    try:
+        (root / "d").rename(away / "d")
+        (root / "d").mkdir()
+        (away / "d").rename(root / "d2")
+        time.sleep(0.1)
+        w.read()
+        (root / "d" / "new").write_text("n\n")
+        (root / "d2" / "back").write_text("b\n")
+        (root / "marker").write_text("m\n")
+        seen = _read_until(w, "marker")
+        assert "d/new" in seen and "d2/back" in seen, seen
+    finally:
+        w.close()
 
 
 # ------------------------------------------------------- finding 2: --force for good
@@ -126,12 +147,10 @@ def test_running_a_refused_directory_deletion_does_not_force_every_later_batch()
 # ------------------------------------------------ finding 3: a directory gone, unread yet
 
 
-@pytest.mark.xfail(strict=True, reason="review 23 finding 3: the children's deletions of "
-                   "a directory read before its own IN_DELETE (an edelay boundary in an "
-                   "rm -r) are listed as the directory (sendable), now gone or a file, in "
-                   "a run without --force: a file there fails the run (exit 23, the node "
-                   "counted failing until the next batch), a gone one is silently kept")
 def test_running_a_path_listed_for_a_gone_directory_is_forced(tmp_path):
+    """Finding 3: the children's deletions of a directory read before its own
+    IN_DELETE (an edelay boundary in an rm -r) are listed as the directory, now
+    gone or a file, in a run that had no --force: a file there failed the run."""
     root = tmp_path / "root"
     root.mkdir()
     (root / "d").write_text("rm -r d; echo > d: the file that replaced the directory\n")
@@ -140,6 +159,7 @@ def test_running_a_path_listed_for_a_gone_directory_is_forced(tmp_path):
         batch.add(child)
     listed = files_list(batch.paths, str(root), Excludes(()), keep_gone=True)
     assert listed == ["d"]  # the directory's name, now a file
-    # Daemon.start passes --force only for bool(batch.deleted)
-    assert batch.deleted, "a run listing a directory gone from the source has no --force"
+    assert may_force(batch, listed, str(root)), \
+        "a run listing a directory gone from the source has no --force"
+    assert not may_force(batch, ["d/a", "d/b"], str(tmp_path))  # listed as they are: no
 
