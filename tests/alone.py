@@ -1,7 +1,8 @@
 """One test run's readers-writer lock. Under pytest-xdist (tests/run uses -n 3)
 the workers run tests side by side, and a few tests change what every process
-on the machine shares (the inotify watch limit, packages installed with
-apt-get) or hold a copy of it (a mount namespace keeps every
+on the machine shares (packages installed with apt-get; a lowered inotify
+watch limit is a user namespace's own now: helpers.own_watch_limit) or hold a
+copy of it (a mount namespace keeps every
 filesystem mounted at its start alive, and another test's umount then sends
 no IN_UNMOUNT), or wait for an IN_UNMOUNT (seen to fail beside the
 test_faults.py tests, cause not found). Every test holds the lock shared from

@@ -39,8 +39,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def run_inosync(tmp_path: Path) -> Iterator[Callable[..., Inosync]]:
     started: list[Inosync] = []
 
-    def start(config: Path | None, *args: str, env: dict[str, str] | None = None) -> Inosync:
-        d = Inosync(config, args, tmp_path, env)
+    def start(config: Path | None, *args: str, env: dict[str, str] | None = None,
+              wrap: tuple[str, ...] = ()) -> Inosync:
+        d = Inosync(config, args, tmp_path, env, wrap)
         started.append(d)
         return d
 

@@ -103,6 +103,28 @@ def inotify_watches(pid: int | str = "[0-9]*") -> int:
     return count
 
 
+# A user namespace's own limit of inotify watches (ucounts): lowered in one made
+# for a test, it binds the processes in it and no other (the machine's
+# fs.inotify.max_user_watches binds every process of root's: other tests'
+# daemons, other test runs on the machine).
+NS_WATCHES = "/proc/sys/user/max_inotify_watches"
+_IN_NS = 'if [ -n "$1" ]; then echo "$1" > {0} || exit 97; fi; shift; exec "$@"'
+
+
+def own_watch_limit(limit: int | None = None) -> tuple[str, ...]:
+    """A command prefix (Inosync's wrap) that runs the rest as root in a user
+    namespace of its own, with that limit of watches if one is given (exit
+    97: the namespace or its limit could not be made)."""
+    return ("unshare", "-U", "-r", "sh", "-c", _IN_NS.format(NS_WATCHES), "sh",
+            "" if limit is None else str(limit))
+
+
+def set_own_watch_limit(pid: int, limit: int) -> None:
+    """Set the watch limit of the user namespace pid runs in (own_watch_limit)."""
+    subprocess.run(["nsenter", "-U", "-t", str(pid), "sh", "-c", f"echo {limit} > {NS_WATCHES}"],
+                   check=True, timeout=10)
+
+
 def watches_above(wpath: Path) -> int:
     """The watches inosync keeps on the directories above wpath (to see it swapped)."""
     return len(Path(wpath).resolve().parents)

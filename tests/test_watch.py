@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyinotify
 import pytest
-from helpers import ROOT, wait_until
+from helpers import ROOT, own_watch_limit, wait_until
 
 from inosync.excludes import Excludes
 from inosync.replay import Move
@@ -19,7 +19,6 @@ from inosync.watch import (
     IN_CREATE,
     IN_ISDIR,
     Watcher,
-    WatchLimitError,
     parse_events,
 )
 
@@ -182,22 +181,23 @@ def test_pyproject_declares_pyasyncore_for_312():
 
 
 def test_watch_limit_raises_at_start(tmp_path):
-    """A tiny watch limit for a moment (root only), restored right after."""
+    """A watch limit of 5 in a user namespace of the test's own: the machine's
+    limit (lowered here before) binds every process of root's, other tests'
+    daemons and other test runs' too."""
     root = tmp_path / "root"
     for i in range(20):
         (root / f"d{i}").mkdir(parents=True)
-    limit = Path("/proc/sys/fs/inotify/max_user_watches")
-    if os.geteuid() != 0:
-        pytest.skip("lowering fs.inotify.max_user_watches needs root")
-    old = limit.read_text()
-    try:
-        limit.write_text("5\n")
-        w = Watcher(str(root), EMASK, Excludes(()))
-        with pytest.raises(WatchLimitError):
-            w.start()
-        w.close()
-    finally:
-        limit.write_text(old)
+    code = ("import sys; from inosync.excludes import Excludes; "
+            "from inosync.watch import Watcher, WatchLimitError\n"
+            "w = Watcher(sys.argv[1], sys.argv[2:], Excludes(()))\n"
+            "try:\n    w.start()\nexcept WatchLimitError:\n    sys.exit(0)\n"
+            "sys.exit(3)\n")
+    done = subprocess.run([*own_watch_limit(5), sys.executable, "-c", code, str(root),
+                           *EMASK], capture_output=True, text=True, timeout=30,
+                          cwd=Path(__file__).resolve().parent.parent)
+    if done.returncode == 97:
+        pytest.skip(f"no user namespace with a watch limit of its own here: {done.stderr}")
+    assert done.returncode == 0, (done.returncode, done.stderr)
 
 
 # ---------------------------------------------------------------- renames, for replay
