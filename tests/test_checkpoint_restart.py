@@ -275,7 +275,9 @@ def log_time(line: str) -> float:
 
 def test_the_periodic_resync_counts_from_the_recorded_full_sync(tree, run_inosync):
     """Not from the start (a restart every few hours would never resync), nor at
-    once (a start from the checkpoint would cost a full sync after all)."""
+    once (a start from the checkpoint would cost a full sync after all). A file
+    planted on the nodes while stopped, in a directory that did not change,
+    survives the start and goes with that periodic full sync."""
     src, nodes = tree["src"], tree["nodes"]
     interval = 12.0
     status = tree["dir"] / "status.json"
@@ -284,6 +286,7 @@ def test_the_periodic_resync_counts_from_the_recorded_full_sync(tree, run_inosyn
                         resync_interval=interval, statusfile=str(status))
     first_run(run_inosync, conf, src, nodes)
     last_full = json.loads(records(conf)[0].read_text())["last_full"]
+    plant(nodes, "docs/old/planted.txt")  # while stopped, in a directory nothing changes
     d = run_inosync(conf, "-v")
     start_line(d, nodes, "starting from its checkpoint")
     (src / "poke.txt").write_text("a run, and so a statusfile written since the start")
@@ -294,7 +297,9 @@ def test_the_periodic_resync_counts_from_the_recorded_full_sync(tree, run_inosyn
 
     wait_until(lambda: None not in recorded(), 10, "the statusfile")
     assert recorded() == pytest.approx([last_full] * 2, abs=0.5)
+    assert all((n / "docs/old/planted.txt").exists() for n in nodes)  # no full sync ran
     d.wait_log("periodic full sync", count=len(nodes), timeout=30)
+    wait_converged(src, nodes)  # the periodic one removes it
     lines = [line for line in d.log().splitlines() if "periodic full sync" in line]
     for line in lines:  # the log's time is the wall clock's, to the millisecond
         assert last_full + interval - 0.5 <= log_time(line) <= last_full + interval + 4, (
