@@ -217,29 +217,27 @@ def test_random_changes_while_stopped_arrive_after_each_restart(tree, run_inosyn
                         retry_max=2)
     ops = RandomOps(src / "site", seed, same_size=seed % 2 == 1)
     time.sleep(MARGIN + 0.5)  # wpath's own ctime: older than any checkpoint's margin
-    d = run_inosync(conf, "-v")
-    for round_ in range(3):
-        wait_converged(src, nodes)
-        drive(ops, 30)  # while it runs
+    def converged_or_say(d: Inosync, when: str) -> None:
+        """Equal within 60 s, or fail with the last operations and the log."""
         try:
             wait_converged(src, nodes, timeout=60)
         except AssertionError as e:
             d.stop()
             last = "\n  ".join(ops.history[-40:])
-            raise AssertionError(f"seed {seed}, round {round_}, while running: {e}\n"
-                                 f"last operations:\n  {last}\n{d.log()[-6000:]}") from None
+            raise AssertionError(f"seed {seed}, {when}: {e}\nlast operations:\n  {last}\n"
+                                 f"{d.log()[-6000:]}") from None
+
+    d = run_inosync(conf, "-v")
+    for round_ in range(3):
+        wait_converged(src, nodes)
+        drive(ops, 30)  # while it runs
+        converged_or_say(d, f"round {round_}, while running")
         assert d.stop() == 0, d.log()[-3000:]
         for _ in range(40):  # while it is stopped
             ops.step()
         d = run_inosync(conf, "-v")
         start_line(d, nodes, "starting from its checkpoint")
-        try:
-            wait_converged(src, nodes, timeout=60)
-        except AssertionError as e:
-            d.stop()
-            last = "\n  ".join(ops.history[-40:])
-            raise AssertionError(f"seed {seed}, round {round_}: {e}\nlast operations:\n"
-                                 f"  {last}\n{d.log()[-3000:]}") from None
+        converged_or_say(d, f"round {round_}, after the restart")
         assert "synced full sync" not in d.log()
     assert d.stop() == 0
 

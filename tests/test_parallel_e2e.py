@@ -159,22 +159,31 @@ def test_term_during_hanging_start_up_checks_stops_at_once_with_the_stop_line(
     assert "not confirmed: inosync is stopping" in d.log()
 
 
-def test_nodes_on_one_ssh_host_open_one_connection_at_their_turn(
-        tmp_path: Path, run_inosync: Callable[..., Inosync], sshd):
-    """Eight directories on one host, all due at the start: the bucket gives their
-    host one turn, so one new connection should reach it, not eight at once (sshd's
-    MaxStartups 10:30:100 drops beyond ten unauthenticated ones). Counted by ssh
-    itself: each real connection logs "Authenticated to" (-v -E file)."""
+def one_host_farm(tmp_path: Path, sshd, count: int
+                  ) -> tuple[Path, list[Path], Path, Path]:
+    """A source, count directories of one ssh host (127.0.0.1) as its nodes, and
+    a config whose ssh logs each real connection ("Authenticated to") to a file:
+    (src, the node directories, that log, the config)."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.txt").write_text("a\n")
-    remotes = [tmp_path / f"remote{i}" for i in range(8)]
+    remotes = [tmp_path / f"remote{i}" for i in range(count)]
     for r in remotes:
         r.mkdir()
     sshlog = tmp_path / "ssh.log"
     conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2,
                         rnodes=[f"root@127.0.0.1:{r}" for r in remotes], max_parallel=8,
                         ssh=[*sshd.ssh_command(), "-v", "-E", str(sshlog)])
+    return src, remotes, sshlog, conf
+
+
+def test_nodes_on_one_ssh_host_open_one_connection_at_their_turn(
+        tmp_path: Path, run_inosync: Callable[..., Inosync], sshd):
+    """Eight directories on one host, all due at the start: the bucket gives their
+    host one turn, so one new connection should reach it, not eight at once (sshd's
+    MaxStartups 10:30:100 drops beyond ten unauthenticated ones). Counted by ssh
+    itself: each real connection logs "Authenticated to" (-v -E file)."""
+    src, remotes, sshlog, conf = one_host_farm(tmp_path, sshd, 8)
     d = run_inosync(conf)
     wait_converged(src, remotes, timeout=60)
     assert d.stop() == 0
@@ -188,16 +197,7 @@ def test_nodes_on_one_ssh_host_resumed_from_checkpoints_are_checked_over_one_con
     start-up check (nodecheck.py) is an rsync over ssh; started together at their
     host's turn, each opened its own connection. The first opens it, the others
     share it."""
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "a.txt").write_text("a\n")
-    remotes = [tmp_path / f"remote{i}" for i in range(8)]
-    for r in remotes:
-        r.mkdir()
-    sshlog = tmp_path / "ssh.log"
-    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2,
-                        rnodes=[f"root@127.0.0.1:{r}" for r in remotes], max_parallel=8,
-                        ssh=[*sshd.ssh_command(), "-v", "-E", str(sshlog)])
+    src, remotes, sshlog, conf = one_host_farm(tmp_path, sshd, 8)
     d = run_inosync(conf)
     wait_converged(src, remotes, timeout=60)
     time.sleep(MARGIN + 0.5)  # the tree older than the checkpoints' margin

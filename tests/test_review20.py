@@ -9,29 +9,21 @@ waits for its host's master, not for the first check's end."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 
 import pytest
+from test_parallel import config as parallel_config
+from test_parallel import ended, starts
 
 from inosync import nodecheck, scheduler, sshcontrol
 from inosync.config import Config
-from inosync.scheduler import CheckRoot, RootSame, Scheduler, StartRun
+from inosync.scheduler import CheckRoot, RootSame, Scheduler
 
 
 def config(nodes: tuple[str, ...], **changes: object) -> Config:
-    base = Config(path="/etc/inosync.conf", wpath="/srv/www", configured_wpath="/srv/www",
-                  rnodes=nodes, edelay=2.0, retry_min=1.0, retry_max=8.0, max_parallel=10)
-    return dataclasses.replace(base, **changes)
-
-
-def starts(actions: list) -> list[str]:
-    return [a.dest for a in actions if isinstance(a, StartRun)]
-
-
-def ended(s: Scheduler, dest: str, rc: int, now: float) -> list:
-    return s.run_ended(dest, rc, "", now, wall=1000.0 + now, took=0.5, what="1 path")
+    """test_parallel's, with max_parallel 10 unless told."""
+    return parallel_config(nodes, **{"max_parallel": 10, **changes})
 
 
 NODES = ("edge:/a/", "edge:/b/", "edge:/c/")
@@ -146,20 +138,12 @@ def test_after_the_master_ended_the_next_batch_opens_one_connection(tmp_path, ru
     import subprocess
     import tempfile
 
-    from helpers import wait_converged, write_config
+    from helpers import wait_converged
+    from test_parallel_e2e import one_host_farm
 
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "a.txt").write_text("a\n")
-    remotes = [tmp_path / f"remote{i}" for i in range(4)]
-    for r in remotes:
-        r.mkdir()
-    sshlog = tmp_path / "ssh.log"
+    src, remotes, sshlog, conf = one_host_farm(tmp_path, sshd, 4)
     tmp = tempfile.mkdtemp(prefix="r20", dir="/tmp")  # short: a socket path's limit
     try:
-        conf = write_config(tmp_path / "inosync.conf", wpath=str(src), edelay=0.2,
-                            rnodes=[f"root@127.0.0.1:{r}" for r in remotes], max_parallel=8,
-                            ssh=[*sshd.ssh_command(), "-v", "-E", str(sshlog)])
         d = run_inosync(conf, env={"TMPDIR": tmp})
         wait_converged(src, remotes, timeout=60)
         time.sleep(0.5)
