@@ -520,6 +520,14 @@ def popt_rsync_line() -> str | None:
     return None
 
 
+def popt_refusal(line: str) -> str:
+    """Why no run starts while popt_rsync_line() found line (made since the start;
+    at load the same line stops the start)."""
+    return (f"{line}: this popt line (made since the start) gives rsync options inosync "
+            "never sees, such as --dry-run or --delete; no run until it is removed (put "
+            "options in rsync_args)")
+
+
 def _popt_file(name: str) -> bytes | None:
     """The contents of a regular file (opened without blocking), or None."""
     try:

@@ -628,10 +628,8 @@ class Daemon:
                                                       time.time())
         popt = self._popt_line()
         if popt:
-            return self.scheduler.run_not_started(
-                action.dest, Outcome.BROKEN, f"{popt}: this popt line (made since the start) "
-                "gives rsync options inosync never sees, such as --dry-run or --delete; no run "
-                "until it is removed (put options in rsync_args)", now, time.time())
+            return self.scheduler.run_not_started(action.dest, Outcome.BROKEN,
+                                                  configmod.popt_refusal(popt), now, time.time())
         source = self._open_root()
         if source is None:
             return self.scheduler.root_not_same(action.dest, now)  # never sync another tree

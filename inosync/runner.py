@@ -304,9 +304,7 @@ class Runner:
         popt = configmod.popt_rsync_line()  # made while the replay ran (Daemon.start)
         if popt:
             _close(child)
-            child.stderr.write(f"inosync: {popt}: this popt line (made since the start) gives "
-                               "rsync options inosync never sees; no run until it is "
-                               "removed\n".encode())
+            child.stderr.write(f"inosync: {configmod.popt_refusal(popt)}\n".encode())
             return 1  # rsync's "syntax or usage error": broken until someone acts
         log.debug("%s: running (%s): %s", dest, child.what, _show(argv, child.shown or {}))
         try:

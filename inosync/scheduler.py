@@ -332,7 +332,7 @@ class Scheduler:
         the statusfile and systemd ("1 path waiting, sync in 10 s"). temps: the
         events of files of rsync's temporary shape, (path, gone), held back
         (temphold.py) unless a node may have them; found: such files a walk
-        found (with their ctimes), held as possibly sent. deleted: the paths
+        found (with their ctimes), held as possibly sent. deleted: the
         directories among them seen deleted or renamed away (PathSet.deleted)."""
         was_empty = not self.collected
         paths = list(paths)
@@ -728,14 +728,11 @@ class Scheduler:
         host = ssh_host(dest) if node_kind(dest) is Kind.SSH else None
         if host is None:
             return True
-        held = self.connecting.get(host)
-        if held is not None:
-            if now < held:  # a run to this host is opening the connection to share
-                self.opening.add(dest)
-                self.open_at = held if self.open_at is None else min(self.open_at, held)
-                return False
-            del self.connecting[host]  # no master after all (not shared?): each its own
-            return True
+        held = self.connecting.get(host)  # (those past CONNECT_WAIT are gone: _due)
+        if held is not None:  # a run to this host is opening the connection to share
+            self.opening.add(dest)
+            self.open_at = held if self.open_at is None else min(self.open_at, held)
+            return False
         if host not in self.unconnected:
             return True
         if self.connections.take(now):
