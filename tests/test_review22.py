@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import wait_until, write_config
+from helpers import Inosync, wait_until, write_config
 from test_deletepolicy import one_local, started
 
 NODE = "/srv/node/"
@@ -91,20 +91,30 @@ def _node_only_dir(node: Path, name: str) -> Path:
     return d
 
 
+def _running(tmp_path: Path, run_inosync, files: dict[str, str], *args: str,
+             **settings: object) -> tuple[Path, Path, Inosync]:
+    """A source of these files, a node, and a daemon under delete = 'running'
+    through its full sync (edelay 0.2 s unless told): (src, node, daemon)."""
+    src, node = tmp_path / "src", tmp_path / "node"
+    for rel, text in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
+                        **{"edelay": 0.2, **settings}, retry_min=0.2, retry_max=0.5,
+                        delete="running")
+    d = run_inosync(conf, *args)
+    d.wait_log("synced full sync", timeout=60)
+    return src, node, d
+
+
 @pytest.mark.slow
 def test_running_a_file_rewritten_by_unlink_never_replaces_a_node_only_directory(
         tmp_path, run_inosync):
     """Finding 4: a file rewritten by unlink and create (install, ln -sf, tar) was
     "seen deleted", and its forced run replaced the node's own directory."""
-    src, node = tmp_path / "src", tmp_path / "node"
-    src.mkdir()
-    (src / "index.html").write_text("hi\n")
-    node.mkdir()
+    src, node, d = _running(tmp_path, run_inosync, {"index.html": "hi\n"},
+                            "-v")  # every failed run in the log
     uploads = _node_only_dir(node, "uploads")
-    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
-                        edelay=0.2, retry_min=0.2, retry_max=0.5, delete="running")
-    d = run_inosync(conf, "-v")  # every failed run in the log
-    d.wait_log("synced full sync")
     (src / "uploads").write_text("a file, never a deletion\n")
     d.wait_log("rsync failed")  # as promised: the node keeps its directory, and says so
     assert (uploads / "2026" / "photo.jpg").is_file()
@@ -126,15 +136,9 @@ def test_running_the_forced_run_never_lists_a_directory_not_seen_deleted(tmp_pat
                                                                          run_inosync):
     """Finding 5: a file seen deleted under a directory exclude was listed as its
     parent, in the run with --force."""
-    src, node = tmp_path / "src", tmp_path / "node"
-    (src / "app").mkdir(parents=True)
-    (src / "app" / "cache").write_text("a file on the source\n")
-    (src / "app" / "secret").write_text("a file, for now\n")
-    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
-                        edelay=0.2, retry_min=0.2, retry_max=0.5, delete="running",
-                        rexcludes=["secret/"])
-    d = run_inosync(conf)
-    d.wait_log("synced full sync", timeout=60)
+    src, node, d = _running(tmp_path, run_inosync, {"app/cache": "a file on the source\n",
+                                                    "app/secret": "a file, for now\n"},
+                            rexcludes=["secret/"])
     (node / "app" / "cache").unlink()  # the node's own directory now stands there
     cache = _node_only_dir(node / "app", "cache")
     (src / "app" / "secret").unlink()  # seen deleted: the node's file app/secret goes
@@ -151,14 +155,8 @@ def test_running_the_forced_run_never_lists_a_directory_not_seen_deleted(tmp_pat
                    "has --delete, so the node keeps the file for good")
 def test_running_a_file_seen_deleted_under_a_directory_exclude_is_deleted(tmp_path,
                                                                           run_inosync):
-    src, node = tmp_path / "src", tmp_path / "node"
-    (src / "app").mkdir(parents=True)
-    (src / "app" / "secret").write_text("a file, for now\n")
-    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
-                        edelay=0.2, retry_min=0.2, retry_max=0.5, delete="running",
-                        rexcludes=["secret/"])
-    d = run_inosync(conf)
-    d.wait_log("synced full sync", timeout=60)
+    src, node, d = _running(tmp_path, run_inosync, {"app/secret": "a file, for now\n"},
+                            rexcludes=["secret/"])
     (src / "app" / "secret").unlink()  # seen deleted
     (src / "app" / "secret").mkdir()  # a directory the excludes hide takes its name
     (src / "marker").write_text("after\n")
@@ -175,13 +173,7 @@ def test_running_a_file_seen_deleted_under_a_directory_exclude_is_deleted(tmp_pa
                    "such batch would not: review 22 showed what that costs)")
 def test_running_a_directory_deletion_in_the_batch_forces_a_new_file_too(tmp_path,
                                                                          run_inosync):
-    src, node = tmp_path / "src", tmp_path / "node"
-    (src / "old").mkdir(parents=True)
-    (src / "old" / "x").write_text("x\n")
-    conf = write_config(tmp_path / "inosync.conf", wpath=str(src), rnodes=[str(node)],
-                        edelay=1.0, retry_min=0.2, retry_max=0.5, delete="running")
-    d = run_inosync(conf)
-    d.wait_log("synced full sync")
+    src, node, d = _running(tmp_path, run_inosync, {"old/x": "x\n"}, edelay=1.0)
     uploads = _node_only_dir(node, "uploads")
     (src / "old" / "x").unlink()
     (src / "old").rmdir()  # a directory seen deleted ...
